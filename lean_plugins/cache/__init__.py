@@ -1,0 +1,1 @@
+"""Layer package; see README.md. Keep this import light (no torch at import time)."""

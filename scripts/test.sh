@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install everything the tests need on a fresh Debian machine, start the servers on
+# 127.0.0.1, and run the test suite. This is the README's test command; .ci/run calls it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+
+# Debian packages: the Redis server the cache tests use for real.
+if ! command -v redis-server >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq redis-server >/dev/null
+  else
+    echo "redis-server is missing and apt-get is not available: install Redis, then re-run." >&2
+    exit 1
+  fi
+fi
+
+# torch first, pinned: it is the CPU wheel. An unpinned torch would pull a multi-GB CUDA build.
+$PY -m pip install -q "torch==2.13.0"
+$PY -m pip install -q -e ".[dev]"
+
+# Servers on loopback, stopped when this script exits.
+REDIS_PORT=${LEAN_PLUGINS_REDIS_PORT:-6390}
+redis_dir=$(mktemp -d)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$redis_dir" --daemonize yes \
+  --pidfile "$redis_dir/redis.pid" >/dev/null
+cleanup() {
+  [ -f "$redis_dir/redis.pid" ] && kill "$(cat "$redis_dir/redis.pid")" 2>/dev/null || true
+  rm -rf "$redis_dir"
+}
+trap cleanup EXIT
+export LEAN_PLUGINS_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+$PY -m ruff check .
+$PY -m pytest "$@"
