@@ -45,3 +45,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             )
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU; this machine has none"))
+
+
+@pytest.fixture(scope="session")
+def shared_data_or_none() -> Path | None:
+    """The evaluation data folder, or None: for tests that use it when present."""
+    return shared_data_dir()

@@ -1,0 +1,66 @@
+"""The shared MiniLM encoder: offline, normalised, batched, one instance per process."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from lean_plugins import embeddings  # noqa: E402
+from lean_plugins.errors import ModelLoadError  # noqa: E402
+
+
+def test_shared_instance_and_shape() -> None:
+    enc = embeddings.get_encoder()
+    assert embeddings.get_encoder() is enc
+    assert embeddings.get_encoder("sentence-transformers/all-MiniLM-L6-v2") is enc  # hub name -> bundled copy
+    vecs = enc.encode(
+        ["What is the capital of France?", "Which city is France's capital?", "I like green tea."]
+    )
+    assert vecs.shape == (3, 384) and vecs.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    sims = embeddings.cosine(vecs, vecs)
+    assert sims[0, 1] > 0.8 > 0.3 > sims[0, 2]
+
+
+def test_batching_and_order_do_not_change_vectors() -> None:
+    enc = embeddings.get_encoder()
+    texts = [f"sentence number {i} " + "word " * (i % 7) for i in range(20)]
+    a = enc.encode(texts, batch_size=3)
+    b = np.stack([enc.encode(t) for t in texts])
+    assert np.allclose(a, b, atol=1e-5)
+    assert enc.encode([]).shape == (0, 384)
+
+
+def test_matches_sentence_transformers_reference() -> None:
+    st = pytest.importorskip("sentence_transformers")
+    ref = st.SentenceTransformer(str(embeddings.default_model_path()), device="cpu")
+    texts = ["A short one.", "A somewhat longer sentence about token budgets and caches."]
+    assert np.allclose(embeddings.embed(texts), ref.encode(texts), atol=1e-5)
+
+
+def test_concurrent_use_is_safe() -> None:
+    enc = embeddings.get_encoder()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(5):
+                enc.encode(["concurrent use of one tokenizer", "another sentence"])
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_bad_model_path_names_the_fix(tmp_path) -> None:
+    with pytest.raises(ModelLoadError, match="bundled all-MiniLM-L6-v2"):
+        embeddings.SentenceEncoder(tmp_path / "nothing-here").encode("x")
