@@ -1,0 +1,130 @@
+"""Exact token counting of a text that arrives in pieces (a stream of chunks).
+
+Re-encoding the whole text after every chunk costs O(n) per chunk, O(n^2) per answer. A
+tiktoken encoding first splits text into *pieces* with a regular expression and runs BPE
+inside each piece, and the regular expression looks at most one character ahead; so every
+piece except the last one of the text seen so far is final: more text can extend or change
+only the last piece. :class:`StreamingTokenCounter` therefore commits the token ids of all
+pieces but the last and re-encodes only that last piece when a chunk arrives. The committed
+ids are exactly the first ids of the full answer's encoding, which is what makes "the first
+N tokens" well defined while the answer is still streaming.
+
+Tokenizers without such a pattern (Hugging Face ones) fall back to re-encoding the whole text
+and treat all ids but the last as committed; that is exact for the count at the end, and
+correct for the prefix in practice, but not guaranteed (documented in docs/budget.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lean_plugins.tokens import DEFAULT_TOKENIZER, Tokenizer, get_tokenizer
+
+
+def _decode_prefix(tokenizer: Any, ids: list[int]) -> str:
+    """Text of ``ids``; a multi-byte character cut in half at the end is dropped, not garbled."""
+    if hasattr(tokenizer, "decode_bytes"):
+        return tokenizer.decode_bytes(ids).decode("utf-8", errors="ignore")
+    return tokenizer.decode(ids)
+
+
+class StreamingTokenCounter:
+    """Counts the tokens of a growing text exactly, in O(chunk) time per chunk.
+
+    ``committed_ids`` are final (they will not change whatever text comes next);
+    ``tail_tokens`` is the current count of the last, still open piece.
+    """
+
+    __slots__ = (
+        "_encode",
+        "_parts",
+        "_pattern",
+        "_tail",
+        "committed_chars",
+        "committed_ids",
+        "tail_tokens",
+        "tokenizer",
+    )
+
+    def __init__(self, tokenizer: str | Tokenizer = DEFAULT_TOKENIZER) -> None:
+        self.tokenizer = get_tokenizer(tokenizer)
+        self._encode = getattr(self.tokenizer, "encode_ordinary", None) or self.tokenizer.encode
+        pattern = getattr(self.tokenizer, "_pat_str", None)
+        if pattern is not None:
+            import regex  # a dependency of tiktoken; supports its possessive quantifiers
+
+            self._pattern = regex.compile(pattern)
+        else:
+            self._pattern = None
+        self._parts: list[str] = []
+        self._tail = ""
+        self.committed_chars = 0
+        self.committed_ids: list[int] = []
+        self.tail_tokens = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Tokens of the whole text seen so far (the last piece may still change)."""
+        return len(self.committed_ids) + self.tail_tokens
+
+    @property
+    def committed_tokens(self) -> int:
+        return len(self.committed_ids)
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts) + self._tail
+
+    @property
+    def tail(self) -> str:
+        """The text after the committed part (the open piece)."""
+        return self._tail
+
+    def feed(self, chunk: str) -> str:
+        """Add ``chunk``; returns the text newly committed by it (may be empty)."""
+        if not chunk:
+            return ""
+        if self._pattern is None:
+            return self._feed_full(chunk)
+        tail = self._tail + chunk
+        committed = ""
+        last_start = 0
+        for match in self._pattern.finditer(tail):
+            last_start = match.start()
+        if last_start > 0:
+            committed = tail[:last_start]
+            self.committed_ids.extend(self._encode(committed))
+            self._parts.append(committed)
+            self.committed_chars += last_start
+            tail = tail[last_start:]
+        self._tail = tail
+        self.tail_tokens = len(self._encode(tail)) if tail else 0
+        return committed
+
+    def _feed_full(self, chunk: str) -> str:
+        text = self.text + chunk
+        ids = list(self._encode(text))
+        stable = ids[:-1]
+        stable_text = _decode_prefix(self.tokenizer, stable)
+        if not text.startswith(stable_text):  # decoding is not a prefix: commit nothing
+            stable, stable_text = [], ""
+        committed = stable_text[self.committed_chars :]
+        self._parts = [stable_text] if stable_text else []
+        self.committed_ids = stable
+        self.committed_chars = len(stable_text)
+        self._tail = text[len(stable_text) :]
+        self.tail_tokens = len(ids) - len(stable)
+        return committed
+
+    def finish(self) -> None:
+        """The text is complete: commit the last piece."""
+        if self._tail:
+            self.committed_ids.extend(self._encode(self._tail))
+            self._parts.append(self._tail)
+            self.committed_chars += len(self._tail)
+            self._tail = ""
+            self.tail_tokens = 0
+
+    def prefix_text(self, n_tokens: int) -> str:
+        """The text of the first ``n_tokens`` committed tokens."""
+        return _decode_prefix(self.tokenizer, self.committed_ids[:n_tokens])
