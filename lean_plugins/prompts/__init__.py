@@ -1,1 +1,44 @@
-"""Layer package; see README.md. Keep this import light (no torch at import time)."""
+"""Layer 2: lean prompt templates.
+
+``LeanPrompt`` builds compact, structured templates with validated variables and few-shot
+examples under a token budget; ``minify`` shortens an existing template with deterministic
+rules; ``lean_text`` goes further (concise rewrites, compact examples, the layer-1 compressor
+for long instruction blocks). Names load lazily so ``import lean_plugins.prompts`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "LeanPrompt": "lean_plugins.prompts.lean_prompt",
+    "TokenReport": "lean_plugins.prompts.lean_prompt",
+    "UnusedVariableWarning": "lean_plugins.prompts.lean_prompt",
+    "SECTIONS": "lean_plugins.prompts.lean_prompt",
+    "minify": "lean_plugins.prompts.minifier",
+    "MINIFY_RULES": "lean_plugins.prompts.minifier",
+    "Rule": "lean_plugins.prompts.minifier",
+    "lean_text": "lean_plugins.prompts.lean",
+    "LEAN_RULES": "lean_plugins.prompts.lean",
+    "Example": "lean_plugins.prompts.examples",
+    "select_examples": "lean_plugins.prompts.examples",
+    "template_variables": "lean_plugins.prompts.template",
+    "format_template": "lean_plugins.prompts.template",
+    "strip_variables": "lean_plugins.prompts.template",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lean_plugins.prompts' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,470 @@
+"""``lean_text``: the lean form of an existing template, beyond :func:`minify`.
+
+``minify`` only removes what carries no instruction. ``lean_text`` also *rewrites*:
+
+1. :func:`~lean_plugins.prompts.minify` (all its rules);
+2. :data:`CONCISE_REWRITES`: verbose instruction idioms common in framework prompts, each
+   replaced by a shorter phrase with the same instruction ("Context information is below."
+   -> "Context:", "in the following format:" -> "as:", "If you don't know the answer, say
+   that you don't know" -> "If you don't know the answer, say so"). Each rewrite carries an
+   example pair that the tests check;
+3. :func:`compact_examples`: in few-shot examples (a label such as ``Content:`` used more than
+   once), a long example body is cut to its first sentence(s) within ``example_tokens``: the
+   example still shows the format, at a fraction of the tokens;
+4. the layer-1 compressor (``lean_plugins.compress.LeanCompressor``, when installed) on long
+   instruction paragraphs that hold no variable, code, JSON or quoted text;
+5. ``dedupe`` and ``tidy`` again, since rewrites can make two sentences equal.
+
+Variables, code, ``{{escaped JSON}}`` and quoted text are masked through every step, and
+the result is checked to hold the same variables as the source; if it does not, the
+``minify`` output is returned instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lean_plugins.prompts.minifier import MINIFY_RULES, Rule, dedupe, tidy
+from lean_plugins.prompts.template import is_placeholder, mask, template_variables
+from lean_plugins.tokens import count_tokens, truncate_to_tokens
+
+logger = logging.getLogger("lean_plugins.prompts")
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """A concise rewrite: ``pattern`` -> ``replacement`` (``re.sub``), with a checked example."""
+
+    name: str
+    pattern: str
+    replacement: str | Callable[[re.Match[str]], str]
+    example: tuple[str, str]
+    flags: int = re.IGNORECASE
+
+    def apply(self, text: str) -> str:
+        return re.sub(self.pattern, self.replacement, text, flags=self.flags)
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _label(match: re.Match[str]) -> str:
+    """'Some text is provided below.' -> 'Text:' (the named thing becomes a label)."""
+    return _cap(match.group("x").strip()) + ":"
+
+
+_SENT = r"(?:(?<=^)|(?<=\n)|(?<=[.!?] ))"  # where a sentence starts
+
+CONCISE_REWRITES: tuple[Rewrite, ...] = (
+    Rewrite(
+        "intro_below_label",
+        rf"{_SENT}(?:some |a |an |the )?(?P<x>[\w -]{{1,40}}?) (?:is|are) (?:provided |given |shown |listed )?below[.:]?(?=\n)",
+        _label,
+        ("Some choices are given below.\n{context_list}", "Choices:\n{context_list}"),
+    ),
+    Rewrite(
+        "intro_below_sentence",
+        rf"{_SENT}(?:some |a |an |the )?[\w -]{{1,40}}? (?:is|are) (?:also )?(?:provided|given|shown|listed)(?: below)?\. ?",
+        "",
+        ("A question is also provided. Answer it.", "Answer it."),
+    ),
+    Rewrite(
+        "we_have_provided",
+        rf"{_SENT}(?:we have (?:also )?provided|here (?:is|are)) (?:a |an |the |some )?(?P<x>[^.:\n]{{1,40}}?)(?: below)?[.:]",
+        _label,
+        ("We have provided an existing answer: {existing_answer}", "Existing answer: {existing_answer}"),
+    ),
+    Rewrite(
+        "is_as_follows",
+        rf"{_SENT}the (?P<x>[\w ]{{1,30}}?) (?:is|are) as follows:",
+        _label,
+        ("The original query is as follows: {query_str}", "Original query: {query_str}"),
+    ),
+    Rewrite(
+        "describes_layout",
+        rf"{_SENT}we first provide [^.\n]*\. ?",
+        "",
+        ("We first provide the text, and then the schema. Extract fields.", "Extract fields."),
+    ),
+    Rewrite(
+        "we_wish_to",
+        rf"{_SENT}(?:we wish to|we want to|we need to|your job is to) (?P<v>\w)",
+        lambda m: m.group("v").upper(),
+        ("We wish to extract fields.", "Extract fields."),
+    ),
+    Rewrite(
+        "opportunity_to",
+        rf"{_SENT}we have the opportunity to (?P<v>\w)",
+        lambda m: m.group("v").upper(),
+        ("We have the opportunity to refine the answer.", "Refine the answer."),
+    ),
+    Rewrite(
+        "context_information",
+        r"\b(?P<c>c)ontext information\b",
+        r"\g<c>ontext",
+        ("Context information: the context information", "Context: the context"),
+    ),
+    Rewrite(
+        "not_prior_knowledge",
+        r"\b(?:given|using only) the (?P<x>[\w ]{1,40}?)(?: above)? and not prior knowledge, ",
+        lambda m: f"Using only the {m.group('x')}, ",
+        (
+            "Given the context and not prior knowledge, answer the query.",
+            "Using only the context, answer the query.",
+        ),
+    ),
+    Rewrite(
+        "numbered_list",
+        r"\bit is provided in a numbered list\b",
+        "Numbered list",
+        ("It is provided in a numbered list (1 to {n}).", "Numbered list (1 to {n})."),
+    ),
+    Rewrite(
+        "each_item_corresponds",
+        r", where each item in the list corresponds to (?:a|an) (?P<x>\w+)",
+        r", one \g<x> per item",
+        (
+            "list (1 to 5), where each item in the list corresponds to a summary.",
+            "list (1 to 5), one summary per item.",
+        ),
+    ),
+    Rewrite(
+        "new_piece_of_information",
+        rf"{_SENT}(?:given the [\w ]{{1,30}}, )?here is a new piece of information:",
+        "New information:",
+        ("Given the context, here is a new piece of information: {x}", "New information: {x}"),
+    ),
+    Rewrite(
+        "corresponding_to",
+        r"\bthe (?P<x>numbers?) corresponding to the\b",
+        r"the \g<x> of the",
+        ("the number corresponding to the summary", "the number of the summary"),
+    ),
+    Rewrite(
+        "that_is_most",
+        r"\bthat (?:is|are) (?P<x>most|least|more|less) ",
+        r"\g<x> ",
+        ("the summary that is most relevant", "the summary most relevant"),
+    ),
+    Rewrite(
+        "following_format",
+        r"\b(?:in|using) the following (?P<x>[\w-]+ )?format:",
+        lambda m: f"as {m.group('x').strip()}:" if m.group("x") else "as:",
+        (
+            "Provide keywords in the following comma-separated format: 'K: <k>'",
+            "Provide keywords as comma-separated: 'K: <k>'",
+        ),
+    ),
+    Rewrite(
+        "should_be_format",
+        rf"{_SENT}(?:this|the output format|the output|it) should be (?:in )?(?:the following format|as follows):?",
+        "Format:",
+        ("This should be in the following format:", "Format:"),
+    ),
+    Rewrite(
+        "use_the_following_format",
+        r"\buse the following format, each taking one line:",
+        "Use this format, one per line:",
+        ("Use the following format, each taking one line:", "Use this format, one per line:"),
+    ),
+    Rewrite(
+        "write_a_summary",
+        r"\bwrite an? (?:(?P<adj>concise|short|brief) )?summary of the following(?: text)?",
+        lambda m: "Summarize" + (f" {m.group('adj').lower()}ly" if m.group("adj") else ""),
+        ("Write a concise summary of the following:", "Summarize concisely:"),
+    ),
+    Rewrite(
+        "as_many_as_possible",
+        r"\bas many (?P<x>[\w ]{1,25}?) as possible\b",
+        r"all \g<x>",
+        ("Include as many key details as possible.", "Include all key details."),
+    ),
+    Rewrite(
+        "say_so",
+        r"\bsay (?:that )?you don't know\b",
+        "say so",
+        ("If you don't know the answer, say that you don't know.", "If you don't know the answer, say so."),
+    ),
+    Rewrite(
+        "dont_try_to",
+        r"\b(?P<neg>don't|do not|never) try to make up an answer\b",
+        r"\g<neg> make one up",
+        ("Don't try to make up an answer.", "Don't make one up."),
+    ),
+    Rewrite(
+        "use_x_to_answer",
+        rf"{_SENT}use the following (?:pieces? of |portion of (?:an? )?)?(?P<x>[\w ]{{1,20}}?) to answer (?P<q>[^.,\n]{{1,40}})\.",
+        lambda m: f"Answer {m.group('q')} using the {m.group('x')}.",
+        (
+            "Use the following pieces of context to answer the question at the end.",
+            "Answer the question at the end using the context.",
+        ),
+    ),
+    Rewrite(
+        "in_addition_also",
+        rf"{_SENT}in addition to (?:giving|providing) an? \w+, also (?P<v>\w)",
+        lambda m: "Also " + m.group("v"),
+        ("In addition to giving an answer, also return a score.", "Also return a score."),
+    ),
+    Rewrite(
+        "pay_attention_to_use",
+        rf"{_SENT}pay attention to use (?P<v>\w)",
+        lambda m: "Use " + m.group("v"),
+        ("Pay attention to use only real columns.", "Use only real columns."),
+    ),
+    Rewrite(
+        "be_careful_not_to",
+        rf"{_SENT}be careful (?:to not|not to) (?P<v>\w)",
+        lambda m: "Don't " + m.group("v"),
+        ("Be careful to not query missing columns.", "Don't query missing columns."),
+    ),
+    Rewrite(
+        "pay_attention_to_which",
+        rf"{_SENT}pay attention to (?P<w>which|what|how) ",
+        lambda m: "Mind " + m.group("w") + " ",
+        ("Pay attention to which column is in which table.", "Mind which column is in which table."),
+    ),
+    Rewrite(
+        "sentence_also",
+        rf"{_SENT}also, (?P<v>\w)",
+        lambda m: m.group("v").upper(),
+        ("Also, qualify column names.", "Qualify column names."),
+    ),
+    Rewrite(
+        "that_you_can_see_in",
+        r"\bthat you can see in\b",
+        "in",
+        ("names that you can see in the schema", "names in the schema"),
+    ),
+    Rewrite(
+        "an_input_question",
+        r"\ban input question\b",
+        "a question",
+        ("Given an input question, write", "Given a question, write"),
+    ),
+    Rewrite(
+        "as_well_as",
+        r"\bas well as\b",
+        "and",
+        ("the numbers as well as the score", "the numbers and the score"),
+    ),
+    Rewrite(
+        "next_to_it_along_with",
+        r"\bnext to it along with\b",
+        "and",
+        (
+            "Each document has a number next to it along with a summary.",
+            "Each document has a number and a summary.",
+        ),
+    ),
+    Rewrite(
+        "exclude_irrelevant",
+        r"\bdo not include any (?P<x>\w+) that (?:are|is) not relevant\b",
+        r"Exclude irrelevant \g<x>",
+        (
+            "Do not include any documents that are not relevant to the question.",
+            "Exclude irrelevant documents to the question.",
+        ),
+    ),
+    Rewrite(
+        "in_the_form_of",
+        r"\bshould be in the form of\b",
+        "has the form",
+        ("Each triplet should be in the form of (a, b)", "Each triplet has the form (a, b)"),
+    ),
+    Rewrite(
+        "from_the_given",
+        r"\bfrom the given\b",
+        "from the",
+        ("triplets from the given text", "triplets from the text"),
+    ),
+    Rewrite(
+        "with_some_more_context",
+        r"\bwith some more context below\b",
+        "with the context below",
+        (
+            "Refine it (only if needed) with some more context below.",
+            "Refine it (only if needed) with the context below.",
+        ),
+    ),
+    Rewrite(
+        "restated_refine",
+        r"(?<=\n)given the new context, refine the original (?P<x>answer|summary)(?: to better answer the (?:query|question))?\.\s?",
+        "",
+        (
+            "Refine the existing answer.\n{c}\nGiven the new context, refine the original answer. Else keep it.",
+            "Refine the existing answer.\n{c}\nElse keep it.",
+        ),
+    ),
+    Rewrite(
+        "sentence_ends_rephrase",
+        r"\bto be a standalone question\b",
+        "as a standalone question",
+        (
+            "rephrase the question to be a standalone question",
+            "rephrase the question as a standalone question",
+        ),
+    ),
+    Rewrite(
+        "given_the_following",
+        r"\bgiven the following\b",
+        "Given the",
+        ("Given the following conversation, rephrase", "Given the conversation, rephrase"),
+    ),
+)
+
+
+def concise_rewrites(text: str) -> str:
+    """Apply every :data:`CONCISE_REWRITES` entry in order."""
+    for rewrite in CONCISE_REWRITES:
+        text = rewrite.apply(text)
+    return text
+
+
+def join_broken_lines(text: str) -> str:
+    """Join a sentence broken over two lines ("as well\\nas the score")."""
+    return re.sub(r"(?<=[a-z,])\n(?=[a-z])", " ", text)
+
+
+_LABEL_LINE = re.compile(r"^(?P<label>[A-Z][\w #-]{0,30}):(?P<rest>.*)$")
+
+
+def compact_examples(text: str, example_tokens: int = 30, *, tokenizer: str = "cl100k_base") -> str:
+    """Cut long bodies of few-shot examples to their first sentence(s) within ``example_tokens``.
+
+    An example body is the text under a label that the template uses more than once
+    ("Content:", "Text:"), up to the next label line. Bodies holding a variable, code,
+    JSON or quoted text are left whole, so the slot the real input goes into never changes.
+    """
+    lines = text.split("\n")
+    labels = [m.group("label").lower() if (m := _LABEL_LINE.match(line)) else None for line in lines]
+    repeated = {label for label in labels if label and labels.count(label) > 1}
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        label = labels[i]
+        if label not in repeated:
+            out.append(lines[i])
+            i += 1
+            continue
+        j = i + 1
+        while j < len(lines) and labels[j] is None:
+            j += 1
+        block = lines[i:j]
+        head = _LABEL_LINE.match(block[0]).group("label")  # type: ignore[union-attr]
+        body = " ".join([block[0][len(head) + 1 :].strip(), *block[1:]]).strip()
+        if any(is_placeholder(c) for c in body) or count_tokens(body, tokenizer) <= example_tokens + 5:
+            out.extend(block)
+        else:
+            out.append(f"{head}: {_first_sentences(body, example_tokens, tokenizer)}")
+        i = j
+    return "\n".join(out)
+
+
+def _first_sentences(body: str, budget: int, tokenizer: str) -> str:
+    sentences = re.split(r"(?<=[.!?])\s+", body)
+    kept = ""
+    for sentence in sentences:
+        candidate = f"{kept} {sentence}".strip()
+        if count_tokens(candidate, tokenizer) > budget:
+            break
+        kept = candidate
+    if not kept:  # the first sentence alone is over budget: cut it at a word
+        kept = truncate_to_tokens(body, budget, tokenizer).rsplit(" ", 1)[0]
+    return kept + " …"
+
+
+def _load_compressor() -> Callable[[str], str] | None:
+    """The layer-1 compressor as ``text -> text``, or None when it is not installed."""
+    try:
+        from lean_plugins.compress import LeanCompressor  # type: ignore[attr-defined]
+
+        compressor = LeanCompressor()
+    except Exception as exc:  # not built, not installed, or no model: lean_text works without
+        logger.debug("layer-1 compressor unavailable for lean prompts: %s", exc)
+        return None
+    for method in ("compress_text", "compress"):
+        fn = getattr(compressor, method, None)
+        if callable(fn):
+
+            def run(text: str, _fn: Callable = fn) -> str:
+                out = _fn(text)
+                return out if isinstance(out, str) else str(getattr(out, "text", out))
+
+            return run
+    return None
+
+
+def compress_long_paragraphs(
+    text: str, compressor: Callable[[str], str], *, min_tokens: int = 80, tokenizer: str = "cl100k_base"
+) -> str:
+    """Run ``compressor`` on lines of plain instruction text of at least ``min_tokens`` tokens."""
+    out = []
+    for line in text.split("\n"):
+        if count_tokens(line, tokenizer) >= min_tokens and not any(is_placeholder(c) for c in line):
+            try:
+                compressed = compressor(line).strip()
+            except Exception as exc:
+                logger.warning("compressor failed on a prompt paragraph (%s); kept it as written", exc)
+                compressed = line
+            line = compressed if compressed and len(compressed) < len(line) else line
+        out.append(line)
+    return "\n".join(out)
+
+
+def lean_text(
+    template_text: str,
+    *,
+    example_tokens: int = 30,
+    compressor: str | Callable[[str], str] | None = "auto",
+    tokenizer: str = "cl100k_base",
+) -> str:
+    """The lean form of ``template_text`` (see the module doc for the steps).
+
+    ``compressor``: ``"auto"`` uses layer 1's ``LeanCompressor`` when importable, ``None``
+    turns it off, or pass any ``text -> text`` callable.
+    """
+    if not isinstance(template_text, str):
+        raise TypeError(f"lean_text() takes the template text as a str, got {type(template_text).__name__}")
+    masked = mask(template_text)
+    current = masked.text
+    steps: list[Rule] = [
+        *MINIFY_RULES,
+        Rule("join_broken_lines", "join a sentence broken over two lines", join_broken_lines),
+        Rule("concise_rewrites", "shorter phrasings of verbose idioms", concise_rewrites),
+        Rule(
+            "compact_examples",
+            "cut long few-shot example bodies",
+            lambda t: compact_examples(t, example_tokens, tokenizer=tokenizer),
+        ),
+    ]
+    run = _load_compressor() if compressor == "auto" else compressor
+    if callable(run):
+        steps.append(
+            Rule(
+                "compressor",
+                "layer-1 compressor on long paragraphs",
+                lambda t: compress_long_paragraphs(t, run),
+            )
+        )
+    steps += [Rule("dedupe", "", dedupe), Rule("tidy", "", tidy)]
+    for step in steps:
+        rewritten = step.apply(current)
+        if masked.lost_spans(rewritten):
+            logger.warning("lean_text step %r dropped protected text; step skipped", step.name)
+            continue
+        current = rewritten
+    result = masked.unmask(current)
+    if set(template_variables(result)) != set(template_variables(template_text)):  # belt and braces
+        logger.warning("lean_text changed the template's variables; returning the minified form")
+        from lean_plugins.prompts.minifier import minify
+
+        return minify(template_text)
+    return result
+
+
+LEAN_RULES = CONCISE_REWRITES
