@@ -1,0 +1,438 @@
+"""``LeanCache``: exact + semantic response cache with namespaces, TTL, LRU size limit and a
+semantic guard, on GPTCache's storage managers (SQLite + FAISS embedded; Redis; PostgreSQL +
+pgvector).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import os
+import re
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from lean_plugins.cache.guard import SemanticGuard
+from lean_plugins.cache.keys import key_hash, storage_id
+from lean_plugins.cache.stores import LocalStore, PostgresStore, Record, RedisStore, Store, encode_payload
+from lean_plugins.errors import ConfigurationError
+
+logger = logging.getLogger("lean_plugins.cache")
+
+Mode = Literal["exact", "semantic", "exact+semantic"]
+Backend = Literal["local", "redis", "postgres"]
+MODES = ("exact", "semantic", "exact+semantic")
+BACKENDS = ("local", "redis", "postgres")
+
+#: Cosine threshold of a semantic hit with the guard on, calibrated on held-out QQP pairs
+#: (see docs/cache.md and scripts/bench_cache.py).
+DEFAULT_THRESHOLD = 0.90
+REDIS_URL_ENV = "LEAN_PLUGINS_REDIS_URL"
+POSTGRES_URL_ENV = "LEAN_PLUGINS_POSTGRES_URL"
+_STORE_NAME = re.compile(r"^[0-9a-f]{24}$")
+
+EmbeddingFn = Callable[[Sequence[str]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class CacheHit:
+    """A served entry: the response, how it matched, and the prompt it was cached under."""
+
+    response: str
+    match: Literal["exact", "normalized", "semantic"]
+    similarity: float
+    cached_prompt: str
+
+
+class _Failure:
+    """Tracks one back-end outage: warn once, retry after a pause."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+
+    def failed(self, what: str, exc: BaseException, retry_after: float) -> None:
+        if self.since is None:
+            logger.warning(
+                "Cache %s failed (%s: %s); serving misses and dropping updates, the LLM call goes on. "
+                "Retrying every %.0f s.",
+                what,
+                type(exc).__name__,
+                exc,
+                retry_after,
+            )
+        else:
+            logger.debug("Cache %s still failing: %s", what, exc)
+        self.since = time.monotonic()
+
+    def recovered(self) -> None:
+        if self.since is not None:
+            logger.info("Cache back-end works again.")
+        self.since = None
+
+    def waiting(self, retry_after: float) -> bool:
+        return self.since is not None and time.monotonic() - self.since < retry_after
+
+
+class LeanCache:
+    """Exact + semantic response cache.
+
+    Args:
+        path: directory of the embedded store (``backend="local"``); default
+            ``lean_plugins.paths.cache_dir("cache")``.
+        mode: ``"exact"`` (normalised text only, no embeddings), ``"semantic"`` (nearest
+            neighbour + guard), or ``"exact+semantic"`` (exact first, then semantic).
+        threshold: minimum cosine similarity of a semantic hit (default
+            :data:`DEFAULT_THRESHOLD`, calibrated with the guard on).
+        ttl: seconds an entry lives (``None``: forever); ``put(..., ttl=)`` overrides per entry.
+        max_entries: per-namespace size limit; least recently used entries are evicted.
+        backend: ``"local"`` (SQLite + FAISS), ``"redis"`` or ``"postgres"`` (+ pgvector).
+        url: server URL for ``redis`` / ``postgres`` (default ``$LEAN_PLUGINS_REDIS_URL`` /
+            ``$LEAN_PLUGINS_POSTGRES_URL``).
+        embedding: any callable ``list[str] -> (n, d) array``; default the shared MiniLM encoder.
+        guard: the semantic guard (``True`` default guard, ``False`` cosine only, or an instance).
+        top_k: semantic candidates checked per lookup.
+        record_hits: record each hit in the savings ledger (layer ``"cache"``, kind ``"hit"``).
+        retry_after: seconds to wait before retrying a failed back-end.
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        mode: Mode = "exact+semantic",
+        threshold: float | None = None,
+        ttl: float | None = None,
+        max_entries: int | None = None,
+        backend: Backend = "local",
+        *,
+        url: str | None = None,
+        embedding: EmbeddingFn | None = None,
+        guard: bool | SemanticGuard = True,
+        top_k: int = 5,
+        record_hits: bool = True,
+        retry_after: float = 5.0,
+    ) -> None:
+        if mode not in MODES:
+            raise ConfigurationError(f"LeanCache mode must be one of {MODES}, got {mode!r}.")
+        if backend not in BACKENDS:
+            raise ConfigurationError(f"LeanCache backend must be one of {BACKENDS}, got {backend!r}.")
+        if threshold is not None and not -1.0 <= threshold <= 1.0:
+            raise ConfigurationError(f"threshold is a cosine similarity in [-1, 1], got {threshold!r}.")
+        if ttl is not None and ttl <= 0:
+            raise ConfigurationError(f"ttl must be a positive number of seconds or None, got {ttl!r}.")
+        if max_entries is not None and max_entries < 1:
+            raise ConfigurationError(f"max_entries must be >= 1 or None, got {max_entries!r}.")
+        if top_k < 1:
+            raise ConfigurationError(f"top_k must be >= 1, got {top_k!r}.")
+        self.mode = mode
+        self.threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.backend = backend
+        self.top_k = top_k
+        self.record_hits = record_hits
+        self.retry_after = retry_after
+        self.guard: SemanticGuard | None = (
+            guard if isinstance(guard, SemanticGuard) else (SemanticGuard() if guard else None)
+        )
+        self._embedding = embedding
+        self._dimension: int | None = None
+        self.url = self._resolve_url(url)
+        if backend == "local":
+            from lean_plugins.paths import cache_dir
+
+            self.path: Path | None = Path(path).expanduser() if path is not None else cache_dir("cache")
+        else:
+            self.path = None
+        self._stores: dict[str, Store] = {}
+        self._stores_lock = threading.Lock()
+        self._failure = _Failure()
+        self._redis: Any = None
+        _OPEN_CACHES.add(self)
+
+    # -- configuration ---------------------------------------------------------------------------
+    def _resolve_url(self, url: str | None) -> str | None:
+        if self.backend == "local":
+            return None
+        env = REDIS_URL_ENV if self.backend == "redis" else POSTGRES_URL_ENV
+        url = url or os.environ.get(env)
+        if not url:
+            raise ConfigurationError(
+                f"backend={self.backend!r} needs a server URL: pass url=... or set ${env} "
+                f"(e.g. {'redis://127.0.0.1:6379/0' if self.backend == 'redis' else 'postgresql://user:pw@127.0.0.1:5432/db'})."
+            )
+        if self.backend == "postgres":
+            # SQLAlchemy needs the driver named; psycopg 3 is the one the `postgres` extra installs.
+            url = re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", url)
+        return url
+
+    @property
+    def semantic(self) -> bool:
+        return self.mode != "exact"
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        if self._embedding is None:
+            from lean_plugins.embeddings import get_encoder
+
+            vectors = get_encoder().encode(list(texts))
+        else:
+            vectors = np.asarray(self._embedding(list(texts)), dtype=np.float32)
+        vectors = np.atleast_2d(vectors).astype(np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = vectors / np.maximum(norms, 1e-12)
+        self._dimension = int(vectors.shape[1])
+        return vectors
+
+    # -- stores ----------------------------------------------------------------------------------
+    def _open(self, sid: str) -> Store:
+        if self.backend == "local":
+            assert self.path is not None
+            return LocalStore(self.path / sid, self._dimension)
+        if self.backend == "postgres":
+            assert self.url is not None
+            return PostgresStore(self.url, f"lean_{sid}", self._dimension)
+        return RedisStore(self._redis_client(), f"lean-plugins:{sid}", self._dimension)
+
+    def _redis_client(self) -> Any:
+        if self._redis is None:
+            from lean_plugins._optional import require
+
+            redis = require("redis", "redis")
+            self._redis = redis.Redis.from_url(self.url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        return self._redis
+
+    def _store(self, namespace: str) -> Store:
+        sid = storage_id(namespace)
+        with self._stores_lock:
+            store = self._stores.get(sid)
+            if store is None:
+                store = self._stores[sid] = self._open(sid)
+            return store
+
+    def _guarded(self, what: str, fn: Callable[[], Any]) -> tuple[bool, Any]:
+        """Run a back-end operation; on failure warn once, and report ``(False, None)``."""
+        if self._failure.waiting(self.retry_after):
+            return False, None
+        try:
+            result = fn()
+        except Exception as exc:  # any back-end failure degrades to "no cache"
+            self._failure.failed(what, exc, self.retry_after)
+            return False, None
+        self._failure.recovered()
+        return True, result
+
+    # -- public API ------------------------------------------------------------------------------
+    def put(
+        self, prompt: str, response: str, *, namespace: str = "default", ttl: float | None = None
+    ) -> None:
+        """Cache ``response`` for ``prompt`` in ``namespace`` (replacing an equal prompt's entry)."""
+        if not isinstance(prompt, str) or not isinstance(response, str):
+            raise TypeError("LeanCache.put takes a str prompt and a str response.")
+        if ttl is not None and ttl <= 0:
+            raise ConfigurationError(f"ttl must be a positive number of seconds or None, got {ttl!r}.")
+        ttl = self.ttl if ttl is None else ttl
+        now = time.time()
+        payload = encode_payload(prompt, response, now, None if ttl is None else now + ttl)
+
+        def write() -> None:
+            vector = self._embed([prompt])[0] if self.semantic else None
+            store = self._store(namespace)
+            with store.lock:
+                store.insert(key_hash(prompt), payload, vector, ttl)
+                if self.max_entries is not None:
+                    store.evict(self.max_entries)
+
+        self._guarded("update", write)
+
+    def lookup(
+        self,
+        prompt: str,
+        *,
+        namespace: str = "default",
+        model: str | None = None,
+        tenant: str | None = None,
+    ) -> CacheHit | None:
+        """The entry that answers ``prompt`` in ``namespace``, or ``None``. Records ledger hits."""
+        ok, hit = self._guarded("lookup", lambda: self._lookup(prompt, namespace))
+        if not ok or hit is None:
+            return None
+        if self.record_hits:
+            self._record(prompt, hit, model, tenant)
+        return hit
+
+    def get(self, prompt: str, *, namespace: str = "default") -> str | None:
+        """The cached response for ``prompt`` in ``namespace``, or ``None`` on a miss."""
+        hit = self.lookup(prompt, namespace=namespace)
+        return None if hit is None else hit.response
+
+    async def aget(self, prompt: str, *, namespace: str = "default") -> str | None:
+        """Async :meth:`get` (runs in a worker thread)."""
+        return await asyncio.to_thread(self.get, prompt, namespace=namespace)
+
+    async def alookup(self, prompt: str, **kwargs: Any) -> CacheHit | None:
+        """Async :meth:`lookup` (runs in a worker thread)."""
+        return await asyncio.to_thread(lambda: self.lookup(prompt, **kwargs))
+
+    async def aput(
+        self, prompt: str, response: str, *, namespace: str = "default", ttl: float | None = None
+    ) -> None:
+        """Async :meth:`put` (runs in a worker thread)."""
+        await asyncio.to_thread(lambda: self.put(prompt, response, namespace=namespace, ttl=ttl))
+
+    def clear(self, namespace: str | None = None) -> None:
+        """Delete the entries of ``namespace``, or of every namespace when ``None``."""
+
+        def run() -> None:
+            if namespace is not None:
+                self._store(namespace)  # open (creates nothing persistent beyond empty tables)
+                sid = storage_id(namespace)
+                with self._stores_lock:
+                    store = self._stores.pop(sid)
+                with store.lock:
+                    store.destroy()
+                return
+            with self._stores_lock:
+                stores, self._stores = list(self._stores.values()), {}
+            for store in stores:
+                with store.lock:
+                    store.destroy()
+            self._destroy_unopened()
+
+        self._guarded("clear", run)
+
+    def _destroy_unopened(self) -> None:
+        """Namespaces this process has not opened (``clear()`` with no namespace)."""
+        if self.backend == "local":
+            import shutil
+
+            assert self.path is not None
+            if self.path.is_dir():
+                for child in self.path.iterdir():
+                    if child.is_dir() and _STORE_NAME.match(child.name):
+                        shutil.rmtree(child, ignore_errors=True)
+        elif self.backend == "redis":
+            client = self._redis_client()
+            keys = list(client.scan_iter(match="lean-plugins:*", count=1000))
+            for start in range(0, len(keys), 500):
+                client.delete(*keys[start : start + 500])
+        else:
+            from lean_plugins._optional import require
+
+            sqlalchemy = require("sqlalchemy", "cache")
+            engine = sqlalchemy.create_engine(self.url)
+            try:
+                names = sqlalchemy.inspect(engine).get_table_names()
+                with engine.begin() as conn:
+                    for name in names:
+                        if re.match(r"^lean_[0-9a-f]{24}_", name):
+                            conn.execute(sqlalchemy.text(f'DROP TABLE IF EXISTS "{name}"'))
+            finally:
+                engine.dispose()
+
+    def count(self, namespace: str = "default") -> int:
+        """Entries stored in ``namespace`` (expired ones not yet removed included)."""
+        ok, n = self._guarded("count", lambda: self._store(namespace).count())
+        return int(n) if ok else 0
+
+    def flush(self) -> None:
+        """Persist in-memory state (the FAISS indexes). Also done on close and at exit."""
+        with self._stores_lock:
+            stores = list(self._stores.values())
+        for store in stores:
+            with store.lock:
+                self._guarded("flush", store.flush)
+
+    def close(self) -> None:
+        """Flush and release every store."""
+        with self._stores_lock:
+            stores, self._stores = list(self._stores.values()), {}
+        for store in stores:
+            with store.lock:
+                self._guarded("close", store.close)
+        if self._redis is not None:
+            self._redis.close()
+            self._redis = None
+
+    def __enter__(self) -> LeanCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = str(self.path) if self.backend == "local" else self.backend
+        return f"LeanCache(mode={self.mode!r}, threshold={self.threshold}, backend={where!r})"
+
+    # -- internals -------------------------------------------------------------------------------
+    def _lookup(self, prompt: str, namespace: str) -> CacheHit | None:
+        now = time.time()
+        store = self._store(namespace)
+        if self.mode != "semantic":
+            with store.lock:
+                records = self._live(store, store.exact(key_hash(prompt)), now)
+            if records:
+                same = [r for r in records if r.prompt == prompt]
+                best = max(same or records, key=lambda r: r.created)
+                with store.lock:
+                    store.touch(best.id)
+                return CacheHit(best.response, "exact" if same else "normalized", 1.0, best.prompt)
+        if not self.semantic:
+            return None
+        vector = self._embed([prompt])[0]
+        with store.lock:
+            found = [(s, i) for s, i in store.search(vector, self.top_k) if s >= self.threshold]
+            if not found:
+                return None
+            records = store.fetch([i for _, i in found])
+            live = {r.id for r in self._live(store, list(records.values()), now)}
+        for similarity, rid in sorted(found, reverse=True):
+            record = records.get(rid)
+            if record is None or rid not in live:
+                continue
+            if self.guard is not None and not self.guard.agrees(prompt, record.prompt):
+                continue
+            with store.lock:
+                store.touch(rid)
+            return CacheHit(record.response, "semantic", float(similarity), record.prompt)
+        return None
+
+    @staticmethod
+    def _live(store: Store, records: list[Record], now: float) -> list[Record]:
+        expired = [r.id for r in records if r.expired(now)]
+        if expired:
+            store.delete(expired)
+        return [r for r in records if not r.expired(now)]
+
+    @staticmethod
+    def _record(prompt: str, hit: CacheHit, model: str | None, tenant: str | None) -> None:
+        from lean_plugins.ledger import record
+        from lean_plugins.tokens import count_tokens
+
+        record(
+            layer="cache",
+            kind="hit",
+            input_before=count_tokens(prompt),
+            output_before=count_tokens(hit.response),
+            model=model,
+            tenant=tenant,
+            meta={"match": hit.match, "similarity": round(hit.similarity, 4)},
+        )
+
+
+_OPEN_CACHES: weakref.WeakSet[LeanCache] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_open_caches() -> None:
+    for cache in list(_OPEN_CACHES):
+        try:
+            cache.flush()
+        except Exception:  # interpreter shutdown: best effort
+            pass

@@ -1,0 +1,272 @@
+"""LeanCache core: exact / normalised / semantic hits, guard, namespaces, TTL, eviction,
+failure degradation, safety. Real SQLite, real FAISS, real MiniLM."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("gptcache")
+pytest.importorskip("faiss")
+
+from lean_plugins.cache import LeanCache, SemanticGuard, namespace_for, normalize_prompt
+from lean_plugins.errors import ConfigurationError, MissingDependencyError
+from lean_plugins.ledger import Ledger
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> LeanCache:
+    c = LeanCache(path=tmp_path / "store")
+    yield c
+    c.close()
+
+
+def test_exact_normalized_and_semantic_hits(cache: LeanCache) -> None:
+    cache.put("What is the capital of France?", "Paris")
+    exact = cache.lookup("What is the capital of France?")
+    assert exact is not None and (exact.response, exact.match) == ("Paris", "exact")
+    normalized = cache.lookup("  what is the CAPITAL of france ")
+    assert normalized is not None and normalized.match == "normalized"
+    semantic = cache.lookup("Which city is the capital of France?")
+    assert semantic is not None and semantic.match == "semantic" and semantic.response == "Paris"
+    assert cache.get("What is the capital of Germany?") is None
+    assert cache.get("How do I bake sourdough bread?") is None
+
+
+@pytest.mark.parametrize(
+    ("cached", "query"),
+    [
+        ("What is the capital of France?", "What is the capital of Germany?"),
+        ("Convert 5 miles to kilometers", "Convert 6 miles to kilometers"),
+        ("Is coffee good for your health?", "Is coffee not good for your health?"),
+        ("How do I install Python on Windows?", "How do I install Python on Ubuntu?"),
+    ],
+)
+def test_guard_refuses_different_questions_even_when_similar(
+    cache: LeanCache, cached: str, query: str
+) -> None:
+    cache.put(cached, "answer")
+    unguarded = LeanCache(path=cache.path, threshold=0.5, guard=False)
+    assert unguarded.get(query) == "answer", "the pair must be close enough that only the guard stops it"
+    assert LeanCache(path=cache.path, threshold=0.5).get(query) is None
+
+
+def test_guard_facts() -> None:
+    guard = SemanticGuard()
+    assert guard.agrees("How do I learn Python fast?", "What is the fastest way to learn Python?")
+    assert guard.agrees("flights to Paris in 2 days", "flights to Paris in two days")
+    assert not guard.agrees("Why can't I sleep?", "Why can I sleep?")
+    assert not guard.agrees("Top 10 movies", "Top 20 movies")
+    assert guard.facts("Is the iPhone 15 waterproof?").entities >= {"iphone"}
+
+
+def test_normalize_prompt_keeps_meaningful_punctuation() -> None:
+    assert normalize_prompt("What is 2.5 + 1?") == normalize_prompt("what is  2.5 + 1")
+    assert normalize_prompt("What is 2.5?") != normalize_prompt("What is 25?")
+    assert normalize_prompt("Don't stop!") == "don't stop"
+
+
+def test_namespaces_isolate_exact_semantic_and_clear(cache: LeanCache) -> None:
+    a, b = namespace_for("model-a", "tenant-1"), namespace_for("model-a", "tenant-2")
+    assert a != b and "tenant" not in a
+    cache.put("What is the capital of France?", "Paris (a)", namespace=a)
+    cache.put("What is the capital of France?", "Paris (b)", namespace=b)
+    assert cache.get("What is the capital of France?", namespace=a) == "Paris (a)"
+    assert cache.get("Which city is the capital of France?", namespace=b) == "Paris (b)"
+    assert cache.get("What is the capital of France?") is None  # "default" namespace
+    cache.clear(a)
+    assert cache.get("What is the capital of France?", namespace=a) is None
+    assert cache.get("Which city is the capital of France?", namespace=a) is None
+    assert cache.get("What is the capital of France?", namespace=b) == "Paris (b)"
+    cache.clear()
+    assert cache.get("What is the capital of France?", namespace=b) is None
+
+
+def test_raw_namespace_never_becomes_a_file_name(tmp_path: Path) -> None:
+    cache = LeanCache(path=tmp_path, mode="exact")
+    cache.put("q", "r", namespace="../../etc/passwd model=gpt-4o")
+    cache.close()
+    names = [p.name for p in tmp_path.rglob("*")]
+    assert all("passwd" not in n and "gpt" not in n for n in names), names
+
+
+def test_ttl_expires_entries(tmp_path: Path) -> None:
+    cache = LeanCache(path=tmp_path, ttl=0.4, mode="exact")
+    cache.put("q1", "r1")
+    cache.put("q2", "r2", ttl=30)
+    assert cache.get("q1") == "r1"
+    time.sleep(0.5)
+    assert cache.get("q1") is None
+    assert cache.get("q2") == "r2"
+    assert cache.count() == 1  # the expired entry was deleted when found
+
+
+def test_max_entries_evicts_least_recently_used(tmp_path: Path) -> None:
+    cache = LeanCache(path=tmp_path, max_entries=3, mode="exact")
+    for i in range(3):
+        cache.put(f"question {i}", f"answer {i}")
+        time.sleep(0.01)
+    assert cache.get("question 0") == "answer 0"  # now the most recently used
+    cache.put("question 3", "answer 3")
+    assert cache.count() == 3
+    assert cache.get("question 1") is None
+    assert [cache.get(f"question {i}") for i in (0, 2, 3)] == ["answer 0", "answer 2", "answer 3"]
+
+
+def test_put_replaces_the_same_prompt(cache: LeanCache) -> None:
+    cache.put("q?", "old")
+    cache.put("Q", "new")
+    assert cache.get("q") == "new"
+    assert cache.count() == 1
+
+
+def test_persists_and_rebuilds_a_damaged_vector_index(tmp_path: Path) -> None:
+    cache = LeanCache(path=tmp_path)
+    cache.put("How tall is Mount Everest?", "8849 m")
+    cache.close()
+    (index,) = tmp_path.rglob("vectors.faiss")
+    index.write_bytes(b"garbage")
+    reopened = LeanCache(path=tmp_path)
+    assert reopened.get("What is the height of Mount Everest?") == "8849 m"
+
+
+def test_corrupt_store_degrades_to_misses_with_one_warning(tmp_path: Path, caplog) -> None:
+    cache = LeanCache(path=tmp_path, mode="exact")
+    cache.put("q", "r")
+    cache.close()
+    (db,) = tmp_path.rglob("records.sqlite")
+    db.write_bytes(b"this is not a database" * 100)
+    broken = LeanCache(path=tmp_path, mode="exact", retry_after=0)
+    with caplog.at_level(logging.WARNING, logger="lean_plugins.cache"):
+        assert broken.get("q") is None
+        broken.put("q2", "r2")  # dropped, no exception
+        assert broken.get("q2") is None
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "lean_plugins.cache"]
+    assert len(warnings) == 1, warnings
+
+
+def test_damaged_record_is_a_miss_never_a_wrong_answer(tmp_path: Path) -> None:
+    cache = LeanCache(path=tmp_path, mode="exact")
+    cache.put("q", "the full answer")
+    cache.close()
+    (db,) = tmp_path.rglob("records.sqlite")
+    with sqlite3.connect(db) as conn:  # a torn write: the response cut short
+        (payload,) = conn.execute("SELECT answer FROM lean_answer").fetchone()
+        conn.execute("UPDATE lean_answer SET answer = ?", (payload.replace("the full answer", "the fu"),))
+    assert LeanCache(path=tmp_path, mode="exact").get("q") is None
+
+
+def test_backend_down_is_a_miss_with_one_warning(caplog) -> None:
+    cache = LeanCache(backend="redis", url="redis://127.0.0.1:1/0", mode="exact", retry_after=0)
+    with caplog.at_level(logging.WARNING, logger="lean_plugins.cache"):
+        for _ in range(3):
+            assert cache.get("q") is None
+            cache.put("q", "r")
+    assert len([r for r in caplog.records if r.name == "lean_plugins.cache"]) == 1
+
+
+def test_ledger_records_hits_with_tokens_avoided(cache: LeanCache) -> None:
+    cache.put("What is the capital of France?", "The capital of France is Paris.")
+    with Ledger() as ledger:
+        assert cache.get("What is the capital of France?") is not None
+        assert cache.get("Something never cached") is None
+    events = [e for e in ledger.events if e.layer == "cache"]
+    assert len(events) == 1
+    assert events[0].kind == "hit" and events[0].input_before == 7 and events[0].output_before == 7
+    assert events[0].input_after == events[0].output_after == 0
+
+
+def test_concurrent_writers_and_readers_lose_nothing_and_never_cross(tmp_path: Path) -> None:
+    cache = LeanCache(path=tmp_path, mode="exact")
+    errors: list[str] = []
+
+    def work(worker: int) -> None:
+        ns = f"tenant-{worker % 2}"
+        for i in range(25):
+            cache.put(f"w{worker} q{i}", f"{ns} w{worker} a{i}", namespace=ns)
+            got = cache.get(f"w{worker} q{i}", namespace=ns)
+            if got != f"{ns} w{worker} a{i}":
+                errors.append(f"{worker}/{i}: {got!r}")
+            if cache.get(f"w{worker} q{i}", namespace=f"tenant-{(worker + 1) % 2}") is not None:
+                errors.append(f"crossed namespaces at {worker}/{i}")
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert cache.count("tenant-0") + cache.count("tenant-1") == 200
+
+
+def test_bad_arguments_name_the_fix(tmp_path: Path, monkeypatch) -> None:
+    with pytest.raises(ConfigurationError, match="mode"):
+        LeanCache(path=tmp_path, mode="fuzzy")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="threshold"):
+        LeanCache(path=tmp_path, threshold=2)
+    monkeypatch.delenv("LEAN_PLUGINS_POSTGRES_URL", raising=False)
+    with pytest.raises(ConfigurationError, match="LEAN_PLUGINS_POSTGRES_URL"):
+        LeanCache(backend="postgres")
+
+
+def test_gptcache_cannot_pip_install() -> None:
+    """GPTCache's installer is replaced before GPTCache loads: a missing package raises,
+    and no subprocess is started. Run in a fresh interpreter so GPTCache is not loaded yet."""
+    code = """
+import subprocess
+calls = []
+subprocess.check_call = lambda *a, **k: calls.append(a)
+subprocess.run = subprocess.Popen = lambda *a, **k: calls.append(a)
+from lean_plugins.cache import _gptcache
+from lean_plugins.errors import MissingDependencyError
+_gptcache.load("gptcache.manager.vector_data.faiss")
+import gptcache.utils as u
+try:
+    u._check_library("lean_plugins_no_such_package_xyz")
+except MissingDependencyError as exc:
+    print("refused:", exc)
+else:
+    print("NOT REFUSED")
+print("calls", len(calls))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "refused:" in out.stdout and "calls 0" in out.stdout, out.stdout + out.stderr
+
+
+def test_gptcache_imported_first_is_still_blocked() -> None:
+    import gptcache.utils as utils
+    import gptcache.utils.dependency_control as control
+
+    from lean_plugins.cache import _gptcache
+
+    _gptcache.block_pip_installs()
+    for fn in (utils.prompt_install, control.prompt_install):
+        with pytest.raises(MissingDependencyError, match="never installs"):
+            fn("some-package")
+
+
+def test_no_pickle_and_no_yaml_on_any_path(tmp_path: Path, monkeypatch) -> None:
+    def forbidden(*_a, **_k):
+        raise AssertionError("the cache must not unpickle or load YAML")
+
+    monkeypatch.setattr(pickle, "load", forbidden)
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    monkeypatch.setattr(pickle, "Unpickler", forbidden)
+    yaml = pytest.importorskip("yaml")
+    for name in ("load", "safe_load", "full_load", "unsafe_load"):
+        monkeypatch.setattr(yaml, name, forbidden)
+    cache = LeanCache(path=tmp_path)
+    cache.put("How tall is Mount Everest?", "8849 m")
+    cache.close()
+    reopened = LeanCache(path=tmp_path)
+    assert reopened.get("What is the height of Mount Everest?") == "8849 m"
+    reopened.clear()
+    assert "gptcache.adapter" not in sys.modules
