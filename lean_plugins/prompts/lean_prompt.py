@@ -285,6 +285,36 @@ class LeanPrompt:
 
     # -- measuring -----------------------------------------------------------------------
 
+    @staticmethod
+    def record_messages(
+        source_templates: Sequence[str | None],
+        rendered: Sequence[str | None],
+        values: Mapping[str, Any],
+        *,
+        tokenizer: str | Tokenizer = "cl100k_base",
+        name: str | None = None,
+    ) -> None:
+        """Ledger event for a chat render: each source message template against its lean render.
+
+        ``source_templates[i]`` is the template the ``i``-th lean message came from (None for a
+        message that was not rewritten, which counts the same on both sides and is skipped).
+        """
+        from lean_plugins.ledger import record
+
+        before = after = 0
+        for source, text in zip(source_templates, rendered, strict=False):
+            if source is None or text is None:
+                continue
+            before += count_tokens(format_template(source, values, owner="source template"), tokenizer)
+            after += count_tokens(text, tokenizer)
+        record(
+            layer="prompts",
+            kind="render",
+            input_before=before,
+            input_after=after,
+            meta={"prompt": name} if name else {},
+        )
+
     def token_report(self) -> TokenReport:
         """Fixed-text tokens of the lean template, per section, against the source template."""
         sections = {
