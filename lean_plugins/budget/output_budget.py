@@ -222,7 +222,7 @@ class OutputBudget:
             self.accountant.record_call(
                 model=model,
                 tenant=tenant,
-                input_tokens=call["input_tokens"],
+                input_tokens=run.input_tokens if run.input_tokens is not None else call["input_tokens"],
                 output_tokens=generated,
                 cached=call["cached"],
                 streamed=call["streamed"],

@@ -114,6 +114,8 @@ class BudgetRun:
         self.stop_reason: str | None = None
         self.result: BudgetResult | None = None
         self.released_chars = 0
+        self.input_tokens: int | None = None
+        """The provider's prompt token count, when :meth:`finish` was given one."""
         self._kept_text: str | None = None
         self._kept_tokens = 0
         self._generated = 0
@@ -151,9 +153,15 @@ class BudgetRun:
 
         After the return, check :attr:`stopped`: when True, stop reading the stream.
         """
-        if self.stop_reason is not None or not chunk:
+        if not chunk:
             return ""
         counter = self.counter
+        if self.stop_reason is not None:
+            # A caller that keeps reading after the stop: count what is still produced (it is
+            # paid for), keep nothing of it.
+            counter.feed(chunk)
+            self._generated = counter.total_tokens
+            return ""
         committed = counter.feed(chunk)
         if committed:
             self._scan(committed)
@@ -248,17 +256,20 @@ class BudgetRun:
         text: str | None = None,
         *,
         output_tokens: int | None = None,
+        input_tokens: int | None = None,
         truncated_by_provider: bool = False,
     ) -> BudgetResult:
         """End the call and return its :class:`BudgetResult` (idempotent).
 
         ``text``: the final text when the model ended by itself (token mode: the model's own
         post-processed text; text mode: ignored, the streamed text is used). ``output_tokens``:
-        the provider's own count of generated tokens (``usage_metadata``), used for accounting.
+        the provider's own count of generated tokens (``usage_metadata``), used for accounting;
+        ``input_tokens`` likewise for the prompt.
         ``truncated_by_provider``: the provider stopped at the ``max_tokens`` we set.
         """
         if self.result is not None:
             return self.result
+        self.input_tokens = input_tokens
         if self._last_step is not None or (self._counter is None and text is not None):
             result = self._finish_tokens(text)
         else:

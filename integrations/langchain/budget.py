@@ -1,0 +1,536 @@
+"""LangChain adapter of the output budget (layer 4).
+
+* :class:`OutputBudgetCallbackHandler`: a callback handler that counts each LLM call's
+  streamed tokens exactly, accounts every call (streamed or not) in the ledger, and stops a
+  stream at the budget by raising from ``on_llm_new_token``.
+* :func:`with_output_budget`: the way to keep the text. A raise from a callback throws the
+  streamed text away (langchain issue #11959), so the wrapper sets the provider's
+  ``max_tokens`` to the budget up front, installs the handler in non-raising mode, reads the
+  stream itself and closes it at the budget, and returns the partial answer with its
+  ``stop_reason``: an ``AIMessage`` (``response_metadata["stop_reason"]`` and
+  ``["output_budget"]``) for chat models, a :class:`BudgetedText` (a ``str``) for LLMs and
+  string chains. No exception reaches the caller unless they ask (``raise_on_stop=True``).
+
+The logic (counting, stopping, prediction, accounting) is in :mod:`lean_plugins.budget`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.language_models import BaseLanguageModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, BaseMessageChunk
+from langchain_core.outputs import ChatGeneration, LLMResult
+from langchain_core.prompt_values import PromptValue
+from langchain_core.prompts import BasePromptTemplate
+from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, RunnableSequence
+from langchain_core.runnables.config import ensure_config
+
+from lean_plugins.budget import BudgetResult, BudgetRun, OutputBudget, route_for_template
+from lean_plugins.errors import BudgetExceededError
+from lean_plugins.tokens import Tokenizer
+
+#: Fields through which providers take an output-token limit, in order of preference.
+MAX_TOKENS_FIELDS = (
+    "max_tokens",
+    "max_new_tokens",
+    "max_output_tokens",
+    "max_completion_tokens",
+    "num_predict",
+    "max_tokens_to_sample",
+)
+_PROVIDER_LENGTH_REASONS = {"length", "max_tokens", "MAX_TOKENS"}
+
+
+class OutputBudgetStop(BudgetExceededError):
+    """Raised by the handler inside a model's stream to stop it at the budget."""
+
+
+@dataclass
+class _Call:
+    """One LLM call the handler follows."""
+
+    run: BudgetRun
+    fed_by_callback: bool = False
+    pending: str = ""
+    taken: int = 0
+    result: BudgetResult | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.run.stopped or (self.result is not None and self.result.stopped)
+
+    def take(self) -> str:
+        """Kept text not handed out yet (a prefix of the final text, never more)."""
+        if self.result is not None:
+            out = self.result.text[self.taken :]
+        else:
+            out, self.pending = self.pending, ""
+        self.taken += len(out)
+        return out
+
+
+def _model_name(
+    serialized: dict[str, Any] | None, metadata: dict[str, Any] | None, kwargs: dict
+) -> str | None:
+    params = kwargs.get("invocation_params") or {}
+    return (
+        (metadata or {}).get("ls_model_name")
+        or params.get("model")
+        or params.get("model_name")
+        or (serialized or {}).get("name")
+    )
+
+
+def _message_text(message: BaseMessage) -> str:
+    content = message.content
+    if isinstance(content, str):
+        return content
+    return "".join(
+        block if isinstance(block, str) else str(block.get("text", ""))
+        for block in content
+        if isinstance(block, str) or (isinstance(block, dict) and block.get("type") == "text")
+    )
+
+
+class OutputBudgetCallbackHandler(BaseCallbackHandler):
+    """Counts each LLM call's output tokens exactly, accounts it, and stops it at the budget.
+
+    Token counts: the ``tokenizer`` given (pass the model's own when it is ours), cl100k_base
+    otherwise; the provider's ``usage_metadata`` (or ``llm_output["token_usage"]``) replaces
+    the count in the accounting when the provider sends it.
+
+    With ``stop_stream=True`` (the default) the handler raises :class:`OutputBudgetStop`
+    from ``on_llm_new_token`` when a streamed answer reaches its budget. LangChain then ends
+    the call with that exception and the streamed text is lost to the caller (langchain
+    #11959); read it from :attr:`last_result`, or use :func:`with_output_budget`, which keeps
+    it. A call that was not streamed is accounted at its end (the budget cannot stop it).
+    """
+
+    raise_error: bool = True
+    """Let the stop exception reach the model's stream loop (LangChain logs and swallows it
+    otherwise)."""
+    run_inline: bool = True
+    """Count tokens in order, in the caller's thread, also under asyncio."""
+
+    def __init__(
+        self,
+        budget: OutputBudget | int,
+        *,
+        route: str | None = None,
+        budget_tokens: int | None = None,
+        tokenizer: str | Tokenizer | None = None,
+        stop_stream: bool = True,
+        prompt: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.budget = budget if isinstance(budget, OutputBudget) else OutputBudget(budget)
+        self.route = route
+        self.budget_tokens = budget_tokens
+        self.tokenizer = tokenizer
+        self.stop_stream = stop_stream
+        self.prompt = prompt
+        self.raise_error = stop_stream
+        self._lock = threading.Lock()
+        self._calls: dict[UUID, _Call] = {}
+        self.latest: _Call | None = None
+        self.results: list[BudgetResult] = []
+
+    @property
+    def last_result(self) -> BudgetResult | None:
+        """The result of the most recently finished call (text kept, tokens, stop reason)."""
+        with self._lock:
+            return self.results[-1] if self.results else None
+
+    # -- start --------------------------------------------------------------------------------
+    def _start(self, run_id: UUID, prompt: str, input_tokens: int | None, model: str | None) -> None:
+        run = self.budget.start(
+            self.prompt if self.prompt is not None else prompt,
+            route=self.route,
+            budget=self.budget_tokens,
+            model=self.budget.model or model,  # a model name set on the budget wins
+            input_tokens=input_tokens,
+            tokenizer=self.tokenizer,
+        )
+        call = _Call(run)
+        with self._lock:
+            self._calls[run_id] = call
+            self.latest = call
+
+    def on_llm_start(
+        self,
+        serialized: dict[str, Any],
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        prompt = prompts[0] if prompts else ""
+        self._start(run_id, prompt, None, _model_name(serialized, metadata, kwargs))
+
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        batch = messages[0] if messages else []
+        question = next((_message_text(m) for m in reversed(batch) if m.type == "human"), "")
+        from lean_plugins.tokens import count_tokens
+
+        input_tokens = sum(count_tokens(_message_text(m)) for m in batch)
+        self._start(run_id, question, input_tokens, _model_name(serialized, metadata, kwargs))
+
+    # -- tokens -------------------------------------------------------------------------------
+    def on_llm_new_token(self, token: str, *, run_id: UUID, **kwargs: Any) -> None:
+        call = self._calls.get(run_id)
+        if call is None or call.result is not None:
+            return
+        call.fed_by_callback = True
+        self._feed(call, token)
+
+    def feed(self, call: _Call, text: str) -> None:
+        """Count output text of ``call`` that did not come through ``on_llm_new_token``."""
+        if call.result is None:
+            self._feed(call, text)
+
+    def _feed(self, call: _Call, text: str) -> None:
+        out = call.run.feed(text)
+        if out:
+            call.pending += out
+        if call.run.stopped and self.stop_stream:
+            result = self._finish(call)
+            raise OutputBudgetStop(
+                f"Output budget of {result.budget} tokens reached ({result.stop_reason}); "
+                "the text so far is on this exception's partial_text and on the handler's "
+                "last_result. Use with_output_budget(...) to get it back as the answer.",
+                partial_text=result.text,
+                tokens_used=result.tokens_used,
+            )
+
+    # -- end ----------------------------------------------------------------------------------
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        call = self._calls.get(run_id)
+        if call is None or call.result is not None:
+            return
+        generation = response.generations[0][0] if response.generations and response.generations[0] else None
+        output_tokens = input_tokens = None
+        truncated = False
+        if generation is not None:
+            if not call.fed_by_callback and call.run.tokens_so_far == 0:
+                call.run.feed(generation.text)  # not streamed: account (and judge) the whole answer
+            info = generation.generation_info or {}
+            truncated = info.get("finish_reason") in _PROVIDER_LENGTH_REASONS
+            if isinstance(generation, ChatGeneration):
+                usage = getattr(generation.message, "usage_metadata", None) or {}
+                output_tokens, input_tokens = usage.get("output_tokens"), usage.get("input_tokens")
+                meta = generation.message.response_metadata or {}
+                truncated = truncated or meta.get("finish_reason") in _PROVIDER_LENGTH_REASONS
+                truncated = truncated or meta.get("stop_reason") in _PROVIDER_LENGTH_REASONS
+        token_usage = (response.llm_output or {}).get("token_usage") or {}
+        output_tokens = output_tokens or token_usage.get("completion_tokens")
+        input_tokens = input_tokens or token_usage.get("prompt_tokens")
+        self._finish(call, output_tokens=output_tokens, input_tokens=input_tokens, truncated=truncated)
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        call = self._calls.get(run_id)
+        if call is not None and call.result is None:
+            self._finish(call)  # the stream was closed or failed: account what was produced
+
+    def _finish(
+        self,
+        call: _Call,
+        *,
+        output_tokens: int | None = None,
+        input_tokens: int | None = None,
+        truncated: bool = False,
+    ) -> BudgetResult:
+        result = call.run.finish(
+            output_tokens=output_tokens, input_tokens=input_tokens, truncated_by_provider=truncated
+        )
+        call.result = result
+        with self._lock:
+            self.results.append(result)
+        return result
+
+
+# -- the enforcing wrapper ----------------------------------------------------------------------
+class BudgetedText(str):
+    """The text of a budgeted LLM or string chain; a ``str`` with the budget's verdict."""
+
+    stop_reason: str
+    output_budget: dict[str, Any]
+
+    def __new__(cls, text: str, result: BudgetResult) -> BudgetedText:
+        obj = super().__new__(cls, text)
+        obj.stop_reason = result.stop_reason
+        obj.output_budget = result.to_metadata()
+        return obj
+
+
+def _set_max_tokens(runnable: Runnable, budget: int) -> Runnable:
+    """A copy of ``runnable`` whose model generates at most ``budget`` tokens, where the
+    model has a max-tokens field; otherwise ``runnable`` itself (the handler still stops it)."""
+    if isinstance(runnable, BaseLanguageModel):
+        fields = type(runnable).model_fields
+        for name in MAX_TOKENS_FIELDS:
+            if name in fields:
+                current = getattr(runnable, name, None)
+                limit = budget if not isinstance(current, int) or current <= 0 else min(current, budget)
+                return runnable.model_copy(update={name: limit})
+        return runnable
+    if isinstance(runnable, RunnableBinding):
+        bound = _set_max_tokens(runnable.bound, budget)
+        return runnable if bound is runnable.bound else runnable.model_copy(update={"bound": bound})
+    if isinstance(runnable, RunnableSequence):
+        steps = list(runnable.steps)
+        for i, step in enumerate(steps):
+            replaced = _set_max_tokens(step, budget)
+            if replaced is not step:
+                steps[i] = replaced
+                return RunnableSequence(*steps, name=runnable.name)
+    return runnable
+
+
+def _first_prompt_template(runnable: Runnable) -> BasePromptTemplate | None:
+    if isinstance(runnable, BasePromptTemplate):
+        return runnable
+    if isinstance(runnable, RunnableSequence):
+        return _first_prompt_template(runnable.first)
+    return None
+
+
+def _prompt_text(value: Any) -> str | None:
+    """The question text of an input, for the budget prediction's query features."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, PromptValue):
+        return value.to_string()
+    if isinstance(value, BaseMessage):
+        return _message_text(value)
+    if isinstance(value, dict):
+        return "\n".join(str(v) for v in value.values() if isinstance(v, (str, int, float)))
+    if isinstance(value, Sequence):
+        for item in reversed(value):
+            if isinstance(item, BaseMessage) and item.type == "human":
+                return _message_text(item)
+            if isinstance(item, (tuple, list)) and len(item) == 2 and item[0] in ("human", "user"):
+                return str(item[1])
+        return "\n".join(str(item) for item in value)
+    return str(value)
+
+
+def _chunk_text(chunk: Any) -> str | None:
+    if isinstance(chunk, str):
+        return chunk
+    if isinstance(chunk, BaseMessageChunk):
+        return _message_text(chunk)
+    return None
+
+
+class BudgetedRunnable(Runnable[Any, Any]):
+    """``runnable`` with an output budget; build it with :func:`with_output_budget`."""
+
+    def __init__(
+        self,
+        runnable: Runnable,
+        budget: OutputBudget,
+        *,
+        route: str | None = None,
+        raise_on_stop: bool = False,
+        tokenizer: str | Tokenizer | None = None,
+    ) -> None:
+        self.runnable = runnable
+        self.budget = budget
+        template = _first_prompt_template(runnable)
+        self.route = (
+            route or budget.route or (route_for_template(template.pretty_repr()) if template else None)
+        )
+        self.raise_on_stop = raise_on_stop or budget.raise_on_stop
+        self.tokenizer = tokenizer
+
+    @property
+    def InputType(self) -> Any:
+        return self.runnable.InputType
+
+    @property
+    def OutputType(self) -> Any:
+        return self.runnable.OutputType
+
+    # -- shared steps -------------------------------------------------------------------------
+    def _prepare(self, input: Any, config: RunnableConfig | None) -> tuple[Runnable, RunnableConfig, Any]:
+        prompt = _prompt_text(input)
+        tokens = self.budget.budget_for(prompt, route=self.route)
+        handler = OutputBudgetCallbackHandler(
+            self.budget,
+            route=self.route,
+            budget_tokens=tokens,
+            tokenizer=self.tokenizer,
+            stop_stream=False,
+            prompt=prompt,
+        )
+        config = ensure_config(config)
+        callbacks = config.get("callbacks")
+        if callbacks is None:
+            config["callbacks"] = [handler]
+        elif isinstance(callbacks, list):
+            config["callbacks"] = [*callbacks, handler]
+        else:  # a callback manager
+            manager = callbacks.copy()
+            manager.add_handler(handler, inherit=True)
+            config["callbacks"] = manager
+        return _set_max_tokens(self.runnable, tokens), config, handler
+
+    @staticmethod
+    def _step(handler: OutputBudgetCallbackHandler, chunk: Any) -> tuple[str | None, bool]:
+        """Kept text to emit for this output chunk (``None``: not text, pass it through) and
+        whether to stop reading."""
+        text = _chunk_text(chunk)
+        call = handler.latest
+        if text is None or call is None:
+            return None, False
+        if not call.fed_by_callback and call.result is None:
+            handler.feed(call, text)  # a model that streams without on_llm_new_token
+        return call.take(), call.stopped
+
+    def _result(self, handler: OutputBudgetCallbackHandler) -> tuple[BudgetResult | None, str]:
+        call = handler.latest
+        if call is None:
+            return None, ""
+        if call.result is None:
+            handler._finish(call)
+        rest = call.take()
+        assert call.result is not None
+        if self.raise_on_stop and call.result.stopped:
+            raise BudgetExceededError(
+                f"The output budget of {call.result.budget} tokens stopped the answer "
+                f"({call.result.stop_reason}); the partial text is on partial_text.",
+                partial_text=call.result.text,
+                tokens_used=call.result.tokens_used,
+            )
+        return call.result, rest
+
+    @staticmethod
+    def _out_chunk(template: Any, text: str, result: BudgetResult | None = None) -> Any:
+        if isinstance(template, BaseMessageChunk):
+            meta = {}
+            if result is not None:
+                meta = {"stop_reason": result.stop_reason, "output_budget": result.to_metadata()}
+            return AIMessageChunk(content=text, id=template.id, response_metadata=meta)
+        return text
+
+    # -- Runnable API -------------------------------------------------------------------------
+    def _run(
+        self, input: Any, config: RunnableConfig | None, sink: list[BudgetResult], **kwargs: Any
+    ) -> Iterator[Any]:
+        target, config, handler = self._prepare(input, config)
+        last = None
+        stream = target.stream(input, config, **kwargs)
+        try:
+            for chunk in stream:
+                text, stop = self._step(handler, chunk)
+                if text is None:
+                    yield chunk
+                    continue
+                last = chunk
+                if text:
+                    yield self._out_chunk(chunk, text)
+                if stop:
+                    break
+        finally:
+            stream.close()  # at the budget: stop the provider's stream (and its billing)
+        result, rest = self._result(handler)
+        if result is not None:
+            sink.append(result)
+            if rest or isinstance(last, BaseMessageChunk):
+                yield self._out_chunk(last, rest, result)
+
+    async def _arun(
+        self, input: Any, config: RunnableConfig | None, sink: list[BudgetResult], **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        target, config, handler = self._prepare(input, config)
+        last = None
+        stream = target.astream(input, config, **kwargs)
+        try:
+            async for chunk in stream:
+                text, stop = self._step(handler, chunk)
+                if text is None:
+                    yield chunk
+                    continue
+                last = chunk
+                if text:
+                    yield self._out_chunk(chunk, text)
+                if stop:
+                    break
+        finally:
+            await stream.aclose()
+        result, rest = self._result(handler)
+        if result is not None:
+            sink.append(result)
+            if rest or isinstance(last, BaseMessageChunk):
+                yield self._out_chunk(last, rest, result)
+
+    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
+        """Stream the kept text; the last chunk of a chat model carries ``stop_reason``."""
+        yield from self._run(input, config, [], **kwargs)
+
+    async def astream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        async for chunk in self._arun(input, config, [], **kwargs):
+            yield chunk
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        sink: list[BudgetResult] = []
+        chunks = list(self._run(input, config, sink, **kwargs))
+        return _collect(chunks, sink[0] if sink else None)
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        sink: list[BudgetResult] = []
+        chunks = [c async for c in self._arun(input, config, sink, **kwargs)]
+        return _collect(chunks, sink[0] if sink else None)
+
+
+def _collect(chunks: list[Any], result: BudgetResult | None) -> Any:
+    """The invoke() answer from the streamed chunks: an AIMessage or a BudgetedText."""
+    texts = [c for c in chunks if isinstance(c, (str, BaseMessageChunk))]
+    if not texts or result is None:
+        return chunks[-1] if chunks else None
+    if isinstance(texts[-1], BaseMessageChunk):
+        return AIMessage(
+            content=result.text,
+            id=texts[0].id,
+            response_metadata={"stop_reason": result.stop_reason, "output_budget": result.to_metadata()},
+        )
+    return BudgetedText(result.text, result)
+
+
+def with_output_budget(
+    runnable: Runnable,
+    budget: OutputBudget | int,
+    *,
+    route: str | None = None,
+    raise_on_stop: bool = False,
+    tokenizer: str | Tokenizer | None = None,
+) -> BudgetedRunnable:
+    """Give ``runnable`` (a chat model, an LLM, or a chain around one) an output budget.
+
+    ``budget``: an :class:`OutputBudget` (fixed or predicted) or an int of tokens. ``route``:
+    the name the budget is learned under (default: the chain's prompt template identity).
+    Each call sets the model's ``max_tokens`` to its budget where the model has such a field,
+    stops the stream at the budget, and returns the kept text with ``stop_reason``.
+    """
+    if not isinstance(budget, OutputBudget):
+        budget = OutputBudget(budget)
+    return BudgetedRunnable(runnable, budget, route=route, raise_on_stop=raise_on_stop, tokenizer=tokenizer)
