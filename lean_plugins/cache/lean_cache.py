@@ -50,6 +50,9 @@ class CacheHit:
     match: Literal["exact", "normalized", "semantic"]
     similarity: float
     cached_prompt: str
+    #: Tokens of the response as stored by the writer (e.g. the text of LangChain generations,
+    #: not their JSON); ``None`` when the writer did not say, then the response is counted.
+    output_tokens: int | None = None
 
 
 class _Failure:
@@ -230,16 +233,26 @@ class LeanCache:
 
     # -- public API ------------------------------------------------------------------------------
     def put(
-        self, prompt: str, response: str, *, namespace: str = "default", ttl: float | None = None
+        self,
+        prompt: str,
+        response: str,
+        *,
+        namespace: str = "default",
+        ttl: float | None = None,
+        output_tokens: int | None = None,
     ) -> None:
-        """Cache ``response`` for ``prompt`` in ``namespace`` (replacing an equal prompt's entry)."""
+        """Cache ``response`` for ``prompt`` in ``namespace`` (replacing an equal prompt's entry).
+
+        ``output_tokens`` is what a hit saves on output, for the ledger, when ``response`` is a
+        serialisation rather than the model's text (default: the tokens of ``response``).
+        """
         if not isinstance(prompt, str) or not isinstance(response, str):
             raise TypeError("LeanCache.put takes a str prompt and a str response.")
         if ttl is not None and ttl <= 0:
             raise ConfigurationError(f"ttl must be a positive number of seconds or None, got {ttl!r}.")
         ttl = self.ttl if ttl is None else ttl
         now = time.time()
-        payload = encode_payload(prompt, response, now, None if ttl is None else now + ttl)
+        payload = encode_payload(prompt, response, now, None if ttl is None else now + ttl, output_tokens)
 
         def write() -> None:
             vector = self._embed([prompt])[0] if self.semantic else None
@@ -280,11 +293,9 @@ class LeanCache:
         """Async :meth:`lookup` (runs in a worker thread)."""
         return await asyncio.to_thread(lambda: self.lookup(prompt, **kwargs))
 
-    async def aput(
-        self, prompt: str, response: str, *, namespace: str = "default", ttl: float | None = None
-    ) -> None:
-        """Async :meth:`put` (runs in a worker thread)."""
-        await asyncio.to_thread(lambda: self.put(prompt, response, namespace=namespace, ttl=ttl))
+    async def aput(self, prompt: str, response: str, **kwargs: Any) -> None:
+        """Async :meth:`put` (runs in a worker thread); takes :meth:`put`'s keywords."""
+        await asyncio.to_thread(lambda: self.put(prompt, response, **kwargs))
 
     def clear(self, namespace: str | None = None) -> None:
         """Delete the entries of ``namespace``, or of every namespace when ``None``."""
@@ -382,7 +393,9 @@ class LeanCache:
                 best = max(same or records, key=lambda r: r.created)
                 with store.lock:
                     store.touch(best.id)
-                return CacheHit(best.response, "exact" if same else "normalized", 1.0, best.prompt)
+                return CacheHit(
+                    best.response, "exact" if same else "normalized", 1.0, best.prompt, best.output_tokens
+                )
         if not self.semantic:
             return None
         vector = self._embed([prompt])[0]
@@ -400,7 +413,9 @@ class LeanCache:
                 continue
             with store.lock:
                 store.touch(rid)
-            return CacheHit(record.response, "semantic", float(similarity), record.prompt)
+            return CacheHit(
+                record.response, "semantic", float(similarity), record.prompt, record.output_tokens
+            )
         return None
 
     @staticmethod
@@ -419,7 +434,7 @@ class LeanCache:
             layer="cache",
             kind="hit",
             input_before=count_tokens(prompt),
-            output_before=count_tokens(hit.response),
+            output_before=count_tokens(hit.response) if hit.output_tokens is None else hit.output_tokens,
             model=model,
             tenant=tenant,
             meta={"match": hit.match, "similarity": round(hit.similarity, 4)},

@@ -45,17 +45,20 @@ class Record:
     response: str
     created: float
     expires: float | None
+    output_tokens: int | None = None
 
     def expired(self, now: float) -> bool:
         return self.expires is not None and now >= self.expires
 
 
-def encode_payload(prompt: str, response: str, created: float, expires: float | None) -> str:
+def encode_payload(
+    prompt: str, response: str, created: float, expires: float | None, output_tokens: int | None = None
+) -> str:
     sha = hashlib.sha256(response.encode("utf-8")).hexdigest()[:16]
-    return json.dumps(
-        {"prompt": prompt, "response": response, "created": created, "expires": expires, "sha": sha},
-        ensure_ascii=False,
-    )
+    data = {"prompt": prompt, "response": response, "created": created, "expires": expires, "sha": sha}
+    if output_tokens is not None:
+        data["out_tokens"] = int(output_tokens)
+    return json.dumps(data, ensure_ascii=False)
 
 
 def decode_payload(record_id: int, payload: str | bytes | None) -> Record | None:
@@ -67,7 +70,15 @@ def decode_payload(record_id: int, payload: str | bytes | None) -> Record | None
         response = data["response"]
         if hashlib.sha256(response.encode("utf-8")).hexdigest()[:16] != data["sha"]:
             return None
-        return Record(int(record_id), str(data["prompt"]), response, float(data["created"]), data["expires"])
+        out_tokens = data.get("out_tokens")
+        return Record(
+            int(record_id),
+            str(data["prompt"]),
+            response,
+            float(data["created"]),
+            data["expires"],
+            None if out_tokens is None else int(out_tokens),
+        )
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
