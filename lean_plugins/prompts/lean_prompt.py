@@ -36,8 +36,10 @@ def _escape_braces(text: str) -> str:
 
 
 def _labelled(label: str, body: str) -> str:
-    # One delimiter style everywhere: "Label: text" on one line, "Label:\ntext" for a block.
-    return f"{label}:\n{body}" if "\n" in body else f"{label}: {body}"
+    # One delimiter style everywhere: "Label: text" for a short fixed line, "Label:\ntext" for
+    # a block or a variable (whose value, e.g. retrieved documents, is usually a block).
+    block = "\n" in body or bool(template_variables(body))
+    return f"{label}:\n{body}" if block else f"{label}: {body}"
 
 
 @dataclass(frozen=True)

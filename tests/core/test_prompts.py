@@ -22,7 +22,7 @@ def test_sections_render_compactly_in_order_and_skip_empty_ones() -> None:
         input="Question: {question}\nAnswer:",
     )
     assert prompt.template() == (
-        "You are a support agent.\nAnswer the customer's question.\nContext: {docs}\n"
+        "You are a support agent.\nAnswer the customer's question.\nContext:\n{docs}\n"
         "Rules:\n- Cite the document id.\n- At most 3 sentences.\nFormat: plain text\n"
         "Question: {question}\nAnswer:"
     )

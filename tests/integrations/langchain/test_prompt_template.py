@@ -57,7 +57,7 @@ def test_in_lcel_the_llm_receives_the_lean_prompt() -> None:
     )
     assert out == "Paris [d1]."
     assert recorder.prompts == [
-        "You are a careful analyst.\nAnswer from the context only.\nContext: [d1] Paris is the capital.\n"
+        "You are a careful analyst.\nAnswer from the context only.\nContext:\n[d1] Paris is the capital.\n"
         "Rules:\n- Cite the source id.\n- One sentence.\nQuestion: Capital?\nAnswer:"
     ]
 
@@ -66,11 +66,11 @@ def test_partial_and_missing_variables() -> None:
     prompt = qa_prompt().partial(context="fixed context")
     assert isinstance(prompt, LeanPromptTemplate)
     assert prompt.input_variables == ["question"]
-    assert "Context: fixed context" in prompt.invoke({"question": "q"}).to_string()
+    assert "Context:\nfixed context" in prompt.invoke({"question": "q"}).to_string()
     with pytest.raises(KeyError, match="question"):
         prompt.invoke({})
     dated = qa_prompt().partial(context=lambda: "from a function")
-    assert "Context: from a function" in dated.format(question="q")
+    assert "Context:\nfrom a function" in dated.format(question="q")
 
 
 def test_declared_variables_are_validated() -> None:
@@ -111,7 +111,7 @@ def test_chat_form_is_a_chat_prompt_template_in_a_chain() -> None:
     assert out == "42"
     system, human = recorder.messages[0]
     assert isinstance(system, SystemMessage) and isinstance(human, HumanMessage)
-    assert system.content == "You are terse.\nAnswer from the context.\nContext: The answer is 42."
+    assert system.content == "You are terse.\nAnswer from the context.\nContext:\nThe answer is 42."
     assert human.content == "What is it?"
     again = load_lean_prompt(dumpd(prompt))
     assert isinstance(again, LeanChatPromptTemplate)
