@@ -14,8 +14,8 @@ from langchain_core.language_models import FakeListChatModel, FakeListLLM
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, Generation
 from langchain_tests.integration_tests import AsyncCacheTestSuite, SyncCacheTestSuite
-
 from lean_plugins.langchain import LeanCache
+
 from lean_plugins.ledger import Ledger
 from lean_plugins.tokens import count_tokens
 
