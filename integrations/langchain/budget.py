@@ -16,9 +16,7 @@ The logic (counting, stopping, prediction, accounting) is in :mod:`lean_plugins.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -31,9 +29,10 @@ from langchain_core.prompts import BasePromptTemplate
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, RunnableSequence
 from langchain_core.runnables.config import ensure_config
 
-from lean_plugins.budget import BudgetResult, BudgetRun, OutputBudget, route_for_template
+from lean_plugins.budget import BudgetResult, OutputBudget, route_for_template
+from lean_plugins.budget.tracker import CallTracker, TrackedCall
 from lean_plugins.errors import BudgetExceededError
-from lean_plugins.tokens import Tokenizer
+from lean_plugins.tokens import Tokenizer, count_tokens
 
 #: Fields through which providers take an output-token limit, in order of preference.
 MAX_TOKENS_FIELDS = (
@@ -49,30 +48,6 @@ _PROVIDER_LENGTH_REASONS = {"length", "max_tokens", "MAX_TOKENS"}
 
 class OutputBudgetStop(BudgetExceededError):
     """Raised by the handler inside a model's stream to stop it at the budget."""
-
-
-@dataclass
-class _Call:
-    """One LLM call the handler follows."""
-
-    run: BudgetRun
-    fed_by_callback: bool = False
-    pending: str = ""
-    taken: int = 0
-    result: BudgetResult | None = None
-
-    @property
-    def stopped(self) -> bool:
-        return self.run.stopped or (self.result is not None and self.result.stopped)
-
-    def take(self) -> str:
-        """Kept text not handed out yet (a prefix of the final text, never more)."""
-        if self.result is not None:
-            out = self.result.text[self.taken :]
-        else:
-            out, self.pending = self.pending, ""
-        self.taken += len(out)
-        return out
 
 
 def _model_name(
@@ -129,39 +104,28 @@ class OutputBudgetCallbackHandler(BaseCallbackHandler):
         prompt: str | None = None,
     ) -> None:
         super().__init__()
-        self.budget = budget if isinstance(budget, OutputBudget) else OutputBudget(budget)
-        self.route = route
-        self.budget_tokens = budget_tokens
-        self.tokenizer = tokenizer
+        budget = budget if isinstance(budget, OutputBudget) else OutputBudget(budget)
+        self.tracker = CallTracker(
+            budget, route=route, budget_tokens=budget_tokens, tokenizer=tokenizer, prompt=prompt
+        )
         self.stop_stream = stop_stream
-        self.prompt = prompt
         self.raise_error = stop_stream
-        self._lock = threading.Lock()
-        self._calls: dict[UUID, _Call] = {}
-        self.latest: _Call | None = None
-        self.results: list[BudgetResult] = []
+
+    @property
+    def budget(self) -> OutputBudget:
+        return self.tracker.budget
+
+    @property
+    def results(self) -> list[BudgetResult]:
+        """Results of the calls finished so far (the most recent 1,000)."""
+        return list(self.tracker.results)
 
     @property
     def last_result(self) -> BudgetResult | None:
         """The result of the most recently finished call (text kept, tokens, stop reason)."""
-        with self._lock:
-            return self.results[-1] if self.results else None
+        return self.tracker.last_result
 
     # -- start --------------------------------------------------------------------------------
-    def _start(self, run_id: UUID, prompt: str, input_tokens: int | None, model: str | None) -> None:
-        run = self.budget.start(
-            self.prompt if self.prompt is not None else prompt,
-            route=self.route,
-            budget=self.budget_tokens,
-            model=self.budget.model or model,  # a model name set on the budget wins
-            input_tokens=input_tokens,
-            tokenizer=self.tokenizer,
-        )
-        call = _Call(run)
-        with self._lock:
-            self._calls[run_id] = call
-            self.latest = call
-
     def on_llm_start(
         self,
         serialized: dict[str, Any],
@@ -172,7 +136,7 @@ class OutputBudgetCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         prompt = prompts[0] if prompts else ""
-        self._start(run_id, prompt, None, _model_name(serialized, metadata, kwargs))
+        self.tracker.start(run_id, prompt, model=_model_name(serialized, metadata, kwargs))
 
     def on_chat_model_start(
         self,
@@ -185,30 +149,24 @@ class OutputBudgetCallbackHandler(BaseCallbackHandler):
     ) -> None:
         batch = messages[0] if messages else []
         question = next((_message_text(m) for m in reversed(batch) if m.type == "human"), "")
-        from lean_plugins.tokens import count_tokens
-
         input_tokens = sum(count_tokens(_message_text(m)) for m in batch)
-        self._start(run_id, question, input_tokens, _model_name(serialized, metadata, kwargs))
+        self.tracker.start(
+            run_id, question, model=_model_name(serialized, metadata, kwargs), input_tokens=input_tokens
+        )
 
     # -- tokens -------------------------------------------------------------------------------
     def on_llm_new_token(self, token: str, *, run_id: UUID, **kwargs: Any) -> None:
-        call = self._calls.get(run_id)
+        call = self.tracker.get(run_id)
         if call is None or call.result is not None:
             return
-        call.fed_by_callback = True
-        self._feed(call, token)
+        call.streamed = True
+        self.feed(call, token)
 
-    def feed(self, call: _Call, text: str) -> None:
-        """Count output text of ``call`` that did not come through ``on_llm_new_token``."""
-        if call.result is None:
-            self._feed(call, text)
-
-    def _feed(self, call: _Call, text: str) -> None:
-        out = call.run.feed(text)
-        if out:
-            call.pending += out
+    def feed(self, call: TrackedCall, text: str) -> None:
+        """Count streamed output of ``call`` (also text that bypassed ``on_llm_new_token``)."""
+        self.tracker.feed(call, text)
         if call.run.stopped and self.stop_stream:
-            result = self._finish(call)
+            result = self.tracker.finish(call)
             raise OutputBudgetStop(
                 f"Output budget of {result.budget} tokens reached ({result.stop_reason}); "
                 "the text so far is on this exception's partial_text and on the handler's "
@@ -219,15 +177,10 @@ class OutputBudgetCallbackHandler(BaseCallbackHandler):
 
     # -- end ----------------------------------------------------------------------------------
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        call = self._calls.get(run_id)
-        if call is None or call.result is not None:
-            return
         generation = response.generations[0][0] if response.generations and response.generations[0] else None
         output_tokens = input_tokens = None
         truncated = False
         if generation is not None:
-            if not call.fed_by_callback and call.run.tokens_so_far == 0:
-                call.run.feed(generation.text)  # not streamed: account (and judge) the whole answer
             info = generation.generation_info or {}
             truncated = info.get("finish_reason") in _PROVIDER_LENGTH_REASONS
             if isinstance(generation, ChatGeneration):
@@ -237,30 +190,16 @@ class OutputBudgetCallbackHandler(BaseCallbackHandler):
                 truncated = truncated or meta.get("finish_reason") in _PROVIDER_LENGTH_REASONS
                 truncated = truncated or meta.get("stop_reason") in _PROVIDER_LENGTH_REASONS
         token_usage = (response.llm_output or {}).get("token_usage") or {}
-        output_tokens = output_tokens or token_usage.get("completion_tokens")
-        input_tokens = input_tokens or token_usage.get("prompt_tokens")
-        self._finish(call, output_tokens=output_tokens, input_tokens=input_tokens, truncated=truncated)
+        self.tracker.end(
+            run_id,
+            generation.text if generation is not None else None,
+            output_tokens=output_tokens or token_usage.get("completion_tokens"),
+            input_tokens=input_tokens or token_usage.get("prompt_tokens"),
+            truncated=truncated,
+        )
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        call = self._calls.get(run_id)
-        if call is not None and call.result is None:
-            self._finish(call)  # the stream was closed or failed: account what was produced
-
-    def _finish(
-        self,
-        call: _Call,
-        *,
-        output_tokens: int | None = None,
-        input_tokens: int | None = None,
-        truncated: bool = False,
-    ) -> BudgetResult:
-        result = call.run.finish(
-            output_tokens=output_tokens, input_tokens=input_tokens, truncated_by_provider=truncated
-        )
-        call.result = result
-        with self._lock:
-            self.results.append(result)
-        return result
+        self.tracker.end(run_id)  # the stream was closed or failed: account what was produced
 
 
 # -- the enforcing wrapper ----------------------------------------------------------------------
@@ -397,19 +336,19 @@ class BudgetedRunnable(Runnable[Any, Any]):
         """Kept text to emit for this output chunk (``None``: not text, pass it through) and
         whether to stop reading."""
         text = _chunk_text(chunk)
-        call = handler.latest
+        call = handler.tracker.latest
         if text is None or call is None:
             return None, False
-        if not call.fed_by_callback and call.result is None:
+        if not call.streamed and call.result is None:
             handler.feed(call, text)  # a model that streams without on_llm_new_token
         return call.take(), call.stopped
 
     def _result(self, handler: OutputBudgetCallbackHandler) -> tuple[BudgetResult | None, str]:
-        call = handler.latest
+        call = handler.tracker.latest
         if call is None:
             return None, ""
         if call.result is None:
-            handler._finish(call)
+            handler.tracker.finish(call)
         rest = call.take()
         assert call.result is not None
         if self.raise_on_stop and call.result.stopped:

@@ -1,0 +1,493 @@
+"""LlamaIndex adapter of the output budget (layer 4).
+
+* :class:`OutputBudgetHandler`: an instrumentation event handler
+  (``dispatcher.add_event_handler``) that follows ``LLMChat/CompletionStartEvent``,
+  ``...InProgressEvent`` and ``...EndEvent`` (and ``ExceptionEvent`` when a stream is closed
+  early), counts each call's output tokens exactly and accounts every call in the ledger.
+* :class:`OutputBudgetCallbackHandler`: the same accounting through a ``CallbackManager``
+  (``Settings.callback_manager``), which sees each call once, at its end.
+* :func:`with_output_budget`: wraps any LlamaIndex LLM so that every call stops at its
+  budget and returns the text kept, with ``additional_kwargs["stop_reason"]``. LlamaIndex
+  swallows exceptions raised by event handlers, so only a wrapper can stop a stream: it sets
+  the LLM's ``max_tokens`` to the budget up front where the LLM has that field, reads the
+  stream itself and closes it at the budget.
+
+The wrapper accounts its own calls; the handlers skip calls made inside a budgeted LLM, so
+installing both never counts a call twice. The logic lives in :mod:`lean_plugins.budget`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from lean_plugins.budget import BudgetResult, BudgetRun, OutputBudget
+from lean_plugins.budget.tracker import CallTracker
+from lean_plugins.errors import BudgetExceededError
+from lean_plugins.tokens import count_tokens
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+    MessageRole,
+)
+from llama_index.core.callbacks.base_handler import BaseCallbackHandler as LlamaBaseCallbackHandler
+from llama_index.core.callbacks.schema import CBEventType, EventPayload
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.instrumentation.events.exception import ExceptionEvent
+from llama_index.core.instrumentation.events.llm import (
+    LLMChatEndEvent,
+    LLMChatInProgressEvent,
+    LLMChatStartEvent,
+    LLMCompletionEndEvent,
+    LLMCompletionInProgressEvent,
+    LLMCompletionStartEvent,
+)
+from llama_index.core.instrumentation.events.span import SpanDropEvent
+from llama_index.core.llms.llm import LLM
+
+#: Fields through which LlamaIndex LLMs take an output-token limit.
+MAX_TOKENS_FIELDS = ("max_tokens", "max_new_tokens", "num_output", "max_output_tokens", "num_predict")
+
+# Set while a budgeted LLM runs its inner LLM: the handlers leave those calls to it.
+_inside_budgeted_call: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "lean_plugins_budgeted_call", default=False
+)
+
+
+def _usage(response: Any) -> tuple[int | None, int | None]:
+    """(input, output) tokens the provider reported on a LlamaIndex response, if any."""
+    if response is None:
+        return None, None
+    extra = getattr(response, "additional_kwargs", None) or {}
+    prompt, completion = extra.get("prompt_tokens"), extra.get("completion_tokens")
+    raw = getattr(response, "raw", None)
+    usage = raw.get("usage") if isinstance(raw, dict) else getattr(raw, "usage", None)
+    if usage is not None:
+        get = usage.get if isinstance(usage, dict) else lambda k: getattr(usage, k, None)
+        prompt = prompt or get("prompt_tokens") or get("input_tokens")
+        completion = completion or get("completion_tokens") or get("output_tokens")
+    return prompt, completion
+
+
+def _response_text(response: Any) -> str | None:
+    if response is None:
+        return None
+    if isinstance(response, ChatResponse):
+        return response.message.content or ""
+    return getattr(response, "text", None)
+
+
+def _last_user_text(messages: Sequence[ChatMessage]) -> str:
+    for message in reversed(messages):
+        if message.role == MessageRole.USER:
+            return message.content or ""
+    return messages[-1].content or "" if messages else ""
+
+
+def _model_name(model_dict: dict[str, Any] | None) -> str | None:
+    model_dict = model_dict or {}
+    return model_dict.get("model") or model_dict.get("model_name") or model_dict.get("class_name")
+
+
+class OutputBudgetHandler(BaseEventHandler):
+    """Instrumentation handler: exact output-token counts and accounting of every LLM call.
+
+    Register it with ``get_dispatcher().add_event_handler(OutputBudgetHandler(budget=...))``.
+    Each call is judged against its budget (``results`` / ``last_result`` say where it would
+    have stopped) but not stopped: LlamaIndex ignores exceptions from event handlers. Use
+    :func:`with_output_budget` to stop generation.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    budget: OutputBudget = Field(description="The budget every call is judged and accounted with.")
+    route: str | None = Field(default=None, description="Route name the budgets are learned under.")
+    _tracker: CallTracker = PrivateAttr()
+
+    def __init__(self, budget: OutputBudget | int, **kwargs: Any) -> None:
+        budget = budget if isinstance(budget, OutputBudget) else OutputBudget(budget)
+        super().__init__(budget=budget, **kwargs)
+        self._tracker = CallTracker(budget, route=self.route)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "OutputBudgetHandler"
+
+    @property
+    def results(self) -> list[BudgetResult]:
+        return list(self._tracker.results)
+
+    @property
+    def last_result(self) -> BudgetResult | None:
+        return self._tracker.last_result
+
+    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
+        if _inside_budgeted_call.get():
+            return
+        key = event.span_id
+        if isinstance(event, LLMChatStartEvent):
+            self._tracker.start(
+                key,
+                _last_user_text(event.messages),
+                model=_model_name(event.model_dict),
+                input_tokens=sum(count_tokens(m.content or "") for m in event.messages),
+            )
+        elif isinstance(event, LLMCompletionStartEvent):
+            self._tracker.start(key, event.prompt, model=_model_name(event.model_dict))
+        elif isinstance(event, (LLMChatInProgressEvent, LLMCompletionInProgressEvent)):
+            call = self._tracker.get(key)
+            if call is not None:
+                call.streamed = True
+                delta = event.response.delta
+                if delta is None:  # some LLMs send only the text so far
+                    text = _response_text(event.response) or ""
+                    delta = text[len(call.run.counter.text) :]
+                self._tracker.feed(call, delta)
+        elif isinstance(event, (LLMChatEndEvent, LLMCompletionEndEvent)):
+            input_tokens, output_tokens = _usage(event.response)
+            self._tracker.end(
+                key, _response_text(event.response), output_tokens=output_tokens, input_tokens=input_tokens
+            )
+        elif isinstance(event, (ExceptionEvent, SpanDropEvent)):
+            self._tracker.end(key)  # a stream closed early or failed: account what was produced
+
+
+class OutputBudgetCallbackHandler(LlamaBaseCallbackHandler):
+    """``CallbackManager`` handler: accounts every LLM call at its end (exact token counts,
+    provider usage when reported). ``Settings.callback_manager = CallbackManager([handler])``."""
+
+    def __init__(self, budget: OutputBudget | int, *, route: str | None = None) -> None:
+        super().__init__(event_starts_to_ignore=[], event_ends_to_ignore=[])
+        budget = budget if isinstance(budget, OutputBudget) else OutputBudget(budget)
+        self.tracker = CallTracker(budget, route=route)
+
+    @property
+    def results(self) -> list[BudgetResult]:
+        return list(self.tracker.results)
+
+    @property
+    def last_result(self) -> BudgetResult | None:
+        return self.tracker.last_result
+
+    def on_event_start(
+        self,
+        event_type: CBEventType,
+        payload: dict[str, Any] | None = None,
+        event_id: str = "",
+        parent_id: str = "",
+        **kwargs: Any,
+    ) -> str:
+        if event_type == CBEventType.LLM and not _inside_budgeted_call.get():
+            payload = payload or {}
+            model = _model_name(payload.get(EventPayload.SERIALIZED))
+            messages = payload.get(EventPayload.MESSAGES)
+            if messages:
+                self.tracker.start(
+                    event_id,
+                    _last_user_text(messages),
+                    model=model,
+                    input_tokens=sum(count_tokens(m.content or "") for m in messages),
+                )
+            else:
+                prompts = payload.get(EventPayload.PROMPT)
+                prompt = prompts[0] if isinstance(prompts, list) and prompts else prompts
+                self.tracker.start(event_id, str(prompt or ""), model=model)
+        return event_id
+
+    def on_event_end(
+        self,
+        event_type: CBEventType,
+        payload: dict[str, Any] | None = None,
+        event_id: str = "",
+        **kwargs: Any,
+    ) -> None:
+        if event_type != CBEventType.LLM:
+            return
+        payload = payload or {}
+        response = payload.get(EventPayload.RESPONSE) or payload.get(EventPayload.COMPLETION)
+        input_tokens, output_tokens = _usage(response)
+        self.tracker.end(
+            event_id, _response_text(response), output_tokens=output_tokens, input_tokens=input_tokens
+        )
+
+    def start_trace(self, trace_id: str | None = None) -> None:
+        return None
+
+    def end_trace(self, trace_id: str | None = None, trace_map: dict[str, list[str]] | None = None) -> None:
+        return None
+
+
+# -- the enforcing wrapper ----------------------------------------------------------------------
+def _capped(llm: LLM, budget: int) -> tuple[LLM, bool]:
+    """A copy of ``llm`` limited to ``budget`` output tokens, and whether a field was set."""
+    fields = type(llm).model_fields
+    for name in MAX_TOKENS_FIELDS:
+        if name in fields:
+            current = getattr(llm, name, None)
+            limit = budget if not isinstance(current, int) or current <= 0 else min(current, budget)
+            return llm.model_copy(update={name: limit}), True
+    return llm, False
+
+
+class BudgetedLLM(LLM):
+    """A LlamaIndex LLM whose every call stops at its output budget; see
+    :func:`with_output_budget`."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    llm: LLM = Field(description="The LLM that generates.")
+    budget: OutputBudget = Field(description="The fixed or predicted per-call output budget.")
+    route: str | None = Field(default=None, description="Route name the budgets are learned under.")
+    raise_on_stop: bool = Field(
+        default=False, description="Raise BudgetExceededError (with partial_text) at a budget stop."
+    )
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "BudgetedLLM"
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return self.llm.metadata
+
+    # -- shared steps -------------------------------------------------------------------------
+    def _begin(self, prompt: str, input_tokens: int | None = None) -> tuple[LLM, BudgetRun, bool]:
+        tokens = self.budget.budget_for(prompt, route=self.route)
+        inner, capped = _capped(self.llm, tokens)
+        run = self.budget.start(
+            prompt,
+            route=self.route,
+            budget=tokens,
+            model=self.budget.model or _model_name(self.llm.to_dict()),
+            input_tokens=input_tokens,
+        )
+        return inner, run, capped
+
+    def _end(self, run: BudgetRun, capped: bool, last: Any) -> BudgetResult:
+        input_tokens, output_tokens = _usage(last)
+        reached = (output_tokens or run.tokens_so_far) >= run.budget
+        result = run.finish(
+            output_tokens=output_tokens, input_tokens=input_tokens, truncated_by_provider=capped and reached
+        )
+        if self.raise_on_stop and result.stopped:
+            raise BudgetExceededError(
+                f"The output budget of {result.budget} tokens stopped the answer "
+                f"({result.stop_reason}); the partial text is on partial_text.",
+                partial_text=result.text,
+                tokens_used=result.tokens_used,
+            )
+        return result
+
+    @staticmethod
+    def _delta(response: Any, seen: str) -> str:
+        if response.delta is not None:
+            return response.delta
+        text = _response_text(response) or ""
+        return text[len(seen) :] if text.startswith(seen) else ""
+
+    def _follow(self, stream: Iterator[Any], run: BudgetRun) -> Iterator[tuple[str, Any]]:
+        """Read ``stream`` (inner responses), yield (kept delta, response); stop at the budget."""
+        seen = ""
+        try:
+            while True:
+                token = _inside_budgeted_call.set(True)
+                try:
+                    response = next(stream)
+                except StopIteration:
+                    return
+                finally:
+                    _inside_budgeted_call.reset(token)
+                delta = self._delta(response, seen)
+                seen += delta
+                yield run.feed(delta), response
+                if run.stopped:
+                    return
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()  # at the budget: stop the inner stream (and its billing)
+
+    async def _afollow(self, stream: Any, run: BudgetRun) -> AsyncIterator[tuple[str, Any]]:
+        seen = ""
+        try:
+            while True:
+                token = _inside_budgeted_call.set(True)
+                try:
+                    response = await stream.__anext__()
+                except StopAsyncIteration:
+                    return
+                finally:
+                    _inside_budgeted_call.reset(token)
+                delta = self._delta(response, seen)
+                seen += delta
+                yield run.feed(delta), response
+                if run.stopped:
+                    return
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    def _inner(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        token = _inside_budgeted_call.set(True)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _inside_budgeted_call.reset(token)
+
+    async def _ainner(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        token = _inside_budgeted_call.set(True)
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            _inside_budgeted_call.reset(token)
+
+    @staticmethod
+    def _meta(result: BudgetResult) -> dict[str, Any]:
+        return {"stop_reason": result.stop_reason, "output_budget": result.to_metadata()}
+
+    def _chat_response(
+        self, text: str, delta: str | None, result: BudgetResult | None, raw: Any
+    ) -> ChatResponse:
+        return ChatResponse(
+            message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
+            delta=delta,
+            raw=raw,
+            additional_kwargs=self._meta(result) if result is not None else {},
+        )
+
+    def _completion_response(
+        self, text: str, delta: str | None, result: BudgetResult | None, raw: Any
+    ) -> CompletionResponse:
+        return CompletionResponse(
+            text=text, delta=delta, raw=raw, additional_kwargs=self._meta(result) if result else {}
+        )
+
+    @staticmethod
+    def _chat_input(messages: Sequence[ChatMessage]) -> tuple[str, int]:
+        return _last_user_text(messages), sum(count_tokens(m.content or "") for m in messages)
+
+    # -- streaming ----------------------------------------------------------------------------
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        inner, run, capped = self._begin(prompt)
+        stream = self._inner(inner.stream_complete, prompt, formatted=formatted, **kwargs)
+
+        def gen() -> CompletionResponseGen:
+            text, last = "", None
+            for delta, last in self._follow(stream, run):
+                if delta:
+                    text += delta
+                    yield self._completion_response(text, delta, None, last.raw)
+            result = self._end(run, capped, last)
+            rest = run.remaining_text()
+            yield self._completion_response(text + rest, rest, result, getattr(last, "raw", None))
+
+        return gen()
+
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        prompt, input_tokens = self._chat_input(messages)
+        inner, run, capped = self._begin(prompt, input_tokens)
+        stream = self._inner(inner.stream_chat, messages, **kwargs)
+
+        def gen() -> ChatResponseGen:
+            text, last = "", None
+            for delta, last in self._follow(stream, run):
+                if delta:
+                    text += delta
+                    yield self._chat_response(text, delta, None, last.raw)
+            result = self._end(run, capped, last)
+            rest = run.remaining_text()
+            yield self._chat_response(text + rest, rest, result, getattr(last, "raw", None))
+
+        return gen()
+
+    async def astream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseAsyncGen:
+        inner, run, capped = self._begin(prompt)
+        stream = await self._ainner(inner.astream_complete, prompt, formatted=formatted, **kwargs)
+
+        async def gen() -> CompletionResponseAsyncGen:
+            text, last = "", None
+            async for delta, last in self._afollow(stream, run):
+                if delta:
+                    text += delta
+                    yield self._completion_response(text, delta, None, last.raw)
+            result = self._end(run, capped, last)
+            rest = run.remaining_text()
+            yield self._completion_response(text + rest, rest, result, getattr(last, "raw", None))
+
+        return gen()
+
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        prompt, input_tokens = self._chat_input(messages)
+        inner, run, capped = self._begin(prompt, input_tokens)
+        stream = await self._ainner(inner.astream_chat, messages, **kwargs)
+
+        async def gen() -> ChatResponseAsyncGen:
+            text, last = "", None
+            async for delta, last in self._afollow(stream, run):
+                if delta:
+                    text += delta
+                    yield self._chat_response(text, delta, None, last.raw)
+            result = self._end(run, capped, last)
+            rest = run.remaining_text()
+            yield self._chat_response(text + rest, rest, result, getattr(last, "raw", None))
+
+        return gen()
+
+    # -- whole answers (read through the stream so the budget can stop it) ---------------------
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        last = None
+        for last in self.stream_complete(prompt, formatted=formatted, **kwargs):  # noqa: B007
+            pass
+        assert last is not None
+        return last.model_copy(update={"delta": None})
+
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        last = None
+        for last in self.stream_chat(messages, **kwargs):  # noqa: B007
+            pass
+        assert last is not None
+        return last.model_copy(update={"delta": None})
+
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        last = None
+        async for last in await self.astream_complete(prompt, formatted=formatted, **kwargs):  # noqa: B007
+            pass
+        assert last is not None
+        return last.model_copy(update={"delta": None})
+
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        last = None
+        async for last in await self.astream_chat(messages, **kwargs):  # noqa: B007
+            pass
+        assert last is not None
+        return last.model_copy(update={"delta": None})
+
+
+def with_output_budget(
+    llm: LLM, budget: OutputBudget | int, *, route: str | None = None, raise_on_stop: bool = False
+) -> BudgetedLLM:
+    """Wrap any LlamaIndex ``llm`` so every call stops at its (fixed or predicted) budget.
+
+    Use the result wherever an LLM goes (``Settings.llm``, a query engine). Responses carry
+    ``additional_kwargs["stop_reason"]`` (``natural``, ``budget``, ``soft_budget``) and
+    ``additional_kwargs["output_budget"]`` (budget, tokens used and generated).
+    """
+    if not isinstance(budget, OutputBudget):
+        budget = OutputBudget(budget)
+    return BudgetedLLM(
+        llm=llm,
+        budget=budget,
+        route=route or budget.route,
+        raise_on_stop=raise_on_stop or budget.raise_on_stop,
+    )

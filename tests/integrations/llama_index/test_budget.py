@@ -1,0 +1,228 @@
+"""LlamaIndex output budget: event handler, CallbackManager handler and the enforcing wrapper."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from lean_plugins.llama_index import OutputBudgetCallbackHandler, OutputBudgetHandler, with_output_budget
+from llama_index.core import Document, VectorStoreIndex
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    CompletionResponse,
+    CompletionResponseGen,
+    LLMMetadata,
+)
+from llama_index.core.callbacks import CallbackManager
+from llama_index.core.embeddings import MockEmbedding
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.llms import MockLLM
+from llama_index.core.llms.callbacks import llm_completion_callback
+from llama_index.core.llms.custom import CustomLLM
+
+from lean_plugins.budget import OutputBudget, UsageAccountant
+from lean_plugins.errors import BudgetExceededError
+from lean_plugins.ledger import Ledger
+from lean_plugins.tokens import encode, get_tokenizer
+
+ANSWER = (
+    "The Normans were the people who in the 10th and 11th centuries gave their name to "
+    "Normandy, a region in France. They were descended from Norse raiders and pirates from "
+    "Denmark, Iceland and Norway who, under their leader Rollo, agreed to swear fealty to King "
+    "Charles III of West Francia. Through generations of assimilation and mixing with the native "
+    "Frankish and Roman-Gaulish populations, their descendants would gradually merge with the "
+    "Carolingian-based cultures of West Francia."
+)
+N_FULL = len(encode(ANSWER))
+
+
+def first_tokens(text: str, n: int) -> str:
+    return get_tokenizer().decode_bytes(encode(text)[:n]).decode("utf-8", errors="ignore")
+
+
+class ScriptedLLM(CustomLLM):
+    """Streams a fixed answer word by word (like a provider) and records what it produced."""
+
+    answer: str = ANSWER
+    produced: list[str] = []
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(model_name="scripted")
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        self.produced.append(self.answer)
+        return CompletionResponse(text=self.answer)
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        def gen() -> Iterator[CompletionResponse]:
+            text = ""
+            for piece in (p for p in re.split(r"(\s)", self.answer) if p):
+                text += piece
+                self.produced.append(piece)
+                yield CompletionResponse(text=text, delta=piece)
+
+        return gen()
+
+
+@pytest.fixture
+def event_handler():
+    handlers: list[OutputBudgetHandler] = []
+
+    def add(budget) -> OutputBudgetHandler:
+        handler = OutputBudgetHandler(budget)
+        get_dispatcher().add_event_handler(handler)
+        handlers.append(handler)
+        return handler
+
+    yield add
+    dispatcher = get_dispatcher()
+    for handler in handlers:
+        dispatcher.event_handlers.remove(handler)
+
+
+@pytest.mark.parametrize("n", [1, 4, 19, 50, N_FULL - 1, N_FULL, N_FULL + 2])
+def test_complete_keeps_exactly_the_first_n_tokens(n: int) -> None:
+    llm = ScriptedLLM(produced=[])
+    budgeted = with_output_budget(llm, OutputBudget(n, soft_window=0.0))
+    with Ledger() as ledger:
+        response = budgeted.complete("Who were the Normans?")
+    assert len(encode(response.text)) <= n, "never one token over budget"
+    produced = len(encode("".join(llm.produced)))
+    if n >= N_FULL:
+        assert response.text == ANSWER and response.additional_kwargs["stop_reason"] == "natural"
+    else:
+        assert response.text == first_tokens(ANSWER, n)
+        assert response.additional_kwargs["stop_reason"] == "budget"
+    if n < N_FULL - 5:
+        assert produced < N_FULL, "the inner stream was closed at the budget"
+    assert ledger.totals("llm")["output_after"] == produced
+    assert response.additional_kwargs["output_budget"]["tokens_generated"] == produced
+
+
+def test_stream_deltas_add_up_to_the_kept_text() -> None:
+    budgeted = with_output_budget(ScriptedLLM(produced=[]), 40)
+    responses = list(budgeted.stream_complete("Who were the Normans?"))
+    text = "".join(r.delta for r in responses)
+    assert text == responses[-1].text and ANSWER.startswith(text)
+    assert responses[-1].additional_kwargs["stop_reason"] in ("budget", "soft_budget")
+    assert len(encode(text)) <= 40
+
+
+def test_chat_and_soft_stop() -> None:
+    first = ANSWER.index("France.") + len("France.")
+    n = len(encode(ANSWER[:first])) + 2
+    budgeted = with_output_budget(ScriptedLLM(produced=[]), n)
+    response = budgeted.chat([ChatMessage(role="user", content="Who were the Normans?")])
+    assert response.message.content == ANSWER[:first]
+    assert response.additional_kwargs["stop_reason"] == "soft_budget"
+
+
+def test_mock_llm_gets_its_max_tokens_set_up_front() -> None:
+    mock = MockLLM(max_tokens=200)
+    budgeted = with_output_budget(mock, OutputBudget(12, soft_window=0.0))
+    with Ledger() as ledger:
+        response = budgeted.complete("anything")
+    # the provider itself stopped at 12 (MockLLM writes max_tokens words "text")
+    assert response.text == " ".join(["text"] * 12)
+    assert response.additional_kwargs["stop_reason"] == "budget"
+    assert ledger.totals("llm")["output_after"] == 12
+    assert mock.max_tokens == 200, "the user's LLM is not modified"
+
+
+async def test_async_paths() -> None:
+    budgeted = with_output_budget(ScriptedLLM(produced=[]), OutputBudget(9, soft_window=0.0))
+    response = await budgeted.acomplete("q")
+    assert response.text == first_tokens(ANSWER, 9)
+    chat = await budgeted.achat([ChatMessage(role="user", content="q")])
+    assert chat.message.content == first_tokens(ANSWER, 9)
+    deltas = [r.delta async for r in await budgeted.astream_complete("q")]
+    assert "".join(deltas) == first_tokens(ANSWER, 9)
+
+
+def test_raise_on_stop_when_asked() -> None:
+    budgeted = with_output_budget(
+        ScriptedLLM(produced=[]), OutputBudget(5, soft_window=0.0), raise_on_stop=True
+    )
+    with pytest.raises(BudgetExceededError) as info:
+        budgeted.complete("q")
+    assert info.value.partial_text == first_tokens(ANSWER, 5)
+
+
+def test_query_engine_with_a_budgeted_llm() -> None:
+    docs = [Document(text="The Normans gave their name to Normandy, a region in France.")]
+    index = VectorStoreIndex.from_documents(docs, embed_model=MockEmbedding(embed_dim=8))
+    budgeted = with_output_budget(ScriptedLLM(produced=[]), OutputBudget(15, soft_window=0.0))
+    engine = index.as_query_engine(llm=budgeted)
+    response = engine.query("Who were the Normans?")
+    assert str(response) == first_tokens(ANSWER, 15)
+
+
+def test_threads_share_one_accountant() -> None:
+    accountant = UsageAccountant()
+    budgeted = with_output_budget(
+        ScriptedLLM(produced=[]), OutputBudget(7, soft_window=0.0, model="gpt-4o-mini", accountant=accountant)
+    )
+    texts: list[str] = []
+
+    def worker() -> None:
+        for _ in range(10):
+            texts.append(budgeted.complete("q").text)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert texts == [first_tokens(ANSWER, 7)] * 40
+    assert accountant.totals(model="gpt-4o-mini").calls == 40
+
+
+# -- handlers (accounting) ----------------------------------------------------------------------
+def test_event_handler_accounts_streamed_whole_and_closed_calls(event_handler) -> None:
+    accountant = UsageAccountant()
+    handler = event_handler(OutputBudget(30, soft_window=0.0, accountant=accountant))
+    llm = ScriptedLLM(produced=[])
+    llm.complete("q")
+    assert handler.last_result.tokens_generated == N_FULL
+    assert handler.last_result.stop_reason == "budget" and handler.last_result.tokens_used == 30
+    for _ in llm.stream_complete("q"):
+        pass
+    assert handler.last_result.tokens_generated == N_FULL
+    llm.produced.clear()
+    stream = llm.stream_complete("q")
+    for i, _ in enumerate(stream):
+        if i == 10:
+            break
+    stream.close()
+    produced = len(encode("".join(llm.produced)))
+    assert handler.last_result.tokens_generated == produced < N_FULL
+    assert accountant.totals().output_tokens == 2 * N_FULL + produced
+    assert accountant.totals().calls == 3
+
+
+def test_event_handler_skips_calls_the_wrapper_accounts(event_handler) -> None:
+    accountant = UsageAccountant()
+    handler = event_handler(OutputBudget(1000, accountant=accountant))
+    budgeted = with_output_budget(ScriptedLLM(produced=[]), OutputBudget(10, accountant=accountant))
+    budgeted.complete("q")
+    assert handler.last_result is None
+    assert accountant.totals().calls == 1
+
+
+def test_callback_manager_handler_accounts_chat_and_completion() -> None:
+    accountant = UsageAccountant()
+    handler = OutputBudgetCallbackHandler(OutputBudget(100, model="gpt-4o-mini", accountant=accountant))
+    mock = MockLLM(max_tokens=25, callback_manager=CallbackManager([handler]))
+    completion = mock.complete("Tell me about the Normans")
+    streamed = list(mock.stream_chat([ChatMessage(role="user", content="Tell me")]))
+    # a CallbackManager sees a streamed call once, at its end, with the last response
+    expected = len(encode(completion.text)) + len(encode(streamed[-1].message.content))
+    totals = accountant.totals(model="gpt-4o-mini")
+    assert totals.calls == 2 and totals.output_tokens == expected
+    assert [r.stop_reason for r in handler.results] == ["natural", "natural"]
