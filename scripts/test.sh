@@ -27,13 +27,37 @@ REDIS_PORT=${LEAN_PLUGINS_REDIS_PORT:-6390}
 redis_dir=$(mktemp -d)
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$redis_dir" --daemonize yes \
   --pidfile "$redis_dir/redis.pid" >/dev/null
+# PostgreSQL + pgvector: Debian has no pgvector package, so the PyPI package pgserver (a real
+# PostgreSQL with pgvector bundled) runs it. PostgreSQL refuses to run as root; as root,
+# pgserver runs the server as its own unprivileged system user "pgserver". It listens on a Unix
+# socket in its data dir only (no TCP port), which the URL names.
+pg_dir=$(mktemp -d)
+chmod 755 "$pg_dir"
 cleanup() {
   [ -f "$redis_dir/redis.pid" ] && kill "$(cat "$redis_dir/redis.pid")" 2>/dev/null || true
   rm -rf "$redis_dir"
+  [ -d "$pg_dir/data" ] && $PY -c "import sys, pgserver; pgserver.get_server(sys.argv[1], cleanup_mode='stop').cleanup()" \
+    "$pg_dir/data" >/dev/null 2>&1 || true
+  rm -rf "$pg_dir"
 }
 trap cleanup EXIT
 export LEAN_PLUGINS_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
 for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+LEAN_PLUGINS_POSTGRES_URL=$($PY - "$pg_dir/data" 2>/dev/null <<'PYEOF' | tail -n1
+import sys
+
+import pgserver
+
+server = pgserver.get_server(sys.argv[1], cleanup_mode=None)
+server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
+print(server.get_uri())
+PYEOF
+)
+if [ -z "$LEAN_PLUGINS_POSTGRES_URL" ]; then
+  echo "could not start PostgreSQL with pgserver (see $pg_dir/data/log)" >&2
+  exit 1
+fi
+export LEAN_PLUGINS_POSTGRES_URL
 
 $PY -m ruff check .
 $PY -m pytest "$@"

@@ -251,13 +251,14 @@ class LeanCache:
         if ttl is not None and ttl <= 0:
             raise ConfigurationError(f"ttl must be a positive number of seconds or None, got {ttl!r}.")
         ttl = self.ttl if ttl is None else ttl
-        now = time.time()
-        payload = encode_payload(prompt, response, now, None if ttl is None else now + ttl, output_tokens)
 
         def write() -> None:
             vector = self._embed([prompt])[0] if self.semantic else None
             store = self._store(namespace)
             with store.lock:
+                now = time.time()  # after opening the store: a TTL counts from the write
+                expires = None if ttl is None else now + ttl
+                payload = encode_payload(prompt, response, now, expires, output_tokens)
                 store.insert(key_hash(prompt), payload, vector, ttl)
                 if self.max_entries is not None:
                     store.evict(self.max_entries)
