@@ -1,1 +1,42 @@
-"""Layer package; see README.md. Keep this import light (no torch at import time)."""
+"""Layer 3: structured pruning of Llama-architecture causal LMs and a local runtime for them.
+
+Heavy names load lazily (no torch at ``import lean_plugins.pruning``):
+
+- :func:`prune` (``lean_plugins.pruning.prune``): GQA-aware head, MLP-channel and layer pruning.
+- :class:`LeanLocalLLM`: serve a dense or pruned model with streaming, stops, budgets and a
+  prefix KV cache.
+- :func:`convert_llama2c`: llama2.c checkpoint -> Hugging Face Llama folder.
+- :func:`load_model`, :func:`save_pruned`, :func:`perplexity`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "prune": "lean_plugins.pruning.pruner",
+    "PruningReport": "lean_plugins.pruning.pruner",
+    "save_pruned": "lean_plugins.pruning.pruner",
+    "perplexity": "lean_plugins.pruning.evaluate",
+    "LeanLocalLLM": "lean_plugins.pruning.runtime",
+    "GenerationResult": "lean_plugins.pruning.runtime",
+    "StreamChunk": "lean_plugins.pruning.runtime",
+    "convert_llama2c": "lean_plugins.pruning.convert",
+    "load_model": "lean_plugins.pruning.modeling",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lean_plugins.pruning' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,28 @@
+"""The converted stories260K model, built once per test session (layer 3 tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_BUILT: dict[str, Path] = {}
+
+
+def stories_dir(data: Path, tmp_factory: object) -> Path:
+    """Convert ``models/stories260K`` into a Hugging Face folder (once per session)."""
+    import torch
+
+    from lean_plugins.pruning import convert_llama2c
+
+    # Tiny model: one thread is fastest and keeps shared CI machines responsive.
+    torch.set_num_threads(1)
+    if "dir" not in _BUILT:
+        src = data / "models" / "stories260K"
+        out = tmp_factory.mktemp("stories260K_hf")  # type: ignore[attr-defined]
+        _BUILT["dir"] = convert_llama2c(src / "stories260K.bin", src / "tok512.model", out)
+    return _BUILT["dir"]
+
+
+def stories(data: Path) -> list[str]:
+    from lean_plugins.pruning.evaluate import read_documents
+
+    return read_documents(data / "text" / "tinystories_sample.txt")
