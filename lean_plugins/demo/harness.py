@@ -1,0 +1,371 @@
+"""Runs the fixed question set through each framework, plain and lean, and measures it.
+
+For every framework the demo runs the question set once plain, once with each available layer
+alone (for the per-layer savings), and once with all of them (the lean run). Each request is
+measured from the model's own call log: real cl100k counts of what was sent and received
+(or the provider's usage for a real API model), the dollars at one model's list price, and
+quality next to cost: whether the answer string was in what the model saw, and, for a cache
+hit, whether the entry that served it came from the same question (a verbatim repeat or a
+true paraphrase, by the question set's labels).
+
+The cache sits in front of the chain / query engine and is keyed on the user's question: a hit
+skips retrieval, compression and the model call. Caching the full RAG prompt instead would key
+on retrieved text that differs between paraphrases and is shared by unrelated questions.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lean_plugins.demo.knowledge import Question, contains_answer, load_knowledge_base, load_questions
+from lean_plugins.demo.settings import LAYERS, DemoSettings
+from lean_plugins.demo.standin import CallLog
+from lean_plugins.ledger import Ledger, record
+from lean_plugins.pricing import Price, resolve_price
+
+logger = logging.getLogger("lean_plugins.demo")
+
+FRAMEWORKS = ("langchain", "llama_index")
+
+#: Public names each layer must export, per framework, for the demo to switch it on.
+_LAYER_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
+    "prompts": {
+        "langchain": ("lean_plugins.langchain:lean_from",),
+        "llama_index": ("lean_plugins.llama_index:lean_from",),
+    },
+    "compress": {
+        "langchain": ("lean_plugins.langchain:LeanCompressor",),
+        "llama_index": ("lean_plugins.llama_index:LeanCompressorPostprocessor",),
+    },
+    "cache": {
+        "langchain": ("lean_plugins.cache:LeanCache",),
+        "llama_index": ("lean_plugins.cache:LeanCache",),
+    },
+    "budget": {
+        "langchain": ("lean_plugins.budget:OutputBudget", "lean_plugins.langchain:with_output_budget"),
+        "llama_index": ("lean_plugins.budget:OutputBudget", "lean_plugins.llama_index:with_output_budget"),
+    },
+    "local": {
+        "langchain": ("lean_plugins.langchain:LeanChatModel",),
+        "llama_index": ("lean_plugins.llama_index:LeanLocalLLM",),
+    },
+}
+
+
+def layer_availability(framework: str) -> dict[str, str | None]:
+    """For each layer: ``None`` when usable in ``framework``, else why not (for the report)."""
+    status: dict[str, str | None] = {}
+    for layer in LAYERS:
+        reason = None
+        for name in _LAYER_NAMES[layer][framework]:
+            module, _, attr = name.partition(":")
+            try:
+                getattr(importlib.import_module(module), attr)
+            except Exception as exc:  # any failure means "not available", reported as such
+                reason = f"{module}.{attr}: {type(exc).__name__}: {exc}".splitlines()[0][:160]
+                break
+        status[layer] = reason
+    return status
+
+
+@dataclass
+class RequestResult:
+    """One question of one run, measured."""
+
+    qid: str
+    kind: str
+    label: str
+    question: str
+    answer: str
+    response: str
+    input_tokens: int
+    output_tokens: int
+    model_calls: int
+    dollars: float
+    seconds: float
+    context_has_answer: bool
+    """The answer string was in what the model saw (for a cache hit: in what the model saw
+    when the serving entry was made)."""
+    cache_hit: bool = False
+    cache_match: str | None = None
+    cache_source: str | None = None
+    """Request id whose answer served this hit."""
+    cache_hit_correct: bool | None = None
+    """The serving entry came from a request with the same label (repeat or true paraphrase)."""
+
+    @property
+    def response_has_answer(self) -> bool:
+        return contains_answer(self.response, self.answer)
+
+
+@dataclass
+class RunResult:
+    """One pass of the question set through one framework with a set of layers."""
+
+    framework: str
+    config: str
+    layers: tuple[str, ...]
+    requests: list[RequestResult]
+    ledger: dict[str, Any]
+    ledger_table: str
+    seconds: float
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(r.input_tokens for r in self.requests)
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(r.output_tokens for r in self.requests)
+
+    @property
+    def dollars(self) -> float:
+        return sum(r.dollars for r in self.requests)
+
+    @property
+    def cache_hits(self) -> int:
+        return sum(r.cache_hit for r in self.requests)
+
+    @property
+    def wrong_cache_hits(self) -> int:
+        return sum(r.cache_hit_correct is False for r in self.requests)
+
+    @property
+    def answer_contexts(self) -> int:
+        return sum(r.context_has_answer for r in self.requests)
+
+
+@dataclass
+class DemoResult:
+    """Everything the report shows."""
+
+    settings: DemoSettings
+    llm_name: str
+    price: Price
+    questions: list[Question]
+    availability: dict[str, dict[str, str | None]]
+    runs: list[RunResult] = field(default_factory=list)
+
+    def run(self, framework: str, config: str) -> RunResult | None:
+        return next((r for r in self.runs if r.framework == framework and r.config == config), None)
+
+
+class _QuestionCache:
+    """``LeanCache`` keyed on the user's question, with the bookkeeping the report needs."""
+
+    def __init__(self, settings: DemoSettings, path: Path, namespace: str) -> None:
+        from lean_plugins.cache import LeanCache
+
+        kwargs: dict[str, Any] = {"mode": "exact+semantic", "record_hits": False}
+        if settings.cache_threshold is not None:
+            kwargs["threshold"] = settings.cache_threshold
+        self.cache = LeanCache(path, **kwargs)
+        self.namespace = namespace
+        self.owner: dict[str, RequestResult] = {}
+
+    def lookup(self, question: str) -> tuple[Any, RequestResult | None] | None:
+        hit = self.cache.lookup(question, namespace=self.namespace)
+        if hit is None:
+            return None
+        return hit, self.owner.get(hit.cached_prompt)
+
+    def store(self, result: RequestResult) -> None:
+        self.cache.put(result.question, result.response, namespace=self.namespace)
+        self.owner.setdefault(result.question, result)
+
+    def close(self) -> None:
+        self.cache.close()
+
+
+def run_questions(
+    framework: str,
+    config: str,
+    layers: Iterable[str],
+    ask: Callable[[str], str],
+    call_log: CallLog,
+    questions: list[Question],
+    settings: DemoSettings,
+    price: Price,
+    workdir: Path,
+) -> RunResult:
+    """Ask every question through ``ask`` (the chain or engine), measuring each request."""
+    layers = tuple(layers)
+    cache = (
+        _QuestionCache(settings, workdir / f"cache-{framework}-{config}", f"{framework}:{config}")
+        if "cache" in layers
+        else None
+    )
+    results: list[RequestResult] = []
+    started = time.perf_counter()
+    try:
+        with Ledger(f"{framework}:{config}") as ledger:
+            for q in questions:
+                t0 = time.perf_counter()
+                mark = call_log.mark()
+                found = cache.lookup(q.question) if cache is not None else None
+                if found is not None:
+                    hit, source = found
+                    response = hit.response
+                else:
+                    response = ask(q.question)
+                calls = call_log.since(mark)
+                in_tok = sum(c.input_tokens for c in calls)
+                out_tok = sum(c.output_tokens for c in calls)
+                result = RequestResult(
+                    qid=q.id,
+                    kind=q.kind,
+                    label=q.label,
+                    question=q.question,
+                    answer=q.answer,
+                    response=response,
+                    input_tokens=in_tok,
+                    output_tokens=out_tok,
+                    model_calls=len(calls),
+                    dollars=price.cost(in_tok, out_tok),
+                    seconds=time.perf_counter() - t0,
+                    context_has_answer=any(contains_answer(c.prompt, q.answer) for c in calls),
+                )
+                for c in calls:
+                    record(
+                        layer="llm",
+                        kind="call",
+                        input_before=c.input_tokens,
+                        input_after=c.input_tokens,
+                        output_before=c.output_tokens,
+                        output_after=c.output_tokens,
+                        model=settings.price_model,
+                        meta={"request": q.id},
+                    )
+                if found is not None:
+                    result.cache_hit = True
+                    result.cache_match = hit.match
+                    if source is not None:
+                        result.cache_source = source.qid
+                        result.cache_hit_correct = source.label == q.label
+                        result.context_has_answer = source.context_has_answer
+                        # What the hit avoided: the model call that made the entry.
+                        record(
+                            layer="cache",
+                            kind="hit",
+                            input_before=source.input_tokens,
+                            output_before=source.output_tokens,
+                            model=settings.price_model,
+                            meta={"request": q.id, "source": source.qid, "match": hit.match},
+                        )
+                    else:
+                        result.cache_hit_correct = False  # an entry this run did not write
+                elif cache is not None:
+                    cache.store(result)
+                results.append(result)
+            summary = ledger.summary(price=price)
+    finally:
+        if cache is not None:
+            cache.close()
+    return RunResult(
+        framework=framework,
+        config=config,
+        layers=layers,
+        requests=results,
+        ledger=summary.to_dict(),
+        ledger_table=summary.to_table(),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _make_llm(framework: str, settings: DemoSettings, call_log: CallLog, lean: bool) -> Any:
+    """The model of one run (the same model for plain and lean; only what it is sent differs)."""
+    spec = settings.llm
+    max_tokens = settings.plain_max_tokens
+    if spec.kind == "standin":
+        if framework == "langchain":
+            from lean_plugins.demo.langchain_parts import StandInChatModel
+
+            return StandInChatModel(max_tokens=max_tokens, call_log=call_log)
+        from lean_plugins.demo.llama_index_parts import StandInLLM
+
+        return StandInLLM(max_tokens=max_tokens, call_log=call_log)
+    from lean_plugins.demo.models import make_model
+
+    return make_model(framework, spec, max_tokens=max_tokens, call_log=call_log)
+
+
+def configs(availability: dict[str, str | None], settings: DemoSettings) -> list[tuple[str, tuple[str, ...]]]:
+    """The runs of one framework: plain, each available layer alone, and all of them (lean)."""
+    usable = [
+        layer
+        for layer in LAYERS
+        if availability.get(layer) is None and (layer != "local" or settings.llm.kind == "local")
+    ]
+    # The local model is the model itself, not a step: it is in every run or in none.
+    steps = [layer for layer in usable if layer != "local"]
+    out: list[tuple[str, tuple[str, ...]]] = [("plain", ())]
+    if settings.ablation:
+        out += [(layer, (layer,)) for layer in steps]
+    out.append(("lean", tuple(steps)))
+    return out
+
+
+def run_demo(
+    settings: DemoSettings | None = None,
+    *,
+    questions: list[Question] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> DemoResult:
+    """Run the whole demo and return its measurements (see :mod:`lean_plugins.demo.report`)."""
+    settings = settings or DemoSettings()
+    questions = questions if questions is not None else load_questions()
+    price = resolve_price(settings.price_model)
+    assert price is not None
+    sections = load_knowledge_base()
+    if settings.workdir is not None:
+        workdir = Path(settings.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+    else:
+        from lean_plugins.paths import cache_dir
+
+        workdir = cache_dir("demo")
+    # Every demo run gets fresh cache stores: figures never depend on an earlier run.
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=workdir))
+    say = progress or (lambda _msg: None)
+    from lean_plugins.demo.standin import STANDIN_NAME
+
+    llm_name = STANDIN_NAME if settings.llm.kind == "standin" else str(settings.llm)
+    result = DemoResult(settings, llm_name, price, questions, availability={})
+    for framework in settings.frameworks:
+        if framework not in FRAMEWORKS:
+            raise ValueError(f"unknown framework {framework!r}; use one of {FRAMEWORKS}")
+        availability = layer_availability(framework)
+        result.availability[framework] = availability
+        if framework == "langchain":
+            from lean_plugins.demo.langchain_app import LangChainDemo
+
+            app: Any = LangChainDemo(sections, settings)
+        else:
+            from lean_plugins.demo.llama_index_app import LlamaIndexDemo
+
+            app = LlamaIndexDemo(sections, settings)
+        for config, layers in configs(availability, settings):
+            call_log = CallLog()
+            llm = _make_llm(framework, settings, call_log, lean=bool(layers))
+            pipeline = app.chain(llm, layers) if framework == "langchain" else app.query_engine(llm, layers)
+            say(f"{framework}: {config} run ({len(questions)} questions)")
+            run = run_questions(
+                framework,
+                config,
+                layers,
+                lambda question, app=app, pipeline=pipeline: app.ask(pipeline, question),
+                call_log,
+                questions,
+                settings,
+                price,
+                run_dir,
+            )
+            result.runs.append(run)
+    return result

@@ -1,0 +1,58 @@
+"""The demo's LlamaIndex query engine, plain and lean.
+
+Plain is ``VectorStoreIndex.from_documents(...).as_query_engine(llm=...)`` with everything at
+LlamaIndex's defaults (node parser, ``similarity_top_k=2``, "compact" response mode, the
+default text-QA prompt) and the model's fixed ``max_tokens``. Lean adds our components at the
+framework's own extension points: ``LeanCompressorPostprocessor`` (query-aware) as a node
+postprocessor, ``lean_from`` on the default text-QA prompt through ``update_prompts``, and the
+model wrapped by ``with_output_budget`` (``LeanCache`` sits in front of the engine, see
+:mod:`lean_plugins.demo.harness`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from llama_index.core import Document, VectorStoreIndex
+from llama_index.core.llms import LLM
+
+from lean_plugins.demo.knowledge import Section
+from lean_plugins.demo.llama_index_parts import MiniLMEmbedding
+from lean_plugins.demo.settings import DemoSettings
+
+TEXT_QA_PROMPT_KEY = "response_synthesizer:text_qa_template"
+
+
+class LlamaIndexDemo:
+    """Builds the plain and the lean query engine over one shared vector index."""
+
+    framework = "llama_index"
+
+    def __init__(self, sections: list[Section], settings: DemoSettings) -> None:
+        self.settings = settings
+        docs = [Document(text=s.text, metadata={"title": s.title}) for s in sections]
+        self.index = VectorStoreIndex.from_documents(docs, embed_model=MiniLMEmbedding())
+
+    def query_engine(self, llm: LLM, layers: Collection[str]) -> Any:
+        """The query engine with ``layers`` (a subset of prompts, compress, budget) switched on."""
+        kwargs: dict[str, Any] = {}
+        if "compress" in layers:
+            from lean_plugins.llama_index import LeanCompressorPostprocessor
+
+            kwargs["node_postprocessors"] = [LeanCompressorPostprocessor(**self.settings.compressor_kwargs())]
+        model: Any = llm
+        if "budget" in layers:
+            from lean_plugins.llama_index import with_output_budget
+
+            model = with_output_budget(llm, self.settings.output_budget())
+        engine = self.index.as_query_engine(llm=model, **kwargs)
+        if "prompts" in layers:
+            from lean_plugins.llama_index import lean_from
+
+            default = engine.get_prompts()[TEXT_QA_PROMPT_KEY]
+            engine.update_prompts({TEXT_QA_PROMPT_KEY: lean_from(default)})
+        return engine
+
+    def ask(self, engine: Any, question: str) -> str:
+        return str(engine.query(question))
