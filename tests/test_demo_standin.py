@@ -46,9 +46,13 @@ def test_langchain_chat_model_counts_real_tokens_and_honours_max_tokens() -> Non
     assert reply.usage_metadata["input_tokens"] == count_tokens(f"{system}\n{question}")
     assert reply.usage_metadata["output_tokens"] == count_tokens(reply.content)
     assert len(log.calls) == 1 and log.calls[0].response == reply.content
-    short = StandInChatModel(max_tokens=3, call_log=log).invoke([SystemMessage(system), HumanMessage(question)])
+    short = StandInChatModel(max_tokens=3, call_log=log).invoke(
+        [SystemMessage(system), HumanMessage(question)]
+    )
     assert count_tokens(short.content) == 3
-    streamed = "".join(chunk.content for chunk in model.stream([SystemMessage(system), HumanMessage(question)]))
+    streamed = "".join(
+        chunk.content for chunk in model.stream([SystemMessage(system), HumanMessage(question)])
+    )
     assert streamed == reply.content
     assert log.calls[-1].output_tokens == count_tokens(streamed)
 
@@ -59,7 +63,10 @@ def test_llama_index_llm_completes_and_streams_with_real_counts() -> None:
     llm = StandInLLM()
     response = llm.complete(PROMPT)
     assert response.text == "A year on Mars lasts 687 Earth days."
-    assert response.raw["usage"] == {"input_tokens": count_tokens(PROMPT), "output_tokens": count_tokens(response.text)}
+    assert response.raw["usage"] == {
+        "input_tokens": count_tokens(PROMPT),
+        "output_tokens": count_tokens(response.text),
+    }
     assert "".join(r.delta for r in llm.stream_complete(PROMPT)) == response.text
     assert len(llm.call_log.calls) == 2
     assert not llm.metadata.is_chat_model

@@ -61,10 +61,14 @@ def llama_index_meter(call_log: CallLog) -> Any:
         def __init__(self) -> None:
             super().__init__(event_starts_to_ignore=[], event_ends_to_ignore=[])
 
-        def on_event_start(self, event_type: Any, payload: Any = None, event_id: str = "", parent_id: str = "", **kwargs: Any) -> str:
+        def on_event_start(
+            self, event_type: Any, payload: Any = None, event_id: str = "", parent_id: str = "", **kwargs: Any
+        ) -> str:
             return event_id
 
-        def on_event_end(self, event_type: Any, payload: Any = None, event_id: str = "", **kwargs: Any) -> None:
+        def on_event_end(
+            self, event_type: Any, payload: Any = None, event_id: str = "", **kwargs: Any
+        ) -> None:
             if event_type != CBEventType.LLM or not payload:
                 return
             if EventPayload.PROMPT in payload:
@@ -100,7 +104,9 @@ def make_model(framework: str, spec: LLMSpec, *, max_tokens: int, call_log: Call
             )
         if framework == "langchain":
             openai = require("langchain_openai", "langchain")
-            return openai.ChatOpenAI(model=spec.target, max_tokens=max_tokens, callbacks=[langchain_meter(call_log)])
+            return openai.ChatOpenAI(
+                model=spec.target, max_tokens=max_tokens, callbacks=[langchain_meter(call_log)]
+            )
         try:
             from llama_index.llms.openai import OpenAI
         except ImportError as exc:
@@ -113,7 +119,9 @@ def make_model(framework: str, spec: LLMSpec, *, max_tokens: int, call_log: Call
         if framework == "langchain":
             from lean_plugins.langchain import LeanChatModel
 
-            return LeanChatModel(model=spec.target, max_tokens=max_tokens, callbacks=[langchain_meter(call_log)])
+            return LeanChatModel(
+                model=spec.target, max_tokens=max_tokens, callbacks=[langchain_meter(call_log)]
+            )
         from lean_plugins.llama_index import LeanLocalLLM
 
         llm = LeanLocalLLM(model=spec.target, max_new_tokens=max_tokens)

@@ -76,7 +76,6 @@ class DemoSettings:
 
     def output_budget(self) -> Any:
         from lean_plugins.budget import OutputBudget
-
         from lean_plugins.budget.predictor import BudgetPredictor
 
         return OutputBudget(
