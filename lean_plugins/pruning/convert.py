@@ -103,9 +103,7 @@ def interleaved_to_halves(weight: np.ndarray, n_heads: int) -> np.ndarray:
     """Reorder the rows of a q/k projection from interleaved RoPE pairs to rotated halves."""
     out_dim, in_dim = weight.shape
     head_dim = out_dim // n_heads
-    return (
-        weight.reshape(n_heads, head_dim // 2, 2, in_dim).transpose(0, 2, 1, 3).reshape(out_dim, in_dim)
-    )
+    return weight.reshape(n_heads, head_dim // 2, 2, in_dim).transpose(0, 2, 1, 3).reshape(out_dim, in_dim)
 
 
 def convert_llama2c(

@@ -38,7 +38,12 @@ def reference_logits(checkpoint: Path, tokens: list[int]) -> np.ndarray:
         return out
 
     emb = take(vocab, dim)
-    rms_att, wq, wk, wv = take(n_layers, dim), take(n_layers, dim, dim), take(n_layers, kv_dim, dim), take(n_layers, kv_dim, dim)
+    rms_att, wq, wk, wv = (
+        take(n_layers, dim),
+        take(n_layers, dim, dim),
+        take(n_layers, kv_dim, dim),
+        take(n_layers, kv_dim, dim),
+    )
     wo, rms_ffn = take(n_layers, dim, dim), take(n_layers, dim)
     w1, w2, w3 = take(n_layers, hidden, dim), take(n_layers, dim, hidden), take(n_layers, hidden, dim)
     rms_final = take(dim)
@@ -106,7 +111,9 @@ def test_loss_on_tinystories_is_about_1_29_nats(hf_dir: Path, shared_data: Path)
 
     tokenizer = AutoTokenizer.from_pretrained(hf_dir)
     model = AutoModelForCausalLM.from_pretrained(hf_dir)
-    total, count = negative_log_likelihood(model, tokenize_documents(tokenizer, stories(shared_data)[:50], 512))
+    total, count = negative_log_likelihood(
+        model, tokenize_documents(tokenizer, stories(shared_data)[:50], 512)
+    )
     assert 1.2 < total / count < 1.4  # 5.1 without the RoPE permutation
 
 
