@@ -11,6 +11,7 @@ modules. Only the storage managers are imported (``manager.scalar_data.sql_stora
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import types
@@ -50,7 +51,15 @@ def block_pip_installs() -> None:
 def load(module: str) -> Any:
     """Import a GPTCache module (``"gptcache.manager..."``) with installs blocked."""
     block_pip_installs()
-    require("gptcache", "cache")
+    if "gptcache" not in sys.modules:
+        # GPTCache calls logging.basicConfig() at import, which would configure the
+        # application's root logger; undo that.
+        root = logging.getLogger()
+        before = list(root.handlers)
+        require("gptcache", "cache")
+        for handler in root.handlers[:]:
+            if handler not in before:
+                root.removeHandler(handler)
     imported = require(module, "cache")
     block_pip_installs()  # gptcache.utils now exists: patch its bound name too
     return imported

@@ -265,6 +265,38 @@ class LeanCache:
 
         self._guarded("update", write)
 
+    def put_many(
+        self,
+        prompts: Sequence[str],
+        responses: Sequence[str],
+        *,
+        namespace: str = "default",
+        ttl: float | None = None,
+    ) -> None:
+        """Cache many prompt/response pairs at once (one embedding batch, one transaction)."""
+        if len(prompts) != len(responses):
+            raise ConfigurationError(
+                f"put_many got {len(prompts)} prompts but {len(responses)} responses; pass one response per prompt."
+            )
+        if not prompts:
+            return
+        ttl = self.ttl if ttl is None else ttl
+
+        def write() -> None:
+            vectors = self._embed(list(prompts)) if self.semantic else None
+            store = self._store(namespace)
+            with store.lock:
+                now = time.time()
+                expires = None if ttl is None else now + ttl
+                payloads = [
+                    encode_payload(p, r, now, expires) for p, r in zip(prompts, responses, strict=True)
+                ]
+                store.insert_many([key_hash(p) for p in prompts], payloads, vectors, ttl)
+                if self.max_entries is not None:
+                    store.evict(self.max_entries)
+
+        self._guarded("update", write)
+
     def lookup(
         self,
         prompt: str,

@@ -93,6 +93,15 @@ class Store(ABC):
     def insert(self, key: str, payload: str, vector: np.ndarray | None, ttl: float | None) -> int:
         """Store one record (replacing others with the same ``key``); return its id."""
 
+    def insert_many(
+        self, keys: list[str], payloads: list[str], vectors: np.ndarray | None, ttl: float | None
+    ) -> list[int]:
+        """Store many records; the default inserts them one by one."""
+        return [
+            self.insert(k, p, None if vectors is None else vectors[i], ttl)
+            for i, (k, p) in enumerate(zip(keys, payloads, strict=True))
+        ]
+
     @abstractmethod
     def exact(self, key: str) -> list[Record]:
         """Records whose key is ``key``."""
@@ -302,6 +311,49 @@ class SQLStore(Store):
             self.flush()
         return int(record_id)
 
+    def insert_many(
+        self, keys: list[str], payloads: list[str], vectors: np.ndarray | None, ttl: float | None
+    ) -> list[int]:
+        """One transaction for all records (bulk warm-up of a cache)."""
+        base = _gptcache.load("gptcache.manager.scalar_data.base")
+        old: list[int] = []
+        unique = sorted(set(keys))
+        with self.records.Session() as session:
+            for start in range(0, len(unique), 500):
+                chunk = unique[start : start + 500]
+                old += [
+                    r.id
+                    for r in session.query(self._ques.id)
+                    .filter(self._ques.question.in_(chunk), self._ques.deleted == 0)
+                    .all()
+                ]
+        if vectors is not None:
+            self.ensure_vectors(int(vectors.shape[-1]))
+        datas = [
+            base.CacheData(
+                question=key,
+                answers=[base.Answer(payload, base.DataType.STR)],
+                embedding_data=None if vectors is None else vectors[i].astype(np.float32),
+            )
+            for i, (key, payload) in enumerate(zip(keys, payloads, strict=True))
+        ]
+        ids = [int(i) for i in self.records.batch_insert(datas)]
+        if vectors is not None:
+            if self._pg is not None:
+                vector_data = _gptcache.load("gptcache.manager.vector_data.base").VectorData
+                self._pg.mul_add([vector_data(rid, vectors[i]) for i, rid in enumerate(ids)])
+            else:
+                assert self._faiss is not None
+                self._faiss.index._index.add_with_ids(
+                    vectors.astype(np.float32), np.array(ids, dtype=np.int64)
+                )
+                self._faiss.dirty = True
+        self._count += len(ids)
+        if old:
+            self.delete(old)
+        self.flush()
+        return ids
+
     def _ids_for_key(self, key: str) -> list[Any]:
         with self.records.Session() as session:
             return (
@@ -454,6 +506,7 @@ class RedisStore(Store):
         self.prefix = prefix
         self._faiss: _AtomicFaiss | None = None
         self._synced = 0
+        self._known: set[int] = set()
         if dimension is not None:
             self._ensure_vectors(dimension)
 
@@ -465,19 +518,27 @@ class RedisStore(Store):
             self._faiss = _AtomicFaiss(None, dimension)
             self._faiss.load_or_rebuild([], dimension)
             self._synced = 0
+            self._known = set()
+
+    #: Ids are taken (INCR) before their record is committed, so a record can land after a
+    #: higher id was synced; each sync re-reads this many ids below the highest one seen.
+    sync_window = 4096
 
     def _sync(self) -> None:
         assert self._faiss is not None
-        new_ids = [int(i) for i in self.client.zrangebyscore(self._k("added"), f"({self._synced}", "+inf")]
+        low = max(0, self._synced - self.sync_window)
+        seen = [int(i) for i in self.client.zrangebyscore(self._k("added"), f"({low}", "+inf")]
+        new_ids = [i for i in seen if i not in self._known]
         if not new_ids:
             return
         pipe = self.client.pipeline(transaction=False)
         for rid in new_ids:
             pipe.hget(self._k("e", rid), "vec")
         for rid, blob in zip(new_ids, pipe.execute(), strict=True):
-            if blob:
+            if blob:  # None: expired or deleted since (the record and its "added" entry are one MULTI)
                 self._faiss.add(rid, np.frombuffer(blob, dtype=np.float32))
-        self._synced = max(new_ids)
+            self._known.add(rid)
+        self._synced = max(self._synced, *new_ids)
 
     def insert(self, key: str, payload: str, vector: np.ndarray | None, ttl: float | None) -> int:
         old = [int(i) for i in self.client.smembers(self._k("k", key))]
@@ -536,6 +597,7 @@ class RedisStore(Store):
         pipe.execute()
         if self._faiss is not None:
             self._faiss.delete(ids)
+        self._known.difference_update(ids)
 
     def delete(self, ids: list[int]) -> None:
         if not ids:
@@ -573,3 +635,4 @@ class RedisStore(Store):
         if self._faiss is not None:
             self._faiss.load_or_rebuild([], self._faiss.index._dimension)
         self._synced = 0
+        self._known = set()

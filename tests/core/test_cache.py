@@ -270,3 +270,15 @@ def test_no_pickle_and_no_yaml_on_any_path(tmp_path: Path, monkeypatch) -> None:
     assert reopened.get("What is the height of Mount Everest?") == "8849 m"
     reopened.clear()
     assert "gptcache.adapter" not in sys.modules
+
+
+def test_put_many_bulk_warms_the_cache_and_replaces_equal_prompts(cache: LeanCache) -> None:
+    cache.put("q?", "old")
+    cache.put_many(
+        ["What is the capital of France?", "How tall is Mount Everest?", "Q"], ["Paris", "8849 m", "new"]
+    )
+    assert cache.get("Which city is the capital of France?") == "Paris"
+    assert cache.get("What is the height of Mount Everest?") == "8849 m"
+    assert cache.get("q") == "new" and cache.count() == 3
+    with pytest.raises(ConfigurationError, match="one response per prompt"):
+        cache.put_many(["a", "b"], ["only one"])
