@@ -8,7 +8,8 @@
    -> "Context:", "in the following format:" -> "as:", "If you don't know the answer, say
    that you don't know" -> "If you don't know the answer, say so"). Each rewrite carries an
    example pair that the tests check;
-3. :func:`compact_examples`: in few-shot examples (a label such as ``Content:`` used more than
+3. :func:`compact_json` (whitespace outside strings in ``{{...}}`` JSON examples) and
+   :func:`compact_examples`: in few-shot examples (a label such as ``Content:`` used more than
    once), a long example body is cut to its first sentence(s) within ``example_tokens``: the
    example still shows the format, at a fraction of the tokens;
 4. the layer-1 compressor (``lean_plugins.compress.LeanCompressor``, when installed) on long
@@ -28,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lean_plugins.prompts.minifier import MINIFY_RULES, Rule, dedupe, tidy
-from lean_plugins.prompts.template import is_placeholder, mask, template_variables
+from lean_plugins.prompts.template import Masked, is_placeholder, mask, template_variables
 from lean_plugins.tokens import count_tokens, truncate_to_tokens
 
 logger = logging.getLogger("lean_plugins.prompts")
@@ -60,6 +61,16 @@ def _label(match: re.Match[str]) -> str:
 _SENT = r"(?:(?<=^)|(?<=\n)|(?<=[.!?] ))"  # where a sentence starts
 
 CONCISE_REWRITES: tuple[Rewrite, ...] = (
+    Rewrite(
+        "intro_numbered_list",
+        rf"{_SENT}(?:some |a |an |the )?(?P<x>[\w -]{{1,40}}?) (?:is|are) (?:provided |given |shown |listed )?below\. "
+        r"it is provided in a numbered list",
+        lambda m: f"{_cap(m.group('x').strip())}: numbered list",
+        (
+            "Some choices are given below. It is provided in a numbered list (1 to {n}).",
+            "Choices: numbered list (1 to {n}).",
+        ),
+    ),
     Rewrite(
         "intro_below_label",
         rf"{_SENT}(?:some |a |an |the )?(?P<x>[\w -]{{1,40}}?) (?:is|are) (?:provided |given |shown |listed )?below[.:]?(?=\n)",
@@ -151,6 +162,12 @@ CONCISE_REWRITES: tuple[Rewrite, ...] = (
         ("the summary that is most relevant", "the summary most relevant"),
     ),
     Rewrite(
+        "should_be_format",
+        rf"{_SENT}(?:this|the output format|the output|it) should be (?:in )?(?:the following format|as follows):?",
+        "Format:",
+        ("This should be in the following format:", "Format:"),
+    ),
+    Rewrite(
         "following_format",
         r"\b(?:in|using) the following (?P<x>[\w-]+ )?format:",
         lambda m: f"as {m.group('x').strip()}:" if m.group("x") else "as:",
@@ -158,12 +175,6 @@ CONCISE_REWRITES: tuple[Rewrite, ...] = (
             "Provide keywords in the following comma-separated format: 'K: <k>'",
             "Provide keywords as comma-separated: 'K: <k>'",
         ),
-    ),
-    Rewrite(
-        "should_be_format",
-        rf"{_SENT}(?:this|the output format|the output|it) should be (?:in )?(?:the following format|as follows):?",
-        "Format:",
-        ("This should be in the following format:", "Format:"),
     ),
     Rewrite(
         "use_the_following_format",
@@ -263,11 +274,11 @@ CONCISE_REWRITES: tuple[Rewrite, ...] = (
     ),
     Rewrite(
         "exclude_irrelevant",
-        r"\bdo not include any (?P<x>\w+) that (?:are|is) not relevant\b",
+        r"\bdo not include any (?P<x>\w+) that (?:are|is) not relevant(?: to the question)?",
         r"Exclude irrelevant \g<x>",
         (
             "Do not include any documents that are not relevant to the question.",
-            "Exclude irrelevant documents to the question.",
+            "Exclude irrelevant documents.",
         ),
     ),
     Rewrite(
@@ -310,24 +321,186 @@ CONCISE_REWRITES: tuple[Rewrite, ...] = (
         ),
     ),
     Rewrite(
+        "you_are_given_named",
+        rf"{_SENT}you are given an? (?P<x>\w+) named:? ",
+        lambda m: f"For {m.group('x')} ",
+        ("You are given a table named: 't' with schema, write SQL.", "For table 't' with schema, write SQL."),
+    ),
+    Rewrite(
+        "for_instance_examples",
+        r"\bfor instance, some (?:[\w ]{1,30} )?examples below\b",
+        "Examples",
+        ("For instance, some select statement examples below (x):", "Examples (x):"),
+    ),
+    Rewrite(
+        "how_to_determine",
+        rf"{_SENT}how to determine the (?P<x>\w+):",
+        lambda m: f"{_cap(m.group('x'))} rules:",
+        ("How to determine the score:", "Score rules:"),
+    ),
+    Rewrite(
+        "that_should_be_a_score",
+        r", that should be a score of (?P<n>\d+)",
+        r": score \g<n>",
+        (
+            "If the context lacks the answer, that should be a score of 0",
+            "If the context lacks the answer: score 0",
+        ),
+    ),
+    Rewrite(
+        "you_should_consult",
+        r"\b(?P<x>\w+) you should consult to answer the question\b",
+        r"\g<x> to consult",
+        (
+            "Respond with the numbers of the documents you should consult to answer the question.",
+            "Respond with the numbers of the documents to consult.",
+        ),
+    ),
+    Rewrite(
+        "the_information_from_sources",
+        r"\bthe information from multiple sources\b",
+        "the sources",
+        ("Using only the information from multiple sources, answer.", "Using only the sources, answer."),
+    ),
+    Rewrite(
+        "focus_on_useful_items",
+        r"\bfocus on extracting the (?P<x>\w+) that we can use to best (?P<v>\w+)",
+        r"prefer \g<x> that best help \g<v>",
+        (
+            "Focus on extracting the keywords that we can use to best lookup answers.",
+            "prefer keywords that best help lookup answers.",
+        ),
+    ),
+    Rewrite(
+        "output_format_should_be",
+        r"\bthe output format should be\b",
+        "Output format:",
+        ("The output format should be [] > [].", "Output format: [] > []."),
+    ),
+    Rewrite(
+        "listed_in_order_restated",
+        r"\bthe (?P<x>\w+) should be listed in descending order using identifiers\. the most relevant (?P=x) should be listed first\.",
+        r"List the \g<x> by identifier, most relevant first.",
+        (
+            "The passages should be listed in descending order using identifiers. The most relevant passages should be listed first.",
+            "List the passages by identifier, most relevant first.",
+        ),
+    ),
+    Rewrite(
+        "only_output_no_explanation",
+        r"\bonly (?:response|respond with|return|output) the (?P<x>[\w ]+?)(?: results)?, do not say any (?:other )?words? or explain\b",
+        r"Output only the \g<x>, no explanation",
+        (
+            "Only response the ranking results, do not say any word or explain.",
+            "Output only the ranking, no explanation.",
+        ),
+    ),
+    Rewrite(
+        "check_portion_for_relevant_text",
+        rf"{_SENT}use the following portion of a long document to see if any of the text is relevant to answer the question\.",
+        "Find text relevant to the question in this part of a long document.",
+        (
+            "Use the following portion of a long document to see if any of the text is relevant to answer the question.",
+            "Find text relevant to the question in this part of a long document.",
+        ),
+    ),
+    Rewrite(
+        "answer_from_query_results",
+        r"\blook at the results of the query and return the answer\b",
+        "answer from its results",
+        ("then look at the results of the query and return the answer.", "then answer from its results."),
+    ),
+    Rewrite(
+        "query_all_columns",
+        r"\bnever query for all the columns from a specific table, only ask for a few relevant columns given the question\.",
+        "Never query all columns of a table; only the few relevant to the question.",
+        (
+            "Never query for all the columns from a specific table, only ask for a few relevant columns given the question.",
+            "Never query all columns of a table; only the few relevant to the question.",
+        ),
+    ),
+    Rewrite(
+        "score_is_a_number_from",
+        r"\bthe (?P<x>[\w ]{1,20}) is a number from (?P<r>\S+) based on how relevant you think the \w+ is to the question\.",
+        lambda m: f"{_cap(m.group('x'))}: {m.group('r')}.",
+        (
+            "The relevance score is a number from 1-10 based on how relevant you think the document is to the question.",
+            "Relevance score: 1-10.",
+        ),
+    ),
+    Rewrite(
+        "explain_why_selected",
+        r"\band explain why (?:this|these) \w+ (?:was|were) selected in relation to the question\b",
+        "and explain why",
+        (
+            "'ANSWER: <n>' and explain why this summary was selected in relation to the question.",
+            "'ANSWER: <n>' and explain why.",
+        ),
+    ),
+    Rewrite(
+        "in_the_form_of",
+        r"\bin the form of\b",
+        "as",
+        ("triplets in the form of (s, p, o)", "triplets as (s, p, o)"),
+    ),
+    Rewrite("the_given", r"\bthe given\b", "the", ("to answer the given question", "to answer the question")),
+    Rewrite(
         "given_the_following",
         r"\bgiven the following\b",
         "Given the",
         ("Given the following conversation, rephrase", "Given the conversation, rephrase"),
     ),
+    Rewrite(
+        "given_the_inputs",
+        rf"{_SENT}given (?:the|a|an) (?![^,\n]*\bnot\b)(?:[a-z]+ ){{0,5}}?[a-z]+, (?P<v>[a-z])",
+        lambda m: m.group("v").upper(),
+        ("Given the text and schema, extract the fields.", "Extract the fields."),
+    ),
 )
 
 
 def concise_rewrites(text: str) -> str:
-    """Apply every :data:`CONCISE_REWRITES` entry in order."""
+    """Apply every :data:`CONCISE_REWRITES` entry in order.
+
+    A rewrite whose match would swallow a protected span (a variable, code, quoted text) is
+    skipped for this text, so one greedy pattern cannot cost the others.
+    """
     for rewrite in CONCISE_REWRITES:
-        text = rewrite.apply(text)
+        rewritten = rewrite.apply(text)
+        if sorted(filter(is_placeholder, rewritten)) == sorted(filter(is_placeholder, text)):
+            text = rewritten
     return text
 
 
 def join_broken_lines(text: str) -> str:
     """Join a sentence broken over two lines ("as well\\nas the score")."""
     return re.sub(r"(?<=[a-z,])\n(?=[a-z])", " ", text)
+
+
+_KEEP_ARTICLE = r"(?!few\b|little\b|lot\b|bit\b|number of\b)"
+
+
+def drop_articles(text: str) -> str:
+    """Telegraphic instructions: drop "the", "a", "an" from instruction lines.
+
+    Only prose lines change: six words or more, and not under a label the template uses more
+    than once ("Question:", "Content:"), which marks data or an example. "a few", "a little",
+    "a number of" keep their article because it carries meaning.
+    """
+    lines = text.split("\n")
+    labels = [m.group("label").lower() if (m := _LABEL_LINE.match(line)) else None for line in lines]
+    repeated = {label for label in labels if label and labels.count(label) > 1}
+    out = []
+    for line, label in zip(lines, labels, strict=True):
+        if len(line.split()) >= 6 and label not in repeated:
+            line = re.sub(rf"(?<=[\w,;(]) (?:the|an?) {_KEEP_ARTICLE}(?=[A-Za-z0-9])", " ", line)
+            line = re.sub(
+                rf"(^|[.!?] |^- )(?:The|An?) {_KEEP_ARTICLE}([a-z])",
+                lambda m: m.group(1) + m.group(2).upper(),
+                line,
+            )
+        out.append(line)
+    return "\n".join(out)
 
 
 _LABEL_LINE = re.compile(r"^(?P<label>[A-Z][\w #-]{0,30}):(?P<rest>.*)$")
@@ -340,6 +513,8 @@ def compact_examples(text: str, example_tokens: int = 30, *, tokenizer: str = "c
     ("Content:", "Text:"), up to the next label line. Bodies holding a variable, code,
     JSON or quoted text are left whole, so the slot the real input goes into never changes.
     """
+    # "Example #2" headers only number the examples; the repeated labels already separate them.
+    text = re.sub(r"(?im)^example #?\d+:?\n(?=[A-Z][\w #-]{0,30}:)", "", text)
     lines = text.split("\n")
     labels = [m.group("label").lower() if (m := _LABEL_LINE.match(line)) else None for line in lines]
     repeated = {label for label in labels if label and labels.count(label) > 1}
@@ -357,8 +532,10 @@ def compact_examples(text: str, example_tokens: int = 30, *, tokenizer: str = "c
         block = lines[i:j]
         head = _LABEL_LINE.match(block[0]).group("label")  # type: ignore[union-attr]
         body = " ".join([block[0][len(head) + 1 :].strip(), *block[1:]]).strip()
-        if any(is_placeholder(c) for c in body) or count_tokens(body, tokenizer) <= example_tokens + 5:
+        if any(is_placeholder(c) for c in body):
             out.extend(block)
+        elif count_tokens(body, tokenizer) <= example_tokens + 5:
+            out.append(f"{head}: {body}")  # one line: "Context: Apples are red"
         else:
             out.append(f"{head}: {_first_sentences(body, example_tokens, tokenizer)}")
         i = j
@@ -376,6 +553,30 @@ def _first_sentences(body: str, budget: int, tokenizer: str) -> str:
     if not kept:  # the first sentence alone is over budget: cut it at a word
         kept = truncate_to_tokens(body, budget, tokenizer).rsplit(" ", 1)[0]
     return kept + " …"
+
+
+def compact_json(block: str) -> str:
+    """Drop the whitespace outside quoted strings of an (escaped) JSON example block.
+
+    Only whitespace changes, never a key, a value or the order, so the example shows the
+    same data in the compact form ``json.dumps(..., separators=(",", ":"))`` writes.
+    """
+    out: list[str] = []
+    quote = ""
+    for char in block:
+        if quote:
+            out.append(char)
+            if char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+            out.append(char)
+        elif not char.isspace():
+            out.append(char)
+    compact = "".join(out)
+    if compact.count("'") % 2 or compact.count('"') % 2:  # unbalanced quotes: not JSON-like, keep
+        return block
+    return compact
 
 
 def _load_compressor() -> Callable[[str], str] | None:
@@ -400,7 +601,7 @@ def _load_compressor() -> Callable[[str], str] | None:
 
 
 def compress_long_paragraphs(
-    text: str, compressor: Callable[[str], str], *, min_tokens: int = 80, tokenizer: str = "cl100k_base"
+    text: str, compressor: Callable[[str], str], *, min_tokens: int = 40, tokenizer: str = "cl100k_base"
 ) -> str:
     """Run ``compressor`` on lines of plain instruction text of at least ``min_tokens`` tokens."""
     out = []
@@ -431,11 +632,14 @@ def lean_text(
     if not isinstance(template_text, str):
         raise TypeError(f"lean_text() takes the template text as a str, got {type(template_text).__name__}")
     masked = mask(template_text)
+    # Escaped-brace blocks are JSON examples: same data, compact whitespace.
+    masked = Masked(masked.text, tuple(compact_json(s) if s.startswith("{{") else s for s in masked.spans))
     current = masked.text
     steps: list[Rule] = [
         *MINIFY_RULES,
         Rule("join_broken_lines", "join a sentence broken over two lines", join_broken_lines),
         Rule("concise_rewrites", "shorter phrasings of verbose idioms", concise_rewrites),
+        Rule("drop_articles", "telegraphic instruction lines", drop_articles),
         Rule(
             "compact_examples",
             "cut long few-shot example bodies",

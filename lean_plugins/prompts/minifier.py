@@ -69,7 +69,11 @@ _RULE_RUN = rf"[{_RULE_CHARS}]{{3,}}"
 def rule_lines(text: str) -> str:
     """Remove decoration lines (``-----``, ``=====``) and rules glued to text."""
     # "-----------text-----------" is a heading drawn with rules: keep the word as a label.
-    text = re.sub(rf"{_RULE_RUN}([A-Za-z][\w ]{{0,30}}?){_RULE_RUN}", r"\n\1:\n", text)
+    text = re.sub(
+        rf"{_RULE_RUN}([A-Za-z][\w ]{{0,30}}?){_RULE_RUN}",
+        lambda m: f"\n{m.group(1)[:1].upper()}{m.group(1)[1:]}:\n",
+        text,
+    )
     lines = []
     for line in text.split("\n"):
         if re.fullmatch(rf"[\s{_RULE_CHARS}]*", line) and re.search(_RULE_RUN, line):
@@ -201,7 +205,7 @@ def dedupe(text: str) -> str:
 def tidy(text: str) -> str:
     """Fix what removals leave behind: stray spaces, doubled punctuation, empty lines."""
     text = re.sub(r" {2,}", " ", text)
-    text = re.sub(r" +([.,;:!?])", r"\1", text)
+    text = re.sub(r" +([.,;:!?])(?=[\s.,;:!?]|$)", r"\1", text)  # not inside "a != b"
     # A removal can leave "done. ." or "done!."; an ellipsis "..." is kept.
     text = re.sub(r"(?<![.])([.!?]) ?[.!](?![.])", r"\1", text)
     text = re.sub(r"(?m)^[ ,;]+", "", text)

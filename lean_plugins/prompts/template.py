@@ -34,10 +34,20 @@ _CURLY_QUOTED = r"“[^”\n]{1,400}”"
 # A single quote opens only where an apostrophe cannot be ("don't", "Bob's" stay text).
 _SINGLE_QUOTED = r"(?<![\w'])'[^'\n]{1,400}'(?![\w])"
 _VARIABLE = r"\{[A-Za-z_][A-Za-z0-9_]*\}"
+# A line that is an SQL statement is code even without backticks (text-to-SQL prompts).
+_SQL_LINE = r"(?m:^(?:SELECT|INSERT|UPDATE|DELETE|WITH|CREATE)\b[^\n]*;$)"
 _PROTECTED = re.compile(
     "|".join(
         f"(?:{p})"
-        for p in (_FENCED_CODE, _INLINE_CODE, _VARIABLE, _DOUBLE_QUOTED, _CURLY_QUOTED, _SINGLE_QUOTED)
+        for p in (
+            _FENCED_CODE,
+            _INLINE_CODE,
+            _SQL_LINE,
+            _VARIABLE,
+            _DOUBLE_QUOTED,
+            _CURLY_QUOTED,
+            _SINGLE_QUOTED,
+        )
     )
 )
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from lean_plugins.prompts import minify
-from lean_plugins.prompts.lean import CONCISE_REWRITES, compact_examples, join_broken_lines, lean_text
+from lean_plugins.prompts.lean import (
+    CONCISE_REWRITES,
+    compact_examples,
+    compact_json,
+    drop_articles,
+    join_broken_lines,
+    lean_text,
+)
 from lean_plugins.prompts.minifier import (
     MINIFY_RULES,
     Rule,
@@ -31,7 +38,7 @@ def test_rule_lines_removes_decoration_and_keeps_headings() -> None:
     text = (
         "Context is below.\n---------------------\nX\n=====\nStop.-----\nY\n-----------schema-----------\nZ"
     )
-    assert tidy(rule_lines(text)) == "Context is below.\nX\nStop.\nY\nschema:\nZ"
+    assert tidy(rule_lines(text)) == "Context is below.\nX\nStop.\nY\nSchema:\nZ"
     assert rule_lines("one - two -- three") == "one - two -- three"  # short dashes are text
 
 
@@ -132,6 +139,28 @@ def test_each_concise_rewrite_does_what_its_example_says(rewrite) -> None:
     assert count_tokens(strip_variables(after)) < count_tokens(strip_variables(before))
 
 
+def test_drop_articles_only_in_instruction_prose() -> None:
+    text = (
+        "Answer the question using a few of the documents.\nQuestion: what is the capital of a country?\n"
+        "Question: {q}\nThe answer must cite an id."
+    )
+    assert drop_articles(text) == (
+        "Answer question using a few of documents.\nQuestion: what is the capital of a country?\n"
+        "Question: {q}\nAnswer must cite id."
+    )
+
+
+def test_compact_json_changes_only_whitespace_outside_strings() -> None:
+    block = "{{'head': 'Tim Cook', 'props': {{'a b': 1}},\n 'x': [1, 2]}}"
+    assert compact_json(block) == "{{'head':'Tim Cook','props':{{'a b':1}},'x':[1,2]}}"
+    assert compact_json("{{'unbalanced: 1}}") == "{{'unbalanced: 1}}"
+
+
+def test_sql_lines_are_protected_code() -> None:
+    text = "Please see:\nSELECT * FROM items WHERE id != 1  LIMIT 5;\nThanks!"
+    assert minify(text) == "See:\nSELECT * FROM items WHERE id != 1  LIMIT 5;"
+
+
 def test_join_broken_lines() -> None:
     assert join_broken_lines("as well\nas the score\nNext") == "as well as the score\nNext"
 
@@ -154,10 +183,7 @@ def test_lean_text_rewrites_and_keeps_variables() -> None:
         "Query: {query_str}\nAnswer: "
     )
     out = lean_text(source, compressor=None)
-    assert (
-        out
-        == "Context:\n{context_str}\nUsing only the context, answer the query.\nQuery: {query_str}\nAnswer:"
-    )
+    assert out == "Context:\n{context_str}\nUsing only context, answer query.\nQuery: {query_str}\nAnswer:"
     assert count_tokens(strip_variables(out)) <= 0.6 * count_tokens(strip_variables(source))
 
 
