@@ -1,0 +1,37 @@
+"""The examples in examples/ run offline, as a user would run them."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def load_example(name: str):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["langchain_rag", "llamaindex_query_engine"])
+def test_rag_example_answers_from_the_knowledge_base_and_caches_the_repeat(name, capsys) -> None:
+    from lean_plugins.ledger import Ledger
+
+    with Ledger() as ledger:
+        answers = load_example(name).main()
+    assert "687 Earth days" in answers[0]
+    assert "465 degrees Celsius" in answers[1]
+    assert answers[2] == answers[0]
+    assert ledger.totals("cache")["events"] == 1  # the repeat was served from the cache
+    assert ledger.totals("compress")["events"] >= 2
+    compress = ledger.totals("compress")
+    assert compress["input_after"] < compress["input_before"]
+    printed = capsys.readouterr().out
+    assert "compress" in printed and "cache" in printed
