@@ -21,11 +21,11 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda, RunnablePassthrough
 from langchain_core.vectorstores import InMemoryVectorStore
+from lean_plugins.langchain import LeanCompressor, lean_from, with_output_budget
 
 from lean_plugins.cache import LeanCache
 from lean_plugins.demo.knowledge import load_knowledge_base
 from lean_plugins.demo.langchain_parts import MiniLMEmbeddings, StandInChatModel
-from lean_plugins.langchain import LeanCompressor, lean_from, with_output_budget
 from lean_plugins.ledger import Ledger
 
 

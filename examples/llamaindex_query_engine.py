@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import tempfile
 
-from llama_index.core import Document, VectorStoreIndex
-
-from lean_plugins.cache import LeanCache
-from lean_plugins.demo.knowledge import load_knowledge_base
-from lean_plugins.demo.llama_index_parts import MiniLMEmbedding, StandInLLM
-from lean_plugins.ledger import Ledger
 from lean_plugins.llama_index import (
     CachedLLM,
     LeanCompressorPostprocessor,
     lean_from,
     with_output_budget,
 )
+from llama_index.core import Document, VectorStoreIndex
+
+from lean_plugins.cache import LeanCache
+from lean_plugins.demo.knowledge import load_knowledge_base
+from lean_plugins.demo.llama_index_parts import MiniLMEmbedding, StandInLLM
+from lean_plugins.ledger import Ledger
 
 QA_PROMPT = "response_synthesizer:text_qa_template"
 
