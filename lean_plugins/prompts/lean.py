@@ -23,6 +23,7 @@ the result is checked to hold the same variables as the source; if it does not, 
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable
@@ -579,25 +580,22 @@ def compact_json(block: str) -> str:
     return compact
 
 
+@functools.lru_cache(maxsize=1)
 def _load_compressor() -> Callable[[str], str] | None:
-    """The layer-1 compressor as ``text -> text``, or None when it is not installed."""
+    """Layer 1's compressor as ``text -> text`` (keeping 70%), or None when unavailable."""
     try:
-        from lean_plugins.compress import LeanCompressor  # type: ignore[attr-defined]
+        from lean_plugins.compress import LeanCompressor
 
-        compressor = LeanCompressor()
-    except Exception as exc:  # not built, not installed, or no model: lean_text works without
-        logger.debug("layer-1 compressor unavailable for lean prompts: %s", exc)
+        # Not recorded: the saving is the prompt layer's, measured per render.
+        compressor = LeanCompressor(rate=0.7, record_ledger=False)
+    except Exception as exc:  # not installed or no model: lean_text works without it
+        logger.info("layer-1 compressor unavailable for lean prompts: %s", exc)
         return None
-    for method in ("compress_text", "compress"):
-        fn = getattr(compressor, method, None)
-        if callable(fn):
 
-            def run(text: str, _fn: Callable = fn) -> str:
-                out = _fn(text)
-                return out if isinstance(out, str) else str(getattr(out, "text", out))
+    def run(text: str) -> str:
+        return compressor.compress(text).text
 
-            return run
-    return None
+    return run
 
 
 def compress_long_paragraphs(
@@ -621,13 +619,15 @@ def lean_text(
     template_text: str,
     *,
     example_tokens: int = 30,
-    compressor: str | Callable[[str], str] | None = "auto",
+    compressor: str | Callable[[str], str] | None = None,
     tokenizer: str = "cl100k_base",
 ) -> str:
     """The lean form of ``template_text`` (see the module doc for the steps).
 
-    ``compressor``: ``"auto"`` uses layer 1's ``LeanCompressor`` when importable, ``None``
-    turns it off, or pass any ``text -> text`` callable.
+    ``compressor``: ``None`` (default) leaves long instruction paragraphs to the rules;
+    ``"auto"`` runs layer 1's ``LeanCompressor`` on them when it is installed (off by
+    default: on these short, dense instructions it drops words that carry meaning, see
+    docs/prompts.md); or pass any ``text -> text`` callable.
     """
     if not isinstance(template_text, str):
         raise TypeError(f"lean_text() takes the template text as a str, got {type(template_text).__name__}")

@@ -1,0 +1,268 @@
+"""Benchmark of layer 2: lean forms of the frameworks' own shipped prompts.
+
+Prompts: every template in ``llama_index.core.prompts.default_prompts`` and LangChain's
+(langchain-classic) question-answering (stuff, map-reduce, refine, map-rerank),
+summarisation (stuff, map-reduce, refine) and condense-question prompts, identical texts
+counted once. For each: cl100k tokens of the fixed text (the template with its variables
+removed) before and after, for whitespace/rule lines only, ``minify`` and ``lean_from``
+(through each framework's adapter); every variable is asserted to be kept; and the MiniLM
+cosine between the instruction text before and after.
+
+Run: ``python scripts/bench_prompts.py [--quick] [--markdown-out PATH]`` or
+``lean-plugins bench prompts``. ``--quick`` skips the variant with the layer-1 compressor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import statistics
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+TARGET = 0.40
+LANGCHAIN_MODULES = (
+    "question_answering.stuff_prompt",
+    "question_answering.map_reduce_prompt",
+    "question_answering.refine_prompts",
+    "question_answering.map_rerank_prompt",
+    "summarize.stuff_prompt",
+    "summarize.map_reduce_prompt",
+    "summarize.refine_prompts",
+    "conversational_retrieval.prompts",
+)
+
+
+@dataclass
+class Row:
+    name: str
+    source: str  # fixed text with variables in braces, messages joined by a blank line
+    variables: list[str]
+    ws: str = ""
+    minified: str = ""
+    lean: str = ""
+    lean_compressed: str | None = None
+    cosine: float = 0.0
+
+
+def llama_index_prompts() -> list[tuple[str, object]]:
+    from llama_index.core.prompts import BasePromptTemplate, default_prompts
+
+    return [
+        (f"llama_index/{k}", v) for k, v in vars(default_prompts).items() if isinstance(v, BasePromptTemplate)
+    ]
+
+
+def langchain_prompts() -> list[tuple[str, object]]:
+    from langchain_core.prompts import BasePromptTemplate
+
+    out = []
+    for module in LANGCHAIN_MODULES:
+        mod = importlib.import_module(f"langchain_classic.chains.{module}")
+        short = module.replace("question_answering.", "qa.").replace("conversational_retrieval.", "conv.")
+        out += [
+            (f"langchain/{short}.{k}", v) for k, v in vars(mod).items() if isinstance(v, BasePromptTemplate)
+        ]
+    return out
+
+
+def langchain_texts(prompt: object) -> list[str]:
+    """The template text of each text message (one for a plain PromptTemplate)."""
+    from langchain_core.prompts import PromptTemplate
+    from lean_plugins.langchain import LeanPromptTemplate
+
+    if isinstance(prompt, (PromptTemplate, LeanPromptTemplate)):
+        return [prompt.template]
+    return [m.prompt.template for m in prompt.messages if hasattr(m, "prompt")]  # type: ignore[attr-defined]
+
+
+def build_rows(with_compressor: bool) -> list[Row]:
+    from lean_plugins.langchain import lean_from as lc_lean_from
+    from lean_plugins.llama_index import lean_from as li_lean_from
+
+    from lean_plugins.prompts import lean_text, minify, template_variables
+    from lean_plugins.prompts.minifier import Rule as MinifyRule
+    from lean_plugins.prompts.minifier import apply_rules, rule_lines, tidy, whitespace
+
+    ws_rules = [MinifyRule(f.__name__, "", f) for f in (whitespace, rule_lines, tidy)]
+    rows: list[Row] = []
+    seen: set[str] = set()
+    for name, prompt in [*llama_index_prompts(), *langchain_prompts()]:
+        if name.startswith("llama_index/"):
+            sources = [prompt.get_template()]  # type: ignore[attr-defined]
+            leans = [li_lean_from(prompt).get_template()]  # type: ignore[arg-type]
+        else:
+            sources = langchain_texts(prompt)
+            leans = langchain_texts(lc_lean_from(prompt))  # type: ignore[arg-type]
+        source = "\n\n".join(sources)
+        if source in seen:
+            continue  # e.g. the summarisation PROMPT shipped in three modules
+        seen.add(source)
+        variables = sorted({v for s in sources for v in template_variables(s)})
+        lean = "\n\n".join(leans)
+        minified = "\n\n".join(minify(s) for s in sources)
+        for form, text in (("minify", minified), ("lean_from", lean)):
+            kept = sorted(template_variables(text))
+            assert kept == variables, f"{name}: {form} changed the variables {variables} -> {kept}"
+        row = Row(
+            name, source, variables, "\n\n".join(apply_rules(s, ws_rules) for s in sources), minified, lean
+        )
+        if with_compressor:
+            row.lean_compressed = "\n\n".join(lean_text(s, compressor="auto") for s in sources)
+            assert sorted(template_variables(row.lean_compressed)) == variables, name
+        rows.append(row)
+    return rows
+
+
+def add_cosines(rows: list[Row]) -> None:
+    from lean_plugins.embeddings import get_encoder
+    from lean_plugins.prompts import strip_variables
+
+    encoder = get_encoder()
+    # Instruction text: the fixed text without decoration (rule lines, blank lines), which
+    # carries no instruction but moves a MiniLM vector a lot on a short prompt.
+    before = encoder.encode([strip_variables(r.ws) for r in rows])
+    after = encoder.encode([strip_variables(r.lean) for r in rows])
+    for row, b, a in zip(rows, before, after, strict=True):
+        row.cosine = float(b @ a)
+
+
+def fixed(text: str) -> int:
+    from lean_plugins.prompts import strip_variables
+    from lean_plugins.tokens import count_tokens
+
+    return count_tokens(strip_variables(text))
+
+
+def reduction(before: int, after: int) -> float:
+    return 1 - after / before
+
+
+def summarize(rows: list[Row], attr: str) -> tuple[float, float, int, int]:
+    """Mean per-prompt reduction, aggregate reduction, tokens before, tokens after."""
+    counted = [r for r in rows if fixed(r.source) > 0]
+    before = sum(fixed(r.source) for r in counted)
+    after = sum(fixed(getattr(r, attr)) for r in counted)
+    mean = statistics.mean(reduction(fixed(r.source), fixed(getattr(r, attr))) for r in counted)
+    return mean, reduction(before, after), before, after
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="skip the layer-1 compressor variant")
+    parser.add_argument("--markdown-out", type=Path, help="write the Markdown section here")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")
+
+    rows = build_rows(with_compressor=not args.quick)
+    add_cosines(rows)
+    counted = [r for r in rows if fixed(r.source) > 0]
+
+    header = (
+        f"{'prompt':<58} {'vars':>4} {'before':>6} {'ws':>5} {'minify':>6} {'lean':>5} {'cut':>6} {'cos':>5}"
+    )
+    print(header)
+    for r in rows:
+        b = fixed(r.source)
+        cut = f"{reduction(b, fixed(r.lean)):.1%}" if b else "n/a"
+        print(
+            f"{r.name:<58} {len(r.variables):>4} {b:>6} {fixed(r.ws):>5} {fixed(r.minified):>6} "
+            f"{fixed(r.lean):>5} {cut:>6} {r.cosine:>5.3f}"
+        )
+    variants = [("whitespace + rule lines only", "ws"), ("minify (rules)", "minified"), ("lean_from", "lean")]
+    if not args.quick and all(r.lean_compressed is not None for r in rows):
+        variants.append(("lean_text(compressor='auto')", "lean_compressed"))
+    summary = []
+    print()
+    for label, attr in variants:
+        for group, members in (
+            ("LlamaIndex", [r for r in counted if r.name.startswith("llama_index/")]),
+            ("LangChain", [r for r in counted if r.name.startswith("langchain/")]),
+            ("all", counted),
+        ):
+            mean, agg, before, after = summarize(members, attr)
+            summary.append((label, group, len(members), mean, agg, before, after))
+            print(
+                f"{label:<30} {group:<10} n={len(members):<3} mean {mean:6.1%}  aggregate {agg:6.1%}  {before}->{after}"
+            )
+    cosines = [r.cosine for r in counted]
+    print(f"MiniLM cosine before/after: mean {statistics.mean(cosines):.3f}, min {min(cosines):.3f}")
+    lean_mean = next(s[3] for s in summary if s[0] == "lean_from" and s[1] == "all")
+    print(
+        f"target mean reduction >= {TARGET:.0%}: {'met' if lean_mean >= TARGET else 'NOT met'} ({lean_mean:.2%})"
+    )
+
+    if args.markdown_out:
+        args.markdown_out.write_text(markdown(rows, summary, cosines, lean_mean), encoding="utf-8")
+    return 0
+
+
+def markdown(rows: list[Row], summary: list[tuple], cosines: list[float], lean_mean: float) -> str:
+    counted = [r for r in rows if fixed(r.source) > 0]
+    out = ["## Lean prompt templates (layer 2)", ""]
+    out.append(
+        f"Fixed text (template with its variables removed) of the frameworks' own shipped prompts: "
+        f"{sum(1 for r in rows if r.name.startswith('llama_index/'))} LlamaIndex default prompts and "
+        f"{sum(1 for r in rows if r.name.startswith('langchain/'))} distinct LangChain (langchain-classic) QA, "
+        "summarisation and condense-question prompts (chat prompts: their text messages together). "
+        "cl100k_base tokens. Every variable of every prompt is kept (asserted). `cos` is the MiniLM "
+        "(all-MiniLM-L6-v2, 256-token window) cosine of the instruction text before (fixed text "
+        "without rule lines and blank lines) and after. "
+        "The mean is over prompts with fixed text (LlamaIndex's `{query_str}`-only prompt has none)."
+    )
+    out += [
+        "",
+        "| variant | prompts | n | mean reduction | aggregate reduction | tokens before -> after |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, group, n, mean, agg, before, after in summary:
+        out.append(f"| {label} | {group} | {n} | {mean:.1%} | {agg:.1%} | {before:,} -> {after:,} |")
+    gap = "met" if lean_mean >= TARGET else f"**not met** ({TARGET - lean_mean:.1%} short)"
+    out += [
+        "",
+        f"Target: mean reduction of the fixed text >= {TARGET:.0%} with every variable kept: {gap} "
+        f"({lean_mean:.2%}). MiniLM cosine of the instruction text: mean {statistics.mean(cosines):.3f}, "
+        f"min {min(cosines):.3f}.",
+        "",
+        "| prompt | vars | before | minify | lean_from | reduction | cos |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        b = fixed(r.source)
+        cut = f"{reduction(b, fixed(r.lean)):.1%}" if b else "n/a"
+        out.append(
+            f"| `{r.name}` | {len(r.variables)} | {b} | {fixed(r.minified)} | {fixed(r.lean)} | {cut} | {r.cosine:.3f} |"
+        )
+    out += [
+        "",
+        "The `lean_from` phrasebook (`CONCISE_REWRITES` in `lean_plugins/prompts/lean.py`) was written "
+        "while reading these prompts, so these figures are in-sample; `minify` (rules only) is the "
+        "figure to expect on templates whose idioms the phrasebook does not know.",
+        "",
+        "### The five largest prompts, before and after `lean_from`",
+        "",
+    ]
+    for r in sorted(counted, key=lambda r: -fixed(r.source))[:5]:
+        b, a = fixed(r.source), fixed(r.lean)
+        out += [
+            f"**`{r.name}`**: {b} -> {a} fixed tokens ({reduction(b, a):.1%}), cosine {r.cosine:.3f}",
+            "",
+            "<details><summary>before</summary>",
+            "",
+            "```text",
+            r.source.replace("```", "'''"),
+            "```",
+            "</details>",
+            "",
+            "```text",
+            r.lean.replace("```", "'''"),
+            "```",
+            "",
+        ]
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
