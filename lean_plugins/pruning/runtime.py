@@ -34,6 +34,9 @@ from lean_plugins.pruning.modeling import (
 
 logger = logging.getLogger("lean_plugins.pruning")
 
+_SHARED: dict[tuple[str, str, str, str], LeanLocalLLM] = {}
+_SHARED_LOCK = threading.Lock()
+
 
 @dataclass
 class GenerationResult:
@@ -170,6 +173,18 @@ class LeanLocalLLM:
         logger.info(
             "LeanLocalLLM %s on %s, attention=%s", self.model_name, self.device, self.attention_backend
         )
+
+    @classmethod
+    def shared(
+        cls, model: str | Path, *, device: str = "auto", dtype: Any = "auto", attention: str = "auto"
+    ) -> LeanLocalLLM:
+        """One loaded instance per (model, device, dtype, attention) in this process, so that
+        framework wrappers created per request do not load the weights again."""
+        key = (str(model), str(device), str(dtype), str(attention))
+        with _SHARED_LOCK:
+            if key not in _SHARED:
+                _SHARED[key] = cls(model, device=device, dtype=dtype, attention=attention)
+            return _SHARED[key]
 
     # -- facts -----------------------------------------------------------------------------
     @property

@@ -1,0 +1,126 @@
+"""``lean-plugins prune``, ``ppl`` and ``convert-llama2c``. Nothing heavy is imported until a
+command runs, so ``lean-plugins --help`` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _memory_mb(model) -> float:
+    return sum(p.numel() * p.element_size() for p in {id(p): p for p in model.parameters()}.values()) / 2**20
+
+
+def _describe(label: str, model, ppl: float | None) -> str:
+    from lean_plugins.pruning.pruner import count_parameters
+
+    text = f"{label:<7} params {count_parameters(model):>13,}  weights {_memory_mb(model):9.1f} MiB"
+    return text + (f"  perplexity {ppl:.3f}" if ppl is not None else "")
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    from lean_plugins.pruning.evaluate import perplexity, read_documents
+    from lean_plugins.pruning.modeling import load_model
+    from lean_plugins.pruning.pruner import prune, save_pruned
+
+    model, tokenizer, backend = load_model(args.model, device=args.device, dtype="float32")
+    calibration = read_documents(args.calib)[: args.calib_docs]
+    evaluation = read_documents(args.eval)[-args.eval_docs :] if args.eval else None
+    before = perplexity(model, tokenizer, evaluation, progress=True) if evaluation else None
+    print(_describe("before", model, before))
+    report = prune(
+        model,
+        tokenizer,
+        ratio=args.ratio,
+        method=args.method,
+        calibration=calibration,
+        uniform=not args.non_uniform,
+        drop_layers_count=args.drop_layers,
+        seed=args.seed,
+        progress=True,
+    )
+    after = perplexity(model, tokenizer, evaluation, progress=True) if evaluation else None
+    print(_describe("after", model, after))
+    print(
+        f"removed {100 * report.removed_fraction:.1f}% of the parameters with {report.method} "
+        f"in {report.seconds:.1f}s; layer shapes {report.layer_shapes[0] if report.uniform else report.layer_shapes}"
+        + (f"; dropped layers {report.dropped_layers}" if report.dropped_layers else "")
+    )
+    out = save_pruned(model, tokenizer, args.out)
+    arch = json.loads((out / "config.json").read_text())["architectures"][0]
+    loader = "AutoModelForCausalLM.from_pretrained" if report.uniform else "lean_plugins.pruning.load_model"
+    print(f"saved {arch} to {out} (load with {loader}; attention used: {backend})")
+    return 0
+
+
+def _cmd_ppl(args: argparse.Namespace) -> int:
+    from lean_plugins.pruning.evaluate import perplexity, read_documents
+    from lean_plugins.pruning.modeling import load_model
+
+    model, tokenizer, _backend = load_model(args.model, device=args.device, dtype="float32")
+    docs = read_documents(args.text)
+    docs = docs[-args.docs :] if args.docs else docs
+    ppl = perplexity(model, tokenizer, docs, max_length=args.max_length, progress=True)
+    print(_describe("model", model, ppl) + f"  ({len(docs)} documents of {args.text})")
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from lean_plugins.pruning.convert import convert_llama2c
+    from lean_plugins.pruning.pruner import count_parameters
+
+    out = convert_llama2c(args.checkpoint, args.tokenizer, args.out)
+    from transformers import AutoModelForCausalLM
+
+    print(f"wrote {out} ({count_parameters(AutoModelForCausalLM.from_pretrained(out)):,} parameters)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from lean_plugins.pruning.importance import METHODS
+
+    default_method = "activation"  # kept in step with pruner.DEFAULT_METHOD (no torch import here)
+    p = sub.add_parser("prune", help="structurally prune a causal LM (heads, MLP channels, layers)")
+    p.add_argument("model", help="model folder or hub name")
+    p.add_argument(
+        "--ratio", type=float, required=True, help="fraction of all parameters to remove, e.g. 0.2"
+    )
+    p.add_argument(
+        "--method", choices=METHODS, default=default_method, help=f"importance (default {default_method})"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the random method")
+    p.add_argument(
+        "--calib",
+        required=True,
+        help="calibration text file (documents split on <|endoftext|> or blank lines)",
+    )
+    p.add_argument("--calib-docs", type=int, default=100, help="calibration documents to use (the first N)")
+    p.add_argument("--eval", help="text file to measure perplexity on before and after (its last documents)")
+    p.add_argument("--eval-docs", type=int, default=200)
+    p.add_argument(
+        "--drop-layers", type=int, default=0, help="also drop the N layers of lowest block influence"
+    )
+    p.add_argument(
+        "--non-uniform", action="store_true", help="let layers keep different counts (our loader only)"
+    )
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=_cmd_prune)
+
+    q = sub.add_parser("ppl", help="perplexity of a causal LM on a text file")
+    q.add_argument("model", help="model folder or hub name")
+    q.add_argument(
+        "--text", required=True, help="text file (documents split on <|endoftext|> or blank lines)"
+    )
+    q.add_argument("--docs", type=int, default=0, help="only the last N documents (0: all)")
+    q.add_argument(
+        "--max-length", type=int, default=None, help="tokens per document (default: context window)"
+    )
+    q.add_argument("--device", default="auto")
+    q.set_defaults(func=_cmd_ppl)
+
+    c = sub.add_parser("convert-llama2c", help="convert a llama2.c checkpoint to a Hugging Face Llama folder")
+    c.add_argument("checkpoint", help="llama2.c model .bin")
+    c.add_argument("--tokenizer", required=True, help="sentencepiece .model file (e.g. tok512.model)")
+    c.add_argument("--out", required=True, help="output folder")
+    c.set_defaults(func=_cmd_convert)
