@@ -35,3 +35,24 @@ def test_rag_example_answers_from_the_knowledge_base_and_caches_the_repeat(name,
     assert compress["input_after"] < compress["input_before"]
     printed = capsys.readouterr().out
     assert "compress" in printed and "cache" in printed
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_local_pruned_model_example_prunes_and_serves_under_a_budget(capsys) -> None:
+    from lean_plugins.ledger import Ledger
+    from lean_plugins.tokens import count_tokens
+
+    with Ledger() as ledger:
+        stories = load_example("local_pruned_model").main([])
+    printed = capsys.readouterr().out
+    before, after = (
+        int(x.replace(",", "")) for x in printed.split("pruned ")[1].split(" parameters")[0].split(" -> ")
+    )
+    assert 0.75 * before <= after <= 0.85 * before  # 20% of the parameters removed
+    assert len(stories) == 2 and all(s.strip() for s in stories)
+    budget = ledger.totals("budget")
+    assert budget["events"] == 2 and budget["output_after"] <= 2 * 48
+    assert ledger.totals("local")["events"] == 2  # served locally, no API call
+    # The budget is counted in the model's own tokens; cl100k may differ, but not by much.
+    assert all(count_tokens(s) < 200 for s in stories)
