@@ -56,3 +56,21 @@ def test_local_pruned_model_example_prunes_and_serves_under_a_budget(capsys) -> 
     assert ledger.totals("local")["events"] == 2  # served locally, no API call
     # The budget is counted in the model's own tokens; cl100k may differ, but not by much.
     assert all(count_tokens(s) < 200 for s in stories)
+
+
+def readme_quickstart(marker: str) -> str:
+    """The first ```python block after ``<!-- quickstart:MARKER -->`` in README.md."""
+    text = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
+    after = text.split(f"<!-- quickstart:{marker} -->", 1)[1]
+    return after.split("```python\n", 1)[1].split("\n```", 1)[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("marker", ["langchain", "llamaindex"])
+def test_readme_quickstart_runs_as_pasted(marker, capsys) -> None:
+    code = readme_quickstart(marker)
+    exec(compile(code, f"README quickstart:{marker}", "exec"), {"__name__": "__main__"})
+    printed = capsys.readouterr().out
+    answers = [line for line in printed.splitlines() if "687 Earth days" in line]
+    assert len(answers) == 2 and answers[0] == answers[1]
+    assert "cache" in printed and "compress" in printed  # the ledger table

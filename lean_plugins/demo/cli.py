@@ -45,6 +45,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--questions", type=int, default=None, help="run only the first N requests of the fixed set"
     )
     parser.add_argument(
+        "--cache-at",
+        choices=("question", "llm"),
+        default="question",
+        help="question: LeanCache in front of the chain, keyed on the question (default); llm: the "
+        "frameworks' own hooks (LangChain cache=, LlamaIndex CachedLLM), keyed on the full prompt",
+    )
+    parser.add_argument(
         "--no-ablation",
         action="store_true",
         help="skip the one-layer-at-a-time runs (no per-layer savings, faster)",
@@ -68,6 +75,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             price_model=args.price_model,
             frameworks=("langchain", "llama_index") if args.framework == "both" else (args.framework,),
             ablation=not args.no_ablation,
+            cache_at=args.cache_at,
         )
         from lean_plugins.pricing import resolve_price
 

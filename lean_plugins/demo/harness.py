@@ -199,9 +199,13 @@ def run_questions(
     layers = tuple(layers)
     cache = (
         _QuestionCache(settings, workdir / f"cache-{framework}-{config}", f"{framework}:{config}")
-        if "cache" in layers
+        if "cache" in layers and settings.cache_at == "question"
         else None
     )
+    # With the framework-level cache (cache_at="llm") a hit is a request that reached no model;
+    # the entry that served it is found by its text among the earlier requests' answers.
+    llm_cached = "cache" in layers and settings.cache_at == "llm"
+    by_response: dict[str, list[RequestResult]] = {}
     results: list[RequestResult] = []
     started = time.perf_counter()
     try:
@@ -263,6 +267,17 @@ def run_questions(
                         result.cache_hit_correct = False  # an entry this run did not write
                 elif cache is not None:
                     cache.store(result)
+                elif llm_cached and not calls:
+                    sources = by_response.get(response, [])
+                    result.cache_hit = True
+                    result.cache_match = "llm"
+                    same = [r for r in sources if r.label == q.label]
+                    source = (same or sources or [None])[0]
+                    result.cache_source = source.qid if source else None
+                    result.cache_hit_correct = bool(same)
+                    result.context_has_answer = bool(source and source.context_has_answer)
+                if calls:
+                    by_response.setdefault(response, []).append(result)
                 results.append(result)
             summary = ledger.summary(price=price)
     finally:

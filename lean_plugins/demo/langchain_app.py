@@ -73,8 +73,14 @@ class LangChainDemo:
     def chain(self, llm: BaseChatModel, layers: Collection[str]) -> Runnable:
         """The RAG chain with ``layers`` (a subset of prompts, compress, budget) switched on.
 
-        The cache is not a chain step here: the harness puts ``LeanCache`` in front of the chain.
+        With ``cache_at="question"`` the cache is not a chain step: the harness puts
+        ``LeanCache`` in front of the chain. With ``cache_at="llm"`` the model gets LangChain's
+        own per-model ``cache=`` (our ``LeanCache`` adapter), keyed on the full prompt.
         """
+        if "cache" in layers and self.settings.cache_at == "llm":
+            from lean_plugins.langchain import LeanCache
+
+            llm = llm.model_copy(update={"cache": LeanCache(self.settings.new_llm_cache())})
         retrieve: Runnable = self.retriever
         if "compress" in layers:
             from lean_plugins.langchain import LeanCompressor

@@ -46,6 +46,10 @@ class LlamaIndexDemo:
             from lean_plugins.llama_index import with_output_budget
 
             model = with_output_budget(llm, self.settings.output_budget())
+        if "cache" in layers and self.settings.cache_at == "llm":
+            from lean_plugins.llama_index import CachedLLM
+
+            model = CachedLLM(llm=model, cache=self.settings.new_llm_cache())
         engine = self.index.as_query_engine(llm=model, **kwargs)
         if "prompts" in layers:
             from lean_plugins.llama_index import lean_from

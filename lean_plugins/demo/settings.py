@@ -65,11 +65,19 @@ class DemoSettings:
     fresh for every run); its cold-start budget and cap is ``plain_max_tokens``."""
     cache_threshold: float | None = None
     """Semantic cache threshold; ``None`` keeps LeanCache's calibrated default."""
+    cache_at: str = "question"
+    """``question``: ``LeanCache`` in front of the chain / engine, keyed on the user's question
+    (a hit skips retrieval, compression and the model). ``llm``: the frameworks' own hook, keyed
+    on the full prompt (LangChain ``cache=`` on the model, LlamaIndex ``CachedLLM``)."""
     frameworks: tuple[str, ...] = ("langchain", "llama_index")
     ablation: bool = True
     """Also run each layer alone, for the per-layer savings and the multiplicative total."""
     workdir: Path | None = None
     """Where run-time files (cache stores) go; default ``paths.cache_dir("demo")``."""
+
+    def __post_init__(self) -> None:
+        if self.cache_at not in ("question", "llm"):
+            raise ConfigurationError(f"cache_at must be 'question' or 'llm', got {self.cache_at!r}.")
 
     def compressor_kwargs(self) -> dict[str, Any]:
         return {"rate": self.compress_rate}
@@ -85,6 +93,20 @@ class DemoSettings:
             # The demo accounts every model call itself, from the model's call log.
             record_usage=False,
         )
+
+    def new_llm_cache(self) -> Any:
+        """A fresh exact+semantic ``LeanCache`` for the framework-level cache (``cache_at="llm"``)."""
+        import tempfile
+
+        from lean_plugins.cache import LeanCache
+        from lean_plugins.paths import cache_dir
+
+        root = Path(self.workdir) if self.workdir is not None else cache_dir("demo")
+        root.mkdir(parents=True, exist_ok=True)
+        kwargs: dict[str, Any] = {"mode": "exact+semantic"}
+        if self.cache_threshold is not None:
+            kwargs["threshold"] = self.cache_threshold
+        return LeanCache(tempfile.mkdtemp(prefix="llm-cache-", dir=root), **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
