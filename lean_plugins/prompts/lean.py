@@ -358,6 +358,27 @@ CONCISE_REWRITES: tuple[Rewrite, ...] = (
         ),
     ),
     Rewrite(
+        "name_of_the_column_is",
+        r"\(the name of the (?P<x>[\w ]{1,30}?) column is (?P<y>\S+)\)",
+        r"(\g<x> column: \g<y>)",
+        ("(the name of the embeddings column is X)", "(embeddings column: X)"),
+    ),
+    Rewrite(
+        "that_do_not_exist",
+        r"\b(?:for )?(?P<x>columns|tables|fields) that do not exist\b",
+        r"nonexistent \g<x>",
+        ("Don't query for columns that do not exist.", "Don't query nonexistent columns."),
+    ),
+    Rewrite(
+        "based_on_relevance",
+        r"\bbased on (?:their|its) relevance to\b",
+        "by relevance to",
+        (
+            "Rank the passages based on their relevance to the query.",
+            "Rank the passages by relevance to the query.",
+        ),
+    ),
+    Rewrite(
         "the_information_from_sources",
         r"\bthe information from multiple sources\b",
         "the sources",
@@ -366,10 +387,10 @@ CONCISE_REWRITES: tuple[Rewrite, ...] = (
     Rewrite(
         "focus_on_useful_items",
         r"\bfocus on extracting the (?P<x>\w+) that we can use to best (?P<v>\w+)",
-        r"prefer \g<x> that best help \g<v>",
+        r"Prefer \g<x> that best help \g<v>",
         (
             "Focus on extracting the keywords that we can use to best lookup answers.",
-            "prefer keywords that best help lookup answers.",
+            "Prefer keywords that best help lookup answers.",
         ),
     ),
     Rewrite(
@@ -514,8 +535,12 @@ def compact_examples(text: str, example_tokens: int = 30, *, tokenizer: str = "c
     ("Content:", "Text:"), up to the next label line. Bodies holding a variable, code,
     JSON or quoted text are left whole, so the slot the real input goes into never changes.
     """
-    # "Example #2" headers only number the examples; the repeated labels already separate them.
-    text = re.sub(r"(?im)^example #?\d+:?\n(?=[A-Z][\w #-]{0,30}:)", "", text)
+    # "Example #2" headers only number the examples; the repeated labels already separate
+    # them. The first becomes "Examples:" so the reader still sees where they start.
+    headers = re.compile(r"(?im)^example #?\d+:?\n(?=[A-Z][\w #-]{0,30}:)")
+    first = headers.search(text)
+    if first:
+        text = text[: first.start()] + "Examples:\n" + headers.sub("", text[first.end() :])
     lines = text.split("\n")
     labels = [m.group("label").lower() if (m := _LABEL_LINE.match(line)) else None for line in lines]
     repeated = {label for label in labels if label and labels.count(label) > 1}
@@ -536,7 +561,10 @@ def compact_examples(text: str, example_tokens: int = 30, *, tokenizer: str = "c
         if any(is_placeholder(c) for c in body):
             out.extend(block)
         elif count_tokens(body, tokenizer) <= example_tokens + 5:
-            out.append(f"{head}: {body}")  # one line: "Context: Apples are red"
+            # "Context:\nApples are red" -> "Context: Apples are red"; a body of several
+            # lines (one triplet per line) shows a format, so it stays as it is.
+            single = len(block) == 2 and not block[0][len(head) + 1 :].strip()
+            out.extend([f"{head}: {body}"] if single else block)
         else:
             out.append(f"{head}: {_first_sentences(body, example_tokens, tokenizer)}")
         i = j
@@ -551,7 +579,8 @@ def _first_sentences(body: str, budget: int, tokenizer: str) -> str:
         if count_tokens(candidate, tokenizer) > budget:
             break
         kept = candidate
-    if not kept:  # the first sentence alone is over budget: cut it at a word
+    used = count_tokens(kept, tokenizer) if kept else 0
+    if used < budget // 2:  # a short first sentence ("No Waiver."): fill up from the next one
         kept = truncate_to_tokens(body, budget, tokenizer).rsplit(" ", 1)[0]
     return kept + " …"
 
@@ -639,12 +668,13 @@ def lean_text(
         *MINIFY_RULES,
         Rule("join_broken_lines", "join a sentence broken over two lines", join_broken_lines),
         Rule("concise_rewrites", "shorter phrasings of verbose idioms", concise_rewrites),
-        Rule("drop_articles", "telegraphic instruction lines", drop_articles),
         Rule(
             "compact_examples",
             "cut long few-shot example bodies",
             lambda t: compact_examples(t, example_tokens, tokenizer=tokenizer),
         ),
+        # After compact_examples, which puts each short example body on its label's line.
+        Rule("drop_articles", "telegraphic instruction lines", drop_articles),
     ]
     run = _load_compressor() if compressor == "auto" else compressor
     if callable(run):

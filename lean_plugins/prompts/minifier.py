@@ -32,7 +32,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from lean_plugins.prompts.template import mask
+from lean_plugins.prompts.template import is_placeholder, mask
 
 logger = logging.getLogger("lean_plugins.prompts")
 
@@ -192,7 +192,8 @@ def dedupe(text: str) -> str:
     for line in text.split("\n"):
         kept = []
         for sentence in re.split(r"(?<=[.!?])\s+", line):
-            if _is_instruction(sentence):
+            # A sentence holding a protected span (variable, quote) is never dropped.
+            if _is_instruction(sentence) and not any(map(is_placeholder, sentence)):
                 words = _content_words(sentence.replace("n't", " not"))
                 if any(words == prev or (len(words & prev) >= 4 and len(words ^ prev) <= 1) for prev in seen):
                     continue

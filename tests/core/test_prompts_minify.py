@@ -76,6 +76,8 @@ def test_dedupe_removes_repeated_instructions_only() -> None:
     # Labelled data lines and short fragments repeat on purpose in examples.
     data = "Question: what color are apples today?\nQuestion: what color are apples today?"
     assert dedupe(data) == data
+    quoted = "Order 'apple pie' for me now.\nOrder 'apple pie' for me now."
+    assert minify(quoted) == quoted  # a repeated sentence with a quote is kept
 
 
 def test_tidy_cleans_what_removals_leave() -> None:
@@ -174,6 +176,18 @@ def test_compact_examples_cuts_only_repeated_example_bodies() -> None:
     assert lines[2].startswith("Content: Sentence number 0 is here.") and lines[2].endswith(" …")
     assert count_tokens(lines[2]) <= 25
     assert lines[3:] == ["Content: short", "Content: {x}"]
+
+
+def test_compact_examples_joins_one_line_bodies_and_keeps_multi_line_formats() -> None:
+    text = (
+        "Score it.\nExample #1\nContext:\nApples are red\nScore: 100\nExample #2\nContext:\nPears\n"
+        "Score: 0\nTriplets:\n(a, b, c)\n(d, e, f)\nTriplets:\n{t}"
+    )
+    masked = mask(text)  # as in lean_text: the variable is a placeholder
+    assert masked.unmask(compact_examples(masked.text)) == (
+        "Score it.\nExamples:\nContext: Apples are red\nScore: 100\nContext: Pears\nScore: 0\n"
+        "Triplets:\n(a, b, c)\n(d, e, f)\nTriplets:\n{t}"
+    )
 
 
 def test_lean_text_rewrites_and_keeps_variables() -> None:
