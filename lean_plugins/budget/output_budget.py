@@ -6,7 +6,7 @@ call with :meth:`OutputBudget.start`; everything else here is plain Python.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from lean_plugins.budget.accounting import UsageAccountant, default_accountant
@@ -176,6 +176,59 @@ class OutputBudget:
         if rest:
             yield rest
         return result
+
+    # -- local models (the stopping-criterion contract of lean_plugins.generation) -------------
+    def stream_local(
+        self, llm: Any, prompt: str | Sequence[int], *, route: str | None = None, **generate_kwargs: Any
+    ) -> Iterator[str]:
+        """Stream a local model's answer under this budget, the stop exact to the token.
+
+        ``llm``: a :class:`~lean_plugins.pruning.LeanLocalLLM` (or any object whose
+        ``stream(prompt, max_new_tokens=, stopping_criteria=)`` follows the contract in
+        :mod:`lean_plugins.generation` and yields chunks with ``text`` and, last, ``result``).
+        The budget runs as a stopping criterion: generation stops after the budget's last
+        token, or at a sentence end when the model's end-of-sequence probability passes
+        ``confidence_threshold``. Yields text sure to be kept; returns the :class:`BudgetResult`.
+        """
+        text_prompt = prompt if isinstance(prompt, str) else None
+        run = self.start(
+            text_prompt,
+            route=route,
+            model=self.model or getattr(llm, "model_name", None),
+            input_tokens=0,  # the model reports its own prompt count at the end
+        )
+        streamed, emitted, final = "", 0, None
+        for chunk in llm.stream(
+            prompt, max_new_tokens=run.budget, stopping_criteria=[run], **generate_kwargs
+        ):
+            streamed += chunk.text
+            if chunk.result is not None:
+                final = chunk.result
+                break
+            safe = min(run.safe_length(), len(streamed))
+            if safe > emitted:
+                yield streamed[emitted:safe]
+                emitted = safe
+        result = self.finish(
+            run,
+            final.text if final is not None else streamed,
+            output_tokens=getattr(final, "completion_tokens", None),
+            input_tokens=getattr(final, "prompt_tokens", None),
+        )
+        if len(result.text) > emitted:
+            yield result.text[emitted:]
+        return result
+
+    def generate_local(
+        self, llm: Any, prompt: str | Sequence[int], *, route: str | None = None, **generate_kwargs: Any
+    ) -> BudgetResult:
+        """Generate with a local model under this budget; see :meth:`stream_local`."""
+        stream = self.stream_local(llm, prompt, route=route, **generate_kwargs)
+        while True:
+            try:
+                next(stream)
+            except StopIteration as stop:
+                return stop.value
 
     def finish(self, run: BudgetRun, text: str | None = None, **kwargs: Any) -> BudgetResult:
         """``run.finish(...)``, then raise if this budget was built with ``raise_on_stop``."""

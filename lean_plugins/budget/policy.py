@@ -128,6 +128,8 @@ class BudgetRun:
         self._prev_boundary: tuple[int, str] | None = None
         self._soft_step: tuple[int, str] | None = None
         self._armed = False
+        self._boundary_len = 0
+        self._pre_window_len = 0
 
     @property
     def stopped(self) -> bool:
@@ -231,6 +233,10 @@ class BudgetRun:
             self._armed = True  # it wants to end: finish this sentence, then stop
         ends_sentence = _ENDS_SENTENCE.search(text) is not None
         self._prev_boundary = (n, text) if ends_sentence else None
+        if ends_sentence:
+            self._boundary_len = len(text)
+        if n < self.window_start:
+            self._pre_window_len = len(text)
         if ends_sentence and n >= self.window_start:
             self._soft_step = (n, text)
         if ends_sentence and self._armed and n <= self.budget:
@@ -243,6 +249,25 @@ class BudgetRun:
                 self._stop_step("budget", min(n, self.budget), text, generated=n)
             return True
         return False
+
+    def safe_length(self) -> int:
+        """Token mode: how many characters of the generated text are sure to be kept, so a
+        stream may show them now. Inside the final window (and always with the confidence stop
+        on) only whole sentences are safe, since the end may be cut back to a sentence end."""
+        if self._kept_text is not None:
+            return len(self._kept_text)
+        step = self._last_step
+        if step is None:
+            return 0
+        if self.confidence_threshold is None and step.n_tokens < self.window_start:
+            safe = len(step.text)
+        elif self.confidence_threshold is None:
+            safe = max(self._boundary_len, self._pre_window_len)
+        else:
+            safe = self._boundary_len
+        if step.text[:safe].endswith("\ufffd"):  # half a multi-byte character: wait for the rest
+            safe -= 1
+        return safe
 
     def _stop_step(self, reason: str, n_kept: int, text: str, *, generated: int) -> None:
         self.stop_reason = reason
