@@ -207,6 +207,10 @@ class LeanChatPromptTemplate(ChatPromptTemplate):
             LeanPrompt.record_messages(self.source_templates, rendered, values, name=self.name)
         return messages
 
+    async def aformat_messages(self, **kwargs: Any) -> list[BaseMessage]:
+        # Rendering does no I/O; the sync path records the ledger event too.
+        return self.format_messages(**kwargs)
+
     def _one_message_per_template(self, messages: list[BaseMessage]) -> list[BaseMessage | None]:
         # A placeholder expands to any number of messages; only 1:1 templates line up.
         if len(messages) == len(self.messages):

@@ -138,6 +138,38 @@ def test_chat_form_works_in_create_stuff_documents_chain() -> None:
     assert event.input_after < event.input_before
 
 
+async def test_async_chat_render_records_the_saving_too() -> None:
+    from langchain_classic.chains.question_answering.stuff_prompt import CHAT_PROMPT
+
+    lean = lean_from(CHAT_PROMPT)
+    model = GenericFakeChatModel(messages=iter([AIMessage(content="ok")]))
+    with Ledger() as ledger:
+        assert await (lean | model | StrOutputParser()).ainvoke({"context": "c", "question": "q"}) == "ok"
+    assert [e.layer for e in ledger.events] == ["prompts"]
+
+
+@pytest.mark.slow
+def test_few_shot_examples_chosen_per_input_inside_a_chain() -> None:
+    prompt = LeanPromptTemplate(
+        task="Classify the support ticket.",
+        examples=[
+            {"input": "My invoice shows the wrong amount", "output": "billing"},
+            {"input": "The app crashes when I open settings", "output": "bug"},
+            {"input": "I was charged twice this month", "output": "billing"},
+            {"input": "Login button does nothing on Android", "output": "bug"},
+        ],
+        example_budget=25,
+        input="Ticket: {ticket}\nLabel:",
+    )
+    recorder = PromptRecorder()
+    chain = prompt | FakeListLLM(responses=["billing", "bug"])
+    chain.invoke({"ticket": "Why was my card charged two times?"}, {"callbacks": [recorder]})
+    chain.invoke({"ticket": "The app freezes and crashes on start"}, {"callbacks": [recorder]})
+    billing, bug = recorder.prompts
+    assert "charged twice" in billing and "crashes when I open settings" not in billing
+    assert "crashes when I open settings" in bug and "charged twice" not in bug
+
+
 def test_chat_lean_from_keeps_placeholders_and_partials() -> None:
     source = ChatPromptTemplate.from_messages(
         [
