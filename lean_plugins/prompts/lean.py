@@ -505,8 +505,8 @@ _KEEP_ARTICLE = r"(?!few\b|little\b|lot\b|bit\b|number of\b)"
 def drop_articles(text: str) -> str:
     """Telegraphic instructions: drop "the", "a", "an" from instruction lines.
 
-    Only prose lines change: six words or more, and not under a label the template uses more
-    than once ("Question:", "Content:"), which marks data or an example. "a few", "a little",
+    Only prose lines change: six words or more, either unlabelled or under a heading in
+    capitals used once ("IMPORTANT NOTE: ..."); a "Label: value" line is data or an example. "a few", "a little",
     "a number of" keep their article because it carries meaning.
     """
     lines = text.split("\n")
@@ -514,7 +514,10 @@ def drop_articles(text: str) -> str:
     repeated = {label for label in labels if label and labels.count(label) > 1}
     out = []
     for line, label in zip(lines, labels, strict=True):
-        if len(line.split()) >= 6 and label not in repeated:
+        # A labelled line is data ("Text: The cat sat.") unless its label is a heading in
+        # capitals ("IMPORTANT NOTE: ...") used once.
+        heading = label is not None and label not in repeated and line.split(":", 1)[0].isupper()
+        if len(line.split()) >= 6 and (label is None or heading):
             line = re.sub(rf"(?<=[\w,;(]) (?:the|an?) {_KEEP_ARTICLE}(?=[A-Za-z0-9])", " ", line)
             line = re.sub(
                 rf"(^|[.!?] |^- )(?:The|An?) {_KEEP_ARTICLE}([a-z])",

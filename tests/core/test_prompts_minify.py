@@ -150,6 +150,11 @@ def test_drop_articles_only_in_instruction_prose() -> None:
         "Answer question using a few of documents.\nQuestion: what is the capital of a country?\n"
         "Question: {q}\nAnswer must cite id."
     )
+    assert drop_articles("Text: The cat sat on the mat today.") == "Text: The cat sat on the mat today."
+    assert (
+        drop_articles("IMPORTANT NOTE: use the index for the lookup.")
+        == "IMPORTANT NOTE: use index for lookup."
+    )
 
 
 def test_compact_json_changes_only_whitespace_outside_strings() -> None:
