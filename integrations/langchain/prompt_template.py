@@ -142,8 +142,15 @@ class LeanPromptTemplate(StringPromptTemplate):
         return self.lean_prompt().template()
 
     def format(self, **kwargs: Any) -> str:
-        """Render with the partial and given variables."""
-        return self.lean_prompt().format(**self._merge_partial_and_user_variables(**kwargs))
+        """Render with the partial and given variables.
+
+        Like LangChain's own templates, keys the template does not use are ignored: in LCEL a
+        prompt often receives the whole chain input. (A declared but unused input variable
+        still warns, at construction.)
+        """
+        values = self._merge_partial_and_user_variables(**kwargs)
+        core = self.lean_prompt()
+        return core.format(**{k: v for k, v in values.items() if k in (core.input_variables or [])})
 
     def token_report(self) -> Any:
         """:class:`~lean_plugins.prompts.TokenReport` of the fixed text against the source."""

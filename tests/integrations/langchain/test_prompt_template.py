@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any
 
 import pytest
@@ -69,6 +70,9 @@ def test_partial_and_missing_variables() -> None:
     assert "Context:\nfixed context" in prompt.invoke({"question": "q"}).to_string()
     with pytest.raises(KeyError, match="question"):
         prompt.invoke({})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # extra chain keys are ignored quietly, as in PromptTemplate
+        assert prompt.invoke({"question": "q", "user_id": 7}).to_string().endswith("Question: q\nAnswer:")
     dated = qa_prompt().partial(context=lambda: "from a function")
     assert "Context:\nfrom a function" in dated.format(question="q")
 
