@@ -116,7 +116,7 @@ class OutputBudgetHandler(BaseEventHandler):
     def __init__(self, budget: OutputBudget | int, **kwargs: Any) -> None:
         budget = budget if isinstance(budget, OutputBudget) else OutputBudget(budget)
         super().__init__(budget=budget, **kwargs)
-        self._tracker = CallTracker(budget, route=self.route)
+        self._tracker = CallTracker(budget, route=self.route, skip_nested=True)
 
     @classmethod
     def class_name(cls) -> str:
@@ -168,7 +168,7 @@ class OutputBudgetCallbackHandler(LlamaBaseCallbackHandler):
     def __init__(self, budget: OutputBudget | int, *, route: str | None = None) -> None:
         super().__init__(event_starts_to_ignore=[], event_ends_to_ignore=[])
         budget = budget if isinstance(budget, OutputBudget) else OutputBudget(budget)
-        self.tracker = CallTracker(budget, route=route)
+        self.tracker = CallTracker(budget, route=route, skip_nested=True)
 
     @property
     def results(self) -> list[BudgetResult]:

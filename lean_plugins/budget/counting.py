@@ -32,7 +32,8 @@ class StreamingTokenCounter:
     """Counts the tokens of a growing text exactly, in O(chunk) time per chunk.
 
     ``committed_ids`` are final (they will not change whatever text comes next);
-    ``tail_tokens`` is the current count of the last, still open piece.
+    :attr:`tail_tokens` is the current count of the last, still open piece (counted when
+    asked, not per chunk: the hot path encodes only newly committed text).
     """
 
     __slots__ = (
@@ -40,9 +41,9 @@ class StreamingTokenCounter:
         "_parts",
         "_pattern",
         "_tail",
+        "_tail_tokens",
         "committed_chars",
         "committed_ids",
-        "tail_tokens",
         "tokenizer",
     )
 
@@ -60,7 +61,13 @@ class StreamingTokenCounter:
         self._tail = ""
         self.committed_chars = 0
         self.committed_ids: list[int] = []
-        self.tail_tokens = 0
+        self._tail_tokens: int | None = 0
+
+    @property
+    def tail_tokens(self) -> int:
+        if self._tail_tokens is None:
+            self._tail_tokens = len(self._encode(self._tail)) if self._tail else 0
+        return self._tail_tokens
 
     @property
     def total_tokens(self) -> int:
@@ -98,7 +105,7 @@ class StreamingTokenCounter:
             self.committed_chars += last_start
             tail = tail[last_start:]
         self._tail = tail
-        self.tail_tokens = len(self._encode(tail)) if tail else 0
+        self._tail_tokens = None
         return committed
 
     def _feed_full(self, chunk: str) -> str:
@@ -113,7 +120,7 @@ class StreamingTokenCounter:
         self.committed_ids = stable
         self.committed_chars = len(stable_text)
         self._tail = text[len(stable_text) :]
-        self.tail_tokens = len(ids) - len(stable)
+        self._tail_tokens = len(ids) - len(stable)
         return committed
 
     def finish(self) -> None:
@@ -123,7 +130,7 @@ class StreamingTokenCounter:
             self._parts.append(self._tail)
             self.committed_chars += len(self._tail)
             self._tail = ""
-            self.tail_tokens = 0
+            self._tail_tokens = 0
 
     def prefix_text(self, n_tokens: int) -> str:
         """The text of the first ``n_tokens`` committed tokens."""

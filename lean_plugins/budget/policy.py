@@ -121,6 +121,7 @@ class BudgetRun:
         self._generated = 0
         # text mode
         self._counter: StreamingTokenCounter | None = None
+        self._held = ""
         self._window_chars: int | None = None
         self._boundary_chars: int | None = None
         # token mode
@@ -166,6 +167,7 @@ class BudgetRun:
             return ""
         committed = counter.feed(chunk)
         if committed:
+            self._held += committed
             self._scan(committed)
         if counter.committed_tokens >= self.budget:
             self._stop_text(counter.total_tokens)
@@ -199,7 +201,10 @@ class BudgetRun:
     def _release(self, limit: int) -> str:
         if limit <= self.released_chars:
             return ""
-        text = self.counter.text[self.released_chars : limit]
+        # _held is the committed text not released yet: slicing it keeps the per-chunk cost
+        # independent of the answer's length.
+        cut = limit - self.released_chars
+        text, self._held = self._held[:cut], self._held[cut:]
         self.released_chars = limit
         return text
 

@@ -56,18 +56,22 @@ class CallTracker:
         tokenizer: str | Tokenizer | None = None,
         prompt: str | None = None,
         keep_results: int = 1000,
+        skip_nested: bool = False,
     ) -> None:
         self.budget = budget
         self.route = route
         self.budget_tokens = budget_tokens
         self.tokenizer = tokenizer
         self.prompt = prompt
+        self.skip_nested = skip_nested
         self._lock = threading.Lock()
         self._calls: dict[Hashable, TrackedCall] = {}
         self.latest: TrackedCall | None = None
         self.results: deque[BudgetResult] = deque(maxlen=keep_results)
-        # The call in flight in this thread / task: a call that starts inside it (a chat call
-        # that runs a completion call, as LlamaIndex's CustomLLM does) is part of it.
+        # With skip_nested: the call in flight in this thread / task. A call that starts inside
+        # it (a chat call that runs a completion call, as LlamaIndex's CustomLLM does) is part
+        # of it. Two streams opened in one thread before either ends would also look nested,
+        # so this is off unless the framework nests calls.
         self._active: contextvars.ContextVar[TrackedCall | None] = contextvars.ContextVar(
             f"lean_plugins_budget_call_{id(self)}", default=None
         )
@@ -82,7 +86,7 @@ class CallTracker:
         self, key: Hashable, prompt: str | None, *, model: str | None = None, input_tokens: int | None = None
     ) -> TrackedCall | None:
         """Follow a new call; ``None`` when it runs inside a call already followed here."""
-        outer = self._active.get()
+        outer = self._active.get() if self.skip_nested else None
         if outer is not None and outer.result is None:
             with self._lock:
                 self._nested.add(key)
@@ -99,7 +103,8 @@ class CallTracker:
         with self._lock:
             self._calls[key] = call
             self.latest = call
-        self._active.set(call)
+        if self.skip_nested:
+            self._active.set(call)
         return call
 
     def get(self, key: Hashable) -> TrackedCall | None:
