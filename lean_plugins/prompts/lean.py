@@ -61,6 +61,13 @@ def _label(match: re.Match[str]) -> str:
 
 _SENT = r"(?:(?<=^)|(?<=\n)|(?<=[.!?] ))"  # where a sentence starts
 
+
+def _drop_if_said_before(match: re.Match[str]) -> str:
+    """Drop a restated "refine the original answer" only if an earlier sentence said it."""
+    earlier = match.string[: match.start()].lower()
+    return "" if f"refine the existing {match.group('x').lower()}" in earlier else match.group(0)
+
+
 CONCISE_REWRITES: tuple[Rewrite, ...] = (
     Rewrite(
         "intro_numbered_list",
@@ -306,11 +313,26 @@ CONCISE_REWRITES: tuple[Rewrite, ...] = (
     Rewrite(
         "restated_refine",
         r"(?<=\n)given the new context, refine the original (?P<x>answer|summary)(?: to better answer the (?:query|question))?\.\s?",
-        "",
+        _drop_if_said_before,
         (
             "Refine the existing answer.\n{c}\nGiven the new context, refine the original answer. Else keep it.",
             "Refine the existing answer.\n{c}\nElse keep it.",
         ),
+    ),
+    Rewrite(
+        "refine_to_better_answer",
+        r"\brefine the original (?P<x>answer|summary) to better answer the (?:query|question)\b",
+        r"refine the original \g<x>",
+        (
+            "Given the context, refine the original answer to better answer the query.",
+            "Given the context, refine the original answer.",
+        ),
+    ),
+    Rewrite(
+        "give_a_response_to",
+        r"\bgive a response to the following (?P<x>task|question|query):",
+        r"Respond to the \g<x>:",
+        ("Give a response to the following task: {t}", "Respond to the task: {t}"),
     ),
     Rewrite(
         "sentence_ends_rephrase",
@@ -528,7 +550,9 @@ def drop_articles(text: str) -> str:
     return "\n".join(out)
 
 
-_LABEL_LINE = re.compile(r"^(?P<label>[A-Z][\w #-]{0,30}):(?P<rest>.*)$")
+# A label is short: "Question:", "Helpful Answer:", "Follow Up Input:" (at most three words);
+# a longer run before a colon is a sentence introducing something ("Provide the query as:").
+_LABEL_LINE = re.compile(r"^(?P<label>[A-Z][\w#-]*(?: [\w#-]+){0,2}):(?P<rest>.*)$")
 
 
 def compact_examples(text: str, example_tokens: int = 30, *, tokenizer: str = "cl100k_base") -> str:

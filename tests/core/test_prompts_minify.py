@@ -168,6 +168,11 @@ def test_sql_lines_are_protected_code() -> None:
     assert minify(text) == "See:\nSELECT * FROM items WHERE id != 1  LIMIT 5;"
 
 
+def test_a_refine_instruction_is_dropped_only_when_it_was_said_before() -> None:
+    alone = "Existing answer: {a}\nGiven the new context, refine the original answer. Else keep it."
+    assert "refine" in lean_text(alone).lower()
+
+
 def test_join_broken_lines() -> None:
     assert join_broken_lines("as well\nas the score\nNext") == "as well as the score\nNext"
 
