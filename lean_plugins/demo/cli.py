@@ -45,6 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--questions", type=int, default=None, help="run only the first N requests of the fixed set"
     )
     parser.add_argument(
+        "--compress-rate",
+        type=float,
+        default=0.33,
+        help="share of the retrieved context the compressor keeps in the lean run (default 0.33)",
+    )
+    parser.add_argument(
         "--cache-at",
         choices=("question", "llm"),
         default="question",
@@ -76,6 +82,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             frameworks=("langchain", "llama_index") if args.framework == "both" else (args.framework,),
             ablation=not args.no_ablation,
             cache_at=args.cache_at,
+            compress_rate=args.compress_rate,
         )
         from lean_plugins.pricing import resolve_price
 
