@@ -1,0 +1,248 @@
+"""GPU check of layer 3 (issue 9): attention backends, pruning speed-up and prefix cache.
+
+A randomly initialised ~1.1B Llama (TinyLlama shape, GQA 32/4 heads) in bfloat16, dense and
+30% pruned (uniform), with each attention backend available (flash_attention_2 when flash-attn
+is installed, SDPA with its flash kernel forced, eager), at 2k and 8k tokens of context:
+prefill tokens/s, decode tokens/s at batch 1 and 16, peak GPU memory; and time to first token
+with and without a cached 2k-token prefix. Writes ``gpu_report.md`` and ``gpu_report.json``.
+
+    python scripts/gpu_check.py --out DIR            # on the GPU machine (bash scripts/gpu_check.sh)
+    python scripts/gpu_check.py --out DIR --tiny     # dry run of every step, tiny model, CPU ok
+    python scripts/gpu_check.py --import-report DIR/gpu_report.md   # splice into docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SECTION = "pruning_gpu"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def backends(torch: Any, on_cuda: bool) -> list[tuple[str, str, Any]]:
+    """(label, transformers attn_implementation, context manager factory) to measure."""
+    from transformers.utils import is_flash_attn_2_available
+
+    out = []
+    if on_cuda and is_flash_attn_2_available():
+        out.append(("flash_attention_2", "flash_attention_2", contextlib.nullcontext))
+    if on_cuda:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        out.append(("sdpa (flash kernel forced)", "sdpa", lambda: sdpa_kernel([SDPBackend.FLASH_ATTENTION])))
+    else:
+        out.append(("sdpa", "sdpa", contextlib.nullcontext))
+    out.append(("eager", "eager", contextlib.nullcontext))
+    return out
+
+
+def set_attention(model: Any, impl: str) -> None:
+    try:
+        model.set_attn_implementation(impl)
+    except AttributeError:  # older transformers
+        model.config._attn_implementation = impl
+
+
+def measure_model(torch: Any, model: Any, label: str, args: argparse.Namespace, on_cuda: bool) -> list[dict]:
+    from lean_plugins.pruning.speed import measure_speed
+
+    rows = []
+    for name, impl, ctx in backends(torch, on_cuda):
+        set_attention(model, impl)
+        for context in args.contexts:
+            row: dict[str, Any] = {"model": label, "backend": name, "context": context}
+            try:
+                if on_cuda:
+                    torch.cuda.empty_cache()
+                    torch.cuda.reset_peak_memory_stats()
+                with ctx():
+                    one = measure_speed(
+                        model,
+                        context=context,
+                        decode_tokens=args.decode_tokens,
+                        batch=1,
+                        repeats=args.repeats,
+                    )
+                    many = measure_speed(
+                        model,
+                        context=context,
+                        decode_tokens=args.decode_tokens,
+                        batch=args.batch,
+                        repeats=args.repeats,
+                    )
+                row.update(
+                    prefill=one.prefill_tokens_per_s,
+                    decode_1=one.decode_tokens_per_s,
+                    decode_b=many.decode_tokens_per_s,
+                )
+                if on_cuda:
+                    row["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            except Exception as exc:  # a backend/kernel that cannot run this shape: record, go on
+                row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+            log(json.dumps(row))
+            rows.append(row)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "gpu_check_out")
+    parser.add_argument("--tiny", action="store_true", help="dry run: tiny model and contexts (CPU ok)")
+    parser.add_argument(
+        "--import-report", type=Path, help="splice a gpu_report.md into docs/benchmarks.md and exit"
+    )
+    args = parser.parse_args()
+    if args.import_report:
+        return import_report(args.import_report)
+
+    import torch
+    import transformers
+
+    from lean_plugins.pruning import LeanLocalLLM, prune
+    from lean_plugins.pruning.pruner import count_parameters
+    from lean_plugins.pruning.speed import LLAMA_1B, LLAMA_TINY, IdTokenizer, measure_ttft, random_llama
+
+    on_cuda = torch.cuda.is_available()
+    if not on_cuda and not args.tiny:
+        print("No CUDA device: run with --tiny for a dry run, or on the GPU machine.", file=sys.stderr)
+        return 2
+    args.contexts = [64, 128] if args.tiny else [2048, 8192]
+    args.decode_tokens, args.batch, args.repeats = (4, 4, 1) if args.tiny else (32, 16, 2)
+    prefix_tokens = 100 if args.tiny else 2048
+    device = "cuda" if on_cuda else "cpu"
+    dtype = torch.bfloat16 if on_cuda else torch.float32
+    args.out.mkdir(parents=True, exist_ok=True)
+    from transformers.utils import is_flash_attn_2_available
+
+    info = {
+        "device": torch.cuda.get_device_name(0)
+        if on_cuda
+        else f"CPU ({platform.processor() or platform.machine()})",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "flash_attn_2": bool(is_flash_attn_2_available()),
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "dtype": str(dtype).removeprefix("torch."),
+        "tiny": args.tiny,
+    }
+    log(f"device {info}")
+    start = time.perf_counter()
+    model = random_llama(LLAMA_TINY if args.tiny else LLAMA_1B, dtype=dtype, device=device)
+    params = {"dense": count_parameters(model)}
+    log(f"dense model: {params['dense'] / 1e6:.1f}M parameters ({time.perf_counter() - start:.0f}s)")
+
+    # Time to first token, dense model, through the runtime (auto attention), before pruning.
+    llm = LeanLocalLLM(model, IdTokenizer(), record_usage=False)
+    cold, warm = measure_ttft(llm, prefix_tokens=prefix_tokens, repeats=3)
+    ttft = {
+        "prefix_tokens": prefix_tokens,
+        "cold_s": cold,
+        "cached_s": warm,
+        "backend": llm.attention_backend,
+    }
+    log(f"ttft {ttft}")
+    del llm
+
+    rows = measure_model(torch, model, "dense", args, on_cuda)
+    report = prune(model, None, ratio=0.3, method="magnitude")  # speed does not depend on the method
+    params["pruned"] = count_parameters(model)
+    shape = report.layer_shapes[0]
+    log(f"pruned to {params['pruned'] / 1e6:.1f}M parameters, per layer {shape}")
+    rows += measure_model(torch, model, "pruned 30%", args, on_cuda)
+    result = {"info": info, "params": params, "pruned_shape": shape, "rows": rows, "ttft": ttft,
+              "seconds": time.perf_counter() - start}  # fmt: skip
+    (args.out / "gpu_report.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    md = markdown(result)
+    (args.out / "gpu_report.md").write_text(md, encoding="utf-8")
+    print(md)
+    log(f"wrote {args.out}/gpu_report.md in {time.perf_counter() - start:.0f}s")
+    return 0
+
+
+def markdown(r: dict) -> str:
+    info, p = r["info"], r["params"]
+    out = [
+        "## Layer 3 on a GPU: attention backends, pruning speed-up, prefix cache",
+        "",
+        f"Device: **{info['device']}**, torch {info['torch']}, transformers {info['transformers']}, "
+        f"flash-attn 2 {'installed' if info['flash_attn_2'] else 'not installed (its row is absent)'}; run {info['date']}"
+        + (" (**dry run, tiny model**)" if info["tiny"] else "")
+        + ".",
+        f"Randomly initialised Llama, {info['dtype']}: dense {p['dense'] / 1e6:.0f}M vs 30% pruned (uniform) "
+        f"{p['pruned'] / 1e6:.0f}M parameters (per layer {r['pruned_shape']}). Prefill: one prompt of the context "
+        "length; decode: greedy tokens after it, with the KV cache; peak: GPU memory allocated during that row.",
+        "",
+        "| model | attention | context | prefill tok/s | decode tok/s (batch 1) | decode tok/s (batch 16) | peak GiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        if "error" in row:
+            out.append(
+                f"| {row['model']} | {row['backend']} | {row['context']} | failed: {row['error']} | | | |"
+            )
+            continue
+        out.append(
+            f"| {row['model']} | {row['backend']} | {row['context']} | {row['prefill']:,.0f} | {row['decode_1']:,.1f} | "
+            f"{row['decode_b']:,.1f} | {row.get('peak_gib', float('nan')):.2f} |"
+        )
+    ok = {(x["model"], x["backend"], x["context"]): x for x in r["rows"] if "error" not in x}
+    lines = []
+    ctx_hi = max(x["context"] for x in r["rows"])
+    for backend in sorted({x["backend"] for x in r["rows"]}):
+        d, q = ok.get(("dense", backend, ctx_hi)), ok.get(("pruned 30%", backend, ctx_hi))
+        if d and q:
+            lines.append(
+                f"{backend} at {ctx_hi}: pruned/dense decode {q['decode_1'] / d['decode_1']:.2f}x (batch 1), "
+                f"{q['decode_b'] / d['decode_b']:.2f}x (batch 16), prefill {q['prefill'] / d['prefill']:.2f}x"
+            )
+    eager = ok.get(("dense", "eager", ctx_hi))
+    for backend in ("flash_attention_2", "sdpa (flash kernel forced)"):
+        fast = ok.get(("dense", backend, ctx_hi))
+        if fast and eager:
+            lines.append(
+                f"{backend} vs eager prefill at {ctx_hi}: {fast['prefill'] / eager['prefill']:.2f}x (target >= 2x)"
+            )
+    t = r["ttft"]
+    lines.append(
+        f"time to first token with a {t['prefix_tokens']}-token prefix ({t['backend']}): {1000 * t['cold_s']:.1f} ms recomputed vs "
+        f"{1000 * t['cached_s']:.1f} ms cached, {t['cold_s'] / t['cached_s']:.1f}x (target >= 5x)"
+    )
+    out += [
+        "",
+        "Targets: pruned decode >= 1.3x dense; flash/SDPA-flash prefill >= 2x eager at 8k; prefix-cache TTFT >= 5x.",
+        "",
+    ]
+    out += [f"- {line}" for line in lines]
+    return "\n".join(out) + "\n"
+
+
+def import_report(path: Path) -> int:
+    """Put a report from the GPU machine into docs/benchmarks.md (its own device stamp kept)."""
+    from lean_plugins.bench import DOC_HEADER, splice_section
+
+    doc_path = ROOT / "docs" / "benchmarks.md"
+    doc = doc_path.read_text(encoding="utf-8") if doc_path.is_file() else DOC_HEADER
+    body = "_Command: `bash scripts/gpu_check.sh` on the lent GPU machine (device and date below)._\n\n"
+    doc_path.write_text(
+        splice_section(doc, SECTION, body + path.read_text(encoding="utf-8")), encoding="utf-8"
+    )
+    print(f"wrote section '{SECTION}' of {doc_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""The prune / ppl / convert-llama2c commands, end to end on stories260K."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lean_plugins.cli import main
+
+pytest.importorskip("torch")
+pytestmark = pytest.mark.shared_data
+
+
+def test_convert_prune_and_ppl_commands(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    src = shared_data / "models" / "stories260K"
+    text = shared_data / "text" / "tinystories_sample.txt"
+    dense, pruned = tmp_path / "dense", tmp_path / "pruned"
+    assert (
+        main(
+            [
+                "convert-llama2c",
+                str(src / "stories260K.bin"),
+                "--tokenizer",
+                str(src / "tok512.model"),
+                "--out",
+                str(dense),
+            ]
+        )
+        == 0
+    )
+    assert "260,032 parameters" in capsys.readouterr().out
+    argv = ["prune", str(dense), "--ratio", "0.2", "--calib", str(text), "--calib-docs", "20"]
+    argv += ["--eval", str(text), "--eval-docs", "20", "--out", str(pruned)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "before  params       260,032" in out and "after   params       208,192" in out
+    before, after = (
+        float(line.rsplit("perplexity", 1)[1]) for line in out.splitlines() if "perplexity" in line
+    )
+    assert after > before
+    assert json.loads((pruned / "config.json").read_text())["architectures"] == ["MistralForCausalLM"]
+    assert main(["ppl", str(pruned), "--text", str(text), "--docs", "20"]) == 0
+    assert f"perplexity {after:.3f}" in capsys.readouterr().out
+
+
+def test_help_lists_the_commands(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["prune", "--help"])
+    assert "--ratio" in capsys.readouterr().out
