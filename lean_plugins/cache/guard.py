@@ -10,7 +10,8 @@ query on
 * named entities and rare content words (capitalised words inside a sentence, words with
   inner capitals or digits, and words the encoder's vocabulary does not hold whole).
 
-The guard is deliberately asymmetric to nothing: each check compares the two sets exactly.
+Each prompt's entities must occur among the other's words (case-insensitive), so "Kerala" and
+"kerala" agree, "Kerala" and "Goa" do not.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from functools import lru_cache
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9'’\-]*|\d+(?:[.,:/]\d+)*")
 _DIGITS = re.compile(r"\d+(?:[.,:/]\d+)*")
-_SENTENCE_END = re.compile(r"[.!?]\s*$")
+# Between two words: a sentence ends there (a capital after it is not a name).
+_SENTENCE_GAP = re.compile(r"[.!?:;]\s|[.!?:;]$|\n|[\"“(]\s*$")
 
 NUMBER_WORDS = {
-    "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
+    "zero": "0", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
     "seven": "7", "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12",
     "thirteen": "13", "fourteen": "14", "fifteen": "15", "sixteen": "16", "seventeen": "17",
     "eighteen": "18", "nineteen": "19", "twenty": "20", "thirty": "30", "forty": "40",
@@ -49,6 +51,33 @@ STOPWORDS = frozenset(
 )
 
 
+_SUFFIXES = (
+    "ations", "ation", "ments", "ment", "ness", "ings", "ing", "ised", "ized", "ises", "izes", "ise",
+    "ize", "ers", "ies", "ied", "ed", "er", "es", "ly", "s", "able", "ible", "ity", "al", "ful",
+)  # fmt: skip
+_PREFIXES = ("un", "re", "de", "dis", "in", "im", "non", "pre", "over", "under", "mis")
+
+
+def _known_word(word: str, vocabulary: Collection[str]) -> bool:
+    """True when ``word`` or a simple stem of it is a whole word of ``vocabulary``.
+
+    WordPiece vocabularies hold "download" but not "downloading" or "deallocate"; inflected
+    and prefixed forms of common words are common too, not rare content.
+    """
+    if word in vocabulary:
+        return True
+    stems = [word]
+    for prefix in _PREFIXES:
+        if word.startswith(prefix) and len(word) - len(prefix) >= 4:
+            stems.append(word[len(prefix) :])
+    for stem in list(stems):
+        for suffix in _SUFFIXES:
+            if stem.endswith(suffix) and len(stem) - len(suffix) >= 3:
+                base = stem[: -len(suffix)]
+                stems += [base, base + "e", base + "y", base[:-1]]
+    return any(s in vocabulary for s in stems[1:])
+
+
 def _fold(word: str) -> str:
     word = word.lower().replace("’", "'")
     if word.endswith("'s"):
@@ -66,6 +95,8 @@ class PromptFacts:
     numbers: frozenset[str]
     negated: bool
     entities: frozenset[str]
+    #: Every folded word (hyphenated words also split), to find the other prompt's entities in.
+    words: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -99,7 +130,20 @@ class SemanticGuard:
             return False
         if self.check_negation and a.negated != b.negated:
             return False
-        return not (self.check_entities and a.entities != b.entities)
+        # Each prompt's entities must occur in the other, in any case ("Kerala" / "kerala").
+        return not (self.check_entities and not (a.entities <= b.words and b.entities <= a.words))
+
+
+def content_words(prompt: str) -> frozenset[str]:
+    """Folded words of ``prompt`` that are not function words (for the overlap penalty)."""
+    return frozenset(_fold(w) for w in _WORD.findall(prompt) if w.lower() not in STOPWORDS)
+
+
+def word_overlap(a: str, b: str) -> float:
+    """Jaccard overlap of the content words of ``a`` and ``b`` (0 when both have none)."""
+    wa, wb = content_words(a), content_words(b)
+    union = wa | wb
+    return len(wa & wb) / len(union) if union else 0.0
 
 
 def default_vocabulary() -> frozenset[str]:
@@ -134,14 +178,18 @@ def _facts_cached(prompt: str, _vocab_id: int, vocab_ref: _VocabRef) -> PromptFa
     vocabulary = vocab_ref.vocab
     numbers: set[str] = set()
     entities: set[str] = set()
+    words: set[str] = set()
+    sequence: list[str] = []
     negated = False
-    sentence_start = True
+    previous_end = 0
     for match in _WORD.finditer(prompt):
         token = match.group(0)
+        gap = prompt[previous_end : match.start()]
+        sentence_start = previous_end == 0 or bool(_SENTENCE_GAP.search(gap))
+        previous_end = match.end()
         lower = token.lower().replace("’", "'")
         if _DIGITS.fullmatch(token):
             numbers.add(token.replace(",", ""))
-            sentence_start = False
             continue
         if lower in NUMBER_WORDS:
             numbers.add(NUMBER_WORDS[lower])
@@ -154,13 +202,16 @@ def _facts_cached(prompt: str, _vocab_id: int, vocab_ref: _VocabRef) -> PromptFa
             or any(c.isdigit() for c in token)
         )
         folded = _fold(token)
+        words.add(folded)
+        sequence.append(folded)
+        if "-" in folded:
+            words.update(_fold(part) for part in folded.split("-") if part)
+            words.add(folded.replace("-", ""))
         if folded and lower not in STOPWORDS and lower not in NUMBER_WORDS and bare not in NEGATIONS:
-            rare = (
-                bool(vocabulary) and lower.isalpha() and lower not in vocabulary and folded not in vocabulary
-            )
+            rare = bool(vocabulary) and lower.isalpha() and not _known_word(lower, vocabulary)
             if is_name or rare:
-                entities.add(folded)
-        # The next word starts a sentence when this one ends one.
-        tail = prompt[match.end() : match.end() + 2]
-        sentence_start = bool(_SENTENCE_END.match(tail))
-    return PromptFacts(frozenset(numbers), negated, frozenset(entities))
+                # "hip-hop" must be found as "hip hop" or "hiphop" too: keep its parts.
+                entities.update(_fold(part) for part in folded.split("-") if part)
+    # "hip hop" also matches "hiphop": add each adjacent pair of words, joined.
+    words.update(a + b for a, b in zip(sequence, sequence[1:]))
+    return PromptFacts(frozenset(numbers), negated, frozenset(entities), frozenset(words))

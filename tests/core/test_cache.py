@@ -20,6 +20,7 @@ pytest.importorskip("faiss")
 from lean_plugins.cache import LeanCache, SemanticGuard, namespace_for, normalize_prompt
 from lean_plugins.errors import ConfigurationError, MissingDependencyError
 from lean_plugins.ledger import Ledger
+from lean_plugins.tokens import count_tokens
 
 
 @pytest.fixture
@@ -30,21 +31,21 @@ def cache(tmp_path: Path) -> LeanCache:
 
 
 def test_exact_normalized_and_semantic_hits(cache: LeanCache) -> None:
-    cache.put("What is the capital of France?", "Paris")
-    exact = cache.lookup("What is the capital of France?")
-    assert exact is not None and (exact.response, exact.match) == ("Paris", "exact")
-    normalized = cache.lookup("  what is the CAPITAL of france ")
+    cache.put("How tall is the Eiffel Tower?", "330 m")
+    exact = cache.lookup("How tall is the Eiffel Tower?")
+    assert exact is not None and (exact.response, exact.match) == ("330 m", "exact")
+    normalized = cache.lookup("  how TALL is the eiffel tower ")
     assert normalized is not None and normalized.match == "normalized"
-    semantic = cache.lookup("Which city is the capital of France?")
-    assert semantic is not None and semantic.match == "semantic" and semantic.response == "Paris"
-    assert cache.get("What is the capital of Germany?") is None
+    semantic = cache.lookup("What is the height of the Eiffel Tower?")
+    assert semantic is not None and semantic.match == "semantic" and semantic.response == "330 m"
+    assert cache.get("How tall is the Berlin TV Tower?") is None
     assert cache.get("How do I bake sourdough bread?") is None
 
 
 @pytest.mark.parametrize(
     ("cached", "query"),
     [
-        ("What is the capital of France?", "What is the capital of Germany?"),
+        ("How tall is the Eiffel Tower?", "How tall is the Berlin TV Tower?"),
         ("Convert 5 miles to kilometers", "Convert 6 miles to kilometers"),
         ("Is coffee good for your health?", "Is coffee not good for your health?"),
         ("How do I install Python on Windows?", "How do I install Python on Ubuntu?"),
@@ -77,17 +78,17 @@ def test_normalize_prompt_keeps_meaningful_punctuation() -> None:
 def test_namespaces_isolate_exact_semantic_and_clear(cache: LeanCache) -> None:
     a, b = namespace_for("model-a", "tenant-1"), namespace_for("model-a", "tenant-2")
     assert a != b and "tenant" not in a
-    cache.put("What is the capital of France?", "Paris (a)", namespace=a)
-    cache.put("What is the capital of France?", "Paris (b)", namespace=b)
-    assert cache.get("What is the capital of France?", namespace=a) == "Paris (a)"
-    assert cache.get("Which city is the capital of France?", namespace=b) == "Paris (b)"
-    assert cache.get("What is the capital of France?") is None  # "default" namespace
+    cache.put("How tall is the Eiffel Tower?", "330 m (a)", namespace=a)
+    cache.put("How tall is the Eiffel Tower?", "330 m (b)", namespace=b)
+    assert cache.get("How tall is the Eiffel Tower?", namespace=a) == "330 m (a)"
+    assert cache.get("What is the height of the Eiffel Tower?", namespace=b) == "330 m (b)"
+    assert cache.get("How tall is the Eiffel Tower?") is None  # "default" namespace
     cache.clear(a)
-    assert cache.get("What is the capital of France?", namespace=a) is None
-    assert cache.get("Which city is the capital of France?", namespace=a) is None
-    assert cache.get("What is the capital of France?", namespace=b) == "Paris (b)"
+    assert cache.get("How tall is the Eiffel Tower?", namespace=a) is None
+    assert cache.get("What is the height of the Eiffel Tower?", namespace=a) is None
+    assert cache.get("How tall is the Eiffel Tower?", namespace=b) == "330 m (b)"
     cache.clear()
-    assert cache.get("What is the capital of France?", namespace=b) is None
+    assert cache.get("How tall is the Eiffel Tower?", namespace=b) is None
 
 
 def test_raw_namespace_never_becomes_a_file_name(tmp_path: Path) -> None:
@@ -174,13 +175,15 @@ def test_backend_down_is_a_miss_with_one_warning(caplog) -> None:
 
 
 def test_ledger_records_hits_with_tokens_avoided(cache: LeanCache) -> None:
-    cache.put("What is the capital of France?", "The capital of France is Paris.")
+    cache.put("How tall is the Eiffel Tower?", "The Eiffel Tower is 330 metres tall.")
     with Ledger() as ledger:
-        assert cache.get("What is the capital of France?") is not None
+        assert cache.get("How tall is the Eiffel Tower?") is not None
         assert cache.get("Something never cached") is None
     events = [e for e in ledger.events if e.layer == "cache"]
     assert len(events) == 1
-    assert events[0].kind == "hit" and events[0].input_before == 7 and events[0].output_before == 7
+    assert events[0].kind == "hit"
+    assert events[0].input_before == count_tokens("How tall is the Eiffel Tower?") == 9
+    assert events[0].output_before == count_tokens("The Eiffel Tower is 330 metres tall.") == 11
     assert events[0].input_after == events[0].output_after == 0
 
 
@@ -275,9 +278,9 @@ def test_no_pickle_and_no_yaml_on_any_path(tmp_path: Path, monkeypatch) -> None:
 def test_put_many_bulk_warms_the_cache_and_replaces_equal_prompts(cache: LeanCache) -> None:
     cache.put("q?", "old")
     cache.put_many(
-        ["What is the capital of France?", "How tall is Mount Everest?", "Q"], ["Paris", "8849 m", "new"]
+        ["How tall is the Eiffel Tower?", "How tall is Mount Everest?", "Q"], ["330 m", "8849 m", "new"]
     )
-    assert cache.get("Which city is the capital of France?") == "Paris"
+    assert cache.get("What is the height of the Eiffel Tower?") == "330 m"
     assert cache.get("What is the height of Mount Everest?") == "8849 m"
     assert cache.get("q") == "new" and cache.count() == 3
     with pytest.raises(ConfigurationError, match="one response per prompt"):

@@ -46,18 +46,18 @@ def test_exact_semantic_guard_and_isolation(backend: str, ns: str) -> None:
     cache = LeanCache(backend=backend)
     other = namespace_for("test-model", uuid.uuid4().hex)
     try:
-        cache.put("What is the capital of France?", "Paris", namespace=ns)
-        assert cache.lookup("what is the capital of france", namespace=ns).match == "normalized"
-        hit = cache.lookup("Which city is the capital of France?", namespace=ns)
-        assert hit is not None and hit.match == "semantic" and hit.response == "Paris"
-        assert cache.get("What is the capital of Germany?", namespace=ns) is None
-        assert cache.get("What is the capital of France?", namespace=other) is None
-        assert cache.get("Which city is the capital of France?", namespace=other) is None
+        cache.put("How tall is the Eiffel Tower?", "330 m", namespace=ns)
+        assert cache.lookup("how tall is the eiffel tower", namespace=ns).match == "normalized"
+        hit = cache.lookup("What is the height of the Eiffel Tower?", namespace=ns)
+        assert hit is not None and hit.match == "semantic" and hit.response == "330 m"
+        assert cache.get("How tall is the Berlin TV Tower?", namespace=ns) is None
+        assert cache.get("How tall is the Eiffel Tower?", namespace=other) is None
+        assert cache.get("What is the height of the Eiffel Tower?", namespace=other) is None
         long_answer = "é" * 20_000
         cache.put("long", long_answer, namespace=other)
         assert cache.get("long", namespace=other) == long_answer
         cache.clear(ns)
-        assert cache.get("What is the capital of France?", namespace=ns) is None
+        assert cache.get("How tall is the Eiffel Tower?", namespace=ns) is None
         assert cache.get("long", namespace=other) == long_answer
     finally:
         cache.clear(ns)

@@ -43,18 +43,18 @@ def lc_cache(tmp_path: Path):
 def test_global_cache_serves_an_llm_repeat_and_a_paraphrase(lc_cache: LeanCache) -> None:
     set_llm_cache(lc_cache)
     llm = FakeListLLM(responses=["first answer", "second answer", "third answer"])
-    assert llm.invoke("What is the capital of France?") == "first answer"
-    assert llm.invoke("What is the capital of France?") == "first answer"
-    assert llm.invoke("Which city is the capital of France?") == "first answer"
-    assert llm.invoke("What is the capital of Germany?") == "second answer"
+    assert llm.invoke("How tall is the Eiffel Tower?") == "first answer"
+    assert llm.invoke("How tall is the Eiffel Tower?") == "first answer"
+    assert llm.invoke("What is the height of the Eiffel Tower?") == "first answer"
+    assert llm.invoke("How tall is the Berlin TV Tower?") == "second answer"
 
 
 def test_per_model_cache_keeps_chat_generations_and_separates_models(lc_cache: LeanCache) -> None:
     chat_a = FakeListChatModel(responses=["Paris.", "unused"], cache=lc_cache)
     chat_b = FakeListChatModel(responses=["from model b"], cache=lc_cache, sleep=0.0)
-    question = [HumanMessage("What is the capital of France?")]
+    question = [HumanMessage("How tall is the Eiffel Tower?")]
     first = chat_a.invoke(question)
-    again = chat_a.invoke([HumanMessage("what is the capital of France")])
+    again = chat_a.invoke([HumanMessage("how tall is the Eiffel Tower")])
     assert isinstance(again, AIMessage) and again.content == first.content == "Paris."
     # Different model parameters, different llm_string: a different namespace.
     assert chat_b.invoke(question).content == "from model b"
@@ -62,7 +62,7 @@ def test_per_model_cache_keeps_chat_generations_and_separates_models(lc_cache: L
 
 async def test_async_chat_model_uses_the_cache(lc_cache: LeanCache) -> None:
     chat = FakeListChatModel(responses=["Paris.", "unused"], cache=lc_cache)
-    question = [HumanMessage("What is the capital of France?")]
+    question = [HumanMessage("How tall is the Eiffel Tower?")]
     assert (await chat.ainvoke(question)).content == "Paris."
     assert (await chat.ainvoke(question)).content == "Paris."
 
@@ -74,13 +74,13 @@ def test_stores_full_generations_as_json_and_records_the_saving(lc_cache: LeanCa
         ),
         Generation(text="second"),
     ]
-    lc_cache.update("What is the capital of France?", '{"model_name": "gpt-4o-mini"}', gens)
+    lc_cache.update("How tall is the Eiffel Tower?", '{"model_name": "gpt-4o-mini"}', gens)
     with Ledger() as ledger:
-        assert lc_cache.lookup("What is the capital of France?", '{"model_name": "gpt-4o-mini"}') == gens
+        assert lc_cache.lookup("How tall is the Eiffel Tower?", '{"model_name": "gpt-4o-mini"}') == gens
     (event,) = [e for e in ledger.events if e.layer == "cache"]
     assert event.model == "gpt-4o-mini"
     assert event.output_before == count_tokens("The capital is Paris.") + count_tokens("second") == 6
-    assert lc_cache.lookup("What is the capital of France?", '{"model_name": "gpt-4o"}') is None
+    assert lc_cache.lookup("How tall is the Eiffel Tower?", '{"model_name": "gpt-4o"}') is None
 
 
 def test_tenants_are_isolated(tmp_path: Path) -> None:

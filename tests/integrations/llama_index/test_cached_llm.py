@@ -59,11 +59,11 @@ def llm(tmp_path: Path, inner: CountingMockLLM) -> CachedLLM:
 
 
 def test_complete_is_served_from_cache(llm: CachedLLM, inner: CountingMockLLM) -> None:
-    first = llm.complete("What is the capital of France?")
-    assert llm.complete("What is the capital of France?").text == first.text
-    assert llm.complete("Which city is the capital of France?").text == first.text
+    first = llm.complete("How tall is the Eiffel Tower?")
+    assert llm.complete("How tall is the Eiffel Tower?").text == first.text
+    assert llm.complete("What is the height of the Eiffel Tower?").text == first.text
     assert inner.calls == 1
-    llm.complete("What is the capital of Germany?")
+    llm.complete("How tall is the Berlin TV Tower?")
     assert inner.calls == 2
 
 
@@ -99,9 +99,9 @@ def test_chat_and_stream_chat(tmp_path: Path) -> None:
 
 
 async def test_async_complete_chat_and_streams(llm: CachedLLM, inner: CountingMockLLM) -> None:
-    first = await llm.acomplete("What is the capital of France?")
-    assert (await llm.acomplete("What is the capital of France?")).text == first.text
-    chunks = [c async for c in await llm.astream_complete("What is the capital of France?")]
+    first = await llm.acomplete("How tall is the Eiffel Tower?")
+    assert (await llm.acomplete("How tall is the Eiffel Tower?")).text == first.text
+    chunks = [c async for c in await llm.astream_complete("How tall is the Eiffel Tower?")]
     assert chunks[-1].text == first.text
     assert inner.calls == 1
     messages = [ChatMessage(role="user", content="Name a primary colour.")]
@@ -139,7 +139,7 @@ def test_cached_llm_as_settings_llm_under_a_vector_store_query_engine(tmp_path: 
         with Ledger() as ledger:
             first = engine.query("How tall is Mount Everest?")
             second = engine.query("How tall is Mount Everest?")
-            other = engine.query("What is the capital of France?")
+            other = engine.query("How tall is the Eiffel Tower?")
         assert str(first) == str(second) and str(first)
         assert inner.calls == 2, "the repeated query must be answered from the cache"
         assert str(other)
