@@ -81,7 +81,7 @@ CONCISE_REWRITES: tuple[Rewrite, ...] = (
     ),
     Rewrite(
         "intro_below_label",
-        rf"{_SENT}(?:some |a |an |the )?(?P<x>[\w -]{{1,40}}?) (?:is|are) (?:provided |given |shown |listed )?below[.:]?(?=\n)",
+        rf"{_SENT}(?:some |a |an |the )?(?P<x>[\w -]{{1,60}}?) (?:is|are) (?:provided |given |shown |listed )?below[.:]?(?=\n)",
         _label,
         ("Some choices are given below.\n{context_list}", "Choices:\n{context_list}"),
     ),
@@ -521,7 +521,9 @@ def join_broken_lines(text: str) -> str:
     return re.sub(r"(?<=[a-z,])\n(?=[a-z])", " ", text)
 
 
-_KEEP_ARTICLE = r"(?!few\b|little\b|lot\b|bit\b|number of\b)"
+# "a few", "a little", "a lot", "a bit", "a number of" mean something else without "a".
+_ARTICLE = r"(?:the|an?(?! (?:few|little|lot|bit|number of)\b))"
+_CAPITAL_ARTICLE = r"(?:The|An?(?! (?:few|little|lot|bit|number of)\b))"
 
 
 def drop_articles(text: str) -> str:
@@ -540,9 +542,9 @@ def drop_articles(text: str) -> str:
         # capitals ("IMPORTANT NOTE: ...") used once.
         heading = label is not None and label not in repeated and line.split(":", 1)[0].isupper()
         if len(line.split()) >= 6 and (label is None or heading):
-            line = re.sub(rf"(?<=[\w,;(]) (?:the|an?) {_KEEP_ARTICLE}(?=[A-Za-z0-9])", " ", line)
+            line = re.sub(rf"(?<=[\w,;(]) {_ARTICLE} (?=[A-Za-z0-9])", " ", line)
             line = re.sub(
-                rf"(^|[.!?] |^- )(?:The|An?) {_KEEP_ARTICLE}([a-z])",
+                rf"(^|[.!?] |^- ){_CAPITAL_ARTICLE} ([a-z])",
                 lambda m: m.group(1) + m.group(2).upper(),
                 line,
             )
