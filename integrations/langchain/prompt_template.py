@@ -150,7 +150,10 @@ class LeanPromptTemplate(StringPromptTemplate):
         """
         values = self._merge_partial_and_user_variables(**kwargs)
         core = self.lean_prompt()
-        return core.format(**{k: v for k, v in values.items() if k in (core.input_variables or [])})
+        used = {k: v for k, v in values.items() if k in (core.input_variables or [])}
+        # pretty_repr()/pretty_print() render "{name}" for each variable: not a model call.
+        placeholder_render = bool(used) and all(v == f"{{{k}}}" for k, v in used.items())
+        return core.render(used, record=not placeholder_render)
 
     def token_report(self) -> Any:
         """:class:`~lean_plugins.prompts.TokenReport` of the fixed text against the source."""

@@ -112,10 +112,7 @@ class LeanPromptTemplate(BasePromptTemplate):
         # get_empty_prompt_txt passes the partials again plus "" for every other variable.
         fresh = [v for k, v in kwargs.items() if k not in self.kwargs or self.kwargs[k] is not v]
         measuring = bool(kwargs) and all(v == "" for v in fresh)
-        lean = self.lean
-        if measuring and lean.record_to_ledger:
-            lean = LeanPrompt(**{**lean.to_config(), "record_to_ledger": False})
-        prompt = lean.format(**used)
+        prompt = self.lean.render(used, record=not measuring)
         if self.output_parser is not None:
             prompt = self.output_parser.format(prompt)
         if completion_to_prompt is not None:

@@ -264,9 +264,14 @@ class LeanPrompt:
 
     def format(self, **values: Any) -> str:
         """Render the prompt; records the tokens saved in the ledger."""
+        return self.render(values)
+
+    def render(self, values: Mapping[str, Any], *, record: bool = True) -> str:
+        """:meth:`format` with the values as a mapping; ``record=False`` skips the ledger
+        (for renders that only measure the prompt, not calls to a model)."""
         merged = self._values(values)
         rendered = format_template(self.template(self._chosen_examples(merged)), merged, owner="LeanPrompt")
-        if self.record_to_ledger:
+        if record and self.record_to_ledger:
             self._record(merged, rendered)
         return rendered
 

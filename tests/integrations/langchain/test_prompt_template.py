@@ -202,6 +202,9 @@ def test_lean_from_records_savings_against_the_source() -> None:
     assert len(events) == 2
     assert events[0].input_before == count_tokens(PROMPT.format(**values))
     assert events[0].input_after == count_tokens(text) < events[0].input_before
+    with Ledger() as ledger:
+        assert "{question}" in lean.pretty_repr()
+    assert ledger.events == []  # showing the template is not a render for a model
     report = lean.token_report()
     assert report.source_fixed_tokens == count_tokens(strip_variables(PROMPT.template))
     assert report.reduction > 0.2
