@@ -36,7 +36,20 @@ _TEXT_MESSAGE_TEMPLATES = (SystemMessagePromptTemplate, HumanMessagePromptTempla
 _SECTION_FIELDS = ("role", "task", "context", "constraints", "output_format", "examples", "input")
 
 
-class LeanPromptTemplate(StringPromptTemplate):
+class _LeanSerializable:
+    """Serialisable under our own namespace, so ``load`` imports this module."""
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        """``["lean_plugins", "langchain", "prompt_template"]``: the module to import on load."""
+        return _NAMESPACE
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        return True
+
+
+class LeanPromptTemplate(_LeanSerializable, StringPromptTemplate):
     """A compact, sectioned prompt template; every render records its token saving.
 
     Example:
@@ -109,15 +122,6 @@ class LeanPromptTemplate(StringPromptTemplate):
             )
         return values
 
-    @classmethod
-    def get_lc_namespace(cls) -> list[str]:
-        """``["lean_plugins", "langchain", "prompt_template"]``: the module to import on load."""
-        return _NAMESPACE
-
-    @classmethod
-    def is_lc_serializable(cls) -> bool:
-        return True
-
     @property
     def _prompt_type(self) -> str:
         return "lean"
@@ -160,7 +164,7 @@ class LeanPromptTemplate(StringPromptTemplate):
         return self.lean_prompt().token_report()
 
 
-class LeanChatPromptTemplate(ChatPromptTemplate):
+class LeanChatPromptTemplate(_LeanSerializable, ChatPromptTemplate):
     """A ``ChatPromptTemplate`` whose messages are lean; renders record their token saving.
 
     Build it from sections (system message) and a human message with :meth:`from_sections`,
@@ -171,14 +175,6 @@ class LeanChatPromptTemplate(ChatPromptTemplate):
     """For each message, the verbose template it replaces (None: not rewritten)."""
     record_to_ledger: bool = True
     """Record tokens before/after for each render in the savings ledger."""
-
-    @classmethod
-    def get_lc_namespace(cls) -> list[str]:
-        return _NAMESPACE
-
-    @classmethod
-    def is_lc_serializable(cls) -> bool:
-        return True
 
     @classmethod
     def from_sections(
