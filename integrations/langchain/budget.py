@@ -29,7 +29,7 @@ from langchain_core.prompts import BasePromptTemplate
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, RunnableSequence
 from langchain_core.runnables.config import ensure_config
 
-from lean_plugins.budget import BudgetResult, OutputBudget, route_for_template
+from lean_plugins.budget import BudgetResult, BudgetRun, OutputBudget, route_for_template
 from lean_plugins.budget.tracker import CallTracker, TrackedCall
 from lean_plugins.errors import BudgetExceededError
 from lean_plugins.tokens import Tokenizer, count_tokens
@@ -102,11 +102,17 @@ class OutputBudgetCallbackHandler(BaseCallbackHandler):
         tokenizer: str | Tokenizer | None = None,
         stop_stream: bool = True,
         prompt: str | None = None,
+        criterion: BudgetRun | None = None,
     ) -> None:
         super().__init__()
         budget = budget if isinstance(budget, OutputBudget) else OutputBudget(budget)
         self.tracker = CallTracker(
-            budget, route=route, budget_tokens=budget_tokens, tokenizer=tokenizer, prompt=prompt
+            budget,
+            route=route,
+            budget_tokens=budget_tokens,
+            tokenizer=tokenizer,
+            prompt=prompt,
+            criterion=criterion,
         )
         self.stop_stream = stop_stream
         self.raise_error = stop_stream
@@ -216,24 +222,44 @@ class BudgetedText(str):
         return obj
 
 
-def _set_max_tokens(runnable: Runnable, budget: int) -> Runnable:
+def is_local_model(model: Any) -> bool:
+    """True for our own local models (``LeanChatModel``, ``LeanLLM``), which take a stopping
+    criterion, so the budget stops them exactly, inside generation."""
+    return type(model).__module__.startswith("lean_plugins.") and hasattr(model, "local_llm")
+
+
+def find_model(runnable: Runnable) -> BaseLanguageModel | None:
+    """The language model inside ``runnable`` (itself, a binding of it, or a chain step)."""
+    if isinstance(runnable, BaseLanguageModel):
+        return runnable
+    if isinstance(runnable, RunnableBinding):
+        return find_model(runnable.bound)
+    if isinstance(runnable, RunnableSequence):
+        return next((m for m in map(find_model, runnable.steps) if m is not None), None)
+    return None
+
+
+def _set_max_tokens(runnable: Runnable, budget: int, criterion: BudgetRun | None = None) -> Runnable:
     """A copy of ``runnable`` whose model generates at most ``budget`` tokens, where the
-    model has a max-tokens field; otherwise ``runnable`` itself (the handler still stops it)."""
+    model has a max-tokens field; otherwise ``runnable`` itself (the handler still stops it).
+    ``criterion``: also bound to the model as its ``stopping_criteria`` (our local models)."""
     if isinstance(runnable, BaseLanguageModel):
         fields = type(runnable).model_fields
+        capped: Runnable = runnable
         for name in MAX_TOKENS_FIELDS:
             if name in fields:
                 current = getattr(runnable, name, None)
                 limit = budget if not isinstance(current, int) or current <= 0 else min(current, budget)
-                return runnable.model_copy(update={name: limit})
-        return runnable
+                capped = runnable.model_copy(update={name: limit})
+                break
+        return capped.bind(stopping_criteria=[criterion]) if criterion is not None else capped
     if isinstance(runnable, RunnableBinding):
-        bound = _set_max_tokens(runnable.bound, budget)
+        bound = _set_max_tokens(runnable.bound, budget, criterion)
         return runnable if bound is runnable.bound else runnable.model_copy(update={"bound": bound})
     if isinstance(runnable, RunnableSequence):
         steps = list(runnable.steps)
         for i, step in enumerate(steps):
-            replaced = _set_max_tokens(step, budget)
+            replaced = _set_max_tokens(step, budget, criterion)
             if replaced is not step:
                 steps[i] = replaced
                 return RunnableSequence(*steps, name=runnable.name)
@@ -311,6 +337,17 @@ class BudgetedRunnable(Runnable[Any, Any]):
     def _prepare(self, input: Any, config: RunnableConfig | None) -> tuple[Runnable, RunnableConfig, Any]:
         prompt = _prompt_text(input)
         tokens = self.budget.budget_for(prompt, route=self.route)
+        criterion = None
+        model = find_model(self.runnable)
+        if model is not None and is_local_model(model):
+            # our local model stops itself at the budget: the run is its stopping criterion
+            criterion = self.budget.start(
+                prompt,
+                route=self.route,
+                budget=tokens,
+                model=self.budget.model or getattr(model, "model_name", None),
+                input_tokens=0,  # the model reports its own prompt tokens (usage_metadata)
+            )
         handler = OutputBudgetCallbackHandler(
             self.budget,
             route=self.route,
@@ -318,6 +355,7 @@ class BudgetedRunnable(Runnable[Any, Any]):
             tokenizer=self.tokenizer,
             stop_stream=False,
             prompt=prompt,
+            criterion=criterion,
         )
         config = ensure_config(config)
         callbacks = config.get("callbacks")
@@ -329,7 +367,7 @@ class BudgetedRunnable(Runnable[Any, Any]):
             manager = callbacks.copy()
             manager.add_handler(handler, inherit=True)
             config["callbacks"] = manager
-        return _set_max_tokens(self.runnable, tokens), config, handler
+        return _set_max_tokens(self.runnable, tokens, criterion), config, handler
 
     @staticmethod
     def _step(handler: OutputBudgetCallbackHandler, chunk: Any) -> tuple[str | None, bool]:
@@ -339,6 +377,9 @@ class BudgetedRunnable(Runnable[Any, Any]):
         call = handler.tracker.latest
         if text is None or call is None:
             return None, False
+        if call.criterion:
+            call.output += text  # the model stops itself; show what is sure to be kept
+            return call.take(), False
         if not call.streamed and call.result is None:
             handler.feed(call, text)  # a model that streams without on_llm_new_token
         return call.take(), call.stopped

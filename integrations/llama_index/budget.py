@@ -238,6 +238,39 @@ def _capped(llm: LLM, budget: int) -> tuple[LLM, bool]:
     return llm, False
 
 
+def is_local_model(llm: Any) -> bool:
+    """True for our own local LLM (``LeanLocalLLM``), which takes a stopping criterion, so the
+    budget stops it exactly, inside generation."""
+    return type(llm).__module__.startswith("lean_plugins.") and hasattr(llm, "local_llm")
+
+
+class _BudgetedCall:
+    """State of one call of a :class:`BudgetedLLM`."""
+
+    def __init__(self, run: BudgetRun, *, capped: bool, local: bool) -> None:
+        self.run = run
+        self.capped = capped
+        self.local = local
+        self.seen = ""  # everything the inner LLM streamed
+        self.emitted = 0  # characters handed out (criterion mode)
+
+    def step(self, response: Any) -> str:
+        """The kept text this inner response adds (a prefix of the final text, never more)."""
+        if response.delta is not None:
+            delta = response.delta
+        else:  # an LLM that sends only the text so far
+            text = _response_text(response) or ""
+            delta = text[len(self.seen) :] if text.startswith(self.seen) else ""
+        self.seen += delta
+        if not self.local:
+            return self.run.feed(delta)
+        safe = min(self.run.safe_length(), len(self.seen))  # the model stops itself
+        if safe <= self.emitted:
+            return ""
+        out, self.emitted = self.seen[self.emitted : safe], safe
+        return out
+
+
 class BudgetedLLM(LLM):
     """A LlamaIndex LLM whose every call stops at its output budget; see
     :func:`with_output_budget`."""
@@ -259,23 +292,31 @@ class BudgetedLLM(LLM):
         return self.llm.metadata
 
     # -- shared steps -------------------------------------------------------------------------
-    def _begin(self, prompt: str, input_tokens: int | None = None) -> tuple[LLM, BudgetRun, bool]:
+    def _begin(self, prompt: str, input_tokens: int | None = None) -> tuple[LLM, _BudgetedCall, dict]:
+        """The inner LLM capped at the call's budget, the call's state, extra call kwargs."""
         tokens = self.budget.budget_for(prompt, route=self.route)
         inner, capped = _capped(self.llm, tokens)
+        local = is_local_model(self.llm)
         run = self.budget.start(
             prompt,
             route=self.route,
             budget=tokens,
             model=self.budget.model or _model_name(self.llm.to_dict()),
-            input_tokens=input_tokens,
+            input_tokens=0 if local else input_tokens,  # a local model reports its own
         )
-        return inner, run, capped
+        # our local model takes the run as its stopping criterion: it stops itself, exactly
+        extra = {"stopping_criteria": [run]} if local else {}
+        return inner, _BudgetedCall(run, capped=capped, local=local), extra
 
-    def _end(self, run: BudgetRun, capped: bool, last: Any) -> BudgetResult:
+    def _end(self, call: _BudgetedCall, last: Any) -> BudgetResult:
+        run = call.run
         input_tokens, output_tokens = _usage(last)
         reached = (output_tokens or run.tokens_so_far) >= run.budget
         result = run.finish(
-            output_tokens=output_tokens, input_tokens=input_tokens, truncated_by_provider=capped and reached
+            call.seen if call.local else None,
+            output_tokens=output_tokens,
+            input_tokens=input_tokens,
+            truncated_by_provider=call.capped and reached,
         )
         if self.raise_on_stop and result.stopped:
             raise BudgetExceededError(
@@ -286,16 +327,8 @@ class BudgetedLLM(LLM):
             )
         return result
 
-    @staticmethod
-    def _delta(response: Any, seen: str) -> str:
-        if response.delta is not None:
-            return response.delta
-        text = _response_text(response) or ""
-        return text[len(seen) :] if text.startswith(seen) else ""
-
-    def _follow(self, stream: Iterator[Any], run: BudgetRun) -> Iterator[tuple[str, Any]]:
+    def _follow(self, stream: Iterator[Any], call: _BudgetedCall) -> Iterator[tuple[str, Any]]:
         """Read ``stream`` (inner responses), yield (kept delta, response); stop at the budget."""
-        seen = ""
         try:
             while True:
                 token = _inside_budgeted_call.set(True)
@@ -305,18 +338,15 @@ class BudgetedLLM(LLM):
                     return
                 finally:
                     _inside_budgeted_call.reset(token)
-                delta = self._delta(response, seen)
-                seen += delta
-                yield run.feed(delta), response
-                if run.stopped:
+                yield call.step(response), response
+                if call.run.stopped and not call.local:
                     return
         finally:
             close = getattr(stream, "close", None)
             if close is not None:
                 close()  # at the budget: stop the inner stream (and its billing)
 
-    async def _afollow(self, stream: Any, run: BudgetRun) -> AsyncIterator[tuple[str, Any]]:
-        seen = ""
+    async def _afollow(self, stream: Any, call: _BudgetedCall) -> AsyncIterator[tuple[str, Any]]:
         try:
             while True:
                 token = _inside_budgeted_call.set(True)
@@ -326,10 +356,8 @@ class BudgetedLLM(LLM):
                     return
                 finally:
                     _inside_budgeted_call.reset(token)
-                delta = self._delta(response, seen)
-                seen += delta
-                yield run.feed(delta), response
-                if run.stopped:
+                yield call.step(response), response
+                if call.run.stopped and not call.local:
                     return
         finally:
             aclose = getattr(stream, "aclose", None)
@@ -377,70 +405,70 @@ class BudgetedLLM(LLM):
 
     # -- streaming ----------------------------------------------------------------------------
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
-        inner, run, capped = self._begin(prompt)
-        stream = self._inner(inner.stream_complete, prompt, formatted=formatted, **kwargs)
+        inner, call, extra = self._begin(prompt)
+        stream = self._inner(inner.stream_complete, prompt, formatted=formatted, **kwargs, **extra)
 
         def gen() -> CompletionResponseGen:
             text, last = "", None
-            for delta, last in self._follow(stream, run):
+            for delta, last in self._follow(stream, call):
                 if delta:
                     text += delta
                     yield self._completion_response(text, delta, None, last.raw)
-            result = self._end(run, capped, last)
-            rest = run.remaining_text()
-            yield self._completion_response(text + rest, rest, result, getattr(last, "raw", None))
+            result = self._end(call, last)
+            rest = result.text[len(text) :]
+            yield self._completion_response(result.text, rest, result, getattr(last, "raw", None))
 
         return gen()
 
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         prompt, input_tokens = self._chat_input(messages)
-        inner, run, capped = self._begin(prompt, input_tokens)
-        stream = self._inner(inner.stream_chat, messages, **kwargs)
+        inner, call, extra = self._begin(prompt, input_tokens)
+        stream = self._inner(inner.stream_chat, messages, **kwargs, **extra)
 
         def gen() -> ChatResponseGen:
             text, last = "", None
-            for delta, last in self._follow(stream, run):
+            for delta, last in self._follow(stream, call):
                 if delta:
                     text += delta
                     yield self._chat_response(text, delta, None, last.raw)
-            result = self._end(run, capped, last)
-            rest = run.remaining_text()
-            yield self._chat_response(text + rest, rest, result, getattr(last, "raw", None))
+            result = self._end(call, last)
+            rest = result.text[len(text) :]
+            yield self._chat_response(result.text, rest, result, getattr(last, "raw", None))
 
         return gen()
 
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        inner, run, capped = self._begin(prompt)
-        stream = await self._ainner(inner.astream_complete, prompt, formatted=formatted, **kwargs)
+        inner, call, extra = self._begin(prompt)
+        stream = await self._ainner(inner.astream_complete, prompt, formatted=formatted, **kwargs, **extra)
 
         async def gen() -> CompletionResponseAsyncGen:
             text, last = "", None
-            async for delta, last in self._afollow(stream, run):
+            async for delta, last in self._afollow(stream, call):
                 if delta:
                     text += delta
                     yield self._completion_response(text, delta, None, last.raw)
-            result = self._end(run, capped, last)
-            rest = run.remaining_text()
-            yield self._completion_response(text + rest, rest, result, getattr(last, "raw", None))
+            result = self._end(call, last)
+            rest = result.text[len(text) :]
+            yield self._completion_response(result.text, rest, result, getattr(last, "raw", None))
 
         return gen()
 
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         prompt, input_tokens = self._chat_input(messages)
-        inner, run, capped = self._begin(prompt, input_tokens)
-        stream = await self._ainner(inner.astream_chat, messages, **kwargs)
+        inner, call, extra = self._begin(prompt, input_tokens)
+        stream = await self._ainner(inner.astream_chat, messages, **kwargs, **extra)
 
         async def gen() -> ChatResponseAsyncGen:
             text, last = "", None
-            async for delta, last in self._afollow(stream, run):
+            async for delta, last in self._afollow(stream, call):
                 if delta:
                     text += delta
                     yield self._chat_response(text, delta, None, last.raw)
-            result = self._end(run, capped, last)
-            rest = run.remaining_text()
-            yield self._chat_response(text + rest, rest, result, getattr(last, "raw", None))
+            result = self._end(call, last)
+            rest = result.text[len(text) :]
+            yield self._chat_response(result.text, rest, result, getattr(last, "raw", None))
 
         return gen()
 

@@ -24,9 +24,14 @@ class TrackedCall:
     """One LLM call followed by a handler."""
 
     run: BudgetRun
+    criterion: bool = False
+    """True when the run is the model's own stopping criterion (a local model): the model
+    stops itself, exactly, and streamed text is not counted again."""
     streamed: bool = False
     """True once a streamed piece arrived through the framework's token event."""
     pending: str = ""
+    output: str = ""
+    """Criterion mode: the text the model streamed so far (kept by the caller)."""
     taken: int = 0
     result: BudgetResult | None = None
 
@@ -38,6 +43,9 @@ class TrackedCall:
         """Kept text not handed out yet: always a prefix of the final text, never more."""
         if self.result is not None:
             out = self.result.text[self.taken :]
+        elif self.criterion:
+            safe = min(self.run.safe_length(), len(self.output))
+            out = self.output[self.taken : safe] if safe > self.taken else ""
         else:
             out, self.pending = self.pending, ""
         self.taken += len(out)
@@ -57,6 +65,7 @@ class CallTracker:
         prompt: str | None = None,
         keep_results: int = 1000,
         skip_nested: bool = False,
+        criterion: BudgetRun | None = None,
     ) -> None:
         self.budget = budget
         self.route = route
@@ -64,6 +73,7 @@ class CallTracker:
         self.tokenizer = tokenizer
         self.prompt = prompt
         self.skip_nested = skip_nested
+        self._criterion = criterion  # the first call runs with this run as its stopping criterion
         self._lock = threading.Lock()
         self._calls: dict[Hashable, TrackedCall] = {}
         self.latest: TrackedCall | None = None
@@ -91,15 +101,19 @@ class CallTracker:
             with self._lock:
                 self._nested.add(key)
             return None
-        run = self.budget.start(
-            self.prompt if self.prompt is not None else prompt,
-            route=self.route,
-            budget=self.budget_tokens,
-            model=self.budget.model or model,  # a model name set on the budget wins
-            input_tokens=input_tokens,
-            tokenizer=self.tokenizer,
-        )
-        call = TrackedCall(run)
+        if self._criterion is not None:
+            call = TrackedCall(self._criterion, criterion=True)
+            self._criterion = None
+        else:
+            run = self.budget.start(
+                self.prompt if self.prompt is not None else prompt,
+                route=self.route,
+                budget=self.budget_tokens,
+                model=self.budget.model or model,  # a model name set on the budget wins
+                input_tokens=input_tokens,
+                tokenizer=self.tokenizer,
+            )
+            call = TrackedCall(run)
         with self._lock:
             self._calls[key] = call
             self.latest = call
@@ -112,7 +126,7 @@ class CallTracker:
 
     def feed(self, call: TrackedCall, text: str) -> None:
         """Count a streamed piece of ``call``'s answer."""
-        if call.result is None:
+        if call.result is None and not call.criterion:
             out = call.run.feed(text)
             if out:
                 call.pending += out
@@ -147,10 +161,13 @@ class CallTracker:
     ) -> BudgetResult:
         if call.result is not None:
             return call.result
-        if text and not call.streamed and call.run.tokens_so_far == 0:
+        if text and not call.criterion and not call.streamed and call.run.tokens_so_far == 0:
             call.run.feed(text)  # not streamed: account (and judge) the whole answer
         result = call.run.finish(
-            output_tokens=output_tokens, input_tokens=input_tokens, truncated_by_provider=truncated
+            text if call.criterion else None,
+            output_tokens=output_tokens,
+            input_tokens=input_tokens,
+            truncated_by_provider=truncated,
         )
         call.result = result
         with self._lock:

@@ -10,35 +10,19 @@ import pytest
 
 from lean_plugins.budget import OutputBudget, UsageAccountant
 from lean_plugins.ledger import Ledger
+from tests.budget_stories import STORY_START, stories_local_llm
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
-
-# The start of a story the model finishes by itself within ~80 tokens (greedy decoding).
-STORY_START = (
-    "The cat was sad because it lost its toy. Then the dog found the toy and gave it back. "
-    "The cat was happy again."
-)
 
 
 @pytest.fixture(scope="module")
 def stories_llm(shared_data, tmp_path_factory) -> Iterator[Any]:
-    runtime = pytest.importorskip("lean_plugins.pruning.runtime")
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lean_plugins.pruning.convert import convert_llama2c
-
-    folder = tmp_path_factory.mktemp("stories260K")
-    src = shared_data / "models" / "stories260K"
-    convert_llama2c(src / "stories260K.bin", src / "tok512.model", folder)
-    model = AutoModelForCausalLM.from_pretrained(folder)
-    # llama2.c models end a story with BOS (id 1), as llama2.c's run.c stops on it: count it
-    # as end of sequence, so eos_probability is the model's real wish to end.
-    model.generation_config.eos_token_id = [2, 1]
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    llm = stories_local_llm(shared_data, tmp_path_factory.mktemp("stories260K"))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a 260K-parameter model runs fastest on one thread
-    yield runtime.LeanLocalLLM(model, tokenizer, record_usage=False, model_name="stories260K")
+    yield llm
     torch.set_num_threads(threads)
 
 
