@@ -147,12 +147,15 @@ def bench_handler_cost(answers: list[str], repeats: int) -> dict[str, float]:
         OutputBudget(100_000, accountant=accountant, model="gpt-4o-mini"), stop_stream=False
     )
     messages = [[HumanMessage("Tell me a story.")]]
-    per_token = 0.0
-    per_call = 0.0
+    pass_token: list[float] = []
+    pass_call: list[float] = []
     from langchain_core.messages import AIMessage
     from langchain_core.outputs import ChatGeneration, LLMResult
 
+    # Several passes over the same streams; the machine is shared, so the fastest pass is the
+    # handler's cost and the median shows the noise (timeit's convention).
     for _ in range(repeats):
+        per_token = per_call = 0.0
         for chunks, answer in zip(streams, answers, strict=True):
             run_id = uuid4()
             t0 = time.perf_counter()
@@ -169,8 +172,11 @@ def bench_handler_cost(answers: list[str], repeats: int) -> dict[str, float]:
             t3 = time.perf_counter()
             per_token += t2 - t1
             per_call += (t1 - t0) + (t3 - t2)
-    calls = len(streams) * repeats
+        pass_token.append(per_token)
+        pass_call.append(per_call)
     assert accountant.totals().output_tokens == n_tokens, "handler counted every streamed token"
+    n_tokens //= repeats
+    calls = len(streams)
 
     # Inside LangChain: the same answers streamed by GenericFakeChatModel (one chunk per token).
     joined = ["\u2063".join(s) for s in streams]  # an invisible separator splits nothing else
@@ -196,13 +202,17 @@ def bench_handler_cost(answers: list[str], repeats: int) -> dict[str, float]:
                 pass
         return time.perf_counter() - t0
 
-    bare = stream_all(None)
-    with_handler = stream_all([OutputBudgetCallbackHandler(OutputBudget(100_000), stop_stream=False)])
+    bare = min(stream_all(None) for _ in range(3))
+    with_handler = min(
+        stream_all([OutputBudgetCallbackHandler(OutputBudget(100_000), stop_stream=False)]) for _ in range(3)
+    )
     return {
         "tokens": n_tokens,
         "calls": calls,
-        "own_us_per_token": 1e6 * per_token / n_tokens,
-        "own_us_per_call": 1e6 * per_call / calls,
+        "passes": repeats,
+        "own_us_per_token": 1e6 * min(pass_token) / n_tokens,
+        "own_us_per_token_median": 1e6 * statistics.median(pass_token) / n_tokens,
+        "own_us_per_call": 1e6 * min(pass_call) / calls,
         "langchain_us_per_token_bare": 1e6 * bare / n_tokens,
         "langchain_us_per_token_with_handler": 1e6 * with_handler / n_tokens,
     }
@@ -408,7 +418,8 @@ def render(
         "",
         "| measure | value | target |",
         "|---|---:|---:|",
-        f"| own cost: `on_llm_new_token`, no framework dispatch ({cost['tokens']:,} tokens) | "
+        f"| own cost: `on_llm_new_token`, no framework dispatch ({cost['tokens']:,} tokens; "
+        f"fastest of {cost['passes']} passes, median {cost['own_us_per_token_median']:.2f} µs) | "
         f"{cost['own_us_per_token']:.2f} µs | < {COST_TARGET_US:.0f} µs |",
         f"| own cost per call: start + end with accounting ({cost['calls']:,} calls) | {cost['own_us_per_call']:.0f} µs | |",
         f"| LangChain stream per token, no handler | {cost['langchain_us_per_token_bare']:.1f} µs | |",
@@ -502,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.quick
 
     t0 = time.perf_counter()
-    cost = bench_handler_cost(answers[:100] if quick else answers[:400], repeats=1 if quick else 3)
+    cost = bench_handler_cost(answers[:100] if quick else answers[:400], repeats=3 if quick else 5)
     print(f"handler cost: {json.dumps(cost)}  ({time.perf_counter() - t0:.0f}s)", flush=True)
     t0 = time.perf_counter()
     adherence = bench_adherence(answers, 200 if quick else 1000)
@@ -512,7 +523,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"prediction: {json.dumps(prediction[0]['all'])}  ({time.perf_counter() - t0:.0f}s)", flush=True)
     t0 = time.perf_counter()
     confidence = bench_confidence(
-        data, n_prompts=8 if quick else 30, thresholds=[0.05, 0.1, 0.2, 0.3], budget_tokens=256
+        data,
+        n_prompts=6 if quick else 16,
+        thresholds=[0.05, 0.1] if quick else [0.05, 0.1, 0.2],
+        budget_tokens=256,
     )
     print(f"confidence: done ({time.perf_counter() - t0:.0f}s)", flush=True)
 
