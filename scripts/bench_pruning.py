@@ -293,7 +293,7 @@ def main() -> int:
     args = parser.parse_args()
     q_ratios = [0.2] if args.quick else [0.1, 0.2, 0.3, 0.4]
     args.ratios = q_ratios
-    args.calib_docs, args.eval_docs = (50, 80) if args.quick else (100, 150)
+    args.calib_docs, args.eval_docs = (50, 80) if args.quick else (100, 120)
     args.random_seeds = 10
     args.prefill_tokens, args.decode_tokens = (128, 8) if args.quick else (512, 32)
     args.speed_rounds, args.ttft_repeats = (1, 2) if args.quick else (3, 3)

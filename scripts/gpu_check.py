@@ -44,6 +44,7 @@ def backends(torch: Any, on_cuda: bool) -> list[tuple[str, str, Any]]:
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
         out.append(("sdpa (flash kernel forced)", "sdpa", lambda: sdpa_kernel([SDPBackend.FLASH_ATTENTION])))
+        out.append(("sdpa (kernel chosen by torch)", "sdpa", contextlib.nullcontext))
     else:
         out.append(("sdpa", "sdpa", contextlib.nullcontext))
     out.append(("eager", "eager", contextlib.nullcontext))

@@ -41,26 +41,38 @@ def tokenize_documents(tokenizer: Any, texts: Iterable[str], max_length: int) ->
 
 
 def negative_log_likelihood(
-    model: Any, sequences: Sequence[Sequence[int]], *, progress: bool = False
+    model: Any, sequences: Sequence[Sequence[int]], *, batch_size: int = 16, progress: bool = False
 ) -> tuple[float, int]:
-    """Summed next-token NLL (nats) and the number of predicted tokens over ``sequences``."""
+    """Summed next-token NLL (nats) and the number of predicted tokens over ``sequences``.
+
+    Sequences of similar length are scored together, right-padded and masked, which gives
+    the same sums as one at a time (up to float rounding) in a fraction of the time.
+    """
     torch = require("torch", "local")
     device = next(model.parameters()).device
-    total, count = 0.0, 0
-    iterator: Iterable = sequences
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    iterator: Iterable = batches
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(sequences, desc="perplexity", unit="doc")
+        iterator = tqdm(batches, desc="perplexity", unit="batch")
+    total, count = 0.0, 0
     was_training = model.training
     model.eval()
     with torch.inference_mode():
-        for ids in iterator:
-            x = torch.tensor([list(ids)], device=device)
-            logits = model(input_ids=x, use_cache=False).logits[0, :-1].float()
-            nll = torch.nn.functional.cross_entropy(logits, x[0, 1:], reduction="sum")
-            total += float(nll)
-            count += x.shape[1] - 1
+        for batch in iterator:
+            longest = max(len(sequences[i]) for i in batch)
+            ids = torch.zeros(len(batch), longest, dtype=torch.long, device=device)
+            mask = torch.zeros_like(ids)
+            for row, i in enumerate(batch):
+                seq = torch.tensor(list(sequences[i]), device=device)
+                ids[row, : len(seq)], mask[row, : len(seq)] = seq, 1
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
+            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+            valid = mask[:, 1:].bool()
+            total += float(nll[valid].sum())
+            count += int(valid.sum())
     model.train(was_training)
     return total, count
 
