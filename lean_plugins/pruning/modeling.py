@@ -213,7 +213,7 @@ def _load_non_uniform(
     if getattr(config, "tie_word_embeddings", False):
         model.lm_head.weight = base.embed_tokens.weight
     sync_attention_attributes(model)
-    return model.to(dtype)
+    return model  # weights already in ``dtype``; the rotary buffer stays float32 as transformers keeps it
 
 
 def reshape_layer(layer: Any, shape: dict[str, int]) -> None:
