@@ -20,6 +20,9 @@ from typing import Any
 
 from lean_plugins.tokens import DEFAULT_TOKENIZER, Tokenizer, get_tokenizer
 
+#: Characters of uncommitted text a lazy :meth:`StreamingTokenCounter.feed` may hold.
+LAZY_CHARS = 24
+
 
 def _decode_prefix(tokenizer: Any, ids: list[int]) -> str:
     """Text of ``ids``; a multi-byte character cut in half at the end is dropped, not garbled."""
@@ -87,13 +90,27 @@ class StreamingTokenCounter:
         """The text after the committed part (the open piece)."""
         return self._tail
 
-    def feed(self, chunk: str) -> str:
-        """Add ``chunk``; returns the text newly committed by it (may be empty)."""
+    def feed(self, chunk: str, *, exact_from: int | None = None) -> str:
+        """Add ``chunk``; returns the text newly committed by it (may be empty).
+
+        ``exact_from``: while the count is surely below this many tokens, short chunks are only
+        appended (committed later, in one go): a token is at least one UTF-8 byte, so
+        ``committed + 4 * len(tail)`` bounds the count. Saves the per-chunk work far from a
+        budget; text is committed (released) up to :data:`LAZY_CHARS` characters later.
+        """
         if not chunk:
             return ""
         if self._pattern is None:
             return self._feed_full(chunk)
         tail = self._tail + chunk
+        if (
+            exact_from is not None
+            and len(tail) < LAZY_CHARS
+            and len(self.committed_ids) + 4 * len(tail) < exact_from
+        ):
+            self._tail = tail
+            self._tail_tokens = None
+            return ""
         committed = ""
         last_start = 0
         for match in self._pattern.finditer(tail):

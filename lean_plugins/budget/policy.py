@@ -165,7 +165,8 @@ class BudgetRun:
             counter.feed(chunk)
             self._generated = counter.total_tokens
             return ""
-        committed = counter.feed(chunk)
+        # far from the window the count only needs to be exact later: let the counter batch
+        committed = counter.feed(chunk, exact_from=self.window_start)
         if committed:
             self._held += committed
             self._scan(committed)

@@ -69,6 +69,26 @@ def test_streaming_counter_commits_exact_prefix_ids(seed: int) -> None:
         assert counter.committed_ids == full
 
 
+def test_lazy_counter_is_exact_once_near_the_threshold() -> None:
+    import regex
+
+    pieces = regex.compile(get_tokenizer()._pat_str)
+    rng = random.Random(3)
+    for text in texts():
+        full = encode(text)
+        counter = StreamingTokenCounter()
+        seen = ""
+        for chunk in random_chunks(text, rng, max_len=4):
+            counter.feed(chunk, exact_from=40)
+            seen += chunk
+            assert counter.committed_ids == full[: counter.committed_tokens]
+            assert counter.total_tokens == len(encode(seen))
+            if counter.committed_tokens >= 40:  # past the threshold: all but the last piece
+                assert counter.tail == list(pieces.finditer(seen))[-1].group()
+        counter.finish()
+        assert counter.committed_ids == full
+
+
 @pytest.mark.shared_data
 def test_streaming_counter_on_real_corpora(shared_data) -> None:
     rng = random.Random(0)
