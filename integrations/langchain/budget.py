@@ -393,12 +393,7 @@ class BudgetedRunnable(Runnable[Any, Any]):
         rest = call.take()
         assert call.result is not None
         if self.raise_on_stop and call.result.stopped:
-            raise BudgetExceededError(
-                f"The output budget of {call.result.budget} tokens stopped the answer "
-                f"({call.result.stop_reason}); the partial text is on partial_text.",
-                partial_text=call.result.text,
-                tokens_used=call.result.tokens_used,
-            )
+            raise call.result.exceeded_error()
         return call.result, rest
 
     @staticmethod

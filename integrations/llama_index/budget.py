@@ -26,7 +26,6 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from lean_plugins.budget import BudgetResult, BudgetRun, OutputBudget
 from lean_plugins.budget.tracker import CallTracker
-from lean_plugins.errors import BudgetExceededError
 from lean_plugins.tokens import count_tokens
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -319,12 +318,7 @@ class BudgetedLLM(LLM):
             truncated_by_provider=call.capped and reached,
         )
         if self.raise_on_stop and result.stopped:
-            raise BudgetExceededError(
-                f"The output budget of {result.budget} tokens stopped the answer "
-                f"({result.stop_reason}); the partial text is on partial_text.",
-                partial_text=result.text,
-                tokens_used=result.tokens_used,
-            )
+            raise result.exceeded_error()
         return result
 
     def _follow(self, stream: Iterator[Any], call: _BudgetedCall) -> Iterator[tuple[str, Any]]:
@@ -404,73 +398,48 @@ class BudgetedLLM(LLM):
         return _last_user_text(messages), sum(count_tokens(m.content or "") for m in messages)
 
     # -- streaming ----------------------------------------------------------------------------
+    def _responses(self, stream: Iterator[Any], call: _BudgetedCall, make: Any) -> Iterator[Any]:
+        """Kept text as responses built by ``make``; the last one carries the stop reason."""
+        text, last = "", None
+        for delta, last in self._follow(stream, call):
+            if delta:
+                text += delta
+                yield make(text, delta, None, last.raw)
+        result = self._end(call, last)
+        yield make(result.text, result.text[len(text) :], result, getattr(last, "raw", None))
+
+    async def _aresponses(self, stream: Any, call: _BudgetedCall, make: Any) -> AsyncIterator[Any]:
+        text, last = "", None
+        async for delta, last in self._afollow(stream, call):
+            if delta:
+                text += delta
+                yield make(text, delta, None, last.raw)
+        result = self._end(call, last)
+        yield make(result.text, result.text[len(text) :], result, getattr(last, "raw", None))
+
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
         inner, call, extra = self._begin(prompt)
         stream = self._inner(inner.stream_complete, prompt, formatted=formatted, **kwargs, **extra)
-
-        def gen() -> CompletionResponseGen:
-            text, last = "", None
-            for delta, last in self._follow(stream, call):
-                if delta:
-                    text += delta
-                    yield self._completion_response(text, delta, None, last.raw)
-            result = self._end(call, last)
-            rest = result.text[len(text) :]
-            yield self._completion_response(result.text, rest, result, getattr(last, "raw", None))
-
-        return gen()
+        return self._responses(stream, call, self._completion_response)
 
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         prompt, input_tokens = self._chat_input(messages)
         inner, call, extra = self._begin(prompt, input_tokens)
         stream = self._inner(inner.stream_chat, messages, **kwargs, **extra)
-
-        def gen() -> ChatResponseGen:
-            text, last = "", None
-            for delta, last in self._follow(stream, call):
-                if delta:
-                    text += delta
-                    yield self._chat_response(text, delta, None, last.raw)
-            result = self._end(call, last)
-            rest = result.text[len(text) :]
-            yield self._chat_response(result.text, rest, result, getattr(last, "raw", None))
-
-        return gen()
+        return self._responses(stream, call, self._chat_response)
 
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
         inner, call, extra = self._begin(prompt)
         stream = await self._ainner(inner.astream_complete, prompt, formatted=formatted, **kwargs, **extra)
-
-        async def gen() -> CompletionResponseAsyncGen:
-            text, last = "", None
-            async for delta, last in self._afollow(stream, call):
-                if delta:
-                    text += delta
-                    yield self._completion_response(text, delta, None, last.raw)
-            result = self._end(call, last)
-            rest = result.text[len(text) :]
-            yield self._completion_response(result.text, rest, result, getattr(last, "raw", None))
-
-        return gen()
+        return self._aresponses(stream, call, self._completion_response)
 
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         prompt, input_tokens = self._chat_input(messages)
         inner, call, extra = self._begin(prompt, input_tokens)
         stream = await self._ainner(inner.astream_chat, messages, **kwargs, **extra)
-
-        async def gen() -> ChatResponseAsyncGen:
-            text, last = "", None
-            async for delta, last in self._afollow(stream, call):
-                if delta:
-                    text += delta
-                    yield self._chat_response(text, delta, None, last.raw)
-            result = self._end(call, last)
-            rest = result.text[len(text) :]
-            yield self._chat_response(result.text, rest, result, getattr(last, "raw", None))
-
-        return gen()
+        return self._aresponses(stream, call, self._chat_response)
 
     # -- whole answers (read through the stream so the budget can stop it) ---------------------
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:

@@ -12,7 +12,7 @@ from typing import Any
 from lean_plugins.budget.accounting import UsageAccountant, default_accountant
 from lean_plugins.budget.policy import BudgetResult, BudgetRun
 from lean_plugins.budget.predictor import BudgetPredictor, query_kind
-from lean_plugins.errors import BudgetExceededError, ConfigurationError
+from lean_plugins.errors import ConfigurationError
 from lean_plugins.ledger import record
 from lean_plugins.tokens import DEFAULT_TOKENIZER, Tokenizer, count_tokens
 
@@ -234,12 +234,7 @@ class OutputBudget:
         """``run.finish(...)``, then raise if this budget was built with ``raise_on_stop``."""
         result = run.finish(text, **kwargs)
         if self.raise_on_stop and result.stopped:
-            raise BudgetExceededError(
-                f"The output budget of {result.budget} tokens stopped the answer "
-                f"({result.stop_reason}); the partial text is on this exception's partial_text.",
-                partial_text=result.text,
-                tokens_used=result.tokens_used,
-            )
+            raise result.exceeded_error()
         return result
 
     # -- accounting ---------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lean_plugins.budget.counting import StreamingTokenCounter
-from lean_plugins.errors import ConfigurationError
+from lean_plugins.errors import BudgetExceededError, ConfigurationError
 from lean_plugins.generation import GenerationStep
 from lean_plugins.tokens import DEFAULT_TOKENIZER, Tokenizer, count_tokens, get_tokenizer
 
@@ -60,6 +60,15 @@ class BudgetResult:
     def stopped(self) -> bool:
         """True when the budget (not the model) ended the answer."""
         return self.stop_reason != "natural"
+
+    def exceeded_error(self) -> BudgetExceededError:
+        """The exception for callers who asked to be told of a budget stop (text kept on it)."""
+        return BudgetExceededError(
+            f"The output budget of {self.budget} tokens stopped the answer ({self.stop_reason}); "
+            "the partial text is on this exception's partial_text.",
+            partial_text=self.text,
+            tokens_used=self.tokens_used,
+        )
 
     def to_metadata(self) -> dict[str, Any]:
         """A plain dict for a framework's response metadata."""
