@@ -16,12 +16,22 @@ correct for the prefix in practice, but not guaranteed (documented in docs/budge
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from lean_plugins.tokens import DEFAULT_TOKENIZER, Tokenizer, get_tokenizer
 
 #: Characters of uncommitted text a lazy :meth:`StreamingTokenCounter.feed` may hold.
 LAZY_CHARS = 24
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(pattern: str) -> Any:
+    """The piece pattern of a tiktoken encoding, compiled once per process (compiling it
+    costs about a millisecond, more than a whole answer's counting)."""
+    import regex  # a dependency of tiktoken; supports its possessive quantifiers
+
+    return regex.compile(pattern)
 
 
 def _decode_prefix(tokenizer: Any, ids: list[int]) -> str:
@@ -54,12 +64,7 @@ class StreamingTokenCounter:
         self.tokenizer = get_tokenizer(tokenizer)
         self._encode = getattr(self.tokenizer, "encode_ordinary", None) or self.tokenizer.encode
         pattern = getattr(self.tokenizer, "_pat_str", None)
-        if pattern is not None:
-            import regex  # a dependency of tiktoken; supports its possessive quantifiers
-
-            self._pattern = regex.compile(pattern)
-        else:
-            self._pattern = None
+        self._pattern = _compiled(pattern) if pattern is not None else None
         self._parts: list[str] = []
         self._tail = ""
         self.committed_chars = 0
