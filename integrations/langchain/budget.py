@@ -85,6 +85,10 @@ class OutputBudgetCallbackHandler(BaseCallbackHandler):
     the call with that exception and the streamed text is lost to the caller (langchain
     #11959); read it from :attr:`last_result`, or use :func:`with_output_budget`, which keeps
     it. A call that was not streamed is accounted at its end (the budget cannot stop it).
+
+    ``budget_tokens`` fixes the budget of the calls (default: the budget's own, predicted per
+    call); ``prompt`` replaces the prompt text the prediction reads; ``criterion`` is a run
+    already passed to a local model as its stopping criterion, adopted by the next call.
     """
 
     raise_error: bool = True

@@ -157,6 +157,22 @@ async def test_async_invoke_and_stream() -> None:
     assert llm_text == first_tokens(ANSWER, 6)
 
 
+async def test_concurrent_async_calls_keep_their_own_budgets() -> None:
+    import asyncio
+
+    accountant = UsageAccountant()
+    calls = [
+        with_output_budget(chat_model(), OutputBudget(n, soft_window=0.0, accountant=accountant))
+        for n in range(3, 23)
+    ]
+    with Ledger() as ledger:
+        messages = await asyncio.gather(*(c.ainvoke("Who were the Normans?") for c in calls))
+    assert [m.content for m in messages] == [first_tokens(ANSWER, n) for n in range(3, 23)]
+    generated = sum(m.response_metadata["output_budget"]["tokens_generated"] for m in messages)
+    assert accountant.totals().calls == 20
+    assert accountant.totals().output_tokens == generated == ledger.totals("llm")["output_after"]
+
+
 def test_batch_and_user_callbacks_are_kept() -> None:
     recorder = TokenRecorder()
     budgeted = with_output_budget(chat_model(), OutputBudget(5, soft_window=0.0))
