@@ -1,0 +1,559 @@
+"""``LeanCompressor``: LLMLingua-2 token-level compression that runs offline and keeps words intact.
+
+The model is loaded by ``llmlingua.PromptCompressor(use_llmlingua2=True)`` (so any official
+``microsoft/llmlingua-2-*`` name or folder works), but scoring and selection are done here:
+
+* each word of the input (a run of non-space characters) gets the mean keep probability of
+  its tokens, found through the tokenizer's character offsets, so the output is the
+  original words with their original case and spacing, even with an uncased model;
+* words are kept by probability until their cl100k token count meets the budget
+  (``rate`` or ``target_tokens``), which puts the result within a few percent of the target;
+  llmlingua's percentile threshold over re-tokenised words undershoots short inputs and
+  its per-word tiktoken calls are the post-processing bottleneck of LLMLingua issue #175;
+* protected spans (numbers, URLs, e-mails, code, ``force_tokens``, user regexes) are kept;
+* with a ``query``, sentences are ranked by all-MiniLM-L6-v2 similarity and the relevant
+  ones are filled first (LongLLMLingua's coarse-to-fine idea without a causal LM).
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import random
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from lean_plugins import ledger
+from lean_plugins._optional import require
+from lean_plugins.compress.data import word_spans
+from lean_plugins.compress.language import looks_english
+from lean_plugins.compress.model import DEFAULT_MODEL_ALIASES, check_token_classifier, resolve_model
+from lean_plugins.compress.spans import (
+    DEFAULT_PROTECTED_PATTERNS,
+    compile_patterns,
+    protected_word_mask,
+    sentence_spans,
+)
+from lean_plugins.errors import ConfigurationError, ModelLoadError
+from lean_plugins.tokens import Tokenizer, count_tokens, get_tokenizer, use_offline_tiktoken
+
+logger = logging.getLogger("lean_plugins.compress")
+
+NonEnglishPolicy = Literal["pass", "compress", "raise"]
+
+# llmlingua picks its word-merging code from a substring of ``model_name`` and raises a bare
+# NotImplementedError for any other name; these are the two names it knows, by tokenizer style.
+_DISPATCH_WORDPIECE = "bert-base-multilingual-cased"
+_DISPATCH_SENTENCEPIECE = "xlm-roberta-large"
+
+
+@dataclass
+class CompressionResult:
+    """What :meth:`LeanCompressor.compress` returns.
+
+    ``origin_tokens`` and ``compressed_tokens`` are counted with the compressor's tokenizer
+    (cl100k_base by default). ``skipped`` names why the text was passed through unchanged
+    (``"empty"``, ``"non-english"``, ``"rate>=1"``), or is None.
+    """
+
+    text: str
+    origin_tokens: int
+    compressed_tokens: int
+    texts: list[str] = field(default_factory=list)
+    skipped: str | None = None
+    kept_words: int = 0
+    total_words: int = 0
+
+    @property
+    def rate(self) -> float:
+        """Compressed tokens / original tokens (1.0 for an empty input)."""
+        return self.compressed_tokens / self.origin_tokens if self.origin_tokens else 1.0
+
+    @property
+    def saved_tokens(self) -> int:
+        return self.origin_tokens - self.compressed_tokens
+
+    def stats(self) -> dict[str, Any]:
+        """Compression facts for a document's metadata (what the adapters attach)."""
+        return {
+            "origin_tokens": self.origin_tokens,
+            "compressed_tokens": self.compressed_tokens,
+            "rate": round(self.rate, 4),
+            "skipped": self.skipped,
+        }
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _check_rate(rate: float | None, target_tokens: int | None) -> None:
+    if rate is not None:
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1:
+            raise ConfigurationError(
+                f"rate must be a number in (0, 1], the share of tokens to keep (0.5 keeps about half); "
+                f"got {rate!r}. To ask for '3x' compression pass rate=1/3."
+            )
+    if target_tokens is not None:
+        if isinstance(target_tokens, bool) or not isinstance(target_tokens, int) or target_tokens <= 0:
+            raise ConfigurationError(f"target_tokens must be a positive int, got {target_tokens!r}.")
+
+
+class LeanCompressor:
+    """Drop low-information words from prompts and retrieved documents.
+
+    Args:
+        model: a LLMLingua-2 token classifier (hub name such as
+            ``"microsoft/llmlingua-2-xlm-roberta-large-meetingbank"`` or a local folder);
+            None (default) uses the embedded all-MiniLM-L6-v2 model, offline.
+        device: torch device, e.g. ``"cpu"`` or ``"cuda"``.
+        rate: default share of tokens to keep, in (0, 1].
+        force_tokens: strings whose words are never dropped (LLMLingua's ``force_tokens``).
+        protected_patterns: regexes whose matching words are never dropped, added to the
+            defaults (numbers, URLs, e-mails, code spans) unless ``protect_defaults=False``.
+        tokenizer: how ``origin_tokens``/``compressed_tokens`` and the budget are counted.
+        relevance_weight: with a query, how strongly sentence relevance outranks the keep
+            probability (0 ignores the query; 1 fills the most relevant sentences first).
+        on_non_english: ``"pass"`` returns non-English text unchanged (default for the
+            English-only embedded model), ``"compress"`` compresses anyway (default for other
+            models), ``"raise"`` raises ConfigurationError.
+        record_ledger: record tokens before/after in the ledger (layer ``"compress"``).
+        batch_size: windows of ``max_seq_len`` tokens per forward pass.
+        encoder_model: sentence encoder for query relevance (default all-MiniLM-L6-v2).
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        device: str = "cpu",
+        *,
+        rate: float = 0.5,
+        force_tokens: Sequence[str] = (),
+        protected_patterns: Sequence[str | re.Pattern[str]] = (),
+        protect_defaults: bool = True,
+        tokenizer: str | Tokenizer = "cl100k_base",
+        relevance_weight: float = 1.0,
+        on_non_english: NonEnglishPolicy | None = None,
+        record_ledger: bool = True,
+        batch_size: int = 8,
+        max_seq_len: int = 512,
+        encoder_model: str | None = None,
+    ) -> None:
+        _check_rate(rate, None)
+        if on_non_english not in (None, "pass", "compress", "raise"):
+            raise ConfigurationError(
+                f"on_non_english must be 'pass', 'compress' or 'raise', got {on_non_english!r}"
+            )
+        if max_seq_len < 8:
+            raise ConfigurationError(f"max_seq_len must be at least 8, got {max_seq_len}")
+        self.model = model
+        self.device = device
+        self.rate = rate
+        self.force_tokens = list(force_tokens)
+        patterns = list(DEFAULT_PROTECTED_PATTERNS) if protect_defaults else []
+        self._patterns = compile_patterns([*patterns, *protected_patterns], self.force_tokens)
+        self.tokenizer = tokenizer
+        self.relevance_weight = float(relevance_weight)
+        self.is_embedded = model is None or str(model) in DEFAULT_MODEL_ALIASES
+        self.on_non_english: NonEnglishPolicy = on_non_english or ("pass" if self.is_embedded else "compress")
+        self.record_ledger = record_ledger
+        self.batch_size = batch_size
+        self.max_seq_len = max_seq_len
+        self.encoder_model = encoder_model
+        self._prompt_compressor: Any = None
+        self._model_name: str | None = None
+        self._lock = threading.RLock()
+        self._cost_cache: dict[str, int] = {}
+
+    # ----------------------------------------------------------------- loading
+    @property
+    def model_name(self) -> str:
+        """The model in use (``lean-plugins/compressor-minilm`` for the embedded one)."""
+        if self._model_name is None:
+            return "lean-plugins/compressor-minilm" if self.is_embedded else str(self.model)
+        return self._model_name
+
+    @property
+    def prompt_compressor(self) -> Any:
+        """The underlying ``llmlingua.PromptCompressor`` (loaded on first use)."""
+        with self._lock:
+            if self._prompt_compressor is None:
+                self._prompt_compressor = self._load()
+            return self._prompt_compressor
+
+    def _load(self) -> Any:
+        require("torch", "compress")
+        require("transformers", "compress")
+        llmlingua = require("llmlingua", "compress")
+        path, display = resolve_model(self.model)
+        check_token_classifier(path)
+        use_offline_tiktoken()  # llmlingua fetches cl100k at construction otherwise
+        # init_llmlingua2 reseeds the global RNGs; give the caller theirs back.
+        import torch
+
+        states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+        try:
+            compressor = llmlingua.PromptCompressor(
+                model_name=path,
+                device_map=self.device,
+                model_config={},  # a fresh dict: llmlingua mutates its default argument
+                use_llmlingua2=True,
+            )
+        except Exception as exc:
+            raise ModelLoadError(
+                f"llmlingua could not load the compressor {display!r} from {path!r} "
+                f"({type(exc).__name__}: {exc})."
+            ) from exc
+        finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+            torch.set_rng_state(states[2])
+        if not getattr(compressor.tokenizer, "is_fast", False):
+            raise ModelLoadError(
+                f"{display!r} has no fast tokenizer; LeanCompressor needs character offsets "
+                "(install `tokenizers` and give the folder a tokenizer.json)."
+            )
+        compressor.model.eval()
+        # So that compressor.compress_prompt(...) works too: give llmlingua a name it dispatches on.
+        style = _DISPATCH_SENTENCEPIECE if _uses_sentencepiece(compressor.tokenizer) else _DISPATCH_WORDPIECE
+        if style not in compressor.model_name:
+            compressor.model_name = f"{path} (llmlingua dispatch: {style})"
+        self._model_name = display
+        logger.info("loaded compressor %s on %s", display, self.device)
+        return compressor
+
+    # ----------------------------------------------------------------- public API
+    def compress(
+        self,
+        text: str | Sequence[str],
+        *,
+        rate: float | None = None,
+        target_tokens: int | None = None,
+        query: str | None = None,
+    ) -> CompressionResult:
+        """Compress ``text`` (or several contexts, joined by a blank line) to ``rate`` or
+        ``target_tokens`` (which wins when both are given). With ``query``, relevant sentences
+        are kept first. Empty, whitespace-only and (by default) non-English text is returned
+        unchanged with ``skipped`` set.
+        """
+        texts = [text] if isinstance(text, str) else list(text)
+        parts = self.compress_documents(texts, rate=rate, target_tokens=target_tokens, query=query)
+        if isinstance(text, str):
+            return parts[0]
+        joined = "\n\n".join(p.text for p in parts if p.text)
+        skipped = {p.skipped for p in parts}
+        return CompressionResult(
+            text=joined,
+            origin_tokens=sum(p.origin_tokens for p in parts),
+            compressed_tokens=self.count(joined),
+            texts=[p.text for p in parts],
+            skipped=skipped.pop() if len(skipped) == 1 else None,
+            kept_words=sum(p.kept_words for p in parts),
+            total_words=sum(p.total_words for p in parts),
+        )
+
+    def compress_documents(
+        self,
+        texts: Sequence[str],
+        *,
+        rate: float | None = None,
+        target_tokens: int | None = None,
+        query: str | None = None,
+        per_document: bool = False,
+    ) -> list[CompressionResult]:
+        """Compress several documents; one result per document, in order.
+
+        By default they share one budget: with a ``query`` it goes to the most relevant
+        sentences across all documents first, so an irrelevant document can come back empty.
+        ``per_document=True`` gives each document its own ``rate`` (or ``target_tokens``).
+        """
+        for t in texts:
+            if not isinstance(t, str):
+                raise ConfigurationError(f"compress expects str texts, got {type(t).__name__}")
+        if query is not None and not isinstance(query, str):
+            raise ConfigurationError(f"query must be a str, got {type(query).__name__}")
+        _check_rate(rate, target_tokens)
+        rate = self.rate if rate is None else rate
+        origin = [self.count(t) for t in texts]
+        results: list[CompressionResult | None] = [None] * len(texts)
+        active: list[int] = []
+        for i, t in enumerate(texts):
+            reason = self._skip_reason(t)
+            if reason is not None:
+                results[i] = CompressionResult(t, origin[i], origin[i], [t], reason, 0, len(word_spans(t)))
+            else:
+                active.append(i)
+        if per_document:
+            groups = [[i] for i in active]
+        else:
+            groups = [active] if active else []
+        todo: list[int] = []
+        budgets: list[float] = []
+        for group in groups:
+            total = sum(origin[i] for i in group)
+            budget = target_tokens if target_tokens is not None else rate * total
+            if budget >= total:
+                for i in group:
+                    n = len(word_spans(texts[i]))
+                    results[i] = CompressionResult(
+                        texts[i], origin[i], origin[i], [texts[i]], "rate>=1", n, n
+                    )
+            else:
+                todo.extend(group)
+                budgets.append(budget)
+        if todo:
+            compressed = self._compress_active(
+                [texts[i] for i in todo], budgets, query, shared=not per_document
+            )
+            for i, result in zip(todo, compressed, strict=False):
+                results[i] = result
+        final = [r for r in results if r is not None]
+        if self.record_ledger and sum(r.origin_tokens for r in final):
+            ledger.record(
+                layer="compress",
+                kind="compress",
+                input_before=sum(r.origin_tokens for r in final),
+                input_after=sum(r.compressed_tokens for r in final),
+                model=self.model_name,
+                meta={
+                    "documents": len(final),
+                    "query": query is not None,
+                    "rate": rate,
+                    "target_tokens": target_tokens,
+                },
+            )
+        return final
+
+    def word_keep_probabilities(self, text: str) -> np.ndarray:
+        """The model's keep probability for each word (``data.word_spans``) of ``text``."""
+        return self._score([text])[0]
+
+    def count(self, text: str) -> int:
+        """Tokens of ``text`` under the compressor's counting tokenizer."""
+        return count_tokens(text, self.tokenizer)
+
+    # ----------------------------------------------------------------- internals
+    def _skip_reason(self, text: str) -> str | None:
+        if not text.strip():
+            return "empty"
+        if self.on_non_english != "compress" and not looks_english(text):
+            if self.on_non_english == "raise":
+                raise ConfigurationError(
+                    "The text does not look like English and the compressor model is English-only. "
+                    "Pass an official multilingual model (model='microsoft/llmlingua-2-xlm-roberta-large-"
+                    "meetingbank') or on_non_english='pass' to return such text unchanged."
+                )
+            logger.info("passing through text that does not look English (%d chars)", len(text))
+            return "non-english"
+        return None
+
+    def _word_costs(self, words: list[str]) -> np.ndarray:
+        """Tokens of each word with its leading space (how it mostly appears in the output)."""
+        cache = self._cost_cache
+        missing = [w for w in dict.fromkeys(words) if w not in cache]
+        if missing:
+            tok = get_tokenizer(self.tokenizer)
+            batch = getattr(tok, "encode_ordinary_batch", None)
+            spaced = [" " + w for w in missing]
+            counts = [len(ids) for ids in batch(spaced)] if batch else [len(tok.encode(s)) for s in spaced]
+            if len(cache) > 500_000:
+                cache.clear()
+            cache.update(zip(missing, counts, strict=False))
+        return np.fromiter((cache[w] for w in words), dtype=np.int64, count=len(words))
+
+    def _score(self, texts: list[str]) -> list[np.ndarray]:
+        """Mean token keep-probability per word, for each text (windows of max_seq_len)."""
+        import torch
+
+        compressor = self.prompt_compressor
+        tok, model = compressor.tokenizer, compressor.model
+        window = self.max_seq_len - 2
+        spans_of = [word_spans(t) for t in texts]
+        pieces: list[tuple[int, list[int], np.ndarray]] = []  # (text index, ids, word of each id)
+        with self._lock:
+            encodings = tok(list(texts), add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        for ti, spans in enumerate(spans_of):
+            ids = encodings["input_ids"][ti]
+            word_of = _token_words(encodings["offset_mapping"][ti], spans)
+            start = 0
+            while start < len(ids):
+                end = min(start + window, len(ids))
+                if end < len(ids):  # do not cut a word in two
+                    cut = end
+                    while cut > start + 1 and word_of[cut] == word_of[cut - 1] and word_of[cut] >= 0:
+                        cut -= 1
+                    end = cut if cut > start + 1 else end
+                pieces.append((ti, ids[start:end], word_of[start:end]))
+                start = end
+        sums = [np.zeros(len(s)) for s in spans_of]
+        counts = [np.zeros(len(s)) for s in spans_of]
+        order = sorted(range(len(pieces)), key=lambda k: len(pieces[k][1]))
+        device = next(model.parameters()).device
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+        # [CLS] ... [SEP] for BERT, <s> ... </s> for XLM-RoBERTa (both set cls/sep tokens)
+        first = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
+        last = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
+        with self._lock, torch.inference_mode():
+            for b in range(0, len(order), self.batch_size):
+                chunk = [pieces[k] for k in order[b : b + self.batch_size]]
+                rows = [[first, *ids, last] for _, ids, _ in chunk]
+                width = max(len(r) for r in rows)
+                input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+                mask = torch.zeros((len(rows), width), dtype=torch.long)
+                for r, row in enumerate(rows):
+                    input_ids[r, : len(row)] = torch.tensor(row)
+                    mask[r, : len(row)] = 1
+                logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+                keep = logits.float().softmax(-1)[..., 1].cpu().numpy()
+                for r, (ti, ids, word_of) in enumerate(chunk):
+                    # special tokens add one leading position ([CLS] / <s>)
+                    probs = keep[r, 1 : 1 + len(ids)]
+                    valid = word_of >= 0
+                    np.add.at(sums[ti], word_of[valid], probs[valid])
+                    np.add.at(counts[ti], word_of[valid], 1)
+        out = []
+        for s, c in zip(sums, counts, strict=False):
+            # a word the tokenizer dropped entirely (control characters) gets a neutral score
+            out.append(np.where(c > 0, s / np.maximum(c, 1), 0.5))
+        return out
+
+    def _relevance(self, texts: list[str], query: str) -> list[np.ndarray]:
+        """Per word: its sentence's similarity to ``query``, min-max scaled over all sentences."""
+        from lean_plugins.embeddings import get_encoder
+
+        sentence_lists = [sentence_spans(t) for t in texts]
+        flat = [t[a:b] for t, spans in zip(texts, sentence_lists, strict=False) for a, b in spans]
+        if not flat or not query.strip():
+            return [np.zeros(len(word_spans(t))) for t in texts]
+        encoder = get_encoder(self.encoder_model, device=self.device)
+        vectors = encoder.encode([query, *flat])
+        sims = vectors[1:] @ vectors[0]
+        low, high = float(sims.min()), float(sims.max())
+        scaled = (sims - low) / (high - low) if high > low else np.ones_like(sims)
+        out, k = [], 0
+        for t, spans in zip(texts, sentence_lists, strict=False):
+            words = word_spans(t)
+            starts = [a for a, _ in spans]
+            rel = np.zeros(len(words))
+            for w, (a, _) in enumerate(words):
+                j = bisect.bisect_right(starts, a) - 1
+                rel[w] = scaled[k + j] if j >= 0 else 0.0
+            out.append(rel)
+            k += len(spans)
+        return out
+
+    def _compress_active(
+        self, texts: list[str], budgets: list[float], query: str | None, shared: bool
+    ) -> list[CompressionResult]:
+        """Compress ``texts``; ``shared``: one budget (``budgets[0]``) over all, else one each."""
+        spans_of = [word_spans(t) for t in texts]
+        scores = self._score(texts)
+        if query and self.relevance_weight:
+            for s, rel in zip(scores, self._relevance(texts, query), strict=False):
+                s += self.relevance_weight * rel
+        groups = [list(range(len(texts)))] if shared else [[i] for i in range(len(texts))]
+        outputs: list[str] = [""] * len(texts)
+        kept: list[int] = [0] * len(texts)
+        for group, budget in zip(groups, budgets, strict=False):
+            group_texts = [texts[i] for i in group]
+            group_spans = [spans_of[i] for i in group]
+            forced = np.concatenate(
+                [
+                    np.array(protected_word_mask(t, sp, self._patterns), dtype=bool)
+                    for t, sp in zip(group_texts, group_spans, strict=False)
+                ]
+            )
+            costs = np.concatenate(
+                [
+                    self._word_costs([t[a:b] for a, b in sp])
+                    for t, sp in zip(group_texts, group_spans, strict=False)
+                ]
+            )
+            flat_scores = np.concatenate([scores[i] for i in group])
+            origin_total = sum(self.count(t) for t in group_texts)
+            # The budget is in real tokens; word costs sum a little differently from the text's count.
+            target = budget * float(costs.sum()) / max(origin_total, 1)
+            for _ in range(3):
+                keep = _select(flat_scores, costs, forced, target)
+                pieces, pos = [], 0
+                for t, sp in zip(group_texts, group_spans, strict=False):
+                    pieces.append(
+                        (_join_kept(t, sp, keep[pos : pos + len(sp)]), int(keep[pos : pos + len(sp)].sum()))
+                    )
+                    pos += len(sp)
+                got = sum(self.count(piece) for piece, _ in pieces)
+                if got <= budget * 1.05 or got == 0:
+                    break
+                target *= budget / got  # the joined text tokenised longer than the word sum
+            for i, (piece, n_kept) in zip(group, pieces, strict=False):
+                outputs[i], kept[i] = piece, n_kept
+        return [
+            CompressionResult(out, self.count(t), self.count(out), [out], None, k, len(sp))
+            for t, sp, out, k in zip(texts, spans_of, outputs, kept, strict=False)
+        ]
+
+    def __repr__(self) -> str:
+        return f"LeanCompressor(model={self.model_name!r}, device={self.device!r}, rate={self.rate})"
+
+
+def _uses_sentencepiece(tokenizer: Any) -> bool:
+    pieces = tokenizer.tokenize("compression works")
+    return any(p.startswith("\u2581") for p in pieces)
+
+
+def _token_words(offsets: Iterable[tuple[int, int]], spans: list[tuple[int, int]]) -> np.ndarray:
+    """Index of the word holding each token (by the token's last character), -1 for none."""
+    starts = [a for a, _ in spans]
+    out = []
+    for a, b in offsets:
+        if b <= a:
+            out.append(-1)
+            continue
+        j = bisect.bisect_right(starts, b - 1) - 1
+        out.append(j if j >= 0 and spans[j][1] > b - 1 else -1)
+    return np.array(out, dtype=np.int64)
+
+
+def _select(scores: np.ndarray, costs: np.ndarray, forced: np.ndarray, budget: float) -> np.ndarray:
+    """Forced words, then words by descending score while their costs fit the budget."""
+    keep = forced.copy()
+    used = float(costs[forced].sum())
+    order = np.argsort(-scores, kind="stable")
+    for i in order:
+        if keep[i]:
+            continue
+        c = costs[i]
+        if used + c <= budget:
+            keep[i] = True
+            used += c
+            if used >= budget:
+                break
+    return keep
+
+
+def _join_kept(text: str, spans: list[tuple[int, int]], keep: np.ndarray) -> str:
+    """Kept words with the original spacing; across dropped words the widest line break wins."""
+    kept = np.flatnonzero(keep)
+    if len(kept) == 0:
+        return ""
+    parts = [text[: spans[0][0]]]  # the text's own leading whitespace
+    prev = None
+    for i in kept:
+        a, b = spans[i]
+        if prev is not None:
+            if i == prev + 1:
+                parts.append(text[spans[prev][1] : a])
+            else:
+                gap = text[spans[prev][1] : a]
+                newlines = gap.count("\n")
+                parts.append(
+                    "\n\n" if newlines >= 2 else "\n" if newlines == 1 else text[spans[i - 1][1] : a]
+                )
+        parts.append(text[a:b])
+        prev = i
+    parts.append(text[spans[-1][1] :])  # and its trailing whitespace
+    return "".join(parts)

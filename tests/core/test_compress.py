@@ -1,0 +1,217 @@
+"""LeanCompressor with the embedded MiniLM model, offline."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import numpy as np
+import pytest
+
+from lean_plugins.compress import LeanCompressor, shipped_model_info
+from lean_plugins.compress.data import words
+from lean_plugins.compress.model import shipped_model_dir
+from lean_plugins.errors import ConfigurationError, ModelLoadError
+from lean_plugins.ledger import Ledger
+from lean_plugins.tokens import count_tokens
+
+ARTICLE = (
+    "The Normans were the people who in the 10th and 11th centuries gave their name to Normandy, "
+    "a region in France. They were descended from Norse raiders and pirates from Denmark, Iceland "
+    "and Norway who, under their leader Rollo, agreed to swear fealty to King Charles III of West "
+    "Francia. Through generations of assimilation and mixing with the native Frankish and "
+    "Roman-Gaulish populations, their descendants would gradually merge with the Carolingian-based "
+    "cultures of West Francia. The distinct cultural and ethnic identity of the Normans emerged "
+    "initially in the first half of the 10th century, and it continued to evolve over the "
+    "succeeding centuries.\n\nMeanwhile the weather in the region was often rainy, and farmers "
+    "complained about the mud on the roads every single spring of every year."
+)
+
+
+@pytest.fixture(scope="module")
+def compressor() -> LeanCompressor:
+    return LeanCompressor(record_ledger=True)
+
+
+def is_subsequence(small: list[str], big: list[str]) -> bool:
+    it = iter(big)
+    return all(any(w == b for b in it) for w in small)
+
+
+def test_shipped_model_is_small_and_assembles_to_a_token_classifier() -> None:
+    from transformers import AutoConfig
+
+    info = shipped_model_info()
+    assert info is not None and "MiniLM" in info
+    folder = shipped_model_dir()
+    assert (folder / ".complete").is_file()
+    config = AutoConfig.from_pretrained(folder)
+    assert config.architectures == ["BertForTokenClassification"] and config.num_labels == 2
+    assert shipped_model_dir() == folder  # built once, then reused
+    from lean_plugins.compress.model import shipped_delta_path
+
+    shipped = shipped_delta_path().parent
+    assert sum(p.stat().st_size for p in shipped.iterdir()) < 10_000_000
+
+
+def test_output_is_original_words_in_order_with_case_and_spacing(compressor: LeanCompressor) -> None:
+    result = compressor.compress(ARTICLE, rate=0.5)
+    out_words = words(result.text)
+    assert 0 < len(out_words) < len(words(ARTICLE))
+    assert is_subsequence(out_words, words(ARTICLE))
+    assert "Normans" in out_words  # the uncased model did not lowercase the output
+    assert "  " not in result.text.replace("\n", "")
+    assert result.origin_tokens == count_tokens(ARTICLE)
+    assert result.compressed_tokens == count_tokens(result.text)
+
+
+@pytest.mark.parametrize("rate", [0.33, 0.5, 0.7])
+def test_rate_is_met_within_ten_percent(compressor: LeanCompressor, rate: float) -> None:
+    result = compressor.compress(ARTICLE, rate=rate)
+    assert abs(result.compressed_tokens - rate * result.origin_tokens) <= 0.1 * rate * result.origin_tokens
+
+
+def test_target_tokens_on_a_short_input(compressor: LeanCompressor) -> None:
+    text = " ".join(ARTICLE.split()[:40])
+    n = count_tokens(text)
+    assert 45 <= n <= 70
+    result = compressor.compress(text, target_tokens=n // 2)
+    assert abs(result.compressed_tokens - n // 2) <= max(1, 0.1 * (n // 2))
+
+
+def test_long_input_is_chunked_and_rate_held(compressor: LeanCompressor) -> None:
+    rng = random.Random(0)
+    paragraphs = ARTICLE.split("\n\n")
+    text = "\n\n".join(rng.choice(paragraphs) for _ in range(40))  # ~2,900 tokens: several 510-token windows
+    result = compressor.compress(text, rate=0.4)
+    assert result.origin_tokens > 2500
+    assert abs(result.rate - 0.4) <= 0.04
+    assert is_subsequence(words(result.text), words(text))
+
+
+def test_protected_spans_survive_hard_compression() -> None:
+    compressor = LeanCompressor(force_tokens=["Rollo"], protected_patterns=[r"Frankish"], record_ledger=False)
+    text = (
+        "Please note that the meeting, which was long, will be held on 2024-03-15 at the office of "
+        "Rollo; write to admin@example.org or open https://example.org/agenda and run `make docs` "
+        "before the Frankish guests arrive, because otherwise there will be a very long delay."
+    )
+    result = compressor.compress(text, rate=0.3)
+    for kept in [
+        "2024-03-15",
+        "Rollo;",
+        "admin@example.org",
+        "https://example.org/agenda",
+        "`make",
+        "docs`",
+        "Frankish",
+    ]:
+        assert kept in result.text.split(), kept
+
+
+def test_query_spends_the_budget_on_the_relevant_document(compressor: LeanCompressor) -> None:
+    docs = [
+        "Farmers in the valley complained about the mud on the roads every spring, and the rain "
+        "ruined many harvests in the region during the long wet seasons of the decade.",
+        "Rollo was the Viking leader who swore fealty to King Charles III of West Francia in 911, "
+        "receiving the lands that later became the Duchy of Normandy for his followers.",
+    ]
+    results = compressor.compress_documents(docs, rate=0.4, query="Who swore fealty to King Charles III?")
+    assert len(results) == 2
+    assert results[1].compressed_tokens > results[0].compressed_tokens
+    assert "Rollo" in results[1].text
+    without = compressor.compress_documents(docs, rate=0.4)
+    assert results[1].compressed_tokens > without[1].compressed_tokens
+
+
+def test_per_document_rate(compressor: LeanCompressor) -> None:
+    docs = [ARTICLE, ARTICLE.split("\n\n")[0]]
+    results = compressor.compress_documents(docs, rate=0.5, per_document=True)
+    for r in results:
+        assert abs(r.rate - 0.5) <= 0.05
+
+
+def test_list_input_is_joined(compressor: LeanCompressor) -> None:
+    result = compressor.compress(
+        ["First context about Normans and Rollo in France.", "Second one."], rate=0.9
+    )
+    assert len(result.texts) == 2
+    assert result.text == "\n\n".join(t for t in result.texts if t)
+
+
+@pytest.mark.parametrize("text", ["", "   \n\t "])
+def test_empty_and_whitespace_pass_through(compressor: LeanCompressor, text: str) -> None:
+    result = compressor.compress(text, rate=0.5)
+    assert result.text == text and result.skipped == "empty"
+
+
+def test_non_english_passes_through_or_raises(compressor: LeanCompressor) -> None:
+    text = (
+        "Le conseil municipal a approuvé le budget pour l'année prochaine après un long débat sur les impôts."
+    )
+    result = compressor.compress(text, rate=0.5)
+    assert result.text == text and result.skipped == "non-english"
+    strict = LeanCompressor(on_non_english="raise", record_ledger=False)
+    with pytest.raises(ConfigurationError, match="English"):
+        strict.compress(text, rate=0.5)
+
+
+@pytest.mark.parametrize("rate", [0, -0.5, 1.5, float("nan"), "0.5", True])
+def test_bad_rate(compressor: LeanCompressor, rate: object) -> None:
+    with pytest.raises(ConfigurationError, match="rate"):
+        compressor.compress(ARTICLE, rate=rate)  # type: ignore[arg-type]
+
+
+def test_rate_one_returns_the_text(compressor: LeanCompressor) -> None:
+    result = compressor.compress(ARTICLE, rate=1.0)
+    assert result.text == ARTICLE and result.skipped == "rate>=1"
+
+
+def test_bad_target_tokens(compressor: LeanCompressor) -> None:
+    with pytest.raises(ConfigurationError, match="target_tokens"):
+        compressor.compress(ARTICLE, target_tokens=0)
+
+
+def test_model_that_is_not_a_token_classifier() -> None:
+    from lean_plugins.embeddings import default_model_path
+
+    with pytest.raises(ModelLoadError, match="not a token classifier"):
+        LeanCompressor(model=str(default_model_path())).compress(ARTICLE)
+    with pytest.raises(ModelLoadError, match="Could not load"):
+        LeanCompressor(model="/nonexistent/compressor").compress(ARTICLE)
+
+
+def test_ledger_records_before_and_after(compressor: LeanCompressor) -> None:
+    with Ledger() as book:
+        result = compressor.compress(ARTICLE, rate=0.5)
+    events = [e for e in book.events if e.layer == "compress"]
+    assert len(events) == 1
+    assert events[0].input_before == result.origin_tokens
+    assert events[0].input_after == result.compressed_tokens
+
+
+def test_llmlingua_own_api_works_offline_with_our_model(compressor: LeanCompressor) -> None:
+    # the model-name dispatch fix: llmlingua's compress_prompt no longer raises NotImplementedError
+    out = compressor.prompt_compressor.compress_prompt([ARTICLE], rate=0.5)
+    assert 0 < out["compressed_tokens"] < out["origin_tokens"]
+
+
+def test_global_rng_is_left_alone() -> None:
+    random.seed(123)
+    np.random.seed(123)
+    expected = (random.random(), np.random.rand())
+    random.seed(123)
+    np.random.seed(123)
+    assert LeanCompressor(record_ledger=False).prompt_compressor is not None  # llmlingua reseeds inside
+    assert (random.random(), np.random.rand()) == expected
+
+
+def test_word_probabilities_align_with_words(compressor: LeanCompressor) -> None:
+    probs = compressor.word_keep_probabilities(ARTICLE)
+    assert probs.shape == (len(words(ARTICLE)),)
+    assert ((probs >= 0) & (probs <= 1)).all()
+    content = [
+        p for w, p in zip(words(ARTICLE), probs, strict=False) if re.fullmatch(r"Normans|Rollo|Normandy,", w)
+    ]
+    function = [p for w, p in zip(words(ARTICLE), probs, strict=False) if w in {"the", "of", "a", "and"}]
+    assert np.mean(content) > np.mean(function)

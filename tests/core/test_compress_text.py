@@ -1,0 +1,115 @@
+"""Pure-text parts of the compressor: words, label alignment, protected spans, sentences."""
+
+from __future__ import annotations
+
+from lean_plugins.compress.data import (
+    CompressionPair,
+    align_keep_labels,
+    keep_f1,
+    split_pairs,
+    word_spans,
+    words,
+)
+from lean_plugins.compress.language import looks_english
+from lean_plugins.compress.spans import (
+    DEFAULT_PROTECTED_PATTERNS,
+    compile_patterns,
+    protected_word_mask,
+    sentence_spans,
+)
+
+
+def test_alignment_tolerates_recapitalisation_and_respacing() -> None:
+    original = "Several school districts in Hampton Roads are holding classes this Presidents' Day."
+    compressed = "Several school districts are holding classes this Presidents ' Day."
+    labels = align_keep_labels(original, compressed)
+    kept = [w for w, keep in zip(words(original), labels, strict=False) if keep]
+    assert kept == [
+        "Several",
+        "school",
+        "districts",
+        "are",
+        "holding",
+        "classes",
+        "this",
+        "Presidents'",
+        "Day.",
+    ]
+
+
+def test_alignment_picks_the_right_repeated_word() -> None:
+    original = "the cat saw the dog near the house"
+    labels = align_keep_labels(original, "the dog near the house")
+    assert labels == [False, False, False, True, True, True, True, True]
+
+
+def test_keep_f1() -> None:
+    assert keep_f1([True, False, True], [True, False, True]) == 1.0
+    assert keep_f1([True, True, False, False], [True, False, True, False]) == 0.5
+    assert keep_f1([False, False], [False, False]) == 1.0
+
+
+def test_split_is_seeded_and_disjoint() -> None:
+    pairs = [CompressionPair(f"sentence {i} here", f"sentence {i}") for i in range(200)]
+    a = split_pairs(pairs)
+    b = split_pairs(pairs)
+    assert a == b
+    train, val, test = a
+    assert len(test) == 20 and len(val) == 10 and len(train) == 170
+    assert not {p.original for p in test} & {p.original for p in train + val}
+
+
+def test_word_spans_keep_original_text() -> None:
+    text = "  Hello,\tWorld!\n\nNew  line "
+    assert [text[a:b] for a, b in word_spans(text)] == ["Hello,", "World!", "New", "line"]
+
+
+def test_default_patterns_protect_numbers_urls_emails_code() -> None:
+    text = "Call 555-1234 or mail ops@example.com, see https://x.org/a?b=1 and run `pip install x` now"
+    spans = word_spans(text)
+    mask = protected_word_mask(text, spans, compile_patterns(DEFAULT_PROTECTED_PATTERNS))
+    protected = [text[a:b] for (a, b), m in zip(spans, mask, strict=False) if m]
+    assert protected == ["555-1234", "ops@example.com,", "https://x.org/a?b=1", "`pip", "install", "x`"]
+
+
+def test_force_tokens_and_user_patterns() -> None:
+    text = "Keep ACME-42 and Zorro but not other words"
+    spans = word_spans(text)
+    mask = protected_word_mask(text, spans, compile_patterns([r"ACME-\d+"], force_tokens=["Zorro"]))
+    assert [text[a:b] for (a, b), m in zip(spans, mask, strict=False) if m] == ["ACME-42", "Zorro"]
+
+
+def test_sentence_spans() -> None:
+    text = 'First one. "Second?" Third!\nFourth line\n\n  Fifth'
+    assert [text[a:b] for a, b in sentence_spans(text)] == [
+        "First one.",
+        '"Second?"',
+        "Third!",
+        "Fourth line",
+        "Fifth",
+    ]
+
+
+def test_language_check() -> None:
+    assert looks_english("The committee approved the budget for the next year after a long debate on taxes.")
+    assert not looks_english(
+        "Le conseil municipal a approuvé le budget pour l'année prochaine après un long débat."
+    )
+    assert not looks_english("东京是日本的首都，也是世界上人口最多的城市之一。")
+    assert looks_english("x = compute(a, b)  # 42")
+
+
+def test_join_keeps_only_chosen_words_and_the_texts_outer_spacing() -> None:
+    import numpy as np
+
+    from lean_plugins.compress.compressor import _join_kept
+
+    text = "\n  alpha beta\n\ngamma delta  epsilon \n"
+    spans = word_spans(text)
+    assert _join_kept(text, spans, np.array([False, False, False, False, True])) == "\n  epsilon \n"
+    assert (
+        _join_kept(text, spans, np.array([True, False, False, True, True]))
+        == "\n  alpha\n\ndelta  epsilon \n"
+    )
+    assert _join_kept(text, spans, np.array([True, True, False, False, False])) == "\n  alpha beta \n"
+    assert _join_kept(text, spans, np.zeros(5, dtype=bool)) == ""
