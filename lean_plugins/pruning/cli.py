@@ -79,7 +79,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     from lean_plugins.pruning.importance import METHODS
 
-    default_method = "activation"  # kept in step with pruner.DEFAULT_METHOD (no torch import here)
+    default_method = "taylor"  # kept in step with pruner.DEFAULT_METHOD (no torch import here)
     p = sub.add_parser("prune", help="structurally prune a causal LM (heads, MLP channels, layers)")
     p.add_argument("model", help="model folder or hub name")
     p.add_argument(

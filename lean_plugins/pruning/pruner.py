@@ -31,7 +31,7 @@ from lean_plugins.pruning.modeling import (
 logger = logging.getLogger("lean_plugins.pruning")
 
 #: The method the benchmark (scripts/bench_pruning.py) found best on stories260K.
-DEFAULT_METHOD = "activation"
+DEFAULT_METHOD = "taylor"
 
 
 @dataclass

@@ -4,6 +4,7 @@ scripts/gpu_check.py). Speed needs no trained weights, so the models are randoml
 from __future__ import annotations
 
 import copy
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -90,8 +91,9 @@ def measure_speed(
     repeats: int = 2,
     vocab: int | None = None,
 ) -> SpeedResult:
-    """Prefill of ``context`` tokens (batch 1) and greedy decode of ``decode_tokens`` tokens
-    after a ``context``-token prompt at ``batch``, both with the model's KV cache."""
+    """Prefill of ``context`` tokens (batch 1, best of ``repeats``) and greedy decode after a
+    ``context``-token prompt at ``batch`` rows (median step time of ``repeats`` runs of
+    ``decode_tokens`` steps), both with the model's KV cache."""
     torch = require("torch", "local")
     device = next(model.parameters()).device
     vocab = vocab or model.config.vocab_size
@@ -113,18 +115,24 @@ def measure_speed(
             logits = logits.repeat(batch, 1, 1)
     base_cache = cache
 
-    def decode() -> None:
+    def decode_steps() -> list[float]:
+        times = []
         with torch.inference_mode():
             c = copy.deepcopy(base_cache)
             token = logits[:, -1:].argmax(-1)
             for step in range(decode_tokens):
                 pos = torch.full((batch, 1), context + step, device=device)
+                start = time.perf_counter()
                 out = model(input_ids=token, position_ids=pos, use_cache=True, **{kwarg: c}).logits
                 token = out[:, -1:].argmax(-1)
+                _sync(device)
+                times.append(time.perf_counter() - start)
+        return times
 
-    copy_s = best_time(lambda: copy.deepcopy(base_cache), repeats, device)
-    decode_s = max(1e-9, best_time(decode, repeats, device) - copy_s)
-    return SpeedResult(context / prefill_s, batch * decode_tokens / decode_s)
+    decode_steps()  # warm-up
+    # The median step: robust to bursts of other load on a shared machine.
+    step_s = statistics.median([t for _ in range(repeats) for t in decode_steps()])
+    return SpeedResult(context / prefill_s, batch / step_s)
 
 
 def measure_ttft(

@@ -51,3 +51,15 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit):
         main(["prune", "--help"])
     assert "--ratio" in capsys.readouterr().out
+
+
+def test_cli_default_method_is_the_library_default() -> None:
+    import argparse
+
+    from lean_plugins.pruning.cli import register
+    from lean_plugins.pruning.pruner import DEFAULT_METHOD
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["prune", "m", "--ratio", "0.2", "--calib", "c", "--out", "o"])
+    assert args.method == DEFAULT_METHOD
