@@ -258,6 +258,8 @@ def latency_lean(n: int, known: dict, texts: list[str], exact_q: list[str], sem_
         get_encoder().encode(["warm-up"])
         cache.get(exact_q[0])
         exact = time_calls(cache.get, exact_q)
+        if any(cache.get(q) is None for q in exact_q):
+            raise SystemExit("LeanCache missed a stored prompt: the latency figures would be meaningless")
         hits = sum(cache.get(q) is not None for q in sem_q[:50])
         semantic = time_calls(cache.get, sem_q)
         cache.close()
@@ -271,11 +273,7 @@ def latency_gptcache(n: int, known: dict, texts: list[str], exact_q: list[str], 
     from lean_plugins.cache import _gptcache
 
     _gptcache.block_pip_installs()
-    from gptcache import Cache
-    from gptcache.adapter.api import init_similar_cache
-    from gptcache.manager.factory import manager_factory
-    from gptcache.processor.pre import get_prompt
-    from langchain_community.cache import GPTCache
+    from langchain_community.cache import GPTCache, _dumps_generations
     from langchain_core.outputs import Generation
 
     llm_string = "bench-llm"
@@ -284,33 +282,9 @@ def latency_gptcache(n: int, known: dict, texts: list[str], exact_q: list[str], 
     results = {}
     try:
         for kind in ("exact", "semantic"):
-
-            def init_gptcache(cache_obj: Cache, llm: str, kind: str = kind) -> None:
-                hashed_llm = hashlib.sha256(llm.encode()).hexdigest()
-                if kind == "exact":  # the docs' first example: exact match, map manager
-                    cache_obj.init(
-                        pre_embedding_func=get_prompt,
-                        data_manager=manager_factory(
-                            manager="map", data_dir=str(tmp / f"map_cache_{hashed_llm}")
-                        ),
-                    )
-                else:  # the docs' second example, init_similar_cache, with the MiniLM embedding offline
-                    data_dir = tmp / f"similar_cache_{hashed_llm}"
-                    init_similar_cache(
-                        cache_obj=cache_obj,
-                        data_dir=str(data_dir),
-                        embedding=_GPTCacheEmbedding(embed),
-                        data_manager=manager_factory(
-                            "sqlite,faiss",
-                            data_dir=str(data_dir),
-                            vector_params={"dimension": 384},
-                            max_size=10**7,
-                        ),
-                    )
-
-            lc = GPTCache(init_gptcache)
+            lc = GPTCache(_docs_init(kind, tmp, embed))
             cache_obj = lc._get_gptcache(llm_string)
-            answers = [json.dumps([Generation(text=f"answer to: {t}").model_dump()]) for t in texts]
+            answers = [_dumps_generations([Generation(text=f"answer to: {t}")]) for t in texts]
             if kind == "exact":
                 for t, a in zip(texts, answers, strict=True):
                     cache_obj.data_manager.save(t, a, t)
@@ -322,9 +296,41 @@ def latency_gptcache(n: int, known: dict, texts: list[str], exact_q: list[str], 
             results[kind] = percentiles(time_calls(lambda q, lc=lc: lc.lookup(q, llm_string), qs))
             if kind == "semantic":
                 results["sem_hits"] = sum(lc.lookup(q, llm_string) is not None for q in sem_q[:50])
+            cache_obj.data_manager.close()
+            # GPTCache closes again at exit, into the temp dir removed below: make that a no-op.
+            cache_obj.data_manager.close = lambda: None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return results
+
+
+def _docs_init(kind: str, tmp: Path, embed: QueryEmbedding):
+    """The ``init_gptcache(cache_obj, llm)`` functions of the LangChain GPTCache docs."""
+    from gptcache import Cache
+    from gptcache.adapter.api import init_similar_cache
+    from gptcache.manager.factory import manager_factory
+    from gptcache.processor.pre import get_prompt
+
+    def init_gptcache(cache_obj: Cache, llm: str) -> None:
+        hashed_llm = hashlib.sha256(llm.encode()).hexdigest()
+        if kind == "exact":  # the docs' first example: exact match, map manager
+            cache_obj.init(
+                pre_embedding_func=get_prompt,
+                data_manager=manager_factory(manager="map", data_dir=str(tmp / f"map_cache_{hashed_llm}")),
+            )
+            return
+        # The docs' second example, init_similar_cache, with the MiniLM embedding (offline).
+        data_dir = tmp / f"similar_cache_{hashed_llm}"
+        init_similar_cache(
+            cache_obj=cache_obj,
+            data_dir=str(data_dir),
+            embedding=_GPTCacheEmbedding(embed),
+            data_manager=manager_factory(
+                "sqlite,faiss", data_dir=str(data_dir), vector_params={"dimension": 384}, max_size=10**7
+            ),
+        )
+
+    return init_gptcache
 
 
 class _GPTCacheEmbedding:
@@ -406,6 +412,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small samples and sizes (about 2 minutes)")
     parser.add_argument("--markdown-out", type=Path, help="write the Markdown section here")
     args = parser.parse_args()
+    # One intra-op thread: on a busy 2-core machine torch's default (all cores, spinning) makes
+    # a one-sentence MiniLM embedding ~20x slower (measured: ~830 ms vs ~35 ms at load 11).
+    # Serving processes should do the same; both caches below share this setting.
+    import torch
+
+    torch.set_num_threads(1)
     if args.quick:
         n_tune, n_report, n_para, sizes, n_q, per_thread = 800, 800, 300, [1000, 10_000], 50, 25
     else:

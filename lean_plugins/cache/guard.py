@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import pairwise
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9'’\-]*|\d+(?:[.,:/]\d+)*")
 _DIGITS = re.compile(r"\d+(?:[.,:/]\d+)*")
@@ -213,5 +214,5 @@ def _facts_cached(prompt: str, _vocab_id: int, vocab_ref: _VocabRef) -> PromptFa
                 # "hip-hop" must be found as "hip hop" or "hiphop" too: keep its parts.
                 entities.update(_fold(part) for part in folded.split("-") if part)
     # "hip hop" also matches "hiphop": add each adjacent pair of words, joined.
-    words.update(a + b for a, b in zip(sequence, sequence[1:]))
+    words.update(a + b for a, b in pairwise(sequence))
     return PromptFacts(frozenset(numbers), negated, frozenset(entities), frozenset(words))

@@ -240,6 +240,17 @@ class SQLStore(Store):
         self._sa = sqlalchemy
         self._table = table
         self._ques, self._answer = self.records._ques, self.records._answer
+        if db_type == "sqlite":
+            # WAL: readers do not block the writer, and a commit needs no full fsync of the
+            # database file (synchronous=NORMAL is still crash-safe for the application).
+            @sqlalchemy.event.listens_for(self.records._engine, "connect")
+            def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+                cursor = dbapi_connection.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.close()
+
+            self.records._engine.dispose()  # reconnect with the pragmas
         for name, column in (("q", self._ques.question), ("a", self._answer.question_id)):
             sqlalchemy.Index(f"ix_{table}_{name}", column).create(bind=self.records._engine, checkfirst=True)
         self._vectors_kind = vectors
@@ -248,6 +259,7 @@ class SQLStore(Store):
         self._faiss: _AtomicFaiss | None = None
         self._pg: Any = None
         self._unsaved = 0
+        self._touched: dict[int, Any] = {}
         self._count = self.records.count()
         if dimension is not None:
             self.ensure_vectors(dimension)
@@ -400,18 +412,25 @@ class SQLStore(Store):
         self._count = max(0, self._count - len(ids))
 
     def touch(self, record_id: int) -> None:
+        # Kept in memory and written before an eviction or a flush: a hit costs no commit.
         from datetime import datetime
 
+        self._touched[record_id] = datetime.now()
+
+    def _write_touches(self) -> None:
+        if not self._touched:
+            return
+        touched, self._touched = self._touched, {}
         with self.records.Session() as session:
-            session.query(self._ques).filter(self._ques.id == record_id).update(
-                {"last_access": datetime.now()}
-            )
+            for record_id, when in touched.items():
+                session.query(self._ques).filter(self._ques.id == record_id).update({"last_access": when})
             session.commit()
 
     def evict(self, max_entries: int) -> int:
         excess = self._count - max_entries
         if excess <= 0:
             return 0
+        self._write_touches()
         with self.records.Session() as session:
             rows = (
                 session.query(self._ques.id)
@@ -428,6 +447,7 @@ class SQLStore(Store):
         return self._count
 
     def flush(self) -> None:
+        self._write_touches()
         if self._faiss is not None:
             self._faiss.flush()
         self._unsaved = 0
