@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from lean_plugins.budget import OutputBudget, UsageAccountant
 from lean_plugins.ledger import Ledger
-from tests.budget_stories import STORY_START, stories_local_llm
+from tests.budget_helpers import STORY_START, stories_llm_fixture
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def stories_llm(shared_data, tmp_path_factory) -> Iterator[Any]:
-    import torch
-
-    llm = stories_local_llm(shared_data, tmp_path_factory.mktemp("stories260K"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a 260K-parameter model runs fastest on one thread
-    yield llm
-    torch.set_num_threads(threads)
+stories_llm = pytest.fixture(scope="module", name="stories_llm")(stories_llm_fixture)
 
 
 @pytest.fixture(scope="module")

@@ -16,23 +16,10 @@ from lean_plugins.langchain import OutputBudgetCallbackHandler, with_output_budg
 from lean_plugins.budget import BudgetPredictor, OutputBudget, UsageAccountant
 from lean_plugins.errors import BudgetExceededError
 from lean_plugins.ledger import Ledger
-from lean_plugins.tokens import encode, get_tokenizer
+from lean_plugins.tokens import encode
+from tests.budget_helpers import ANSWER, first_tokens
 
-ANSWER = (
-    "The Normans were the people who in the 10th and 11th centuries gave their name to "
-    "Normandy, a region in France. They were descended from Norse raiders and pirates from "
-    "Denmark, Iceland and Norway who, under their leader Rollo, agreed to swear fealty to King "
-    "Charles III of West Francia. Through generations of assimilation and mixing with the native "
-    "Frankish and Roman-Gaulish populations, their descendants would gradually merge with the "
-    "Carolingian-based cultures of West Francia. The distinct cultural and ethnic identity of "
-    "the Normans emerged initially in the first half of the 10th century, and it continued to "
-    "evolve over the succeeding centuries."
-)
 N_FULL = len(encode(ANSWER))
-
-
-def first_tokens(text: str, n: int) -> str:
-    return get_tokenizer().decode_bytes(encode(text)[:n]).decode("utf-8", errors="ignore")
 
 
 class TokenRecorder(BaseCallbackHandler):

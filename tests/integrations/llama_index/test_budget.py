@@ -26,21 +26,10 @@ from llama_index.core.llms.custom import CustomLLM
 from lean_plugins.budget import OutputBudget, UsageAccountant
 from lean_plugins.errors import BudgetExceededError
 from lean_plugins.ledger import Ledger
-from lean_plugins.tokens import encode, get_tokenizer
+from lean_plugins.tokens import encode
+from tests.budget_helpers import ANSWER, first_tokens
 
-ANSWER = (
-    "The Normans were the people who in the 10th and 11th centuries gave their name to "
-    "Normandy, a region in France. They were descended from Norse raiders and pirates from "
-    "Denmark, Iceland and Norway who, under their leader Rollo, agreed to swear fealty to King "
-    "Charles III of West Francia. Through generations of assimilation and mixing with the native "
-    "Frankish and Roman-Gaulish populations, their descendants would gradually merge with the "
-    "Carolingian-based cultures of West Francia."
-)
 N_FULL = len(encode(ANSWER))
-
-
-def first_tokens(text: str, n: int) -> str:
-    return get_tokenizer().decode_bytes(encode(text)[:n]).decode("utf-8", errors="ignore")
 
 
 class ScriptedLLM(CustomLLM):
