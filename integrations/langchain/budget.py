@@ -30,6 +30,7 @@ from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, 
 from langchain_core.runnables.config import ensure_config
 
 from lean_plugins.budget import BudgetResult, BudgetRun, OutputBudget, route_for_template
+from lean_plugins.budget.accounting import CACHE_HIT_KEY
 from lean_plugins.budget.tracker import CallTracker, TrackedCall
 from lean_plugins.errors import BudgetExceededError
 from lean_plugins.tokens import Tokenizer, count_tokens
@@ -189,16 +190,18 @@ class OutputBudgetCallbackHandler(BaseCallbackHandler):
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         generation = response.generations[0][0] if response.generations and response.generations[0] else None
         output_tokens = input_tokens = None
-        truncated = False
+        truncated = cached = False
         if generation is not None:
             info = generation.generation_info or {}
             truncated = info.get("finish_reason") in _PROVIDER_LENGTH_REASONS
+            cached = bool(info.get(CACHE_HIT_KEY))
             if isinstance(generation, ChatGeneration):
                 usage = getattr(generation.message, "usage_metadata", None) or {}
                 output_tokens, input_tokens = usage.get("output_tokens"), usage.get("input_tokens")
                 meta = generation.message.response_metadata or {}
                 truncated = truncated or meta.get("finish_reason") in _PROVIDER_LENGTH_REASONS
                 truncated = truncated or meta.get("stop_reason") in _PROVIDER_LENGTH_REASONS
+                cached = cached or bool(meta.get(CACHE_HIT_KEY))
         token_usage = (response.llm_output or {}).get("token_usage") or {}
         self.tracker.end(
             run_id,
@@ -206,6 +209,7 @@ class OutputBudgetCallbackHandler(BaseCallbackHandler):
             output_tokens=output_tokens or token_usage.get("completion_tokens"),
             input_tokens=input_tokens or token_usage.get("prompt_tokens"),
             truncated=truncated,
+            cached=cached,
         )
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:

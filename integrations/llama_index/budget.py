@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from lean_plugins.budget import BudgetResult, BudgetRun, OutputBudget
+from lean_plugins.budget.accounting import CACHE_HIT_KEY
 from lean_plugins.budget.tracker import CallTracker
 from lean_plugins.tokens import count_tokens
 from llama_index.core.base.llms.types import (
@@ -76,6 +77,13 @@ def _usage(response: Any) -> tuple[int | None, int | None]:
         prompt = prompt or get("prompt_tokens") or get("input_tokens")
         completion = completion or get("completion_tokens") or get("output_tokens")
     return prompt, completion
+
+
+def _cache_hit(response: Any) -> bool:
+    """True when a cache served ``response`` (it set :data:`CACHE_HIT_KEY`)."""
+    extra = getattr(response, "additional_kwargs", None) or {}
+    raw = getattr(response, "raw", None)
+    return bool(extra.get(CACHE_HIT_KEY) or (isinstance(raw, dict) and raw.get(CACHE_HIT_KEY)))
 
 
 def _response_text(response: Any) -> str | None:
@@ -154,7 +162,11 @@ class OutputBudgetHandler(BaseEventHandler):
         elif isinstance(event, (LLMChatEndEvent, LLMCompletionEndEvent)):
             input_tokens, output_tokens = _usage(event.response)
             self._tracker.end(
-                key, _response_text(event.response), output_tokens=output_tokens, input_tokens=input_tokens
+                key,
+                _response_text(event.response),
+                output_tokens=output_tokens,
+                input_tokens=input_tokens,
+                cached=_cache_hit(event.response),
             )
         elif isinstance(event, (ExceptionEvent, SpanDropEvent)):
             self._tracker.end(key)  # a stream closed early or failed: account what was produced
@@ -215,7 +227,11 @@ class OutputBudgetCallbackHandler(LlamaBaseCallbackHandler):
         response = payload.get(EventPayload.RESPONSE) or payload.get(EventPayload.COMPLETION)
         input_tokens, output_tokens = _usage(response)
         self.tracker.end(
-            event_id, _response_text(response), output_tokens=output_tokens, input_tokens=input_tokens
+            event_id,
+            _response_text(response),
+            output_tokens=output_tokens,
+            input_tokens=input_tokens,
+            cached=_cache_hit(response),
         )
 
     def start_trace(self, trace_id: str | None = None) -> None:
@@ -316,6 +332,7 @@ class BudgetedLLM(LLM):
             output_tokens=output_tokens,
             input_tokens=input_tokens,
             truncated_by_provider=call.capped and reached,
+            cached=_cache_hit(last),
         )
         if self.raise_on_stop and result.stopped:
             raise result.exceeded_error()

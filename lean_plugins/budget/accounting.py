@@ -19,6 +19,11 @@ from typing import Any
 from lean_plugins.ledger import LedgerEvent, record
 from lean_plugins.pricing import cost
 
+#: Key a cache sets to ``True`` in the metadata of a response it served (LangChain
+#: ``generation_info`` or ``response_metadata``, LlamaIndex ``additional_kwargs`` or ``raw``),
+#: so the budget handlers account the call as avoided, not spent.
+CACHE_HIT_KEY = "cache_hit"
+
 
 @dataclass
 class UsageTotals:

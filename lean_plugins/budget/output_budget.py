@@ -125,13 +125,12 @@ class OutputBudget:
             "tenant": tenant if tenant is not None else self.tenant,
             "input_tokens": input_tokens,
             "streamed": streamed,
-            "cached": cached,
         }
 
         def on_finish(run: BudgetRun, result: BudgetResult) -> None:
             self._account(run, result, call)
 
-        return BudgetRun(
+        run = BudgetRun(
             budget,
             tokenizer=tok,
             soft_window=self.soft_window,
@@ -140,6 +139,8 @@ class OutputBudget:
             query_kind=kind,
             on_finish=on_finish,
         )
+        run.cached = cached
+        return run
 
     def stopping_criterion(self, prompt: str | None = None, **kwargs: Any) -> BudgetRun:
         """A :data:`~lean_plugins.generation.StoppingCriterion` for a local model (a
@@ -240,8 +241,9 @@ class OutputBudget:
     # -- accounting ---------------------------------------------------------------------------
     def _account(self, run: BudgetRun, result: BudgetResult, call: dict[str, Any]) -> None:
         model, tenant = call["model"], call["tenant"]
+        cached = run.cached
         generated = result.tokens_generated
-        if call["cached"]:
+        if cached:
             output_before = generated  # nothing was generated; the cache layer counts the saving
         elif result.stopped:
             # Without the budget the model would have gone on, up to the caller's own limit.
@@ -256,7 +258,7 @@ class OutputBudget:
             "query_kind": result.query_kind,
             "tokens_used": result.tokens_used,
         }
-        if not call["cached"]:
+        if not cached:
             record(
                 layer="budget",
                 kind="stop",
@@ -272,11 +274,11 @@ class OutputBudget:
                 tenant=tenant,
                 input_tokens=run.input_tokens if run.input_tokens is not None else call["input_tokens"],
                 output_tokens=generated,
-                cached=call["cached"],
+                cached=cached,
                 streamed=call["streamed"],
                 meta=meta,
             )
-        if self.predictor is not None and not call["cached"] and result.stop_reason != "confidence":
+        if self.predictor is not None and not cached and result.stop_reason != "confidence":
             self.predictor.observe(
                 result.route or DEFAULT_ROUTE,
                 result.budget if result.stopped else generated,

@@ -123,6 +123,8 @@ class BudgetRun:
         self.stop_reason: str | None = None
         self.result: BudgetResult | None = None
         self.released_chars = 0
+        self.cached = False
+        """True when the answer came from a cache (set at start or by :meth:`finish`)."""
         self.input_tokens: int | None = None
         """The provider's prompt token count, when :meth:`finish` was given one."""
         self._kept_text: str | None = None
@@ -298,6 +300,7 @@ class BudgetRun:
         output_tokens: int | None = None,
         input_tokens: int | None = None,
         truncated_by_provider: bool = False,
+        cached: bool = False,
     ) -> BudgetResult:
         """End the call and return its :class:`BudgetResult` (idempotent).
 
@@ -306,10 +309,12 @@ class BudgetRun:
         the provider's own count of generated tokens (``usage_metadata``), used for accounting;
         ``input_tokens`` likewise for the prompt.
         ``truncated_by_provider``: the provider stopped at the ``max_tokens`` we set.
+        ``cached``: the answer came from a cache (its tokens were avoided, not spent).
         """
         if self.result is not None:
             return self.result
         self.input_tokens = input_tokens
+        self.cached = self.cached or cached
         if self._last_step is not None or (self._counter is None and text is not None):
             result = self._finish_tokens(text)
         else:

@@ -139,6 +139,7 @@ class CallTracker:
         output_tokens: int | None = None,
         input_tokens: int | None = None,
         truncated: bool = False,
+        cached: bool = False,
     ) -> BudgetResult | None:
         """The call ended. ``text``: its whole answer, counted when nothing was streamed."""
         call = self._calls.get(key)
@@ -147,7 +148,12 @@ class CallTracker:
                 self._nested.discard(key)
             return None
         return self.finish(
-            call, text, output_tokens=output_tokens, input_tokens=input_tokens, truncated=truncated
+            call,
+            text,
+            output_tokens=output_tokens,
+            input_tokens=input_tokens,
+            truncated=truncated,
+            cached=cached,
         )
 
     def finish(
@@ -158,6 +164,7 @@ class CallTracker:
         output_tokens: int | None = None,
         input_tokens: int | None = None,
         truncated: bool = False,
+        cached: bool = False,
     ) -> BudgetResult:
         if call.result is not None:
             return call.result
@@ -168,6 +175,7 @@ class CallTracker:
             output_tokens=output_tokens,
             input_tokens=input_tokens,
             truncated_by_provider=truncated,
+            cached=cached,
         )
         call.result = result
         with self._lock:

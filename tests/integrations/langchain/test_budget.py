@@ -204,3 +204,16 @@ def test_handler_counts_exactly_over_many_streamed_calls() -> None:
     # not stopped (stop_stream=False): every produced token is counted, the kept text is 40
     assert accountant.totals().output_tokens == produced == 5 * N_FULL
     assert all(r.stop_reason == "budget" and r.tokens_used == 40 for r in handler.results)
+
+
+def test_a_cache_hit_is_accounted_as_avoided() -> None:
+    cached_answer = AIMessage(content="Rollo led them.", response_metadata={"cache_hit": True})
+    model = GenericFakeChatModel(messages=iter([cached_answer]))
+    accountant = UsageAccountant()
+    handler = OutputBudgetCallbackHandler(OutputBudget(100, model="gpt-4o-mini", accountant=accountant))
+    with Ledger() as ledger:
+        model.invoke("Who led the Normans?", config={"callbacks": [handler]})
+    totals = accountant.totals()
+    assert totals.cached_calls == 1 and totals.output_tokens == 0 and totals.dollars == 0
+    assert totals.avoided_output_tokens == len(encode("Rollo led them.")) and totals.avoided_dollars > 0
+    assert [e.kind for e in ledger.events] == ["cache_hit"]

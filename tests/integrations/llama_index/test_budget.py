@@ -37,6 +37,7 @@ class ScriptedLLM(CustomLLM):
 
     answer: str = ANSWER
     produced: list[str] = []
+    extra: dict = {}
 
     @property
     def metadata(self) -> LLMMetadata:
@@ -45,7 +46,7 @@ class ScriptedLLM(CustomLLM):
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         self.produced.append(self.answer)
-        return CompletionResponse(text=self.answer)
+        return CompletionResponse(text=self.answer, additional_kwargs=self.extra)
 
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
@@ -215,3 +216,12 @@ def test_callback_manager_handler_accounts_chat_and_completion() -> None:
     totals = accountant.totals(model="gpt-4o-mini")
     assert totals.calls == 2 and totals.output_tokens == expected
     assert [r.stop_reason for r in handler.results] == ["natural", "natural"]
+
+
+def test_a_cache_hit_is_accounted_as_avoided(event_handler) -> None:
+    accountant = UsageAccountant()
+    event_handler(OutputBudget(1000, model="gpt-4o-mini", accountant=accountant))
+    ScriptedLLM(produced=[], answer="Rollo led them.", extra={"cache_hit": True}).complete("q")
+    totals = accountant.totals()
+    assert totals.cached_calls == 1 and totals.output_tokens == 0
+    assert totals.avoided_output_tokens == len(encode("Rollo led them."))
