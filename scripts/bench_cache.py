@@ -166,7 +166,7 @@ def calibration(n_tune: int, n_report: int, n_para: int, emb: EmbeddingStore) ->
         f"**Calibration.** Tuned on {len(tune_rows)} QQP pairs (overlap penalty fitted there by "
         f"logistic regression: {penalty:.2f}; threshold = the lowest with <= {TUNE_CEILING:.1%} false "
         f"serves there, half the 1% target as margin), reported on {len(report_rows)} other QQP pairs "
-        f"and {len(para_rows)} paraphrase pairs. LeanCache's defaults: threshold {DEFAULT_THRESHOLD:.2f}, "
+        f"and {len(para_rows)} paraphrase pairs. LeanCache's defaults: threshold {DEFAULT_THRESHOLD:.4g}, "
         f"overlap penalty {DEFAULT_OVERLAP_PENALTY:.2f}.",
         "",
         "| setting | threshold | false serves (tune) | QQP false serves (report) | QQP dups served (report) "
