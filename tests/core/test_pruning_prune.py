@@ -63,6 +63,11 @@ def test_non_uniform_prune_reloads_with_our_loader(dense, texts, tmp_path: Path)
     reloaded, _tok, backend = load_model(tmp_path, device="cpu")
     assert backend in ("sdpa", "eager")
     torch.testing.assert_close(logits(reloaded, tok), logits(model, tok), rtol=1e-5, atol=1e-5)
+    from lean_plugins.pruning import LeanLocalLLM
+
+    served = LeanLocalLLM(tmp_path, record_usage=False).generate("Once upon a time", max_new_tokens=10)
+    in_memory = LeanLocalLLM(model, tok, record_usage=False).generate("Once upon a time", max_new_tokens=10)
+    assert served.token_ids == in_memory.token_ids
 
 
 def test_within_group_pruning_keeps_a_valid_query_per_kv_ratio(dense, texts) -> None:

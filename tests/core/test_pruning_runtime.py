@@ -74,6 +74,17 @@ def test_stopping_criterion_sees_every_token_and_stops_cleanly(llm) -> None:
     assert all(0.0 <= s.eos_probability <= 1.0 for s in seen)
 
 
+def test_criterion_stop_reason_is_reported(llm) -> None:
+    class Confident:
+        stop_reason = "confidence"
+
+        def __call__(self, step: GenerationStep) -> bool:
+            return step.n_tokens == 3
+
+    result = llm.generate("Once upon a time", stopping_criteria=[Confident()])
+    assert result.finish_reason == "confidence" and len(result.token_ids) == 3
+
+
 def test_batch_generation_equals_one_by_one(llm) -> None:
     prompts = ["Once upon a time", "Tom had a big red ball. One day", "Hi"]
     batch = llm.generate_batch(prompts, max_new_tokens=12)
