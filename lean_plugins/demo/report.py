@@ -154,8 +154,12 @@ def _table_cells(row: dict[str, Any]) -> list[str]:
 
 def _verdict_lines(v: FrameworkVerdict) -> list[str]:
     lines = [
-        f"multiplicative total of the layers alone: {v.multiplicative_saved:.1f}% saved "
-        f"(1 - prod(1 - layer share)); measured with all layers: {v.measured_saved:.1f}% saved",
+        (
+            f"multiplicative total of the layers alone: {v.multiplicative_saved:.1f}% saved "
+            f"(1 - prod(1 - layer share)); measured with all layers: {v.measured_saved:.1f}% saved"
+            if v.layer_saved
+            else f"measured with all layers: {v.measured_saved:.1f}% saved (one-layer runs skipped)"
+        ),
         f"lean run costs {100 * v.cost_share:.1f}% of the plain run at the same price "
         f"(target <= {100 * TARGET_COST_SHARE:.0f}%): {'met' if v.cost_met else 'NOT met'}",
         f"answer-bearing context: {v.plain_answer_contexts} of {v.requests} in the plain run; lost by "
@@ -174,8 +178,8 @@ def shortfall(v: FrameworkVerdict) -> str:
         weakest = sorted(v.layer_saved.items(), key=lambda kv: kv[1])
         listed = ", ".join(f"{name} {pct:.1f}%" for name, pct in weakest)
         parts.append(
-            f"cost at {100 * v.cost_share:.1f}% of plain, not <= {100 * TARGET_COST_SHARE:.0f}% "
-            f"(each layer alone saves: {listed})"
+            f"cost at {100 * v.cost_share:.1f}% of plain, not <= {100 * TARGET_COST_SHARE:.0f}%"
+            + (f" (each layer alone saves: {listed})" if listed else "")
         )
     if v.lost_answer_contexts:
         parts.append(f"compression dropped the answer of {', '.join(v.lost_answer_contexts)}")
