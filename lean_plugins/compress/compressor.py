@@ -31,7 +31,7 @@ import numpy as np
 from lean_plugins import ledger
 from lean_plugins._optional import require
 from lean_plugins.compress.data import word_spans
-from lean_plugins.compress.language import looks_english
+from lean_plugins.compress.language import ENGLISH_STOPWORDS, looks_english
 from lean_plugins.compress.model import DEFAULT_MODEL_ALIASES, check_token_classifier, resolve_model
 from lean_plugins.compress.spans import (
     DEFAULT_PROTECTED_PATTERNS,
@@ -118,6 +118,8 @@ class LeanCompressor:
         tokenizer: how ``origin_tokens``/``compressed_tokens`` and the budget are counted.
         relevance_weight: with a query, how strongly sentence relevance outranks the keep
             probability (0 ignores the query; 1 fills the most relevant sentences first).
+        lexical_weight: added to a sentence's cosine similarity times the share of the
+            query's content words it contains (exact terms help on names and dates).
         on_non_english: ``"pass"`` returns non-English text unchanged (default for the
             English-only embedded model), ``"compress"`` compresses anyway (default for other
             models), ``"raise"`` raises ConfigurationError.
@@ -137,6 +139,7 @@ class LeanCompressor:
         protect_defaults: bool = True,
         tokenizer: str | Tokenizer = "cl100k_base",
         relevance_weight: float = 1.0,
+        lexical_weight: float = 0.5,
         on_non_english: NonEnglishPolicy | None = None,
         record_ledger: bool = True,
         batch_size: int = 8,
@@ -158,6 +161,7 @@ class LeanCompressor:
         self._patterns = compile_patterns([*patterns, *protected_patterns], self.force_tokens)
         self.tokenizer = tokenizer
         self.relevance_weight = float(relevance_weight)
+        self.lexical_weight = float(lexical_weight)
         self.is_embedded = model is None or str(model) in DEFAULT_MODEL_ALIASES
         self.on_non_english: NonEnglishPolicy = on_non_english or ("pass" if self.is_embedded else "compress")
         self.record_ledger = record_ledger
@@ -431,7 +435,7 @@ class LeanCompressor:
             return [np.zeros(len(word_spans(t))) for t in texts]
         encoder = get_encoder(self.encoder_model, device=self.device)
         vectors = encoder.encode([query, *flat])
-        sims = vectors[1:] @ vectors[0]
+        sims = vectors[1:] @ vectors[0] + self.lexical_weight * _term_overlap(query, flat)
         low, high = float(sims.min()), float(sims.max())
         scaled = (sims - low) / (high - low) if high > low else np.ones_like(sims)
         out, k = [], 0
@@ -486,7 +490,7 @@ class LeanCompressor:
                     )
                     pos += len(sp)
                 got = sum(self.count(piece) for piece, _ in pieces)
-                if got <= budget * 1.05 or got == 0:
+                if got <= budget * 1.05 + 1 or got == 0:
                     break
                 target *= budget / got  # the joined text tokenised longer than the word sum
             for i, (piece, n_kept) in zip(group, pieces, strict=False):
@@ -498,6 +502,14 @@ class LeanCompressor:
 
     def __repr__(self) -> str:
         return f"LeanCompressor(model={self.model_name!r}, device={self.device!r}, rate={self.rate})"
+
+
+def _term_overlap(query: str, sentences: list[str]) -> np.ndarray:
+    """Share of the query's content words (not stop words) that each sentence contains."""
+    terms = {w for w in re.findall(r"\w+", query.lower()) if w not in ENGLISH_STOPWORDS}
+    if not terms:
+        return np.zeros(len(sentences))
+    return np.array([len(terms & set(re.findall(r"\w+", s.lower()))) / len(terms) for s in sentences])
 
 
 def _uses_sentencepiece(tokenizer: Any) -> bool:
@@ -519,19 +531,26 @@ def _token_words(offsets: Iterable[tuple[int, int]], spans: list[tuple[int, int]
 
 
 def _select(scores: np.ndarray, costs: np.ndarray, forced: np.ndarray, budget: float) -> np.ndarray:
-    """Forced words, then words by descending score while their costs fit the budget."""
+    """Forced words, then words by descending score until the budget is reached.
+
+    The word that crosses the budget is kept when that lands closer to it. Lower-scored
+    short words are not used to fill the remainder: that would trade a good word for
+    filler and move the choice away from the model's ranking.
+    """
     keep = forced.copy()
     used = float(costs[forced].sum())
-    order = np.argsort(-scores, kind="stable")
-    for i in order:
+    for i in np.argsort(-scores, kind="stable"):
+        if used >= budget:
+            break
         if keep[i]:
             continue
-        c = costs[i]
-        if used + c <= budget:
-            keep[i] = True
-            used += c
-            if used >= budget:
-                break
+        c = float(costs[i])
+        if used + c > budget:
+            if used + c - budget < budget - used:
+                keep[i] = True
+            break
+        keep[i] = True
+        used += c
     return keep
 
 
