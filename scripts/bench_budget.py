@@ -360,7 +360,6 @@ def bench_confidence(data: Path, n_prompts: int, thresholds: list[float], budget
     folder = cache_dir("bench_budget", "stories260K")
     convert_llama2c(src / "stories260K.bin", src / "tok512.model", folder)
     model = AutoModelForCausalLM.from_pretrained(folder)
-    model.generation_config.eos_token_id = [2, 1]  # llama2.c ends a story with BOS
     tokenizer = AutoTokenizer.from_pretrained(folder)
     firsts = [s[: _sentences(s)[0][1]] for s in stories(data)[:n_prompts]]
     prompts = [[1, *tokenizer(f).input_ids] for f in firsts]

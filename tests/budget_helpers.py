@@ -46,9 +46,9 @@ def stories_local_llm(shared_data: Path, folder: Path) -> Any:
     src = shared_data / "models" / "stories260K"
     convert_llama2c(src / "stories260K.bin", src / "tok512.model", folder)
     model = AutoModelForCausalLM.from_pretrained(folder)
-    # llama2.c models end a story with BOS (id 1), as llama2.c's run.c stops on it: count it
-    # as end of sequence, so eos_probability is the model's real wish to end.
-    model.generation_config.eos_token_id = [2, 1]
+    # The converter counts BOS (id 1) as end of sequence, as llama2.c's run.c does, so
+    # eos_probability is the model's real wish to end.
+    assert 1 in model.generation_config.eos_token_id
     tokenizer = AutoTokenizer.from_pretrained(folder)
     return runtime.LeanLocalLLM(model, tokenizer, record_usage=False, model_name="stories260K")
 

@@ -164,6 +164,9 @@ def convert_llama2c(
         model = LlamaForCausalLM(config)
     model.load_state_dict({k: torch.tensor(np.array(v)) for k, v in state.items()}, strict=True, assign=True)
     model.tie_weights()
+    # llama2.c ends a sequence by emitting BOS (run.c stops on token 1), and never EOS: without 1
+    # here, generation would run to max_new_tokens and p(eos) would say nothing.
+    model.generation_config.eos_token_id = [config.eos_token_id, config.bos_token_id]
     model.save_pretrained(out)
     shutil.copyfile(tok_path, out / "tokenizer.model")
     tokenizer = LlamaTokenizer.from_pretrained(out)

@@ -104,6 +104,17 @@ def test_tokenizer_is_the_full_sentencepiece_vocabulary(hf_dir: Path) -> None:
     assert tokenizer.decode(tokenizer(text)["input_ids"], skip_special_tokens=True) == text
 
 
+def test_generation_ends_where_llama2c_ends_a_story(hf_dir: Path) -> None:
+    """llama2.c's run.c stops on BOS (id 1); the converted model must too, or it never stops."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(hf_dir)
+    assert model.generation_config.eos_token_id == [2, 1]
+    out = model.generate(torch.tensor([[1]]), max_new_tokens=400, do_sample=False)
+    assert out.shape[1] < 401 and int(out[0, -1]) in (1, 2)  # ended by itself, not by the limit
+
+
 def test_loss_on_tinystories_is_about_1_29_nats(hf_dir: Path, shared_data: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
