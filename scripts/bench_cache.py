@@ -420,9 +420,13 @@ def main() -> None:
     # One intra-op thread: on a busy 2-core machine torch's default (all cores, spinning) makes
     # a one-sentence MiniLM embedding ~20x slower (measured: ~830 ms vs ~35 ms at load 11).
     # Serving processes should do the same; both caches below share this setting.
+    # FAISS's OpenMP pool likewise: a flat search over 100k vectors took ~65 ms with 2 threads
+    # and ~15 ms with 1 on this busy machine.
+    import faiss
     import torch
 
     torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
     if args.quick:
         n_tune, n_report, n_para, sizes, n_q, per_thread = 800, 800, 300, [1000, 10_000], 50, 25
     else:
