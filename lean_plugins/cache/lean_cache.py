@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import logging
 import os
 import re
@@ -23,6 +24,7 @@ import numpy as np
 from lean_plugins.cache.guard import SemanticGuard, word_overlap
 from lean_plugins.cache.keys import key_hash, storage_id
 from lean_plugins.cache.stores import LocalStore, PostgresStore, Record, RedisStore, Store, encode_payload
+from lean_plugins.cache.verifier import PairVerifier
 from lean_plugins.errors import ConfigurationError
 
 logger = logging.getLogger("lean_plugins.cache")
@@ -32,8 +34,10 @@ Backend = Literal["local", "redis", "postgres"]
 MODES = ("exact", "semantic", "exact+semantic")
 BACKENDS = ("local", "redis", "postgres")
 
-#: A semantic candidate is served when ``cosine - OVERLAP_PENALTY * word_overlap >= threshold``
-#: and the guard passes. Word overlap inflates MiniLM's cosine (QQP's non-duplicates share
+#: By default a semantic candidate is served when its cosine clears the shipped pair verifier's
+#: floor, the guard passes, and the verifier accepts the pair (``lean_plugins.cache.verifier``).
+#: With ``verifier=False`` (LeanCache 0.1's rule) it is served when
+#: ``cosine - OVERLAP_PENALTY * word_overlap >= threshold`` and the guard passes. Word overlap inflates MiniLM's cosine (QQP's non-duplicates share
 #: most words and differ in one), so the same cosine from fewer shared words is stronger
 #: evidence. Both constants were fitted on a tune split of the QQP dev pairs and checked on a
 #: disjoint split and on the paraphrase pairs (scripts/bench_cache.py, docs/benchmarks.md).
@@ -96,8 +100,8 @@ class LeanCache:
             ``lean_plugins.paths.cache_dir("cache")``.
         mode: ``"exact"`` (normalised text only, no embeddings), ``"semantic"`` (nearest
             neighbour + guard), or ``"exact+semantic"`` (exact first, then semantic).
-        threshold: minimum cosine similarity of a semantic hit (default
-            :data:`DEFAULT_THRESHOLD`, calibrated with the guard on).
+        threshold: minimum cosine similarity of a semantic candidate (default: the verifier's
+            floor, or :data:`DEFAULT_THRESHOLD` without a verifier; both calibrated with the guard on).
         ttl: seconds an entry lives (``None``: forever); ``put(..., ttl=)`` overrides per entry.
         max_entries: per-namespace size limit; least recently used entries are evicted.
         backend: ``"local"`` (SQLite + FAISS), ``"redis"`` or ``"postgres"`` (+ pgvector).
@@ -105,6 +109,9 @@ class LeanCache:
             ``$LEAN_PLUGINS_POSTGRES_URL``).
         embedding: any callable ``list[str] -> (n, d) array``; default the shared MiniLM encoder.
         guard: the semantic guard (``True`` default guard, ``False`` cosine only, or an instance).
+        verifier: the pair verifier a candidate must also pass (``True`` the shipped one, ``False``
+            none: the overlap rule, or a :class:`~lean_plugins.cache.verifier.PairVerifier`, e.g.
+            ``PairVerifier.load("my.json")``); default: on when the guard is on.
         overlap_penalty: weight of the content-word overlap subtracted from the cosine before
             comparing with ``threshold`` (default :data:`DEFAULT_OVERLAP_PENALTY`; 0 = plain cosine).
         top_k: semantic candidates checked per lookup.
@@ -124,6 +131,7 @@ class LeanCache:
         url: str | None = None,
         embedding: EmbeddingFn | None = None,
         guard: bool | SemanticGuard = True,
+        verifier: bool | PairVerifier | None = None,
         overlap_penalty: float | None = None,
         top_k: int = 5,
         record_hits: bool = True,
@@ -142,7 +150,14 @@ class LeanCache:
         if top_k < 1:
             raise ConfigurationError(f"top_k must be >= 1, got {top_k!r}.")
         self.mode = mode
-        self.threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+        if verifier is None:
+            verifier = bool(guard)
+        self.verifier: PairVerifier | None = (
+            verifier if isinstance(verifier, PairVerifier) else (_default_verifier() if verifier else None)
+        )
+        if threshold is None:
+            threshold = DEFAULT_THRESHOLD if self.verifier is None else self.verifier.min_cosine
+        self.threshold = float(threshold)
         self.ttl = ttl
         self.max_entries = max_entries
         self.backend = backend
@@ -450,8 +465,10 @@ class LeanCache:
             record = records.get(rid)
             if record is None or rid not in live:
                 continue
-            score = similarity - self.overlap_penalty * word_overlap(prompt, record.prompt)
-            if score < self.threshold:
+            if self.verifier is not None:
+                if self.verifier.score(prompt, record.prompt, similarity) < self.verifier.threshold:
+                    continue
+            elif similarity - self.overlap_penalty * word_overlap(prompt, record.prompt) < self.threshold:
                 continue
             if self.guard is not None and not self.guard.agrees(prompt, record.prompt):
                 continue
@@ -483,6 +500,11 @@ class LeanCache:
             tenant=tenant,
             meta={"match": hit.match, "similarity": round(hit.similarity, 4)},
         )
+
+
+@functools.lru_cache(maxsize=1)
+def _default_verifier() -> PairVerifier:
+    return PairVerifier.load()
 
 
 _OPEN_CACHES: weakref.WeakSet[LeanCache] = weakref.WeakSet()

@@ -1,0 +1,133 @@
+"""The pair verifier: a small logistic regression that a semantic candidate must pass.
+
+MiniLM's cosine is inflated by shared words: QQP's non-duplicates typically share every word
+but one, and score as high as true paraphrases that share few words. The verifier scores a
+(query, cached prompt) pair from the cosine and a few word-level features, and a candidate is
+served only when the score clears a threshold chosen on QQP pairs (``scripts/bench_cache.py``;
+model card: ``docs/cache-verifier.md``).
+
+The model ships as JSON (feature names, standardisation, coefficients, threshold): loading it
+never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from lean_plugins.cache.guard import _WORD, content_words
+from lean_plugins.errors import ConfigurationError
+
+#: Features, in order. ``mismatch`` = content words in one prompt only (capped at 6).
+FEATURES = ("cos", "cos2", "overlap", "cos_overlap", "length_ratio", "mismatch", "no_mismatch")
+DEFAULT_VERIFIER_FILE = "cache_verifier.json"
+
+
+def pair_features(query: str, cached: str, cosine: float) -> list[float]:
+    """The verifier's inputs for one pair, in :data:`FEATURES` order."""
+    wq, wc = content_words(query), content_words(cached)
+    union = wq | wc
+    overlap = len(wq & wc) / len(union) if union else 0.0
+    nq, nc = len(_WORD.findall(query)), len(_WORD.findall(cached))
+    length_ratio = min(nq, nc) / max(1, nq, nc)
+    mismatch = len(wq ^ wc)
+    return [
+        cosine,
+        cosine * cosine,
+        overlap,
+        cosine * overlap,
+        length_ratio,
+        float(min(mismatch, 6)),
+        float(mismatch == 0),
+    ]
+
+
+@dataclass(frozen=True)
+class PairVerifier:
+    """Logistic regression on :func:`pair_features`; accepts a pair when its logit >= ``threshold``.
+
+    ``min_cosine`` is the cosine below which no candidate is considered (the nearest-neighbour
+    cut-off the verifier was trained above).
+    """
+
+    weights: tuple[float, ...]
+    bias: float
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    threshold: float
+    min_cosine: float
+    features: tuple[str, ...] = FEATURES
+
+    def __post_init__(self) -> None:
+        if self.features != FEATURES:
+            raise ConfigurationError(
+                f"verifier file names features {list(self.features)}, this version computes {list(FEATURES)}; "
+                "retrain it with scripts/bench_cache.py."
+            )
+        if not len(self.weights) == len(self.mean) == len(self.scale) == len(FEATURES):
+            raise ConfigurationError(
+                f"verifier needs {len(FEATURES)} weights, means and scales; the file has "
+                f"{len(self.weights)}, {len(self.mean)}, {len(self.scale)}."
+            )
+
+    def score(self, query: str, cached: str, cosine: float) -> float:
+        """Logit that ``cached``'s answer also answers ``query``."""
+        x = pair_features(query, cached, cosine)
+        return self.bias + sum(
+            w * (v - m) / s for w, v, m, s in zip(self.weights, x, self.mean, self.scale, strict=True)
+        )
+
+    def probability(self, query: str, cached: str, cosine: float) -> float:
+        return 1.0 / (1.0 + math.exp(-self.score(query, cached, cosine)))
+
+    def accepts(self, query: str, cached: str, cosine: float) -> bool:
+        return cosine >= self.min_cosine and self.score(query, cached, cosine) >= self.threshold
+
+    # -- JSON ----------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "format": "lean-plugins cache verifier v1 (logistic regression)",
+            "features": list(self.features),
+            "weights": list(self.weights),
+            "bias": self.bias,
+            "mean": list(self.mean),
+            "scale": list(self.scale),
+            "threshold": self.threshold,
+            "min_cosine": self.min_cosine,
+        }
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PairVerifier:
+        try:
+            return cls(
+                weights=tuple(float(w) for w in data["weights"]),
+                bias=float(data["bias"]),
+                mean=tuple(float(m) for m in data["mean"]),
+                scale=tuple(float(s) for s in data["scale"]),
+                threshold=float(data["threshold"]),
+                min_cosine=float(data["min_cosine"]),
+                features=tuple(data["features"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"not a cache verifier file ({type(exc).__name__}: {exc}); expected the JSON written by "
+                "PairVerifier.save (keys weights, bias, mean, scale, threshold, min_cosine, features)."
+            ) from exc
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> PairVerifier:
+        """Read a verifier from JSON (default: the one shipped in ``lean_plugins/data``)."""
+        if path is None:
+            from lean_plugins.paths import package_data
+
+            path = package_data(DEFAULT_VERIFIER_FILE)
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigurationError(f"cannot read cache verifier {path}: {exc}") from exc
+        return cls.from_dict(data)

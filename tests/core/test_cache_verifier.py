@@ -1,0 +1,85 @@
+"""The pair verifier: loads from JSON (never pickle), refuses a different question that cosine
+alone would serve, serves a clear paraphrase. Real MiniLM, real SQLite + FAISS."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("gptcache")
+pytest.importorskip("faiss")
+
+from lean_plugins.cache import LeanCache
+from lean_plugins.cache.verifier import FEATURES, PairVerifier, pair_features
+from lean_plugins.embeddings import get_encoder
+from lean_plugins.errors import ConfigurationError
+from lean_plugins.paths import package_data
+
+
+def _cos(a: str, b: str) -> float:
+    va, vb = get_encoder().encode([a, b])
+    return float(va @ vb)
+
+
+def test_shipped_verifier_is_json_and_round_trips(tmp_path: Path) -> None:
+    data = json.loads(package_data("cache_verifier.json").read_text(encoding="utf-8"))
+    assert data["features"] == list(FEATURES) and len(data["weights"]) == len(FEATURES)
+    verifier = PairVerifier.load()
+    copy = tmp_path / "v.json"
+    verifier.save(copy)
+    assert PairVerifier.load(copy) == verifier
+    args = ("How do I learn Python?", "What is the best way to learn Python?", 0.9)
+    assert PairVerifier.load(copy).score(*args) == pytest.approx(verifier.score(*args))
+
+
+def test_bad_verifier_files_name_the_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"weights": [1.0]}), encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="not a cache verifier file"):
+        PairVerifier.load(bad)
+    data = PairVerifier.load().to_dict()
+    data["features"] = ["cos", "something_else"]
+    bad.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="retrain"):
+        PairVerifier.load(bad)
+    with pytest.raises(ConfigurationError, match="cannot read"):
+        PairVerifier.load(tmp_path / "missing.json")
+
+
+def test_verifier_rejects_a_different_question_that_cosine_alone_serves(tmp_path: Path) -> None:
+    # Asking for books on one part of chess is a narrower question; the guard sees no number,
+    # negation or name that differs, and MiniLM's cosine is high.
+    cached, query = "What are the best books on chess?", "What are the best books on chess openings?"
+    cosine = _cos(cached, query)
+    verifier = PairVerifier.load()
+    assert cosine >= 0.85, "the pair must be close enough for a cosine threshold to serve it"
+    assert not verifier.accepts(query, cached, cosine)
+    plain = LeanCache(path=tmp_path, threshold=0.85, verifier=False, overlap_penalty=0.0)
+    plain.put(cached, "answer")
+    assert plain.get(query) == "answer", "cosine + guard serves it: only the verifier stops it"
+    assert LeanCache(path=tmp_path, threshold=0.85, verifier=True).get(query) is None
+    assert LeanCache(path=tmp_path).get(query) is None
+
+
+def test_verifier_serves_a_clear_paraphrase(tmp_path: Path) -> None:
+    cached, query = "How tall is the Eiffel Tower?", "What is the height of the Eiffel Tower?"
+    verifier = PairVerifier.load()
+    assert verifier.accepts(query, cached, _cos(cached, query))
+    assert verifier.probability(query, cached, _cos(cached, query)) > 0.5
+    cache = LeanCache(path=tmp_path)
+    assert cache.verifier == verifier and cache.threshold == verifier.min_cosine
+    cache.put(cached, "330 m")
+    hit = cache.lookup(query)
+    assert hit is not None and hit.match == "semantic" and hit.response == "330 m"
+
+
+def test_features_see_word_differences() -> None:
+    same = pair_features("How do I cook rice?", "How do I cook rice?", 1.0)
+    different = pair_features("How do I cook rice?", "How do I cook pasta?", 0.8)
+    names = dict(zip(FEATURES, different, strict=True))
+    assert dict(zip(FEATURES, same, strict=True))["no_mismatch"] == 1.0
+    assert (
+        names["mismatch"] == 2.0 and names["no_mismatch"] == 0.0 and names["overlap"] == pytest.approx(1 / 3)
+    )
