@@ -5,8 +5,7 @@ One class per module, loaded lazily.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from lean_plugins._lazy import lazy_exports
 
 _EXPORTS = {
     "CachedLLM": "lean_plugins.llama_index.cached_llm",
@@ -22,15 +21,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lean_plugins.llama_index' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

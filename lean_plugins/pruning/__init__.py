@@ -11,8 +11,7 @@ Heavy names load lazily (no torch at ``import lean_plugins.pruning``):
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from lean_plugins._lazy import lazy_exports
 
 _EXPORTS = {
     "prune": "lean_plugins.pruning.pruner",
@@ -28,15 +27,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lean_plugins.pruning' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -41,3 +41,24 @@ def test_help_lists_commands_without_heavy_imports() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    "package",
+    [
+        "lean_plugins.langchain",
+        "lean_plugins.llama_index",
+        "lean_plugins.prompts",
+        "lean_plugins.pruning",
+        "lean_plugins.cache",
+        "lean_plugins.compress",
+        "lean_plugins.budget",
+    ],
+)
+def test_every_public_name_resolves(package: str) -> None:
+    import importlib
+
+    module = importlib.import_module(package)
+    for name in module.__all__:
+        assert getattr(module, name) is not None, f"{package}.{name}"
+    assert set(module.__all__) <= set(dir(module))
