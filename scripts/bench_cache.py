@@ -549,7 +549,9 @@ def main() -> None:
         "vectors plus real QQP questions (MiniLM on 100k texts does not fit 2 shared cores); queries "
         "are real text embedded at query time. GPTCache runs through langchain_community.cache.GPTCache, "
         "exact with the docs' map manager, semantic with the docs' init_similar_cache on SQLite + FAISS "
-        "and the same MiniLM embedding (its default ONNX model needs the Hugging Face hub)."
+        "and the same MiniLM embedding (its default ONNX model needs the Hugging Face hub). LeanCache "
+        "switches a namespace to an IVF index (sqrt(n) lists, 16 probed) from 50,000 vectors; smaller "
+        "ones, and GPTCache, search a flat index."
     )
     body = "\n".join(
         [
