@@ -37,6 +37,7 @@ from lean_plugins.paths import shared_data_dir
 from lean_plugins.tokens import count_tokens, use_offline_tiktoken
 
 TARGET_F1 = 0.82
+TOKEN_BUDGET_ROW = "same, target_tokens = the reference's cl100k tokens"
 TARGET_SURVIVAL = 0.95
 TARGET_SPEEDUP = 4.0
 TARGET_TPS = 3000
@@ -66,6 +67,10 @@ def quality(compressor: LeanCompressor, train, test, seed: int = 0) -> dict[str,
         rate = k / len(ws)
         out = compressor.compress(pair.original, rate=rate).text
         scores["LeanCompressor (embedded MiniLM)"].append(keep_f1(kept_mask(ws, words(out)), ref))
+        # The same budget in the compressor's own unit: the reference's kept words in cl100k tokens.
+        ref_text = " ".join(w for w, keep in zip(ws, ref, strict=False) if keep)
+        out = compressor.compress(pair.original, target_tokens=max(1, count_tokens(ref_text))).text
+        scores[TOKEN_BUDGET_ROW].append(keep_f1(kept_mask(ws, words(out)), ref))
         out = unprotected.compress(pair.original, rate=rate).text
         scores["same, protect_defaults=False (numbers may go)"].append(
             keep_f1(kept_mask(ws, words(out)), ref)
@@ -267,14 +272,17 @@ def main() -> int:
             "never trained on), each compressed with `compress(text, rate=r)`, r = the reference's word keep ratio; "
             "baselines keep the same number of words. `rate` counts cl100k tokens, so at the word ratio the "
             "compressor keeps fewer words than the reference (kept content words and numbers cost more tokens "
-            "than dropped function words), and protected numbers take part of the budget; the two extra rows "
-            "separate those effects from the model's ranking.",
+            "than dropped function words), and protected numbers take part of the budget; the extra rows "
+            "separate those effects from the model's ranking (the `target_tokens` row gives the compressor the "
+            "reference's length in its own unit, cl100k tokens).",
             "",
             "| Method | Keep-F1 |",
             "|---|---:|",
             *[f"| {name} | {value:.3f} |" for name, value in q.items()],
             "",
-            f"Target >= {TARGET_F1}: {'met' if f1 >= TARGET_F1 else f'short by {TARGET_F1 - f1:.3f}'}.",
+            f"Target >= {TARGET_F1}: at the word ratio {'met' if f1 >= TARGET_F1 else f'short by {TARGET_F1 - f1:.3f}'}; "
+            f"with the reference's token count {q[TOKEN_BUDGET_ROW]:.3f} "
+            f"({'met' if q[TOKEN_BUDGET_ROW] >= TARGET_F1 else 'short'}).",
             "",
             "### Answer survival (SQuAD *Normans* dev, answerable questions)",
             "",

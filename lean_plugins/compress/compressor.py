@@ -38,6 +38,7 @@ from lean_plugins.compress.spans import (
     compile_patterns,
     protected_word_mask,
     sentence_spans,
+    unit_word_mask,
 )
 from lean_plugins.errors import ConfigurationError, ModelLoadError
 from lean_plugins.tokens import Tokenizer, count_tokens, get_tokenizer, use_offline_tiktoken
@@ -450,6 +451,12 @@ class LeanCompressor:
             k += len(spans)
         return out
 
+    def _forced_mask(self, text: str, spans: list[tuple[int, int]]) -> np.ndarray:
+        """Protected words, plus the unit/magnitude words of protected numbers ("4.6 billion years")."""
+        protected = protected_word_mask(text, spans, self._patterns)
+        units = unit_word_mask(text, spans, protected)
+        return np.array(protected, dtype=bool) | np.array(units, dtype=bool)
+
     def _compress_active(
         self, texts: list[str], budgets: list[float], query: str | None, shared: bool
     ) -> list[CompressionResult]:
@@ -457,8 +464,8 @@ class LeanCompressor:
         spans_of = [word_spans(t) for t in texts]
         scores = self._score(texts)
         if query and self.relevance_weight:
-            for s, rel in zip(scores, self._relevance(texts, query), strict=False):
-                s += self.relevance_weight * rel
+            for s, rel, t, sp in zip(scores, self._relevance(texts, query), texts, spans_of, strict=False):
+                s += self.relevance_weight * (rel + _focus_bonus(t, sp, rel, query))
         groups = [list(range(len(texts)))] if shared else [[i] for i in range(len(texts))]
         outputs: list[str] = [""] * len(texts)
         kept: list[int] = [0] * len(texts)
@@ -466,10 +473,7 @@ class LeanCompressor:
             group_texts = [texts[i] for i in group]
             group_spans = [spans_of[i] for i in group]
             forced = np.concatenate(
-                [
-                    np.array(protected_word_mask(t, sp, self._patterns), dtype=bool)
-                    for t, sp in zip(group_texts, group_spans, strict=False)
-                ]
+                [self._forced_mask(t, sp) for t, sp in zip(group_texts, group_spans, strict=False)]
             )
             costs = np.concatenate(
                 [
@@ -502,6 +506,46 @@ class LeanCompressor:
 
     def __repr__(self) -> str:
         return f"LeanCompressor(model={self.model_name!r}, device={self.device!r}, rate={self.rate})"
+
+
+# With a query: the best sentence's words outrank every other word (it is kept whole when the
+# budget allows), and names and number words in relevant sentences (capitalised words and
+# "two", the usual answers to who/where/how-many questions) outrank the words around them.
+TOP_SENTENCE_BONUS = 1.0
+NAME_BONUS = 0.5
+NEAR_TOP = 0.8
+NEAR_TOP_BONUS = 0.5
+_QUERY_WORD = re.compile(r"\w+")
+_NUMBER_WORDS = frozenset(
+    """one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen
+    sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety
+    hundred thousand million billion first second third fourth fifth sixth seventh eighth ninth
+    tenth dozen half""".split()
+)
+_NAME_PARTICLES = frozenset("de del della di da du des la le van von der den of al el bin ibn".split())
+
+
+def _focus_bonus(text: str, spans: list[tuple[int, int]], rel: np.ndarray, query: str) -> np.ndarray:
+    """Extra score per word: the top sentence (relevance 1) and capitalised words in relevant sentences.
+
+    A capitalised word that is in the query is not boosted: the reader has it already.
+    """
+    query_terms = {w.lower() for w in _QUERY_WORD.findall(query)}
+    bonus = np.where(rel >= 1.0 - 1e-9, TOP_SENTENCE_BONUS, np.where(rel >= NEAR_TOP, NEAR_TOP_BONUS, 0.0))
+    words = [text[a:b].strip("\"'([{“‘") for a, b in spans]
+    capital = [w[:1].isupper() for w in words]
+    for i, word in enumerate(words):
+        if rel[i] < 0.5:
+            continue
+        # "Pérez de Guzmán", "Roger of Montgomery": a particle between two names is part of the name
+        in_name = capital[i] or (
+            word.lower() in _NAME_PARTICLES and 0 < i < len(words) - 1 and capital[i - 1] and capital[i + 1]
+        )
+        if in_name or word.lower().rstrip(".,;:") in _NUMBER_WORDS:
+            core = _QUERY_WORD.findall(word.lower())
+            if not (core and core[0] in query_terms):
+                bonus[i] += NAME_BONUS * rel[i]
+    return bonus
 
 
 def _term_overlap(query: str, sentences: list[str]) -> np.ndarray:

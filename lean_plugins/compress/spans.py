@@ -15,6 +15,28 @@ DEFAULT_PROTECTED_PATTERNS: tuple[str, ...] = (
     r"\S*\d\S*",  # any word holding a digit: numbers, dates, versions, ids
 )
 
+# Words that carry a number's magnitude or unit: "4.6 billion years" without "billion years"
+# is a different fact, so these stay with an adjacent protected number.
+NUMBER_UNIT_WORDS: frozenset[str] = frozenset(
+    """
+    hundred hundreds thousand thousands million millions billion billions trillion trillions
+    dozen dozens percent per cent percentage points point bn mn k
+    year years yr yrs month months week weeks day days hour hours hr hrs minute minutes min mins
+    second seconds sec secs decade decades century centuries millennium millennia
+    bc bce ad ce am pm
+    january february march april may june july august september october november december
+    jan feb mar apr jun jul aug sep sept oct nov dec
+    km kilometre kilometres kilometer kilometers mile miles metre metres meter meters m cm mm
+    ft foot feet inch inches yard yards kg kilogram kilograms g gram grams lb lbs pound pounds
+    ton tons tonne tonnes ounce ounces oz litre litres liter liters l ml gallon gallons
+    acre acres hectare hectares sq square cubic mph kph kmh degree degrees celsius fahrenheit
+    kb mb gb tb ghz mhz hz kw mw gw kwh volt volts watt watts
+    dollar dollars usd euro euros eur gbp yen yuan rupees cents
+    times fold people persons inhabitants residents men soldiers troops
+    """.split()
+)
+_UNIT_WORD = re.compile(r"[^\w%$€£¥]*([\w%$€£¥.]+?)[^\w%]*$")
+
 _SENTENCE_END = re.compile(r"([.!?][\"')\]]*)\s+|\n\s*")
 
 
@@ -66,3 +88,29 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     if start < len(text) and text[start:].strip():
         spans.append((start, len(text)))
     return spans
+
+
+def unit_word_mask(text: str, words: Sequence[tuple[int, int]], protected: Sequence[bool]) -> list[bool]:
+    """True for unit/magnitude words (``NUMBER_UNIT_WORDS``) next to a protected word with a digit.
+
+    Follows the chain after a number ("4.6 billion years", "10th century", "5 km"), and takes a
+    month name or currency word just before one ("May 1191", "US$ 5").
+    """
+    n = len(words)
+    has_digit = [protected[i] and any(ch.isdigit() for ch in text[a:b]) for i, (a, b) in enumerate(words)]
+
+    def is_unit(i: int) -> bool:
+        match = _UNIT_WORD.match(text[words[i][0] : words[i][1]])
+        return bool(match) and match.group(1).lower().rstrip(".") in NUMBER_UNIT_WORDS
+
+    out = [False] * n
+    for i in range(n):
+        if not has_digit[i]:
+            continue
+        j = i + 1
+        while j < n and j <= i + 2 and not has_digit[j] and is_unit(j):
+            out[j] = True
+            j += 1
+        if i > 0 and not has_digit[i - 1] and is_unit(i - 1):
+            out[i - 1] = True
+    return out

@@ -215,3 +215,36 @@ def test_word_probabilities_align_with_words(compressor: LeanCompressor) -> None
     ]
     function = [p for w, p in zip(words(ARTICLE), probs, strict=False) if w in {"the", "of", "a", "and"}]
     assert np.mean(content) > np.mean(function)
+
+
+SUN = (
+    "The Sun is the star at the centre of the Solar System. It is a nearly perfect ball of hot "
+    "plasma, heated to incandescence by nuclear fusion reactions in its core. The Sun formed about "
+    "4.6 billion years ago from the gravitational collapse of matter within a region of a large "
+    "molecular cloud. Its diameter is about 1.39 million kilometres, or 109 times that of Earth, and "
+    "its mass is about 330,000 times that of Earth, making up about 99.86 percent of the total mass "
+    "of the Solar System. Roughly three quarters of the Sun's mass consists of hydrogen; the rest is "
+    "mostly helium, with much smaller quantities of heavier elements such as oxygen and carbon."
+)
+
+
+@pytest.mark.parametrize("query", [None, "How old is the Sun?"])
+def test_numbers_keep_their_units(compressor: LeanCompressor, query: str | None) -> None:
+    out = compressor.compress(SUN, rate=0.3, query=query).text
+    for fact in ("4.6 billion years", "1.39 million kilometres", "99.86 percent"):
+        assert fact in out, (fact, out)
+    assert count_tokens(out) <= 0.3 * count_tokens(SUN) * 1.1
+
+
+def test_the_answer_sentence_survives_at_half_rate(compressor: LeanCompressor) -> None:
+    text = (
+        "The old harbour town sits on a rocky bay and is known for its painted houses. "
+        "Fishing boats leave before dawn and return with the catch by midday. "
+        "The lighthouse on the northern cliff was designed by the engineer Margaret Holloway, "
+        "who also planned the stone breakwater that shelters the boats. "
+        "In summer the streets fill with visitors who come for the markets and the music. "
+        "Most of the families in the town have lived there for many generations."
+    )
+    out = compressor.compress(text, rate=0.5, query="Who designed the lighthouse?").text
+    assert "engineer Margaret Holloway" in out, out
+    assert count_tokens(out) <= 0.5 * count_tokens(text) * 1.05 + 1
