@@ -236,15 +236,23 @@ def test_numbers_keep_their_units(compressor: LeanCompressor, query: str | None)
     assert count_tokens(out) <= 0.3 * count_tokens(SUN) * 1.1
 
 
-def test_the_answer_sentence_survives_at_half_rate(compressor: LeanCompressor) -> None:
+LIGHTHOUSE_ANSWER = (
+    "The lighthouse was designed in 1871 by the engineer Margaret Holloway of Leith, who also "
+    "planned the stone breakwater that shelters the fishing boats."
+)
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.4])
+def test_the_answer_sentence_survives_whole(compressor: LeanCompressor, rate: float) -> None:
+    # Several sentences mention the lighthouse; the one that answers the question is kept whole
+    # (before the top-sentence bonus, rate 0.4 thinned it to "... Holloway Leith, who planned ...").
     text = (
-        "The old harbour town sits on a rocky bay and is known for its painted houses. "
-        "Fishing boats leave before dawn and return with the catch by midday. "
-        "The lighthouse on the northern cliff was designed by the engineer Margaret Holloway, "
-        "who also planned the stone breakwater that shelters the boats. "
-        "In summer the streets fill with visitors who come for the markets and the music. "
-        "Most of the families in the town have lived there for many generations."
+        "The lighthouse stands on the northern cliff above the old harbour town. "
+        "Visitors climb the lighthouse stairs in summer to see the bay and the painted houses. "
+        f"{LIGHTHOUSE_ANSWER} "
+        "Its lamp was electrified after the war, and the keepers left the lighthouse in 1980. "
+        "Fishing boats leave before dawn and return with the catch by midday."
     )
-    out = compressor.compress(text, rate=0.5, query="Who designed the lighthouse?").text
-    assert "engineer Margaret Holloway" in out, out
-    assert count_tokens(out) <= 0.5 * count_tokens(text) * 1.05 + 1
+    out = compressor.compress(text, rate=rate, query="Who designed the lighthouse?").text
+    assert LIGHTHOUSE_ANSWER in out, out
+    assert count_tokens(out) <= rate * count_tokens(text) * 1.05 + 1
