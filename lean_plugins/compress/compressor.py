@@ -509,7 +509,7 @@ class LeanCompressor:
 
 
 # With a query: the best sentence's words outrank every other word (it is kept whole when the
-# budget allows), and names and number words in relevant sentences (capitalised words and
+# budget allows), sentences near the top come next, and names and number words in relevant sentences (capitalised words and
 # "two", the usual answers to who/where/how-many questions) outrank the words around them.
 TOP_SENTENCE_BONUS = 1.0
 NAME_BONUS = 0.5
@@ -526,9 +526,10 @@ _NAME_PARTICLES = frozenset("de del della di da du des la le van von der den of 
 
 
 def _focus_bonus(text: str, spans: list[tuple[int, int]], rel: np.ndarray, query: str) -> np.ndarray:
-    """Extra score per word: the top sentence (relevance 1) and capitalised words in relevant sentences.
+    """Extra score per word: the top sentence (relevance 1), sentences near it, and names and
+    number words in relevant sentences (relevance >= 0.5).
 
-    A capitalised word that is in the query is not boosted: the reader has it already.
+    A word that is in the query is not boosted as a name: the reader has it already.
     """
     query_terms = {w.lower() for w in _QUERY_WORD.findall(query)}
     bonus = np.where(rel >= 1.0 - 1e-9, TOP_SENTENCE_BONUS, np.where(rel >= NEAR_TOP, NEAR_TOP_BONUS, 0.0))
