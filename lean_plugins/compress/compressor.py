@@ -513,8 +513,8 @@ class LeanCompressor:
 # "two", the usual answers to who/where/how-many questions) outrank the words around them.
 TOP_SENTENCE_BONUS = 1.0
 NAME_BONUS = 0.5
-NEAR_TOP = 0.8
-NEAR_TOP_BONUS = 0.5
+NEAR_TOP = 0.6
+NEAR_TOP_BONUS = 1.0
 _QUERY_WORD = re.compile(r"\w+")
 _NUMBER_WORDS = frozenset(
     """one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen

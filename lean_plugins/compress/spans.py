@@ -32,7 +32,6 @@ NUMBER_UNIT_WORDS: frozenset[str] = frozenset(
     acre acres hectare hectares sq square cubic mph kph kmh degree degrees celsius fahrenheit
     kb mb gb tb ghz mhz hz kw mw gw kwh volt volts watt watts
     dollar dollars usd euro euros eur gbp yen yuan rupees cents
-    times fold people persons inhabitants residents men soldiers troops
     """.split()
 )
 _UNIT_WORD = re.compile(r"[^\w%$€£¥]*([\w%$€£¥.]+?)[^\w%]*$")
