@@ -6,8 +6,7 @@ first attribute access.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from lean_plugins._lazy import lazy_exports
 
 _EXPORTS = {
     "LeanCache": "lean_plugins.cache.lean_cache",
@@ -19,15 +18,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lean_plugins.cache' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
