@@ -1,10 +1,11 @@
 """The pair verifier: a small logistic regression that a semantic candidate must pass.
 
 MiniLM's cosine is inflated by shared words: QQP's non-duplicates typically share every word
-but one, and score as high as true paraphrases that share few words. The verifier scores a
-(query, cached prompt) pair from the cosine and a few word-level features, and a candidate is
-served only when the score clears a threshold chosen on QQP pairs (``scripts/bench_cache.py``;
-model card: ``docs/cache-verifier.md``).
+but one, or the same words in another order ("what does A think of B" / "... B think of A"),
+and score as high as true paraphrases that share few words. The verifier scores a (query,
+cached prompt) pair from the cosine and a few word-level features, their squares and pairwise
+products, and a candidate is served only when the score clears a threshold chosen on QQP pairs
+(``scripts/bench_cache.py``; model card: ``docs/cache-verifier.md``).
 
 The model ships as JSON (feature names, standardisation, coefficients, threshold): loading it
 never unpickles anything.
@@ -15,24 +16,53 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from itertools import combinations_with_replacement
 from pathlib import Path
 
-from lean_plugins.cache.guard import _WORD, content_words
+from lean_plugins.cache.guard import _WORD, _fold, content_words
 from lean_plugins.errors import ConfigurationError
 
-#: Features, in order. ``mismatch`` = content words in one prompt only (capped at 6).
-FEATURES = ("cos", "cos2", "overlap", "cos_overlap", "length_ratio", "mismatch", "no_mismatch")
+#: Word-level features, in order. ``mismatch`` = content words in one prompt only (capped at 6);
+#: ``order_inversions`` = share of the shared content words' pairs that come in the other order.
+BASE_FEATURES = (
+    "cos",
+    "cos2",
+    "overlap",
+    "cos_overlap",
+    "length_ratio",
+    "mismatch",
+    "no_mismatch",
+    "order_inversions",
+    "order_swapped",
+)
+#: What the model weighs: the base features, then every product of two of them (squares too).
+FEATURES = BASE_FEATURES + tuple(f"{a}*{b}" for a, b in combinations_with_replacement(BASE_FEATURES, 2))
 DEFAULT_VERIFIER_FILE = "cache_verifier.json"
 
 
-def pair_features(query: str, cached: str, cosine: float) -> list[float]:
-    """The verifier's inputs for one pair, in :data:`FEATURES` order."""
+def _order_inversions(query: str, cached: str, shared: frozenset[str]) -> float:
+    """Share of pairs of shared content words whose order differs between the two prompts."""
+    first_q = list(dict.fromkeys(w for w in map(_fold, _WORD.findall(query)) if w in shared))
+    position = {
+        w: i for i, w in enumerate(dict.fromkeys(w for w in map(_fold, _WORD.findall(cached)) if w in shared))
+    }
+    order = [position[w] for w in first_q if w in position]
+    n = len(order)
+    if n < 2:
+        return 0.0
+    inversions = sum(order[i] > order[j] for i in range(n) for j in range(i + 1, n))
+    return inversions / (n * (n - 1) / 2)
+
+
+def base_features(query: str, cached: str, cosine: float) -> list[float]:
+    """The word-level features of one pair, in :data:`BASE_FEATURES` order."""
     wq, wc = content_words(query), content_words(cached)
     union = wq | wc
     overlap = len(wq & wc) / len(union) if union else 0.0
     nq, nc = len(_WORD.findall(query)), len(_WORD.findall(cached))
     length_ratio = min(nq, nc) / max(1, nq, nc)
     mismatch = len(wq ^ wc)
+    inversions = _order_inversions(query, cached, wq & wc)
     return [
         cosine,
         cosine * cosine,
@@ -41,7 +71,19 @@ def pair_features(query: str, cached: str, cosine: float) -> list[float]:
         length_ratio,
         float(min(mismatch, 6)),
         float(mismatch == 0),
+        inversions,
+        float(inversions > 0),
     ]
+
+
+def expand(base: list[float]) -> list[float]:
+    """Base features followed by their pairwise products, in :data:`FEATURES` order."""
+    return base + [a * b for a, b in combinations_with_replacement(base, 2)]
+
+
+def pair_features(query: str, cached: str, cosine: float) -> list[float]:
+    """The verifier's inputs for one pair, in :data:`FEATURES` order."""
+    return expand(base_features(query, cached, cosine))
 
 
 @dataclass(frozen=True)
@@ -88,7 +130,7 @@ class PairVerifier:
     # -- JSON ----------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {
-            "format": "lean-plugins cache verifier v1 (logistic regression)",
+            "format": "lean-plugins cache verifier v2 (logistic regression on features and their products)",
             "features": list(self.features),
             "weights": list(self.weights),
             "bias": self.bias,

@@ -12,7 +12,7 @@ pytest.importorskip("gptcache")
 pytest.importorskip("faiss")
 
 from lean_plugins.cache import LeanCache
-from lean_plugins.cache.verifier import FEATURES, PairVerifier, pair_features
+from lean_plugins.cache.verifier import BASE_FEATURES, FEATURES, PairVerifier, pair_features
 from lean_plugins.embeddings import get_encoder
 from lean_plugins.errors import ConfigurationError
 from lean_plugins.paths import package_data
@@ -83,3 +83,28 @@ def test_features_see_word_differences() -> None:
     assert (
         names["mismatch"] == 2.0 and names["no_mismatch"] == 0.0 and names["overlap"] == pytest.approx(1 / 3)
     )
+
+
+def test_features_see_swapped_words() -> None:
+    # Same words, other roles: "what does A think of B" is not "what does B think of A".
+    swapped = dict(
+        zip(
+            FEATURES,
+            pair_features("What does Alice think of Bob?", "What does Bob think of Alice?", 0.99),
+            strict=True,
+        )
+    )
+    same_order = dict(
+        zip(
+            FEATURES,
+            pair_features("What does Alice think of Bob?", "What do Alice think of Bob?", 0.99),
+            strict=True,
+        )
+    )
+    assert swapped["order_swapped"] == 1.0 and swapped["order_inversions"] > 0
+    assert same_order["order_swapped"] == 0.0 and same_order["order_inversions"] == 0.0
+    assert len(FEATURES) == len(BASE_FEATURES) * (len(BASE_FEATURES) + 3) // 2
+    verifier = PairVerifier.load()
+    assert verifier.score(
+        "What does Alice think of Bob?", "What does Bob think of Alice?", 0.99
+    ) < verifier.score("What does Alice think of Bob?", "What do Alice think of Bob?", 0.99)
