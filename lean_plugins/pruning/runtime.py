@@ -505,7 +505,8 @@ class LeanLocalLLM:
         if room < 1:
             raise ConfigurationError(
                 f"The prompt has {longest} tokens but {self.model_name} has a context window of "
-                f"{self.context_window}; shorten the prompt."
+                f"{self.context_window}; shorten the prompt (compress the context with LeanCompressor, "
+                "retrieve fewer documents) or serve a model with a longer context window."
             )
         seqs = [_Sequence(prompt_tokens=len(p), max_new_tokens=min(budget, room)) for p in prompts]
         batch = len(prompts)
