@@ -22,6 +22,7 @@ import logging
 import random
 import re
 import threading
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -531,7 +532,7 @@ def _focus_bonus(text: str, spans: list[tuple[int, int]], rel: np.ndarray, query
 
     A word that is in the query is not boosted as a name: the reader has it already.
     """
-    query_terms = {w.lower() for w in _QUERY_WORD.findall(query)}
+    query_terms = set(_QUERY_WORD.findall(_fold(query)))
     bonus = np.where(rel >= 1.0 - 1e-9, TOP_SENTENCE_BONUS, np.where(rel >= NEAR_TOP, NEAR_TOP_BONUS, 0.0))
     words = [text[a:b].strip("\"'([{“‘") for a, b in spans]
     capital = [w[:1].isupper() for w in words]
@@ -543,18 +544,24 @@ def _focus_bonus(text: str, spans: list[tuple[int, int]], rel: np.ndarray, query
             word.lower() in _NAME_PARTICLES and 0 < i < len(words) - 1 and capital[i - 1] and capital[i + 1]
         )
         if in_name or word.lower().rstrip(".,;:") in _NUMBER_WORDS:
-            core = _QUERY_WORD.findall(word.lower())
+            core = _QUERY_WORD.findall(_fold(word))
             if not (core and core[0] in query_terms):
                 bonus[i] += NAME_BONUS * rel[i]
     return bonus
 
 
+def _fold(text: str) -> str:
+    """Lower case without accents: a query typed as "fiancee" matches "fiancée"."""
+    decomposed = unicodedata.normalize("NFKD", text.lower())
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
 def _term_overlap(query: str, sentences: list[str]) -> np.ndarray:
     """Share of the query's content words (not stop words) that each sentence contains."""
-    terms = {w for w in re.findall(r"\w+", query.lower()) if w not in ENGLISH_STOPWORDS}
+    terms = {w for w in re.findall(r"\w+", _fold(query)) if w not in ENGLISH_STOPWORDS}
     if not terms:
         return np.zeros(len(sentences))
-    return np.array([len(terms & set(re.findall(r"\w+", s.lower()))) / len(terms) for s in sentences])
+    return np.array([len(terms & set(re.findall(r"\w+", _fold(s)))) / len(terms) for s in sentences])
 
 
 def _uses_sentencepiece(tokenizer: Any) -> bool:

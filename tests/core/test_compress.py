@@ -54,6 +54,45 @@ def test_shipped_model_is_small_and_assembles_to_a_token_classifier() -> None:
     assert sum(p.stat().st_size for p in shipped.iterdir()) < 10_000_000
 
 
+def test_adapter_factors_are_merged_into_the_base_weights(tmp_path) -> None:
+    """Shipped LoRA factors become ``W + B @ A`` in a plain BertForTokenClassification folder."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from lean_plugins.compress.model import _assemble
+    from lean_plugins.embeddings import default_model_path
+
+    base = default_model_path()
+    key = "encoder.layer.0.attention.self.query.weight"
+    original = load_file(str(base / "model.safetensors"))[key]
+    gen = torch.Generator().manual_seed(0)
+    lora_a = torch.randn(4, 384, generator=gen).half()
+    lora_b = torch.randn(384, 4, generator=gen).half()
+    delta = tmp_path / "delta.safetensors"
+    save_file(
+        {
+            "bert.encoder.layer.0.attention.self.query.lora_a": lora_a,
+            "bert.encoder.layer.0.attention.self.query.lora_b": lora_b,
+            "classifier.weight": torch.zeros(2, 384).half(),
+            "classifier.bias": torch.zeros(2).half(),
+        },
+        str(delta),
+    )
+    out = tmp_path / "model"
+    out.mkdir()
+    _assemble(base, delta, out)
+    merged = load_file(str(out / "model.safetensors"))
+    expected = original + lora_b.float() @ lora_a.float()
+    assert torch.allclose(merged[f"bert.{key}"], expected, atol=1e-5)
+    assert not any("lora" in k for k in merged)
+    other = "bert.encoder.layer.0.attention.self.key.weight"
+    assert torch.equal(merged[other], load_file(str(base / "model.safetensors"))[other[5:]])
+
+    save_file({"bert.encoder.layer.0.attention.self.nope.lora_a": lora_a}, str(delta))
+    with pytest.raises(ModelLoadError, match="adapter"):
+        _assemble(base, delta, tmp_path)
+
+
 def test_output_is_original_words_in_order_with_case_and_spacing(compressor: LeanCompressor) -> None:
     result = compressor.compress(ARTICLE, rate=0.5)
     out_words = words(result.text)

@@ -16,6 +16,7 @@ from lean_plugins.compress.spans import (
     compile_patterns,
     protected_word_mask,
     sentence_spans,
+    unit_word_mask,
 )
 
 
@@ -113,3 +114,19 @@ def test_join_keeps_only_chosen_words_and_the_texts_outer_spacing() -> None:
     )
     assert _join_kept(text, spans, np.array([True, True, False, False, False])) == "\n  alpha beta \n"
     assert _join_kept(text, spans, np.zeros(5, dtype=bool)) == ""
+
+
+def test_unit_words_follow_their_number_only() -> None:
+    text = "In April 1191 it sailed 4.6 billion years and 5 km on 1 May, costing USD 30 in the 10th century."
+    spans = word_spans(text)
+    protected = protected_word_mask(text, spans, compile_patterns(DEFAULT_PROTECTED_PATTERNS))
+    units = unit_word_mask(text, spans, protected)
+    kept = {text[a:b] for (a, b), keep in zip(spans, units, strict=False) if keep}
+    assert kept == {"billion", "years", "km", "May,", "century."}
+
+
+def test_query_terms_match_without_accents() -> None:
+    from lean_plugins.compress.compressor import _term_overlap
+
+    overlap = _term_overlap("Who was the fiancee?", ["His fiancée Berengaria waited.", "The fleet sailed."])
+    assert overlap[0] == 1.0 and overlap[1] == 0.0
