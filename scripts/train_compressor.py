@@ -341,6 +341,8 @@ def main() -> int:
         "trained_layers": list(range(first_trained, n_layers)),
         "lora_rank": args.lora_rank,
         "lora_layers": list(range(first_trained)) if args.lora_rank else [],
+        "lora_alpha": (args.lora_alpha or float(args.lora_rank)) if args.lora_rank else None,
+        "lora_lr": (args.lora_lr or args.lr) if args.lora_rank else None,
         "epochs": args.epochs,
         "lr": args.lr,
         "batch_size": args.batch_size,

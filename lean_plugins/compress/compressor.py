@@ -117,6 +117,8 @@ class LeanCompressor:
         force_tokens: strings whose words are never dropped (LLMLingua's ``force_tokens``).
         protected_patterns: regexes whose matching words are never dropped, added to the
             defaults (numbers, URLs, e-mails, code spans) unless ``protect_defaults=False``.
+        protect_units: also keep the unit and magnitude words that follow a protected number
+            ("4.6 billion years", "10th century"; ``spans.NUMBER_UNIT_WORDS``).
         tokenizer: how ``origin_tokens``/``compressed_tokens`` and the budget are counted.
         relevance_weight: with a query, how strongly sentence relevance outranks the keep
             probability (0 ignores the query; 1 fills the most relevant sentences first).
@@ -139,6 +141,7 @@ class LeanCompressor:
         force_tokens: Sequence[str] = (),
         protected_patterns: Sequence[str | re.Pattern[str]] = (),
         protect_defaults: bool = True,
+        protect_units: bool = True,
         tokenizer: str | Tokenizer = "cl100k_base",
         relevance_weight: float = 1.0,
         lexical_weight: float = 0.5,
@@ -161,6 +164,7 @@ class LeanCompressor:
         self.force_tokens = list(force_tokens)
         patterns = list(DEFAULT_PROTECTED_PATTERNS) if protect_defaults else []
         self._patterns = compile_patterns([*patterns, *protected_patterns], self.force_tokens)
+        self.protect_units = protect_units
         self.tokenizer = tokenizer
         self.relevance_weight = float(relevance_weight)
         self.lexical_weight = float(lexical_weight)
@@ -454,9 +458,10 @@ class LeanCompressor:
 
     def _forced_mask(self, text: str, spans: list[tuple[int, int]]) -> np.ndarray:
         """Protected words, plus the unit/magnitude words of protected numbers ("4.6 billion years")."""
-        protected = protected_word_mask(text, spans, self._patterns)
-        units = unit_word_mask(text, spans, protected)
-        return np.array(protected, dtype=bool) | np.array(units, dtype=bool)
+        protected = np.array(protected_word_mask(text, spans, self._patterns), dtype=bool)
+        if not self.protect_units:
+            return protected
+        return protected | np.array(unit_word_mask(text, spans, protected.tolist()), dtype=bool)
 
     def _compress_active(
         self, texts: list[str], budgets: list[float], query: str | None, shared: bool

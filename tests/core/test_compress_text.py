@@ -130,3 +130,16 @@ def test_query_terms_match_without_accents() -> None:
 
     overlap = _term_overlap("Who was the fiancee?", ["His fiancée Berengaria waited.", "The fleet sailed."])
     assert overlap[0] == 1.0 and overlap[1] == 0.0
+
+
+def test_protect_units_switch() -> None:
+    from lean_plugins.compress import LeanCompressor
+
+    text = "It formed 4.6 billion years ago."
+    spans = word_spans(text)
+    marked = {
+        switch: [text[a:b] for (a, b), keep in zip(spans, mask, strict=False) if keep]
+        for switch in (True, False)
+        for mask in [LeanCompressor(protect_units=switch)._forced_mask(text, spans)]
+    }
+    assert marked == {True: ["4.6", "billion", "years"], False: ["4.6"]}
