@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Compress TEXT_FILE (or stdin) and print the result. Numbers, URLs, e-mails "
         "and code are kept; with --query the sentences relevant to it are kept first.",
     )
-    parser.add_argument("text_file", nargs="?", type=Path, help="file to compress (default: stdin)")
+    parser.add_argument("text_file", nargs="?", type=Path, help="file to compress (default or -: stdin)")
     parser.add_argument(
         "--rate", type=float, default=None, help="share of tokens to keep, in (0, 1] (default 0.5)"
     )
@@ -35,7 +35,17 @@ def _run(args: argparse.Namespace) -> int:
     from lean_plugins.compress import LeanCompressor
     from lean_plugins.errors import LeanPluginsError
 
-    text = args.text_file.read_text(encoding="utf-8") if args.text_file else sys.stdin.read()
+    if args.text_file is None or str(args.text_file) == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = args.text_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            print(
+                f"error: cannot read {args.text_file} as UTF-8 text ({exc}); pass a text file or - for stdin",
+                file=sys.stderr,
+            )
+            return 2
     try:
         compressor = LeanCompressor(args.model, args.device, force_tokens=args.force_token)
         result = compressor.compress(text, rate=args.rate, target_tokens=args.target_tokens, query=args.query)

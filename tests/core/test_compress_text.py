@@ -143,3 +143,16 @@ def test_protect_units_switch() -> None:
         for mask in [LeanCompressor(protect_units=switch)._forced_mask(text, spans)]
     }
     assert marked == {True: ["4.6", "billion", "years"], False: ["4.6"]}
+
+
+def test_cli_reads_stdin_for_dash_and_names_a_missing_file(monkeypatch, capsys, tmp_path) -> None:
+    import io
+
+    from lean_plugins.cli import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert main(["compress", "-", "--json"]) == 0
+    assert '"skipped": "empty"' in capsys.readouterr().out
+    missing = tmp_path / "nope.txt"
+    assert main(["compress", str(missing)]) == 2
+    assert f"cannot read {missing}" in capsys.readouterr().err
