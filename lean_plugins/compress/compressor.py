@@ -204,8 +204,14 @@ class LeanCompressor:
         use_offline_tiktoken()  # llmlingua fetches cl100k at construction otherwise
         # init_llmlingua2 reseeds the global RNGs; give the caller theirs back.
         import torch
+        from transformers.utils import logging as hf_logging
 
         states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+        # llmlingua adds its "[NEW<i>]" marker tokens and resizes the embeddings, which makes
+        # transformers log a warning about new embeddings on every load; they only stand in for
+        # llmlingua's own force_tokens, which this class does not use (spans are kept here).
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
         try:
             compressor = llmlingua.PromptCompressor(
                 model_name=path,
@@ -219,6 +225,7 @@ class LeanCompressor:
                 f"({type(exc).__name__}: {exc})."
             ) from exc
         finally:
+            hf_logging.set_verbosity(verbosity)
             random.setstate(states[0])
             np.random.set_state(states[1])
             torch.set_rng_state(states[2])
