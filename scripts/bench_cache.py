@@ -122,17 +122,15 @@ VERIFIER_L2_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)
 
 def pair_features(pairs: list[dict], emb: EmbeddingStore, guard: SemanticGuard) -> dict[str, np.ndarray]:
     a, b = emb([p["a"] for p in pairs]), emb([p["b"] for p in pairs])
+    cos = np.sum(a * b, axis=1)
     return {
-        "cos": np.sum(a * b, axis=1),
+        "cos": cos,
         "overlap": np.array([word_overlap(p["b"], p["a"]) for p in pairs]),
         "guard": np.array([guard.agrees(p["b"], p["a"]) for p in pairs]),
         "exact": np.array([normalize_prompt(p["a"]) == normalize_prompt(p["b"]) for p in pairs]),
         "label": np.array([int(p["label"]) for p in pairs]),
         "vf": np.array(
-            [
-                verifier_features(p["b"], p["a"], float(c))
-                for p, c in zip(pairs, np.sum(a * b, axis=1), strict=True)
-            ]
+            [verifier_features(p["b"], p["a"], float(c)) for p, c in zip(pairs, cos, strict=True)]
         ),
     }
 

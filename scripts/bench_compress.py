@@ -55,12 +55,17 @@ def kept_mask(original_words: list[str], output_words: list[str]) -> list[bool]:
     return mask
 
 
+def variant(compressor: LeanCompressor, **options: bool) -> LeanCompressor:
+    """A compressor with other ``options`` on the same loaded model (no second load)."""
+    other = LeanCompressor(record_ledger=False, **options)
+    other._prompt_compressor = compressor.prompt_compressor
+    return other
+
+
 def quality(compressor: LeanCompressor, train, test, seed: int = 0) -> dict[str, float]:
     rng = random.Random(seed)
-    unprotected = LeanCompressor(protect_defaults=False, record_ledger=False)
-    unprotected._prompt_compressor = compressor.prompt_compressor  # same loaded model
-    no_units = LeanCompressor(protect_units=False, record_ledger=False)
-    no_units._prompt_compressor = compressor.prompt_compressor
+    unprotected = variant(compressor, protect_defaults=False)
+    no_units = variant(compressor, protect_units=False)
     freq = collections.Counter(w.lower() for p in train for w in words(p.original))
     scores: dict[str, list[float]] = collections.defaultdict(list)
     for pair in test:
@@ -110,8 +115,7 @@ def answer_survival(
                     items.append((paragraph["context"], qa["question"], answers))
     if quick:
         items = items[:40]
-    no_units = LeanCompressor(protect_units=False, record_ledger=False)
-    no_units._prompt_compressor = compressor.prompt_compressor  # same loaded model
+    no_units = variant(compressor, protect_units=False)
     settings = [
         ("rate 0.5, question given", 0.5, True, compressor),
         ("rate 0.33, question given", 0.33, True, compressor),

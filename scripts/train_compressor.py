@@ -225,8 +225,8 @@ def main() -> int:
             param.requires_grad = True
     for param in model.classifier.parameters():
         param.requires_grad = True
+    alpha = args.lora_alpha or float(args.lora_rank)
     if args.lora_rank:
-        alpha = args.lora_alpha or float(args.lora_rank)
         for index in range(first_trained):
             layer = model.bert.encoder.layer[index]
             for holder, attr in [
@@ -341,7 +341,7 @@ def main() -> int:
         "trained_layers": list(range(first_trained, n_layers)),
         "lora_rank": args.lora_rank,
         "lora_layers": list(range(first_trained)) if args.lora_rank else [],
-        "lora_alpha": (args.lora_alpha or float(args.lora_rank)) if args.lora_rank else None,
+        "lora_alpha": alpha if args.lora_rank else None,
         "lora_lr": (args.lora_lr or args.lr) if args.lora_rank else None,
         "epochs": args.epochs,
         "lr": args.lr,

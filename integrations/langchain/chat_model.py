@@ -70,11 +70,12 @@ class LeanChatModel(LocalModelSettings, BaseChatModel):
             args["prefix"] = prefix
         return ids, args
 
+    def _response_metadata(self, result: Any) -> dict[str, Any]:
+        return {"model_name": self.model_name, "finish_reason": result.finish_reason}
+
     def _message(self, text: str, result: Any) -> AIMessage:
         return AIMessage(
-            content=text,
-            usage_metadata=usage(result),
-            response_metadata={"model_name": self.model_name, "finish_reason": result.finish_reason},
+            content=text, usage_metadata=usage(result), response_metadata=self._response_metadata(result)
         )
 
     def _generate(
@@ -89,10 +90,12 @@ class LeanChatModel(LocalModelSettings, BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=self._message(result.text, result))])
 
     def _last_chunk(self, text: str, result: Any) -> ChatGenerationChunk:
-        meta = {"model_name": self.model_name, "finish_reason": result.finish_reason}
         return ChatGenerationChunk(
             message=AIMessageChunk(
-                content=text, usage_metadata=usage(result), response_metadata=meta, chunk_position="last"
+                content=text,
+                usage_metadata=usage(result),
+                response_metadata=self._response_metadata(result),
+                chunk_position="last",
             )
         )
 

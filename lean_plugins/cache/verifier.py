@@ -40,12 +40,10 @@ FEATURES = BASE_FEATURES + tuple(f"{a}*{b}" for a, b in combinations_with_replac
 DEFAULT_VERIFIER_FILE = "cache_verifier.json"
 
 
-def _order_inversions(query: str, cached: str, shared: frozenset[str]) -> float:
+def _order_inversions(query_words: list[str], cached_words: list[str], shared: frozenset[str]) -> float:
     """Share of pairs of shared content words whose order differs between the two prompts."""
-    first_q = list(dict.fromkeys(w for w in map(_fold, _WORD.findall(query)) if w in shared))
-    position = {
-        w: i for i, w in enumerate(dict.fromkeys(w for w in map(_fold, _WORD.findall(cached)) if w in shared))
-    }
+    first_q = list(dict.fromkeys(w for w in map(_fold, query_words) if w in shared))
+    position = {w: i for i, w in enumerate(dict.fromkeys(w for w in map(_fold, cached_words) if w in shared))}
     order = [position[w] for w in first_q if w in position]
     n = len(order)
     if n < 2:
@@ -59,10 +57,11 @@ def base_features(query: str, cached: str, cosine: float) -> list[float]:
     wq, wc = content_words(query), content_words(cached)
     union = wq | wc
     overlap = len(wq & wc) / len(union) if union else 0.0
-    nq, nc = len(_WORD.findall(query)), len(_WORD.findall(cached))
+    query_words, cached_words = _WORD.findall(query), _WORD.findall(cached)
+    nq, nc = len(query_words), len(cached_words)
     length_ratio = min(nq, nc) / max(1, nq, nc)
     mismatch = len(wq ^ wc)
-    inversions = _order_inversions(query, cached, wq & wc)
+    inversions = _order_inversions(query_words, cached_words, wq & wc)
     return [
         cosine,
         cosine * cosine,
