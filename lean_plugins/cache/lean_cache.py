@@ -327,12 +327,17 @@ class LeanCache:
         namespace: str = "default",
         model: str | None = None,
         tenant: str | None = None,
+        record: bool = True,
     ) -> CacheHit | None:
-        """The entry that answers ``prompt`` in ``namespace``, or ``None``. Records ledger hits."""
+        """The entry that answers ``prompt`` in ``namespace``, or ``None``. Records ledger hits.
+
+        ``record=False`` leaves the ledger to a caller that knows more about what the hit
+        avoided (the question-level cache books the whole pipeline's model calls).
+        """
         ok, hit = self._guarded("lookup", lambda: self._lookup(prompt, namespace))
         if not ok or hit is None:
             return None
-        if self.record_hits:
+        if self.record_hits and record:
             self._record(prompt, hit, model, tenant)
         return hit
 
