@@ -30,10 +30,15 @@ def cache_dir(*parts: str) -> Path:
 def shared_data_dir() -> Path | None:
     """The evaluation data folder: ``$LEAN_PLUGINS_DATA``, else ``../shared/data`` beside the checkout.
 
-    Returns ``None`` when neither exists; callers (tests, benchmarks) say so clearly.
+    When ``$LEAN_PLUGINS_DATA`` is set it is the only place looked at, so pointing it to a folder
+    that does not exist (``LEAN_PLUGINS_DATA=none``) runs as a fresh clone would, with no data.
+    Returns ``None`` when there is no folder; callers (tests, benchmarks) say so clearly.
     """
     env = os.environ.get(DATA_DIR_ENV)
-    candidates = [Path(env).expanduser()] if env else []
+    if env:
+        path = Path(env).expanduser()
+        return path if path.is_dir() else None
+    candidates = []
     if SOURCE_ROOT is not None:
         candidates.append(SOURCE_ROOT.parent / "shared" / "data")
     candidates.append(Path.cwd().parent / "shared" / "data")

@@ -4,7 +4,6 @@ LeanLocalLLM for the local-model stop."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,16 +34,15 @@ STORY_START = (
 )
 
 
-def stories_local_llm(shared_data: Path, folder: Path) -> Any:
+def stories_local_llm() -> Any:
     """The converted stories260K served by ``lean_plugins.pruning.LeanLocalLLM`` (skips the
     test when layer 3 is not installed)."""
     runtime = pytest.importorskip("lean_plugins.pruning.runtime")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lean_plugins.pruning.convert import convert_llama2c
+    from tests.stories260k import stories_dir
 
-    src = shared_data / "models" / "stories260K"
-    convert_llama2c(src / "stories260K.bin", src / "tok512.model", folder)
+    folder = stories_dir()
     model = AutoModelForCausalLM.from_pretrained(folder)
     # The converter counts BOS (id 1) as end of sequence, as llama2.c's run.c does, so
     # eos_probability is the model's real wish to end.
@@ -53,11 +51,11 @@ def stories_local_llm(shared_data: Path, folder: Path) -> Any:
     return runtime.LeanLocalLLM(model, tokenizer, record_usage=False, model_name="stories260K")
 
 
-def stories_llm_fixture(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def stories_llm_fixture() -> Iterator[Any]:
     """Module fixture body: the stories260K LeanLocalLLM, torch on one thread while it runs."""
     import torch
 
-    llm = stories_local_llm(shared_data, tmp_path_factory.mktemp("stories260K"))
+    llm = stories_local_llm()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a 260K-parameter model runs fastest on one thread
     yield llm

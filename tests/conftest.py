@@ -9,6 +9,13 @@ import pytest
 
 from lean_plugins.paths import shared_data_dir
 
+#: The start of every skip reason for missing evaluation data; with ``CI=true`` such a skip fails.
+MISSING_DATA = "evaluation data not found"
+
+
+def _on_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
@@ -16,7 +23,7 @@ def shared_data() -> Path:
     path = shared_data_dir()
     if path is None:
         pytest.skip(
-            "evaluation data not found: put it at ../shared/data beside the checkout or set "
+            f"{MISSING_DATA}: put it at ../shared/data beside the checkout or set "
             "LEAN_PLUGINS_DATA to its folder"
         )
     return path
@@ -41,7 +48,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "shared_data" in item.keywords and not has_data:
             item.add_marker(
-                pytest.mark.skip(reason="evaluation data not found (../shared/data or LEAN_PLUGINS_DATA)")
+                pytest.mark.skip(reason=f"{MISSING_DATA} (../shared/data or LEAN_PLUGINS_DATA)")
             )
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU; this machine has none"))
@@ -51,3 +58,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def shared_data_or_none() -> Path | None:
     """The evaluation data folder, or None: for tests that use it when present."""
     return shared_data_dir()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
+    """With ``CI=true`` a test skipped for missing evaluation data fails the run: every test of
+    behaviour must run on a fresh clone (tiny models and fixtures in ``tests/``); only
+    benchmarks read ``../shared/data``."""
+    outcome = yield
+    report = outcome.get_result()
+    if not (report.skipped and _on_ci()) or hasattr(report, "wasxfail"):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    if MISSING_DATA in reason:
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{item.nodeid} skipped for missing data on CI ({reason}). Tests must not need "
+            "../shared/data: build a tiny model or ship a small fixture in tests/fixtures."
+        )

@@ -38,13 +38,13 @@ def test_rag_example_answers_from_the_knowledge_base_and_caches_the_repeat(name,
 
 
 @pytest.mark.slow
-@pytest.mark.shared_data
 def test_local_pruned_model_example_prunes_and_serves_under_a_budget(capsys) -> None:
     from lean_plugins.ledger import Ledger
     from lean_plugins.tokens import count_tokens
+    from tests.stories260k import STORIES, stories_dir
 
-    with Ledger() as ledger:
-        stories = load_example("local_pruned_model").main([])
+    with Ledger() as ledger:  # the model folder and calibration text a user passes
+        stories = load_example("local_pruned_model").main([str(stories_dir()), str(STORIES)])
     printed = capsys.readouterr().out
     before, after = (
         int(x.replace(",", "")) for x in printed.split("pruned ")[1].split(" parameters")[0].split(" -> ")

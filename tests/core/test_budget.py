@@ -7,6 +7,7 @@ import contextvars
 import random
 import re
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -89,11 +90,13 @@ def test_lazy_counter_is_exact_once_near_the_threshold() -> None:
         assert counter.committed_ids == full
 
 
-@pytest.mark.shared_data
-def test_streaming_counter_on_real_corpora(shared_data) -> None:
+def test_streaming_counter_on_real_corpora() -> None:
+    from tests.stories260k import STORIES
+
     rng = random.Random(0)
-    for name in ("text/tinyshakespeare.txt", "text/tinystories_sample.txt"):
-        text = (shared_data / name).read_text(encoding="utf-8")[:20_000]
+    readme = Path(__file__).resolve().parents[2] / "README.md"  # prose, Markdown, code, tables
+    for path in (readme, STORIES):
+        text = path.read_text(encoding="utf-8")[:20_000]
         counter = StreamingTokenCounter()
         for chunk in random_chunks(text, rng, max_len=8):
             counter.feed(chunk)

@@ -8,24 +8,21 @@ from pathlib import Path
 import pytest
 
 from lean_plugins.cli import main
+from tests.stories260k import CHECKPOINT, STORIES, TOKENIZER
 
 pytest.importorskip("torch")
-pytestmark = pytest.mark.shared_data
 
 
-def test_convert_prune_and_ppl_commands(
-    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
-) -> None:
-    src = shared_data / "models" / "stories260K"
-    text = shared_data / "text" / "tinystories_sample.txt"
+def test_convert_prune_and_ppl_commands(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    text = STORIES
     dense, pruned = tmp_path / "dense", tmp_path / "pruned"
     assert (
         main(
             [
                 "convert-llama2c",
-                str(src / "stories260K.bin"),
+                str(CHECKPOINT),
                 "--tokenizer",
-                str(src / "tok512.model"),
+                str(TOKENIZER),
                 "--out",
                 str(dense),
             ]

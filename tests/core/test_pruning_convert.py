@@ -9,15 +9,14 @@ import numpy as np
 import pytest
 
 from lean_plugins.errors import ModelLoadError
-from tests.stories260k import stories, stories_dir
+from tests.stories260k import CHECKPOINT, TOKENIZER, stories, stories_dir
 
 torch = pytest.importorskip("torch")
-pytestmark = pytest.mark.shared_data
 
 
 @pytest.fixture(scope="module")
-def hf_dir(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return stories_dir(shared_data, tmp_path_factory)
+def hf_dir() -> Path:
+    return stories_dir()
 
 
 def reference_logits(checkpoint: Path, tokens: list[int]) -> np.ndarray:
@@ -83,7 +82,7 @@ def reference_logits(checkpoint: Path, tokens: list[int]) -> np.ndarray:
     return rmsnorm(x, rms_final) @ emb.T
 
 
-def test_converted_model_matches_reference_forward(hf_dir: Path, shared_data: Path) -> None:
+def test_converted_model_matches_reference_forward(hf_dir: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(hf_dir)
@@ -91,7 +90,7 @@ def test_converted_model_matches_reference_forward(hf_dir: Path, shared_data: Pa
     ids = tokenizer("Once upon a time, there was a little dog named Max.")["input_ids"]
     with torch.no_grad():
         ours = model(torch.tensor([ids])).logits[0].numpy()
-    ref = reference_logits(shared_data / "models" / "stories260K" / "stories260K.bin", ids)
+    ref = reference_logits(CHECKPOINT, ids)
     np.testing.assert_allclose(ours, ref, atol=2e-4, rtol=1e-3)
 
 
@@ -115,7 +114,7 @@ def test_generation_ends_where_llama2c_ends_a_story(hf_dir: Path) -> None:
     assert out.shape[1] < 401 and int(out[0, -1]) in (1, 2)  # ended by itself, not by the limit
 
 
-def test_loss_on_tinystories_is_about_1_29_nats(hf_dir: Path, shared_data: Path) -> None:
+def test_loss_on_tinystories_is_about_1_29_nats(hf_dir: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lean_plugins.pruning.evaluate import negative_log_likelihood, tokenize_documents
@@ -123,18 +122,17 @@ def test_loss_on_tinystories_is_about_1_29_nats(hf_dir: Path, shared_data: Path)
     tokenizer = AutoTokenizer.from_pretrained(hf_dir)
     model = AutoModelForCausalLM.from_pretrained(hf_dir)
     total, count = negative_log_likelihood(
-        model, tokenize_documents(tokenizer, stories(shared_data)[:50], 512)
+        model, tokenize_documents(tokenizer, stories()[:50], 512)
     )
     assert 1.2 < total / count < 1.4  # 5.1 without the RoPE permutation
 
 
-def test_truncated_checkpoint_is_rejected(tmp_path: Path, shared_data: Path) -> None:
+def test_truncated_checkpoint_is_rejected(tmp_path: Path) -> None:
     from lean_plugins.pruning import convert_llama2c
 
-    src = shared_data / "models" / "stories260K"
     bad = tmp_path / "cut.bin"
-    bad.write_bytes((src / "stories260K.bin").read_bytes()[:50_000])
+    bad.write_bytes(CHECKPOINT.read_bytes()[:50_000])
     with pytest.raises(ModelLoadError, match="ends early"):
-        convert_llama2c(bad, src / "tok512.model", tmp_path / "out")
+        convert_llama2c(bad, TOKENIZER, tmp_path / "out")
     with pytest.raises(ModelLoadError, match="tokenizer model"):
-        convert_llama2c(src / "stories260K.bin", tmp_path / "missing.model", tmp_path / "out")
+        convert_llama2c(CHECKPOINT, tmp_path / "missing.model", tmp_path / "out")

@@ -13,19 +13,18 @@ from tests.stories260k import stories, stories_dir
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-pytestmark = pytest.mark.shared_data
 
 
 @pytest.fixture(scope="module")
-def dense(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
-    path = stories_dir(shared_data, tmp_path_factory)
+def dense():
+    path = stories_dir()
     model = transformers.AutoModelForCausalLM.from_pretrained(path).eval()
     return model, transformers.AutoTokenizer.from_pretrained(path)
 
 
 @pytest.fixture(scope="module")
-def texts(shared_data: Path) -> tuple[list[str], list[str]]:
-    docs = stories(shared_data)
+def texts() -> tuple[list[str], list[str]]:
+    docs = stories()
     return docs[:24], docs[-40:]
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
@@ -13,16 +12,15 @@ from lean_plugins.ledger import Ledger
 from tests.stories260k import stories_dir
 
 torch = pytest.importorskip("torch")
-pytestmark = pytest.mark.shared_data
 
 SYSTEM = "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun."
 
 
 @pytest.fixture(scope="module")
-def llm(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
+def llm():
     from lean_plugins.pruning import LeanLocalLLM
 
-    return LeanLocalLLM(stories_dir(shared_data, tmp_path_factory), max_new_tokens=24)
+    return LeanLocalLLM(stories_dir(), max_new_tokens=24)
 
 
 def reference_greedy(llm, prompt: str, n: int) -> list[int]:

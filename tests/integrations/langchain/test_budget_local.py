@@ -8,7 +8,7 @@ from lean_plugins.budget import OutputBudget, UsageAccountant
 from lean_plugins.ledger import Ledger
 from tests.budget_helpers import STORY_START, stories_llm_fixture
 
-pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 core_llm = pytest.fixture(scope="module", name="core_llm")(stories_llm_fixture)

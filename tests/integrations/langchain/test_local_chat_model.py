@@ -15,8 +15,6 @@ from lean_plugins.langchain import LeanChatModel, LeanLLM
 from lean_plugins.ledger import Ledger
 from tests.stories260k import stories_dir
 
-pytestmark = pytest.mark.shared_data
-
 
 class _LocalChatModelSettings:
     @property

@@ -16,8 +16,6 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from lean_plugins.ledger import Ledger
 from tests.stories260k import stories_dir
 
-pytestmark = pytest.mark.shared_data
-
 
 @pytest.fixture(scope="module")
 def llm() -> LeanLocalLLM:
