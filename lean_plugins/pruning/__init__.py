@@ -6,6 +6,7 @@ Heavy names load lazily (no torch at ``import lean_plugins.pruning``):
 - :class:`LeanLocalLLM`: serve a dense or pruned model with streaming, stops, budgets and a
   prefix KV cache.
 - :func:`convert_llama2c`: llama2.c checkpoint -> Hugging Face Llama folder.
+- :func:`heal`: distil a pruned model from its dense original (full or LoRA merged back).
 - :func:`load_model`, :func:`save_pruned`, :func:`perplexity`.
 """
 
@@ -18,6 +19,8 @@ _EXPORTS = {
     "PruningReport": "lean_plugins.pruning.pruner",
     "save_pruned": "lean_plugins.pruning.pruner",
     "perplexity": "lean_plugins.pruning.evaluate",
+    "heal": "lean_plugins.pruning.heal",
+    "HealReport": "lean_plugins.pruning.heal",
     "LeanLocalLLM": "lean_plugins.pruning.runtime",
     "GenerationResult": "lean_plugins.pruning.runtime",
     "StreamChunk": "lean_plugins.pruning.runtime",

@@ -19,13 +19,22 @@ def _describe(label: str, model, ppl: float | None) -> str:
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
-    from lean_plugins.pruning.evaluate import perplexity, read_documents
+    import copy
+
+    from lean_plugins.pruning.evaluate import check_held_out, perplexity, read_documents
     from lean_plugins.pruning.modeling import load_model
     from lean_plugins.pruning.pruner import prune, save_pruned
 
-    model, tokenizer, backend = load_model(args.model, device=args.device, dtype="float32")
+    model, tokenizer, backend = load_model(args.model, device=args.device, dtype="float32", progress=True)
     calibration = read_documents(args.calib)[: args.calib_docs]
     evaluation = read_documents(args.eval)[-args.eval_docs :] if args.eval else None
+    healing: list[str] = []
+    if args.heal:
+        healing = read_documents(args.heal_text or args.calib)
+        healing = healing[: args.heal_docs] if args.heal_docs else healing
+    if evaluation:
+        check_held_out(evaluation, calib=calibration, heal=healing)
+    teacher = copy.deepcopy(model) if args.heal else None
     before = perplexity(model, tokenizer, evaluation, progress=True) if evaluation else None
     print(_describe("before", model, before))
     report = prune(
@@ -46,6 +55,22 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         f"in {report.seconds:.1f}s; layer shapes {report.layer_shapes[0] if report.uniform else report.layer_shapes}"
         + (f"; dropped layers {report.dropped_layers}" if report.dropped_layers else "")
     )
+    if args.heal:
+        from lean_plugins.pruning.heal import heal
+
+        healed = heal(
+            model, tokenizer, healing, teacher=teacher, steps=args.heal, batch_size=args.heal_batch,
+            seq_len=args.heal_seq_len, learning_rate=args.heal_lr, kd_weight=args.kd_weight,
+            mode=args.heal_mode, seed=args.seed, progress=True,
+        )  # fmt: skip
+        del teacher
+        after_heal = perplexity(model, tokenizer, evaluation, progress=True) if evaluation else None
+        print(_describe("healed", model, after_heal))
+        print(
+            f"healed ({healed.mode}, {healed.trainable_parameters:,} trainable) for {healed.steps} steps "
+            f"on {len(healing)} documents ({healed.tokens_seen:,} tokens) in {healed.seconds:.1f}s; "
+            f"loss {healed.loss_start:.3f} -> {healed.loss_end:.3f}"
+        )
     out = save_pruned(model, tokenizer, args.out)
     arch = json.loads((out / "config.json").read_text())["architectures"][0]
     loader = "AutoModelForCausalLM.from_pretrained" if report.uniform else "lean_plugins.pruning.load_model"
@@ -57,22 +82,28 @@ def _cmd_ppl(args: argparse.Namespace) -> int:
     from lean_plugins.pruning.evaluate import perplexity, read_documents
     from lean_plugins.pruning.modeling import load_model
 
-    model, tokenizer, _backend = load_model(args.model, device=args.device, dtype="float32")
     docs = read_documents(args.text)
     docs = docs[-args.docs :] if args.docs else docs
-    ppl = perplexity(model, tokenizer, docs, max_length=args.max_length, progress=True)
-    print(_describe("model", model, ppl) + f"  ({len(docs)} documents of {args.text})")
+    reference: float | None = None
+    for path in args.model:
+        model, tokenizer, _backend = load_model(path, device=args.device, dtype="float32", progress=True)
+        ppl = perplexity(model, tokenizer, docs, max_length=args.max_length, progress=True)
+        relative = f"  {ppl / reference:5.2f}x the first" if reference else ""
+        reference = reference or ppl
+        print(_describe("model", model, ppl) + relative + f"  {path}")
+        del model
+    print(f"({len(docs)} documents of {args.text})")
     return 0
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     from lean_plugins.pruning.convert import convert_llama2c
+    from lean_plugins.pruning.modeling import load_model
     from lean_plugins.pruning.pruner import count_parameters
 
     out = convert_llama2c(args.checkpoint, args.tokenizer, args.out)
-    from transformers import AutoModelForCausalLM
-
-    print(f"wrote {out} ({count_parameters(AutoModelForCausalLM.from_pretrained(out)):,} parameters)")
+    model = load_model(out, device="cpu", dtype="float32")[0]  # reloads: the folder is valid
+    print(f"wrote {out} ({count_parameters(model):,} parameters)")
     return 0
 
 
@@ -103,12 +134,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--non-uniform", action="store_true", help="let layers keep different counts (our loader only)"
     )
+    p.add_argument(
+        "--heal",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="after pruning, heal for STEPS steps: distil from the dense model (KL + LM loss)",
+    )
+    p.add_argument(
+        "--heal-text",
+        help="healing text file or folder of .txt files (default: the --calib file); never the --eval text",
+    )
+    p.add_argument("--heal-docs", type=int, default=0, help="healing documents to use (the first N; 0: all)")
+    p.add_argument(
+        "--heal-mode", choices=("auto", "full", "lora"), default="auto",
+        help="full fine-tuning, or LoRA merged back (auto: full below 300M parameters)",
+    )  # fmt: skip
+    p.add_argument("--heal-batch", type=int, default=8, help="windows per healing step")
+    p.add_argument("--heal-seq-len", type=int, default=256, help="tokens per healing window")
+    p.add_argument("--heal-lr", type=float, default=None, help="peak learning rate (default by mode)")
+    p.add_argument(
+        "--kd-weight", type=float, default=0.5, help="weight of the distillation loss vs the LM loss (0-1)"
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=_cmd_prune)
 
-    q = sub.add_parser("ppl", help="perplexity of a causal LM on a text file")
-    q.add_argument("model", help="model folder or hub name")
+    q = sub.add_parser(
+        "ppl", help="perplexity of one or more causal LMs on a text file, side by side (e.g. dense, pruned, healed)"
+    )
+    q.add_argument("model", nargs="+", help="model folders or hub names; ratios are to the first")
     q.add_argument(
         "--text", required=True, help="text file (documents split on <|endoftext|> or blank lines)"
     )

@@ -21,13 +21,34 @@ def split_documents(text: str, separator: str = STORY_SEPARATOR) -> list[str]:
 
 
 def read_documents(path: str | Path, separator: str = STORY_SEPARATOR) -> list[str]:
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigurationError(f"Text file {file} not found; pass a UTF-8 text file.")
-    docs = split_documents(file.read_text(encoding="utf-8"), separator)
+    """The documents of a UTF-8 text file, or of every ``*.txt`` file in a folder (sorted by
+    name, recursively), each split with :func:`split_documents`."""
+    source = Path(path)
+    if source.is_dir():
+        files = sorted(f for f in source.rglob("*.txt") if f.is_file())
+        if not files:
+            raise ConfigurationError(f"Folder {source} holds no .txt file; pass a text file or a folder of them.")
+    elif source.is_file():
+        files = [source]
+    else:
+        raise ConfigurationError(f"Text file or folder {source} not found; pass a UTF-8 text file or a folder.")
+    docs = [doc for file in files for doc in split_documents(file.read_text(encoding="utf-8"), separator)]
     if not docs:
-        raise ConfigurationError(f"{file} holds no text.")
+        raise ConfigurationError(f"{source} holds no text.")
     return docs
+
+
+def check_held_out(evaluation: Sequence[str], **training: Sequence[str]) -> None:
+    """Refuse evaluation documents that also appear in a training set (calibration, healing):
+    a perplexity measured on text the model was tuned on flatters it."""
+    held_out = {doc.strip() for doc in evaluation}
+    for name, docs in training.items():
+        shared = sum(1 for doc in docs if doc.strip() in held_out)
+        if shared:
+            raise ConfigurationError(
+                f"{shared} of the {name} documents are also evaluation documents; evaluate on text "
+                f"never used for {name} (another file, or fewer documents with --{name}-docs)."
+            )
 
 
 def tokenize_documents(tokenizer: Any, texts: Iterable[str], max_length: int) -> list[list[int]]:
