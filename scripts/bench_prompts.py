@@ -200,6 +200,217 @@ def summarize(rows: list[Row], attr: str) -> tuple[float, float, int, int]:
     return mean, reduction(before, after), before, after
 
 
+# -- generalisation: the development templates, by left-out project ------------------------
+
+#: Candidate few-shot example budgets (tokens per example body); each fold picks one on its
+#: training projects only.
+EXAMPLE_BUDGETS = (20, 30, 45)
+COSINE_MEAN_FLOOR, COSINE_MIN_FLOOR = 0.90, 0.80
+GENERALISATION_TARGET = 0.35
+
+
+@dataclass
+class Template:
+    project: str
+    id: str
+    kind: str
+    text: str
+
+
+def dev_templates() -> list[Template]:
+    """The development templates (``<shared data>/prompts/dev_templates.jsonl``), or [] without them."""
+    import json
+
+    from lean_plugins.paths import shared_data_dir
+
+    base = shared_data_dir()
+    path = base / "prompts" / "dev_templates.jsonl" if base else None
+    if path is None or not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            out.append(Template(record["id"].split("/")[0], record["id"], record["kind"], record["template"]))
+    return out
+
+
+def framework_templates() -> list[Template]:
+    """Every distinct text template the two frameworks ship that this benchmark reads."""
+    from langchain_core.prompts import PromptTemplate as LangChainPrompt
+    from llama_index.core.prompts import BasePromptTemplate as LlamaPrompt
+
+    out, seen = [], set()
+    items = [(n, [p.get_template()]) for n, p in llama_index_prompts()]  # type: ignore[attr-defined]
+    items += [(n, langchain_texts(p)) for n, p in langchain_prompts()]
+    for module in HELD_OUT_MODULES:
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        for key, value in vars(mod).items():
+            if isinstance(value, LlamaPrompt) and hasattr(value, "template"):
+                items.append((f"{module}.{key}", [value.template]))
+            elif isinstance(value, LangChainPrompt) and value.template_format == "f-string":
+                items.append((f"{module}.{key}", [value.template]))
+    for name, texts in items:
+        project = "llama_index" if name.startswith("llama_index") else "langchain"
+        for text in texts:
+            if text not in seen and fixed(text):
+                seen.add(text)
+                out.append(Template(project, name, "framework", text))
+    return out
+
+
+def rule_projects(templates: list[Template]) -> dict[str, set[str]]:
+    """For each phrasebook rule, the projects whose templates it changes inside ``lean_text``."""
+    from lean_plugins.prompts import lean as lean_module
+
+    seen: dict[str, set[str]] = {r.name: set() for r in lean_module.CONCISE_REWRITES}
+    original = lean_module.concise_rewrites
+    try:
+        for template in templates:
+            fired: set[str] = set()
+
+            def recording(text, rewrites=lean_module.CONCISE_REWRITES, fired=fired):  # type: ignore[no-untyped-def]
+                return original(text, rewrites, fired=fired)
+
+            lean_module.concise_rewrites = recording  # type: ignore[assignment]
+            lean_module.lean_text(template.text)
+            for name in fired:
+                seen[name].add(template.project)
+    finally:
+        lean_module.concise_rewrites = original  # type: ignore[assignment]
+    return seen
+
+
+def admitted_rules(left_out: set[str], min_projects: int = 2) -> list:
+    """The phrasebook rules one could have written without the ``left_out`` projects: those
+    seen in at least ``min_projects`` other projects."""
+    from lean_plugins.prompts.lean import CONCISE_REWRITES
+
+    return [r for r in CONCISE_REWRITES if len(set(r.seen_in) - left_out) >= min_projects]
+
+
+class DocumentCosine:
+    """MiniLM cosine of two texts of any length: each text is embedded in windows of at most
+    200 tokens (MiniLM reads 256 word pieces), the window vectors averaged by their tokens."""
+
+    def __init__(self) -> None:
+        from lean_plugins.embeddings import get_encoder
+
+        self.encoder = get_encoder()
+        self.cache: dict[str, object] = {}
+
+    def vector(self, text: str):  # type: ignore[no-untyped-def]
+        import numpy as np
+
+        from lean_plugins.prompts import format_template, template_variables
+        from lean_plugins.prompts.minifier import whitespace
+        from lean_plugins.tokens import count_tokens
+
+        if text not in self.cache:
+            # Each variable reads as its name ("{question}" -> "question"), so a short template
+            # is compared as a sentence, not as fragments around gaps.
+            filled = format_template(text, {v: v for v in template_variables(text)})
+            lines = whitespace(filled).split("\n")
+            windows, current = [], ""
+            for line in lines:
+                if current and count_tokens(current + "\n" + line) > 200:
+                    windows.append(current)
+                    current = line
+                else:
+                    current = f"{current}\n{line}" if current else line
+            windows.append(current)
+            vectors = self.encoder.encode(windows)
+            weights = np.array([max(1, count_tokens(w)) for w in windows], dtype=float)
+            mean = (vectors * weights[:, None]).sum(0)
+            self.cache[text] = mean / np.linalg.norm(mean)
+        return self.cache[text]
+
+    def __call__(self, before: str, after: str) -> float:
+        return float(self.vector(before) @ self.vector(after))
+
+
+@dataclass
+class Shortened:
+    template: Template
+    before: int
+    after: int
+    cosine: float
+    lean: str
+
+
+def shorten(templates: list[Template], rules: list, example_tokens: int, cos: DocumentCosine) -> list[Shortened]:
+    from lean_plugins.prompts import lean_text, template_variables
+
+    out = []
+    for t in templates:
+        lean = lean_text(t.text, example_tokens=example_tokens, rewrites=rules)
+        assert template_variables(lean) == template_variables(t.text), f"{t.id}: variables changed"
+        out.append(Shortened(t, fixed(t.text), fixed(lean), cos(t.text, lean), lean))
+    return out
+
+
+def total_cut(rows: list[Shortened]) -> float:
+    return reduction(sum(r.before for r in rows), sum(r.after for r in rows))
+
+
+def choose_budget(train: list[Template], rules: list, cos: DocumentCosine) -> int:
+    """The example budget with the largest total cut on ``train`` that keeps the cosine floors
+    (else the one with the highest minimum cosine)."""
+    scored = []
+    for budget in EXAMPLE_BUDGETS:
+        rows = shorten(train, rules, budget, cos)
+        cosines = [r.cosine for r in rows]
+        ok = statistics.mean(cosines) >= COSINE_MEAN_FLOOR and min(cosines) >= COSINE_MIN_FLOOR
+        scored.append((ok, total_cut(rows) if ok else min(cosines), budget))
+    return max(scored)[2]
+
+
+def generalisation(templates: list[Template]) -> dict:
+    """Leave-one-project-out: each project shortened with the rules admitted without it and the
+    example budget chosen on the other projects; and the in-sample run next to it."""
+    from lean_plugins.prompts.lean import CONCISE_REWRITES
+
+    cos = DocumentCosine()
+    projects = sorted({t.project for t in templates})
+    left_out: list[Shortened] = []
+    folds = []
+    for project in projects:
+        rules = admitted_rules({project})
+        train = [t for t in templates if t.project != project]
+        budget = choose_budget(train, rules, cos)
+        rows = shorten([t for t in templates if t.project == project], rules, budget, cos)
+        folds.append((project, len(rules), budget))
+        left_out += rows
+    budget = choose_budget(templates, list(CONCISE_REWRITES), cos)
+    in_sample = shorten(templates, list(CONCISE_REWRITES), budget, cos)
+    return {"left_out": left_out, "in_sample": in_sample, "folds": folds, "in_sample_budget": budget}
+
+
+def group_rows(rows: list[Shortened], key) -> list[tuple[str, int, int, int, float, float, float]]:  # type: ignore[no-untyped-def]
+    """(group, n, before, after, total cut, mean cosine, min cosine) per group and in total."""
+    groups: dict[str, list[Shortened]] = {}
+    for r in rows:
+        groups.setdefault(key(r), []).append(r)
+    out = []
+    for name, members in [*sorted(groups.items()), ("**total**", rows)]:
+        cosines = [m.cosine for m in members]
+        out.append(
+            (
+                name,
+                len(members),
+                sum(m.before for m in members),
+                sum(m.after for m in members),
+                total_cut(members),
+                statistics.mean(cosines),
+                min(cosines),
+            )
+        )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="skip the layer-1 compressor variant")

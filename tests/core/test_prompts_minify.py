@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 from lean_plugins.prompts import minify
 from lean_plugins.prompts.lean import (
-    CONCISE_REWRITES,
     compact_examples,
     compact_json,
     drop_articles,
@@ -132,13 +129,6 @@ def test_every_minify_rule_is_documented() -> None:
 
     for rule in MINIFY_RULES:
         assert rule.name in (module.__doc__ or "")
-
-
-@pytest.mark.parametrize("rewrite", CONCISE_REWRITES, ids=lambda r: r.name)
-def test_each_concise_rewrite_does_what_its_example_says(rewrite) -> None:
-    before, after = rewrite.example
-    assert rewrite.apply(before) == after
-    assert count_tokens(strip_variables(after)) < count_tokens(strip_variables(before))
 
 
 def test_drop_articles_only_in_instruction_prose() -> None:
