@@ -183,10 +183,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from lean_plugins.errors import LeanPluginsError
+
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except LeanPluginsError as exc:  # a user error: one line saying what to fix, no traceback
+        print(error_line(exc), file=sys.stderr)
+        return 2
+
+
+def error_line(exc: BaseException) -> str:
+    """``error: <message>`` on one line, as every subcommand reports a user error."""
+    return "error: " + " ".join(str(exc).split())
 
 
 if __name__ == "__main__":

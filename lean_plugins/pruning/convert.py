@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from lean_plugins.errors import ModelLoadError
+from lean_plugins.model_source import transformers_progress
 
 logger = logging.getLogger("lean_plugins.pruning")
 
@@ -55,6 +56,12 @@ def read_llama2c(checkpoint: str | Path) -> tuple[Llama2cHeader, dict[str, np.nd
     raw = path.read_bytes()
     if len(raw) < _HEADER.size:
         raise ModelLoadError(f"{path} is too short to be a llama2.c checkpoint.")
+    if raw[:4] == b"PK\x03\x04" or raw[:1] == b"\x80":  # torch.save's zip, or a bare pickle
+        raise ModelLoadError(
+            f"{path} is a pickled PyTorch file (torch.save), not a llama2.c checkpoint: export it "
+            "with llama2.c's export.py --version 0, or load a Hugging Face folder with "
+            "lean_plugins.pruning.load_model."
+        )
     dim, hidden, n_layers, n_heads, n_kv, vocab, seq_len = _HEADER.unpack_from(raw)
     header = Llama2cHeader(dim, hidden, n_layers, n_heads, n_kv, abs(vocab), seq_len, vocab > 0)
     if min(dim, hidden, n_layers, n_heads, n_kv, abs(vocab), seq_len) <= 0 or dim % n_heads:
@@ -167,7 +174,8 @@ def convert_llama2c(
     # llama2.c ends a sequence by emitting BOS (run.c stops on token 1), and never EOS: without 1
     # here, generation would run to max_new_tokens and p(eos) would say nothing.
     model.generation_config.eos_token_id = [config.eos_token_id, config.bos_token_id]
-    model.save_pretrained(out)
+    with transformers_progress(show=False):
+        model.save_pretrained(out)
     shutil.copyfile(tok_path, out / "tokenizer.model")
     tokenizer = LlamaTokenizer.from_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -126,46 +127,63 @@ def load_model(
     device: str = "auto",
     dtype: Any = "auto",
     attention: str = "auto",
+    progress: bool = False,
 ) -> tuple[Any, Any, str]:
     """Load a dense or pruned (uniform or non-uniform) causal LM and its tokenizer.
 
-    Returns ``(model, tokenizer, attention_backend_used)``. Hub names work where the hub is
-    reachable; local folders always do.
+    Returns ``(model, tokenizer, attention_backend_used)``. Local folders always load; a hub
+    name loads where the hub is reachable or the model is in the local hub cache, and fails at
+    once with a message otherwise. A missing local path is reported as missing. ``progress``
+    shows transformers' "Loading weights" bar (the CLI does; library calls stay quiet).
     """
     require("torch", "local")
     transformers = require("transformers", "local")
+    from lean_plugins.model_source import resolve_model_source, transformers_progress
+
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     backend = resolve_attention(attention, device)
-    path = Path(name_or_path)
+    source, local_only = resolve_model_source(name_or_path)
+    path = Path(source)
     raw_config = _read_config(path) if path.is_dir() else {}
     per_layer = (raw_config.get(PRUNING_KEY) or {}).get("layers")
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(name_or_path))
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=local_only)
     except Exception as exc:
         raise ModelLoadError(
-            f"Could not load a tokenizer from {name_or_path!s}: {exc}. Pass a local model folder "
-            "(with tokenizer files) or a hub name reachable from this machine."
+            f"Could not load a tokenizer from {name_or_path!s}: {exc}. Pass a model folder with "
+            "its tokenizer files (tokenizer.json or tokenizer.model)."
         ) from exc
     tried = [backend] + [b for b in ("sdpa", "eager") if b != backend]
     last_exc: Exception | None = None
     for candidate in tried:
         try:
-            if per_layer:
-                model = _load_non_uniform(path, raw_config, per_layer, torch_dtype, candidate)
-            else:
-                model = transformers.AutoModelForCausalLM.from_pretrained(
-                    str(name_or_path), dtype=torch_dtype, attn_implementation=candidate
-                )
+            with transformers_progress(show=progress):
+                if per_layer:
+                    model = _load_non_uniform(path, raw_config, per_layer, torch_dtype, candidate)
+                else:
+                    model = transformers.AutoModelForCausalLM.from_pretrained(
+                        source, dtype=torch_dtype, attn_implementation=candidate, local_files_only=local_only
+                    )
             backend = candidate
             break
+        except ModelLoadError:
+            raise
         except (ValueError, ImportError) as exc:  # backend unsupported by this model/install
             logger.warning("attention backend %s unavailable for %s (%s)", candidate, name_or_path, exc)
             last_exc = exc
-        except OSError as exc:
+        except pickle.UnpicklingError as exc:
             raise ModelLoadError(
-                f"Could not load a causal LM from {name_or_path!s}: {exc}. Pass a local folder "
-                "with config.json and weights, or a hub name reachable from this machine."
+                f"{name_or_path!s} holds pickled PyTorch weights (.bin) that do not load safely "
+                "(torch weights_only refused them: they hold more than tensors). Use a folder with "
+                "safetensors weights; if you trust the file, re-save it with "
+                "save_pretrained(..., safe_serialization=True)."
+            ) from exc
+        except Exception as exc:  # a missing or corrupt file
+            raise ModelLoadError(
+                f"Could not load a causal LM from {name_or_path!s} ({type(exc).__name__}: {exc}). "
+                "Pass a folder with config.json and safetensors weights (convert a pickled "
+                "pytorch_model.bin with save_pretrained(..., safe_serialization=True))."
             ) from exc
     else:
         raise ModelLoadError(f"No attention backend could load {name_or_path!s}: {last_exc}")

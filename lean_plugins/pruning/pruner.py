@@ -18,6 +18,7 @@ from typing import Any
 
 from lean_plugins._optional import require
 from lean_plugins.errors import ConfigurationError
+from lean_plugins.model_source import transformers_progress
 from lean_plugins.pruning.evaluate import tokenize_documents
 from lean_plugins.pruning.importance import METHODS, LayerScores, block_influence, compute_importance
 from lean_plugins.pruning.modeling import (
@@ -381,7 +382,8 @@ def save_pruned(model: Any, tokenizer: Any, out_dir: str | Path) -> Path:
     config = model.config
     meta = config.__dict__.get(PRUNING_KEY)
     if not (is_uniform(layer_shapes(model)) and saved_architecture(config) == "mistral"):
-        model.save_pretrained(out)
+        with transformers_progress(show=False):
+            model.save_pretrained(out)
         return out
     values = {k: getattr(config, k) for k in _MISTRAL_FIELDS if hasattr(config, k)}
     mistral = transformers.MistralConfig(**values, sliding_window=None)
@@ -390,7 +392,8 @@ def save_pruned(model: Any, tokenizer: Any, out_dir: str | Path) -> Path:
     # save_pretrained validates the config it writes; LlamaConfig would reject this head count.
     model.config = mistral
     try:
-        model.save_pretrained(out)
+        with transformers_progress(show=False):
+            model.save_pretrained(out)
     finally:
         model.config = config
     mistral.architectures = ["MistralForCausalLM"]
