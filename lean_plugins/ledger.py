@@ -13,7 +13,12 @@ cache / hit        input and output of the avoided call -> 0 and 0
 budget / stop      output: the budget the caller would have paid for -> tokens generated
 local / serve      input and output served by a local model instead of an API -> 0 and 0
 llm / call         plain accounting of a call (before == after): tokens and dollars spent
+llm / stream       the same for a streamed call
 =================  ==========================================================================
+
+A cache hit is booked once, by the cache, as ``cache / hit``; the response it serves carries
+:data:`CACHE_HIT_KEY` in its metadata, so whoever accounts calls (the output budget, usage
+accounting) books nothing more for it (see :func:`is_cache_hit`).
 
 Events go to every ledger active in the current context (``with ledger:`` or
 ``with ledger.scope():``) and to the process-wide default ledger. Recording is thread-safe and
@@ -37,6 +42,23 @@ from lean_plugins.pricing import Price, cost, resolve_price
 
 #: Layers in the order of a request's path (see DESIGN.md); the summary lists them this way.
 LAYERS = ("prompts", "compress", "cache", "local", "budget", "llm")
+
+#: The cache-hit contract: a cache that serves a response sets this key to ``True`` in the
+#: response's metadata (LangChain ``response_metadata`` and ``generation_info``, LlamaIndex
+#: ``additional_kwargs``) and books the hit itself as ``cache / hit`` (the avoided call's
+#: tokens before, 0 after). Call accounting then treats the response as avoided, not spent.
+CACHE_HIT_KEY = "cache_hit"
+
+
+def mark_cache_hit(metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``metadata`` (a copy) marked as served from a cache."""
+    return {**(metadata or {}), CACHE_HIT_KEY: True}
+
+
+def is_cache_hit(*metadata: Any) -> bool:
+    """True when any of the given metadata dicts (``None`` and non-dicts are skipped) says a
+    cache served the response."""
+    return any(isinstance(m, dict) and bool(m.get(CACHE_HIT_KEY)) for m in metadata)
 
 
 @dataclass(frozen=True)
@@ -219,6 +241,7 @@ class Ledger:
         self._events: deque[LedgerEvent] = deque(maxlen=max_events)
         self._totals: dict[str, _Totals] = {}
         self._by_key: dict[tuple[str, str | None, str | None], _Totals] = {}
+        self._by_kind: dict[tuple[str, str, str | None, str | None], _Totals] = {}
         self._tokens: list[contextvars.Token] = []
 
     # -- recording ---------------------------------------------------------------------------
@@ -228,6 +251,8 @@ class Ledger:
             self._events.append(event)
             self._totals.setdefault(event.layer, _Totals()).add(event)
             self._by_key.setdefault((event.layer, event.model, event.tenant), _Totals()).add(event)
+            key = (event.layer, event.kind, event.model, event.tenant)
+            self._by_kind.setdefault(key, _Totals()).add(event)
 
     # -- scoping -----------------------------------------------------------------------------
     @contextmanager
@@ -320,6 +345,38 @@ class Ledger:
                 for (layer, model, tenant), t in self._by_key.items()
             ]
 
+    def select(
+        self,
+        layer: str,
+        kind: str | None = None,
+        *,
+        model: str | None = ...,  # type: ignore[assignment]
+        tenant: str | None = ...,  # type: ignore[assignment]
+    ) -> dict[str, Any]:
+        """Running totals of the events of ``layer`` (and ``kind``), for one ``model`` and
+        ``tenant`` (omit either to match all): ``events``, the four token sums, and
+        ``dollars_before`` / ``dollars_after`` at each event's model price (unpriced events are
+        left out of the dollars and counted in ``unpriced_events``)."""
+        out = _Totals()
+        with self._lock:
+            for (lay, kin, mod, ten), t in self._by_kind.items():
+                if lay != layer or (kind is not None and kin != kind):
+                    continue
+                if (model is ... or mod == model) and (tenant is ... or ten == tenant):
+                    for name in asdict(out):
+                        setattr(out, name, getattr(out, name) + getattr(t, name))
+        data = asdict(out)
+        data["dollars_before"] = data.pop("known_cost_before")
+        data["dollars_after"] = data.pop("known_cost_after")
+        return data
+
+    def keys(self, layer: str) -> list[tuple[str | None, str | None]]:
+        """The (model, tenant) pairs with events in ``layer``."""
+        with self._lock:
+            return sorted(
+                {(m, t) for (lay, m, t) in self._by_key if lay == layer}, key=lambda k: (str(k[0]), str(k[1]))
+            )
+
     def to_json(
         self, *, price: str | Price | tuple[float, float] | None = None, include_events: bool = True
     ) -> str:
@@ -339,6 +396,7 @@ class Ledger:
             self._events.clear()
             self._totals.clear()
             self._by_key.clear()
+            self._by_kind.clear()
 
     def __repr__(self) -> str:
         with self._lock:

@@ -16,35 +16,50 @@ The logic (counting, stopping, prediction, accounting) is in :mod:`lean_plugins.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
-from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.language_models import BaseLanguageModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, BaseMessageChunk
-from langchain_core.outputs import ChatGeneration, LLMResult
+from langchain_core.caches import BaseCache
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    BaseCallbackHandler,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.globals import get_llm_cache
+from langchain_core.language_models import BaseChatModel, BaseLanguageModel, LanguageModelInput
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    BaseMessageChunk,
+    message_chunk_to_message,
+)
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
 from langchain_core.prompt_values import PromptValue
 from langchain_core.prompts import BasePromptTemplate
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, RunnableSequence
 from langchain_core.runnables.config import ensure_config
+from pydantic import ConfigDict, Field
 
 from lean_plugins.budget import BudgetResult, BudgetRun, OutputBudget, route_for_template
-from lean_plugins.budget.accounting import CACHE_HIT_KEY
+from lean_plugins.budget.call import MAX_TOKENS_FIELDS, BudgetedCall, capped_limits, is_local_model
 from lean_plugins.budget.tracker import CallTracker, TrackedCall
-from lean_plugins.errors import BudgetExceededError
+from lean_plugins.errors import BudgetExceededError, ConfigurationError
+from lean_plugins.ledger import is_cache_hit
 from lean_plugins.tokens import Tokenizer, count_tokens
 
-#: Fields through which providers take an output-token limit, in order of preference.
-MAX_TOKENS_FIELDS = (
-    "max_tokens",
-    "max_new_tokens",
-    "max_output_tokens",
-    "max_completion_tokens",
-    "num_predict",
-    "max_tokens_to_sample",
-)
-_PROVIDER_LENGTH_REASONS = {"length", "max_tokens", "MAX_TOKENS"}
+__all__ = [
+    "MAX_TOKENS_FIELDS",
+    "BudgetedChatModel",
+    "BudgetedRunnable",
+    "BudgetedText",
+    "OutputBudgetCallbackHandler",
+    "OutputBudgetStop",
+    "is_local_model",
+    "with_output_budget",
+]
 
 
 class OutputBudgetStop(BudgetExceededError):
@@ -81,11 +96,14 @@ class OutputBudgetCallbackHandler(BaseCallbackHandler):
     otherwise; the provider's ``usage_metadata`` (or ``llm_output["token_usage"]``) replaces
     the count in the accounting when the provider sends it.
 
-    With ``stop_stream=True`` (the default) the handler raises :class:`OutputBudgetStop`
-    from ``on_llm_new_token`` when a streamed answer reaches its budget. LangChain then ends
-    the call with that exception and the streamed text is lost to the caller (langchain
-    #11959); read it from :attr:`last_result`, or use :func:`with_output_budget`, which keeps
-    it. A call that was not streamed is accounted at its end (the budget cannot stop it).
+    By default the handler judges and accounts each call but does not stop it, so a handler
+    passed the usual way (``config={"callbacks": [handler]}``) never costs the caller the
+    answer; :func:`with_output_budget` is what stops a call and keeps the text. With
+    ``stop_stream=True`` the handler raises :class:`OutputBudgetStop` from
+    ``on_llm_new_token`` when a streamed answer reaches its budget: LangChain ends the call with
+    that exception and the streamed text is lost to the caller (langchain #11959); it is on the
+    exception's ``partial_text`` and on :attr:`last_result`. Calls of a budgeted model
+    (:class:`BudgetedChatModel`) are left to it: it accounts them itself.
 
     ``budget_tokens`` fixes the budget of the calls (default: the budget's own, predicted per
     call); ``prompt`` replaces the prompt text the prediction reads; ``criterion`` is a run
@@ -105,7 +123,7 @@ class OutputBudgetCallbackHandler(BaseCallbackHandler):
         route: str | None = None,
         budget_tokens: int | None = None,
         tokenizer: str | Tokenizer | None = None,
-        stop_stream: bool = True,
+        stop_stream: bool = False,
         prompt: str | None = None,
         criterion: BudgetRun | None = None,
     ) -> None:
@@ -158,6 +176,8 @@ class OutputBudgetCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        if (serialized or {}).get("id", [None])[-1] == BudgetedChatModel.__name__:
+            return  # the budgeted model accounts its own calls
         batch = messages[0] if messages else []
         question = next((_message_text(m) for m in reversed(batch) if m.type == "human"), "")
         input_tokens = sum(count_tokens(_message_text(m)) for m in batch)
@@ -170,7 +190,7 @@ class OutputBudgetCallbackHandler(BaseCallbackHandler):
         call = self.tracker.get(run_id)
         if call is None or call.result is not None:
             return
-        call.streamed = True
+        call.streamed = call.run.streamed = True
         self.feed(call, token)
 
     def feed(self, call: TrackedCall, text: str) -> None:
@@ -189,26 +209,25 @@ class OutputBudgetCallbackHandler(BaseCallbackHandler):
     # -- end ----------------------------------------------------------------------------------
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         generation = response.generations[0][0] if response.generations and response.generations[0] else None
-        output_tokens = input_tokens = None
-        truncated = cached = False
+        output_tokens = input_tokens = finish_reason = None
+        cached = False
         if generation is not None:
             info = generation.generation_info or {}
-            truncated = info.get("finish_reason") in _PROVIDER_LENGTH_REASONS
-            cached = bool(info.get(CACHE_HIT_KEY))
+            finish_reason = info.get("finish_reason")
+            cached = is_cache_hit(info)
             if isinstance(generation, ChatGeneration):
                 usage = getattr(generation.message, "usage_metadata", None) or {}
                 output_tokens, input_tokens = usage.get("output_tokens"), usage.get("input_tokens")
                 meta = generation.message.response_metadata or {}
-                truncated = truncated or meta.get("finish_reason") in _PROVIDER_LENGTH_REASONS
-                truncated = truncated or meta.get("stop_reason") in _PROVIDER_LENGTH_REASONS
-                cached = cached or bool(meta.get(CACHE_HIT_KEY))
+                finish_reason = finish_reason or meta.get("finish_reason") or meta.get("stop_reason")
+                cached = cached or is_cache_hit(meta)
         token_usage = (response.llm_output or {}).get("token_usage") or {}
         self.tracker.end(
             run_id,
             generation.text if generation is not None else None,
             output_tokens=output_tokens or token_usage.get("completion_tokens"),
             input_tokens=input_tokens or token_usage.get("prompt_tokens"),
-            truncated=truncated,
+            finish_reason=finish_reason,
             cached=cached,
         )
 
@@ -230,12 +249,6 @@ class BudgetedText(str):
         return obj
 
 
-def is_local_model(model: Any) -> bool:
-    """True for our own local models (``LeanChatModel``, ``LeanLLM``), which take a stopping
-    criterion, so the budget stops them exactly, inside generation."""
-    return type(model).__module__.startswith("lean_plugins.") and hasattr(model, "local_llm")
-
-
 def find_model(runnable: Runnable) -> BaseLanguageModel | None:
     """The language model inside ``runnable`` (itself, a binding of it, or a chain step)."""
     if isinstance(runnable, BaseLanguageModel):
@@ -252,14 +265,8 @@ def _set_max_tokens(runnable: Runnable, budget: int, criterion: BudgetRun | None
     model has a max-tokens field; otherwise ``runnable`` itself (the handler still stops it).
     ``criterion``: also bound to the model as its ``stopping_criteria`` (our local models)."""
     if isinstance(runnable, BaseLanguageModel):
-        fields = type(runnable).model_fields
-        capped: Runnable = runnable
-        for name in MAX_TOKENS_FIELDS:
-            if name in fields:
-                current = getattr(runnable, name, None)
-                limit = budget if not isinstance(current, int) or current <= 0 else min(current, budget)
-                capped = runnable.model_copy(update={name: limit})
-                break
+        update = capped_limits(type(runnable).model_fields, dict(runnable), budget)
+        capped: Runnable = runnable.model_copy(update=update) if update else runnable
         return capped.bind(stopping_criteria=[criterion]) if criterion is not None else capped
     if isinstance(runnable, RunnableBinding):
         bound = _set_max_tokens(runnable.bound, budget, criterion)
@@ -386,7 +393,7 @@ class BudgetedRunnable(Runnable[Any, Any]):
         if text is None or call is None:
             return None, False
         if call.criterion:
-            call.output += text  # the model stops itself; show what is sure to be kept
+            call.seen += text  # the model stops itself; show what is sure to be kept
             return call.take(), False
         if not call.streamed and call.result is None:
             handler.feed(call, text)  # a model that streams without on_llm_new_token
@@ -506,14 +513,313 @@ def with_output_budget(
     route: str | None = None,
     raise_on_stop: bool = False,
     tokenizer: str | Tokenizer | None = None,
-) -> BudgetedRunnable:
+) -> Runnable:
     """Give ``runnable`` (a chat model, an LLM, or a chain around one) an output budget.
 
     ``budget``: an :class:`OutputBudget` (fixed or predicted) or an int of tokens. ``route``:
     the name the budget is learned under (default: the chain's prompt template identity).
-    Each call sets the model's ``max_tokens`` to its budget where the model has such a field,
-    stops the stream at the budget, and returns the kept text with ``stop_reason``.
+    Each call sets the model's max-tokens field to its budget where the model has one, stops the
+    stream at the budget, and returns the kept text with ``stop_reason``.
+
+    A chat model (or ``model.bind_tools(...)``) becomes a :class:`BudgetedChatModel` (a
+    binding of one when tools were bound first): a chat model itself, tool calls and usage kept.
+    An LLM or a chain becomes a :class:`BudgetedRunnable`.
     """
     if not isinstance(budget, OutputBudget):
         budget = OutputBudget(budget)
+    raise_on_stop = raise_on_stop or budget.raise_on_stop
+    target, binding = runnable, None
+    if isinstance(runnable, RunnableBinding) and isinstance(runnable.bound, BaseChatModel):
+        target, binding = runnable.bound, runnable
+    if isinstance(target, BaseChatModel):
+        wrapped = BudgetedChatModel(
+            model=target,
+            budget=budget,
+            route=route or budget.route,
+            raise_on_stop=raise_on_stop,
+            tokenizer=tokenizer,
+            cache=target.cache,
+        )
+        if binding is None:
+            return wrapped
+        return RunnableBinding(bound=wrapped, kwargs=binding.kwargs, config=binding.config)
     return BudgetedRunnable(runnable, budget, route=route, raise_on_stop=raise_on_stop, tokenizer=tokenizer)
+
+
+# -- the chat model wrapper ---------------------------------------------------------------------
+_DECISION_KEYS = ("finish_reason", "stop_reason")
+
+
+def _chat_model_name(model: BaseChatModel) -> str | None:
+    for name in ("model_name", "model", "model_id"):
+        value = getattr(model, name, None)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def _can_stream(model: BaseChatModel, kwargs: dict[str, Any], *, async_api: bool) -> bool:
+    sync = type(model)._stream is not BaseChatModel._stream
+    if async_api and not sync and type(model)._astream is BaseChatModel._astream:
+        return False
+    return (sync or async_api) and not model._streaming_disabled(**kwargs)
+
+
+def _pass_through(chunk: ChatGenerationChunk, text: str) -> AIMessageChunk:
+    """``chunk``'s message with only the kept ``text`` as content; tool-call chunks, usage and
+    metadata kept (the provider's finish reason is left for the last chunk, decided here)."""
+    message = chunk.message
+    meta = {k: v for k, v in (message.response_metadata or {}).items() if k not in _DECISION_KEYS}
+    update: dict[str, Any] = {"content": text, "response_metadata": meta}
+    if getattr(message, "chunk_position", None) == "last":
+        update["chunk_position"] = None
+    return message.model_copy(update=update)  # type: ignore[return-value]
+
+
+class BudgetedChatModel(BaseChatModel):
+    """A chat model whose every call stops at its output budget; build it with
+    :func:`with_output_budget`.
+
+    It is a ``BaseChatModel``: it goes wherever a chat model goes (``bind_tools``,
+    ``with_structured_output``, agents, ``with_retry``, ``with_fallbacks``), callbacks see one
+    run that ends with ``on_llm_end`` also when the budget stops it, and the model's cache (or
+    the global one, ``set_llm_cache``) serves it, keyed with the budget. Messages keep the
+    model's tool calls, tool-call chunks, usage and response metadata; only the text is cut.
+    ``response_metadata["stop_reason"]`` says why the answer ended (``natural``, ``budget``,
+    ``soft_budget``, ``confidence``), ``["finish_reason"]`` is ``"length"`` for a budget stop,
+    and ``["output_budget"]`` holds the budget, the tokens used and generated, and their unit.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    model: BaseChatModel = Field(description="The chat model that generates.")
+    budget: OutputBudget = Field(description="The fixed or predicted per-call output budget.")
+    route: str | None = Field(default=None, description="Route name the budgets are learned under.")
+    raise_on_stop: bool = Field(
+        default=False, description="Raise BudgetExceededError (with partial_text) at a budget stop."
+    )
+    tokenizer: Any = Field(
+        default=None, description="Counts streamed text (default: the budget's; cl100k_base)."
+    )
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "BudgetedChatModel"
+
+    @property
+    def _llm_type(self) -> str:
+        return f"budgeted-{self.model._llm_type}"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        budget = self.budget
+        return {
+            "model_name": _chat_model_name(self.model),
+            "output_budget": budget.max_tokens,
+            "predicted": budget.predictor is not None,
+            "route": self.route or budget.route,
+            "soft_window": budget.soft_window,
+            "confidence_threshold": budget.confidence_threshold,
+            "wrapped": self.model._get_llm_string(),
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
+        return self.model._get_ls_params(stop=stop, **kwargs)
+
+    def get_num_tokens(self, text: str) -> int:
+        return self.model.get_num_tokens(text)
+
+    def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Any = None) -> int:
+        return self.model.get_num_tokens_from_messages(messages, tools=tools)
+
+    # -- what the model is bound to -------------------------------------------------------------
+    def _rebound(self, bound: Runnable) -> Runnable:
+        """``bound`` (the wrapped model's ``bind_tools`` / ``bind`` result) around this wrapper."""
+        if isinstance(bound, RunnableBinding) and bound.bound is self.model:
+            return RunnableBinding(bound=self, kwargs=bound.kwargs, config=bound.config)
+        raise ConfigurationError(
+            f"{type(self.model).__name__}.bind_tools returned {type(bound).__name__}, not a binding of "
+            "the model, so the budget cannot wrap it: bind the tools first and pass the result to "
+            "with_output_budget(model.bind_tools(tools), budget)."
+        )
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
+        """The wrapped model's ``bind_tools``, the budget kept."""
+        return self._rebound(self.model.bind_tools(tools, **kwargs))
+
+    # -- one call -------------------------------------------------------------------------------
+    def _should_stream(self, *, async_api: bool, **kwargs: Any) -> bool:
+        # LangChain's stream() skips the cache: with a cache in effect, stream() goes through
+        # invoke() (one chunk), so a budgeted repeat is served from the cache.
+        if self.cache is not False and (isinstance(self.cache, BaseCache) or get_llm_cache() is not None):
+            return False
+        return super()._should_stream(async_api=async_api, **kwargs)
+
+    def _begin(
+        self, messages: list[BaseMessage], kwargs: dict[str, Any], run_manager: Any
+    ) -> tuple[BaseChatModel, BudgetedCall, dict[str, Any]]:
+        for handler in getattr(run_manager, "handlers", None) or []:
+            if isinstance(handler, OutputBudgetCallbackHandler) and handler.stop_stream:
+                raise ConfigurationError(
+                    "An OutputBudgetCallbackHandler with stop_stream=True is passed to a budgeted "
+                    "model: its stop would throw the answer away. The budget is already "
+                    "with_output_budget(...)'s; pass the handler with stop_stream=False to only "
+                    "account calls, or drop it."
+                )
+        prompt = next((_message_text(m) for m in reversed(messages) if m.type == "human"), "")
+        route = self.route or self.budget.route
+        tokens = self.budget.budget_for(prompt, route=route)
+        local = is_local_model(self.model)
+        run = self.budget.start(
+            prompt,
+            route=route,
+            budget=tokens,
+            model=self.budget.model or _chat_model_name(self.model),
+            # a local model reports its own prompt count; a provider's is counted unless reported
+            input_tokens=0 if local else sum(count_tokens(_message_text(m)) for m in messages),
+            tokenizer=self.tokenizer,
+        )
+        update = capped_limits(type(self.model).model_fields, dict(self.model), tokens)
+        inner = self.model.model_copy(update=update) if update else self.model
+        extra = {"stopping_criteria": [run]} if local else {}
+        return inner, BudgetedCall(run, criterion=local, capped=bool(update)), extra
+
+    def _last_chunk(self, call: BudgetedCall, merged: AIMessageChunk | None) -> ChatGenerationChunk:
+        """The closing chunk: the rest of the kept text, the budget's verdict, the usage."""
+        usage = merged.usage_metadata if merged is not None else None
+        meta = (merged.response_metadata if merged is not None else None) or {}
+        result = call.finish(
+            output_tokens=(usage or {}).get("output_tokens"),
+            input_tokens=(usage or {}).get("input_tokens"),
+            finish_reason=meta.get("finish_reason") or meta.get("stop_reason"),
+            cached=is_cache_hit(meta),
+        )
+        if self.raise_on_stop and result.stopped:
+            raise result.exceeded_error()
+        provider_reason = meta.get("finish_reason") or meta.get("stop_reason")
+        response_metadata = {
+            "finish_reason": "length" if result.stopped else (provider_reason or "stop"),
+            "stop_reason": result.stop_reason,
+            "output_budget": result.to_metadata(),
+        }
+        message = AIMessageChunk(content=call.take(), response_metadata=response_metadata, chunk_position="last")
+        if usage is None:  # the stream was closed before the provider's usage: ours, one unit
+            run = call.run
+            input_tokens = run.input_tokens if run.input_tokens is not None else 0
+            message.usage_metadata = {
+                "input_tokens": input_tokens,
+                "output_tokens": result.tokens_generated,
+                "total_tokens": input_tokens + result.tokens_generated,
+            }
+        return ChatGenerationChunk(message=message)
+
+    def _whole(self, call: BudgetedCall, result: ChatResult) -> ChatGenerationChunk:
+        """A model that cannot stream: its answer judged whole, cut to the budget."""
+        message = result.generations[0].message
+        text = _message_text(message)
+        chunk = AIMessageChunk(
+            content="",
+            id=message.id,
+            tool_call_chunks=[
+                {"name": t["name"], "args": json.dumps(t["args"]), "id": t["id"], "index": i, "type": "tool_call_chunk"}
+                for i, t in enumerate(getattr(message, "tool_calls", None) or [])
+            ],
+            usage_metadata=getattr(message, "usage_metadata", None),
+            response_metadata=dict(message.response_metadata or {}),
+            additional_kwargs=dict(message.additional_kwargs or {}),
+        )
+        call.finish(text, output_tokens=(chunk.usage_metadata or {}).get("output_tokens"))
+        return ChatGenerationChunk(message=chunk)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        inner, call, extra = self._begin(messages, kwargs, run_manager)
+        merged: AIMessageChunk | None = None
+        if not _can_stream(inner, kwargs, async_api=False):
+            whole = self._whole(call, inner._generate(messages, stop=stop, **kwargs, **extra))
+            merged = whole.message  # type: ignore[assignment]
+            out = [_pass_through(whole, "")]
+        else:
+            out = []
+            stream = inner._stream(messages, stop=stop, **kwargs, **extra)
+            try:
+                for chunk in stream:
+                    merged = chunk.message if merged is None else merged + chunk.message  # type: ignore[operator]
+                    piece = _pass_through(chunk, call.step(chunk.text))
+                    if run_manager and piece.content:
+                        run_manager.on_llm_new_token(piece.text, chunk=ChatGenerationChunk(message=piece))
+                    yield ChatGenerationChunk(message=piece)
+                    if call.should_close:
+                        break
+            finally:
+                stream.close()  # at the budget: stop the provider's stream (and its billing)
+        last = self._last_chunk(call, merged)
+        if run_manager and last.text:
+            run_manager.on_llm_new_token(last.text, chunk=last)
+        yield from (ChatGenerationChunk(message=m) for m in out)
+        yield last
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        inner, call, extra = self._begin(messages, kwargs, run_manager)
+        merged: AIMessageChunk | None = None
+        out = []
+        if not _can_stream(inner, kwargs, async_api=True):
+            whole = self._whole(call, await inner._agenerate(messages, stop=stop, **kwargs, **extra))
+            merged = whole.message  # type: ignore[assignment]
+            out = [_pass_through(whole, "")]
+        else:
+            stream = inner._astream(messages, stop=stop, **kwargs, **extra)
+            try:
+                async for chunk in stream:
+                    merged = chunk.message if merged is None else merged + chunk.message  # type: ignore[operator]
+                    piece = _pass_through(chunk, call.step(chunk.text))
+                    if run_manager and piece.content:
+                        await run_manager.on_llm_new_token(piece.text, chunk=ChatGenerationChunk(message=piece))
+                    yield ChatGenerationChunk(message=piece)
+                    if call.should_close:
+                        break
+            finally:
+                await stream.aclose()
+        last = self._last_chunk(call, merged)
+        if run_manager and last.text:
+            await run_manager.on_llm_new_token(last.text, chunk=last)
+        for m in out:
+            yield ChatGenerationChunk(message=m)
+        yield last
+
+    @staticmethod
+    def _collect(chunks: list[ChatGenerationChunk]) -> ChatResult:
+        merged = chunks[0]
+        for chunk in chunks[1:]:
+            merged = merged + chunk
+        return ChatResult(generations=[ChatGeneration(message=message_chunk_to_message(merged.message))])
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return self._collect(list(self._stream(messages, stop=stop, run_manager=run_manager, **kwargs)))
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        chunks = [c async for c in self._astream(messages, stop=stop, run_manager=run_manager, **kwargs)]
+        return self._collect(chunks)

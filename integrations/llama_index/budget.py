@@ -24,9 +24,10 @@ from typing import Any
 
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from lean_plugins.budget import BudgetResult, BudgetRun, OutputBudget
-from lean_plugins.budget.accounting import CACHE_HIT_KEY
+from lean_plugins.budget import BudgetResult, OutputBudget
+from lean_plugins.budget.call import MAX_TOKENS_FIELDS, BudgetedCall, capped_limits, is_local_model
 from lean_plugins.budget.tracker import CallTracker
+from lean_plugins.ledger import is_cache_hit
 from lean_plugins.tokens import count_tokens
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -55,8 +56,14 @@ from llama_index.core.instrumentation.events.llm import (
 from llama_index.core.instrumentation.events.span import SpanDropEvent
 from llama_index.core.llms.llm import LLM
 
-#: Fields through which LlamaIndex LLMs take an output-token limit.
-MAX_TOKENS_FIELDS = ("max_tokens", "max_new_tokens", "num_output", "max_output_tokens", "num_predict")
+__all__ = [
+    "MAX_TOKENS_FIELDS",
+    "BudgetedLLM",
+    "OutputBudgetCallbackHandler",
+    "OutputBudgetHandler",
+    "is_local_model",
+    "with_output_budget",
+]
 
 # Set while a budgeted LLM runs its inner LLM: the handlers leave those calls to it.
 _inside_budgeted_call: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -80,10 +87,8 @@ def _usage(response: Any) -> tuple[int | None, int | None]:
 
 
 def _cache_hit(response: Any) -> bool:
-    """True when a cache served ``response`` (it set :data:`CACHE_HIT_KEY`)."""
-    extra = getattr(response, "additional_kwargs", None) or {}
-    raw = getattr(response, "raw", None)
-    return bool(extra.get(CACHE_HIT_KEY) or (isinstance(raw, dict) and raw.get(CACHE_HIT_KEY)))
+    """True when a cache served ``response`` (the cache-hit contract of :mod:`lean_plugins.ledger`)."""
+    return is_cache_hit(getattr(response, "additional_kwargs", None), getattr(response, "raw", None))
 
 
 def _response_text(response: Any) -> str | None:
@@ -153,7 +158,7 @@ class OutputBudgetHandler(BaseEventHandler):
         elif isinstance(event, (LLMChatInProgressEvent, LLMCompletionInProgressEvent)):
             call = self._tracker.get(key)
             if call is not None:
-                call.streamed = True
+                call.streamed = call.run.streamed = True
                 delta = event.response.delta
                 if delta is None:  # some LLMs send only the text so far
                     text = _response_text(event.response) or ""
@@ -244,46 +249,16 @@ class OutputBudgetCallbackHandler(LlamaBaseCallbackHandler):
 # -- the enforcing wrapper ----------------------------------------------------------------------
 def _capped(llm: LLM, budget: int) -> tuple[LLM, bool]:
     """A copy of ``llm`` limited to ``budget`` output tokens, and whether a field was set."""
-    fields = type(llm).model_fields
-    for name in MAX_TOKENS_FIELDS:
-        if name in fields:
-            current = getattr(llm, name, None)
-            limit = budget if not isinstance(current, int) or current <= 0 else min(current, budget)
-            return llm.model_copy(update={name: limit}), True
-    return llm, False
+    update = capped_limits(type(llm).model_fields, dict(llm), budget)
+    return (llm.model_copy(update=update), True) if update else (llm, False)
 
 
-def is_local_model(llm: Any) -> bool:
-    """True for our own local LLM (``LeanLocalLLM``), which takes a stopping criterion, so the
-    budget stops it exactly, inside generation."""
-    return type(llm).__module__.startswith("lean_plugins.") and hasattr(llm, "local_llm")
-
-
-class _BudgetedCall:
-    """State of one call of a :class:`BudgetedLLM`."""
-
-    def __init__(self, run: BudgetRun, *, capped: bool, local: bool) -> None:
-        self.run = run
-        self.capped = capped
-        self.local = local
-        self.seen = ""  # everything the inner LLM streamed
-        self.emitted = 0  # characters handed out (criterion mode)
-
-    def step(self, response: Any) -> str:
-        """The kept text this inner response adds (a prefix of the final text, never more)."""
-        if response.delta is not None:
-            delta = response.delta
-        else:  # an LLM that sends only the text so far
-            text = _response_text(response) or ""
-            delta = text[len(self.seen) :] if text.startswith(self.seen) else ""
-        self.seen += delta
-        if not self.local:
-            return self.run.feed(delta)
-        safe = min(self.run.safe_length(), len(self.seen))  # the model stops itself
-        if safe <= self.emitted:
-            return ""
-        out, self.emitted = self.seen[self.emitted : safe], safe
-        return out
+def _delta(response: Any, seen: str) -> str:
+    """The new text of an inner streamed response (some LLMs send only the text so far)."""
+    if response.delta is not None:
+        return response.delta
+    text = _response_text(response) or ""
+    return text[len(seen) :] if text.startswith(seen) else ""
 
 
 class BudgetedLLM(LLM):
@@ -307,7 +282,7 @@ class BudgetedLLM(LLM):
         return self.llm.metadata
 
     # -- shared steps -------------------------------------------------------------------------
-    def _begin(self, prompt: str, input_tokens: int | None = None) -> tuple[LLM, _BudgetedCall, dict]:
+    def _begin(self, prompt: str, input_tokens: int | None = None) -> tuple[LLM, BudgetedCall, dict]:
         """The inner LLM capped at the call's budget, the call's state, extra call kwargs."""
         tokens = self.budget.budget_for(prompt, route=self.route)
         inner, capped = _capped(self.llm, tokens)
@@ -321,24 +296,22 @@ class BudgetedLLM(LLM):
         )
         # our local model takes the run as its stopping criterion: it stops itself, exactly
         extra = {"stopping_criteria": [run]} if local else {}
-        return inner, _BudgetedCall(run, capped=capped, local=local), extra
+        return inner, BudgetedCall(run, criterion=local, capped=capped), extra
 
-    def _end(self, call: _BudgetedCall, last: Any) -> BudgetResult:
-        run = call.run
+    def _end(self, call: BudgetedCall, last: Any) -> BudgetResult:
         input_tokens, output_tokens = _usage(last)
-        reached = (output_tokens or run.tokens_so_far) >= run.budget
-        result = run.finish(
-            call.seen if call.local else None,
+        raw = getattr(last, "raw", None)
+        result = call.finish(
             output_tokens=output_tokens,
             input_tokens=input_tokens,
-            truncated_by_provider=call.capped and reached,
+            finish_reason=raw.get("finish_reason") if isinstance(raw, dict) else None,
             cached=_cache_hit(last),
         )
         if self.raise_on_stop and result.stopped:
             raise result.exceeded_error()
         return result
 
-    def _follow(self, stream: Iterator[Any], call: _BudgetedCall) -> Iterator[tuple[str, Any]]:
+    def _follow(self, stream: Iterator[Any], call: BudgetedCall) -> Iterator[tuple[str, Any]]:
         """Read ``stream`` (inner responses), yield (kept delta, response); stop at the budget."""
         try:
             while True:
@@ -349,15 +322,15 @@ class BudgetedLLM(LLM):
                     return
                 finally:
                     _inside_budgeted_call.reset(token)
-                yield call.step(response), response
-                if call.run.stopped and not call.local:
+                yield call.step(_delta(response, call.seen)), response
+                if call.should_close:
                     return
         finally:
             close = getattr(stream, "close", None)
             if close is not None:
                 close()  # at the budget: stop the inner stream (and its billing)
 
-    async def _afollow(self, stream: Any, call: _BudgetedCall) -> AsyncIterator[tuple[str, Any]]:
+    async def _afollow(self, stream: Any, call: BudgetedCall) -> AsyncIterator[tuple[str, Any]]:
         try:
             while True:
                 token = _inside_budgeted_call.set(True)
@@ -367,8 +340,8 @@ class BudgetedLLM(LLM):
                     return
                 finally:
                     _inside_budgeted_call.reset(token)
-                yield call.step(response), response
-                if call.run.stopped and not call.local:
+                yield call.step(_delta(response, call.seen)), response
+                if call.should_close:
                     return
         finally:
             aclose = getattr(stream, "aclose", None)
@@ -415,7 +388,7 @@ class BudgetedLLM(LLM):
         return _last_user_text(messages), sum(count_tokens(m.content or "") for m in messages)
 
     # -- streaming ----------------------------------------------------------------------------
-    def _responses(self, stream: Iterator[Any], call: _BudgetedCall, make: Any) -> Iterator[Any]:
+    def _responses(self, stream: Iterator[Any], call: BudgetedCall, make: Any) -> Iterator[Any]:
         """Kept text as responses built by ``make``; the last one carries the stop reason."""
         text, last = "", None
         for delta, last in self._follow(stream, call):
@@ -425,7 +398,7 @@ class BudgetedLLM(LLM):
         result = self._end(call, last)
         yield make(result.text, result.text[len(text) :], result, getattr(last, "raw", None))
 
-    async def _aresponses(self, stream: Any, call: _BudgetedCall, make: Any) -> AsyncIterator[Any]:
+    async def _aresponses(self, stream: Any, call: BudgetedCall, make: Any) -> AsyncIterator[Any]:
         text, last = "", None
         async for delta, last in self._afollow(stream, call):
             if delta:

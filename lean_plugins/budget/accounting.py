@@ -1,28 +1,23 @@
-"""Usage and cost accounting of every LLM call, per model and per tenant.
+"""Usage and cost accounting of every LLM call, per model and per tenant: a view over the
+savings ledger (:mod:`lean_plugins.ledger`), not a second store.
 
-Every call, streamed or not, is recorded once: in the savings ledger
-(:mod:`lean_plugins.ledger`, layer ``llm``) and in a :class:`UsageAccountant`'s running totals
-priced with :mod:`lean_plugins.pricing`. A call answered from a cache spent nothing: it is
-recorded as kind ``cache_hit`` with zero tokens spent, and the tokens (and dollars) it avoided
-are counted separately here. The ledger's *savings* row for a cache hit belongs to the cache
-layer, so it is not counted twice.
+A call is booked once, in the ledger: a spent call as ``llm / call`` (``llm / stream`` when
+streamed), with the tokens before == after; a call answered from a cache as the cache's own
+``cache / hit`` event (the response carries :data:`~lean_plugins.ledger.CACHE_HIT_KEY`), which
+the accounting counts as a cached call whose tokens and dollars were avoided.
+:class:`UsageAccountant` reads its totals from its ledger's running totals.
 
-Thread-safe (one lock, no await inside it), hence also safe from asyncio tasks.
+Thread-safe (the ledger's lock), hence also safe from asyncio tasks.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from lean_plugins.ledger import LedgerEvent, record
-from lean_plugins.pricing import cost
+from lean_plugins.ledger import CACHE_HIT_KEY, Ledger, LedgerEvent, active_ledgers, default_ledger, record
 
-#: Key a cache sets to ``True`` in the metadata of a response it served (LangChain
-#: ``generation_info`` or ``response_metadata``, LlamaIndex ``additional_kwargs`` or ``raw``),
-#: so the budget handlers account the call as avoided, not spent.
-CACHE_HIT_KEY = "cache_hit"
+__all__ = ["CACHE_HIT_KEY", "UsageAccountant", "UsageTotals", "default_accountant"]
 
 
 @dataclass
@@ -47,11 +42,15 @@ class UsageTotals:
 
 
 class UsageAccountant:
-    """Running usage and cost totals per (model, tenant); every call also goes to the ledger."""
+    """Usage and cost totals per (model, tenant), read from ``ledger``.
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._totals: dict[tuple[str | None, str | None], UsageTotals] = {}
+    ``ledger``: the ledger this accountant reads (default: a new one of its own). Every call it
+    records goes to the active ledgers (:func:`lean_plugins.ledger.record`) and to this one.
+    The process-wide :func:`default_accountant` reads the default ledger.
+    """
+
+    def __init__(self, ledger: Ledger | None = None) -> None:
+        self.ledger = ledger if ledger is not None else Ledger("usage")
 
     def record_call(
         self,
@@ -63,33 +62,30 @@ class UsageAccountant:
         cached: bool = False,
         streamed: bool = False,
         meta: dict[str, Any] | None = None,
-    ) -> LedgerEvent:
-        """Account one call. ``cached``: answered from a cache, so the tokens were avoided."""
+    ) -> LedgerEvent | None:
+        """Account one call. ``cached``: a cache served it; the cache booked the hit in the
+        active ledgers already, so nothing more is booked there (this accountant's own ledger
+        gets the hit, when it is not active, so its totals count the cached call)."""
         if input_tokens < 0 or output_tokens < 0:
             raise ValueError(f"token counts must be >= 0, got {input_tokens}, {output_tokens}")
-        dollars = cost(model, input_tokens, output_tokens)
-        with self._lock:
-            totals = self._totals.setdefault((model, tenant), UsageTotals())
-            totals.calls += 1
-            totals.streamed_calls += int(streamed)
-            if dollars is None:
-                totals.unpriced_calls += 1
-            if cached:
-                totals.cached_calls += 1
-                totals.avoided_input_tokens += input_tokens
-                totals.avoided_output_tokens += output_tokens
-                totals.avoided_dollars += dollars or 0.0
-            else:
-                totals.input_tokens += input_tokens
-                totals.output_tokens += output_tokens
-                totals.dollars += dollars or 0.0
         info = {"streamed": streamed, **(meta or {})}
         if cached:
-            info.update(avoided_input_tokens=input_tokens, avoided_output_tokens=output_tokens)
-            return record(layer="llm", kind="cache_hit", model=model, tenant=tenant, meta=info)
-        return record(
+            if any(ledger is self.ledger for ledger in active_ledgers()):
+                return None
+            event = LedgerEvent(
+                layer="cache",
+                kind="hit",
+                input_before=input_tokens,
+                output_before=output_tokens,
+                model=model,
+                tenant=tenant,
+                meta=info,
+            )
+            self.ledger.add(event)
+            return event
+        event = record(
             layer="llm",
-            kind="call",
+            kind="stream" if streamed else "call",
             input_before=input_tokens,
             input_after=input_tokens,
             output_before=output_tokens,
@@ -98,34 +94,48 @@ class UsageAccountant:
             tenant=tenant,
             meta=info,
         )
+        if not any(ledger is self.ledger for ledger in active_ledgers()):
+            self.ledger.add(event)
+        return event
 
     def totals(self, model: str | None = ..., tenant: str | None = ...) -> UsageTotals:  # type: ignore[assignment]
         """Totals over the calls matching ``model`` and ``tenant`` (omit one to match all)."""
-        out = UsageTotals()
-        with self._lock:
-            for (m, t), totals in self._totals.items():
-                if (model is ... or m == model) and (tenant is ... or t == tenant):
-                    out.add(totals)
-        return out
+        select = self.ledger.select
+        spent = [select("llm", kind, model=model, tenant=tenant) for kind in ("call", "stream")]
+        hits = select("cache", "hit", model=model, tenant=tenant)
+        return UsageTotals(
+            calls=spent[0]["events"] + spent[1]["events"] + hits["events"],
+            streamed_calls=spent[1]["events"],
+            cached_calls=hits["events"],
+            input_tokens=spent[0]["input_after"] + spent[1]["input_after"],
+            output_tokens=spent[0]["output_after"] + spent[1]["output_after"],
+            avoided_input_tokens=hits["input_before"] - hits["input_after"],
+            avoided_output_tokens=hits["output_before"] - hits["output_after"],
+            dollars=spent[0]["dollars_after"] + spent[1]["dollars_after"],
+            avoided_dollars=hits["dollars_before"] - hits["dollars_after"],
+            unpriced_calls=spent[0]["unpriced_events"] + spent[1]["unpriced_events"] + hits["unpriced_events"],
+        )
 
     def report(self) -> list[dict[str, Any]]:
         """One row per (model, tenant): calls, tokens, dollars spent and avoided."""
-        with self._lock:
-            return [
-                {"model": model, "tenant": tenant, **asdict(totals)}
-                for (model, tenant), totals in sorted(
-                    self._totals.items(), key=lambda item: (str(item[0][0]), str(item[0][1]))
-                )
-            ]
+        keys = sorted(
+            set(self.ledger.keys("llm")) | set(self.ledger.keys("cache")),
+            key=lambda k: (str(k[0]), str(k[1])),
+        )
+        return [{"model": m, "tenant": t, **asdict(self.totals(m, t))} for m, t in keys]
 
     def reset(self) -> None:
-        with self._lock:
-            self._totals.clear()
+        """Forget this accountant's ledger (the default accountant: the default ledger)."""
+        self.ledger.reset()
 
 
-_default = UsageAccountant()
+_default: UsageAccountant | None = None
 
 
 def default_accountant() -> UsageAccountant:
-    """The process-wide accountant that budgets and handlers record into by default."""
+    """The process-wide accountant: a view over the default ledger."""
+    global _default
+    if _default is None:
+        _default = UsageAccountant(default_ledger())
     return _default
+

@@ -61,7 +61,10 @@ class OutputBudget:
         record_usage: bool = True,
         raise_on_stop: bool = False,
     ) -> None:
-        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+        # bool is an int subclass: OutputBudget(True) would silently be a 1-token budget.
+        if max_tokens is not None and (
+            isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+        ):
             raise ConfigurationError(f"max_tokens must be a positive int, got {max_tokens!r}.")
         if predictor is True:
             predictor = BudgetPredictor.persistent()
@@ -140,6 +143,7 @@ class OutputBudget:
             on_finish=on_finish,
         )
         run.cached = cached
+        run.streamed = streamed
         return run
 
     def stopping_criterion(self, prompt: str | None = None, **kwargs: Any) -> BudgetRun:
@@ -275,7 +279,7 @@ class OutputBudget:
                 input_tokens=run.input_tokens if run.input_tokens is not None else call["input_tokens"],
                 output_tokens=generated,
                 cached=cached,
-                streamed=call["streamed"],
+                streamed=run.streamed,
                 meta=meta,
             )
         if self.predictor is not None and not cached and result.stop_reason != "confidence":

@@ -27,7 +27,7 @@ from typing import Any
 from lean_plugins.budget.counting import StreamingTokenCounter
 from lean_plugins.errors import BudgetExceededError, ConfigurationError
 from lean_plugins.generation import GenerationStep
-from lean_plugins.tokens import DEFAULT_TOKENIZER, Tokenizer, count_tokens, get_tokenizer
+from lean_plugins.tokens import DEFAULT_TOKENIZER, Tokenizer, count_tokens
 
 #: Why a budgeted call ended (a subset of :data:`lean_plugins.generation.STOP_REASONS`).
 BUDGET_STOP_REASONS = ("natural", "budget", "soft_budget", "confidence")
@@ -55,6 +55,10 @@ class BudgetResult:
     route: str | None = None
     query_kind: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    unit: str = DEFAULT_TOKENIZER
+    """What ``budget``, ``tokens_used`` and ``tokens_generated`` count: ``model`` (a local
+    model's own tokens), ``provider`` (the provider's reported count), or the name of the
+    tokenizer that counted the text (``cl100k_base`` unless told otherwise)."""
 
     @property
     def stopped(self) -> bool:
@@ -79,6 +83,7 @@ class BudgetResult:
             "tokens_generated": self.tokens_generated,
             "route": self.route,
             "query_kind": self.query_kind,
+            "unit": self.unit,
         }
 
 
@@ -125,6 +130,8 @@ class BudgetRun:
         self.released_chars = 0
         self.cached = False
         """True when the answer came from a cache (set at start or by :meth:`finish`)."""
+        self.streamed = False
+        """True when the answer arrived as a stream (the ledger books it as ``llm / stream``)."""
         self.input_tokens: int | None = None
         """The provider's prompt token count, when :meth:`finish` was given one."""
         self._kept_text: str | None = None
@@ -315,12 +322,18 @@ class BudgetRun:
             return self.result
         self.input_tokens = input_tokens
         self.cached = self.cached or cached
-        if self._last_step is not None or (self._counter is None and text is not None):
+        if self._last_step is not None:
             result = self._finish_tokens(text)
         else:
+            if self._counter is None and text:
+                # No steps and no stream: a whole answer, counted and judged in text mode (a
+                # local model's ids are never decoded with a tokenizer that is not its own).
+                self.feed(text)
             result = self._finish_text(truncated_by_provider)
-        if output_tokens is not None and not (result.stopped and self._counter is not None):
-            result = _replace(result, tokens_generated=max(output_tokens, result.tokens_used))
+        if output_tokens is not None and not self._cut_by_us(result):
+            # The provider's count covers the whole kept text: one unit for the call.
+            unit = result.unit if result.unit == "model" else "provider"
+            result = _replace(result, tokens_used=output_tokens, tokens_generated=output_tokens, unit=unit)
         self.result = result
         if self._on_finish is not None:
             self._on_finish(self, result)
@@ -344,23 +357,29 @@ class BudgetRun:
                 self.stop_reason = "natural"
                 self._kept_text, self._kept_tokens = counter.text, counter.committed_tokens
                 self._generated = generated
-        return self._result()
+        return self._result(unit=self._text_unit())
 
     def _finish_tokens(self, text: str | None) -> BudgetResult:
         if self.stop_reason is None:
             step = self._last_step
             self.stop_reason = "natural"
             self._kept_text = text if text is not None else (step.text if step else "")
-            n = step.n_tokens if step else count_tokens(self._kept_text, self.tokenizer)
-            self._kept_tokens = self._generated = n
-            if n > self.budget:  # a caller that ignored the criterion: apply the budget now
-                ids = list(step.token_ids[: self.budget]) if step else []
-                self.stop_reason, self._kept_tokens = "budget", self.budget
-                if ids:
-                    self._kept_text = get_tokenizer(self.tokenizer).decode(ids)
-        return self._result()
+            # The criterion stops at n >= budget, so a natural end is within the budget.
+            self._kept_tokens = self._generated = step.n_tokens if step else 0
+        return self._result(unit="model")
 
-    def _result(self) -> BudgetResult:
+    def _cut_by_us(self, result: BudgetResult) -> bool:
+        """True when the kept text is shorter than what the model generated (our stop)."""
+        if not result.stopped:
+            return False
+        return self._counter is None or result.text != self._counter.text
+
+    def _text_unit(self) -> str:
+        if isinstance(self.tokenizer, str):
+            return self.tokenizer
+        return "model"  # a tokenizer object is the model's own (see OutputBudget's tokenizer)
+
+    def _result(self, *, unit: str) -> BudgetResult:
         return BudgetResult(
             text=self._kept_text or "",
             stop_reason=self.stop_reason or "natural",
@@ -369,6 +388,7 @@ class BudgetRun:
             tokens_generated=max(self._generated, self._kept_tokens),
             route=self.route,
             query_kind=self.query_kind,
+            unit=unit,
         )
 
     def remaining_text(self) -> str:

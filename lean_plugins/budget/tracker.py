@@ -12,44 +12,15 @@ import contextvars
 import threading
 from collections import deque
 from collections.abc import Hashable
-from dataclasses import dataclass
+from typing import Any
 
+from lean_plugins.budget.call import BudgetedCall
 from lean_plugins.budget.output_budget import OutputBudget
 from lean_plugins.budget.policy import BudgetResult, BudgetRun
 from lean_plugins.tokens import Tokenizer
 
-
-@dataclass
-class TrackedCall:
-    """One LLM call followed by a handler."""
-
-    run: BudgetRun
-    criterion: bool = False
-    """True when the run is the model's own stopping criterion (a local model): the model
-    stops itself, exactly, and streamed text is not counted again."""
-    streamed: bool = False
-    """True once a streamed piece arrived through the framework's token event."""
-    pending: str = ""
-    output: str = ""
-    """Criterion mode: the text the model streamed so far (kept by the caller)."""
-    taken: int = 0
-    result: BudgetResult | None = None
-
-    @property
-    def stopped(self) -> bool:
-        return self.run.stopped
-
-    def take(self) -> str:
-        """Kept text not handed out yet: always a prefix of the final text, never more."""
-        if self.result is not None:
-            out = self.result.text[self.taken :]
-        elif self.criterion:
-            safe = min(self.run.safe_length(), len(self.output))
-            out = self.output[self.taken : safe] if safe > self.taken else ""
-        else:
-            out, self.pending = self.pending, ""
-        self.taken += len(out)
-        return out
+#: A call followed by a handler is a :class:`~lean_plugins.budget.call.BudgetedCall`.
+TrackedCall = BudgetedCall
 
 
 class CallTracker:
@@ -112,6 +83,7 @@ class CallTracker:
                 model=self.budget.model or model,  # a model name set on the budget wins
                 input_tokens=input_tokens,
                 tokenizer=self.tokenizer,
+                streamed=False,  # until a streamed piece arrives
             )
             call = TrackedCall(run)
         with self._lock:
@@ -126,10 +98,7 @@ class CallTracker:
 
     def feed(self, call: TrackedCall, text: str) -> None:
         """Count a streamed piece of ``call``'s answer."""
-        if call.result is None and not call.criterion:
-            out = call.run.feed(text)
-            if out:
-                call.pending += out
+        call.count(text)
 
     def end(
         self,
@@ -138,7 +107,7 @@ class CallTracker:
         *,
         output_tokens: int | None = None,
         input_tokens: int | None = None,
-        truncated: bool = False,
+        finish_reason: Any = None,
         cached: bool = False,
     ) -> BudgetResult | None:
         """The call ended. ``text``: its whole answer, counted when nothing was streamed."""
@@ -152,7 +121,7 @@ class CallTracker:
             text,
             output_tokens=output_tokens,
             input_tokens=input_tokens,
-            truncated=truncated,
+            finish_reason=finish_reason,
             cached=cached,
         )
 
@@ -163,21 +132,18 @@ class CallTracker:
         *,
         output_tokens: int | None = None,
         input_tokens: int | None = None,
-        truncated: bool = False,
+        finish_reason: Any = None,
         cached: bool = False,
     ) -> BudgetResult:
         if call.result is not None:
             return call.result
-        if text and not call.criterion and not call.streamed and call.run.tokens_so_far == 0:
-            call.run.feed(text)  # not streamed: account (and judge) the whole answer
-        result = call.run.finish(
-            text if call.criterion else None,
+        result = call.finish(
+            text,
             output_tokens=output_tokens,
             input_tokens=input_tokens,
-            truncated_by_provider=truncated,
+            finish_reason=finish_reason,
             cached=cached,
         )
-        call.result = result
         with self._lock:
             self.results.append(result)
             for key, value in list(self._calls.items()):

@@ -12,6 +12,7 @@ from langchain_core.messages import AIMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from lean_plugins.langchain import OutputBudgetCallbackHandler, with_output_budget
+from pydantic import Field
 
 from lean_plugins.budget import BudgetPredictor, OutputBudget, UsageAccountant
 from lean_plugins.errors import BudgetExceededError
@@ -32,19 +33,32 @@ class TokenRecorder(BaseCallbackHandler):
         self.tokens.append(token)
 
 
-def chat_model(answer: str = ANSWER) -> GenericFakeChatModel:
-    return GenericFakeChatModel(messages=itertools.repeat(answer))
+class RecordingChatModel(GenericFakeChatModel):
+    """The fake chat model, recording what it really streamed (the budget may close it)."""
+
+    streamed: list[str] = Field(default_factory=list)
+
+    def _stream(self, *args: Any, **kwargs: Any) -> Any:
+        for chunk in super()._stream(*args, **kwargs):
+            self.streamed.append(chunk.text)
+            yield chunk
+
+
+def chat_model(answer: str = ANSWER) -> RecordingChatModel:
+    return RecordingChatModel(messages=itertools.repeat(answer))
 
 
 @pytest.mark.parametrize("n", [1, 3, 10, 25, 57, N_FULL - 1, N_FULL, N_FULL + 3])
 def test_chat_model_partial_text_is_the_first_n_tokens(n: int) -> None:
-    budgeted = with_output_budget(chat_model(), OutputBudget(n, soft_window=0.0))
+    model = chat_model()
+    budgeted = with_output_budget(model, OutputBudget(n, soft_window=0.0))
     recorder = TokenRecorder()
     with Ledger() as ledger:
         message = budgeted.invoke("Who were the Normans?", config={"callbacks": [recorder]})
     assert isinstance(message, AIMessage)
     assert len(encode(message.content)) <= n, "never one token over budget"
-    produced = len(encode("".join(recorder.tokens)))
+    assert "".join(recorder.tokens) == message.content, "callbacks see the kept text only"
+    produced = len(encode("".join(model.streamed)))
     if n >= N_FULL:
         assert message.content == ANSWER and message.response_metadata["stop_reason"] == "natural"
     else:
@@ -169,8 +183,24 @@ def test_batch_and_user_callbacks_are_kept() -> None:
 
 
 # -- the handler on its own ---------------------------------------------------------------------
-def test_handler_stops_a_stream_and_keeps_the_text_on_the_exception() -> None:
+def test_a_handler_passed_in_config_keeps_the_answer() -> None:
+    # Old default (stop_stream=True): the stream raised OutputBudgetStop and the text was lost.
     handler = OutputBudgetCallbackHandler(OutputBudget(20, soft_window=0.0))
+    text = "".join(c.content for c in chat_model().stream("q", config={"callbacks": [handler]}))
+    assert text == ANSWER
+    assert handler.last_result.stop_reason == "budget" and handler.last_result.text == first_tokens(ANSWER, 20)
+
+
+def test_a_stopping_handler_in_a_budgeted_model_config_is_a_set_up_error() -> None:
+    from lean_plugins.errors import ConfigurationError
+
+    handler = OutputBudgetCallbackHandler(OutputBudget(20), stop_stream=True)
+    with pytest.raises(ConfigurationError, match="with_output_budget"):
+        with_output_budget(chat_model(), 10).invoke("q", config={"callbacks": [handler]})
+
+
+def test_handler_stops_a_stream_and_keeps_the_text_on_the_exception() -> None:
+    handler = OutputBudgetCallbackHandler(OutputBudget(20, soft_window=0.0), stop_stream=True)
     with pytest.raises(BudgetExceededError) as info:
         for _ in chat_model().stream("q", config={"callbacks": [handler]}):
             pass
@@ -206,14 +236,119 @@ def test_handler_counts_exactly_over_many_streamed_calls() -> None:
     assert all(r.stop_reason == "budget" and r.tokens_used == 40 for r in handler.results)
 
 
-def test_a_cache_hit_is_accounted_as_avoided() -> None:
-    cached_answer = AIMessage(content="Rollo led them.", response_metadata={"cache_hit": True})
-    model = GenericFakeChatModel(messages=iter([cached_answer]))
+# -- a chat model that stays a chat model (issue 14) ----------------------------------------------
+def weather(city: str) -> str:
+    """The weather in a city."""
+    return "sunny"
+
+
+def test_budgeted_chat_model_keeps_tool_calls_usage_and_metadata() -> None:
+    from langchain_core.language_models import BaseChatModel
+
+    from tests.integrations.langchain.budget_fakes import ToolCallingFake
+
+    model = ToolCallingFake(answer=ANSWER)
+    # bind first, wrap second; and wrap first, bind second
+    for budgeted in (
+        with_output_budget(model.bind_tools([weather]), OutputBudget(20, soft_window=0.0)),
+        with_output_budget(model, OutputBudget(20, soft_window=0.0)).bind_tools([weather]),
+    ):
+        message = budgeted.invoke("Who were the Normans, and the weather in Paris?")
+        assert message.content == first_tokens(ANSWER, 20)
+        assert message.tool_calls == [{"name": "weather", "args": {"city": "Paris"}, "id": "call_1", "type": "tool_call"}]
+        assert message.usage_metadata["output_tokens"] > 0 and message.usage_metadata["input_tokens"] > 0
+        meta = message.response_metadata
+        assert meta["stop_reason"] == "budget" and meta["finish_reason"] == "length"
+        assert meta["model_name"] == "gpt-4o-mini"
+        # the provider stopped at the max_tokens the budget set: its own count is the unit
+        assert meta["output_budget"]["unit"] == "provider" and meta["output_budget"]["tokens_used"] == 20
+        assert model.calls[-1]["tools"], "the model saw the bound tools"
+        assert model.calls[-1]["generated"] != ANSWER, "the stream was closed at the budget"
+    wrapped = with_output_budget(model, 20)
+    assert isinstance(wrapped, BaseChatModel)
+    assert wrapped.get_num_tokens("Who were the Normans?") == model.get_num_tokens("Who were the Normans?")
+    structured = wrapped.with_structured_output(weather)
+    assert structured.invoke("weather in Paris?") == {"city": "Paris"}
+    assert wrapped.with_retry().invoke("q").response_metadata["stop_reason"] == "budget"
+    assert wrapped.with_fallbacks([model]).invoke("q").response_metadata["stop_reason"] == "budget"
+
+
+def test_streamed_chunks_keep_tool_call_chunks_and_end_with_the_verdict() -> None:
+    from tests.integrations.langchain.budget_fakes import ToolCallingFake
+
+    model = ToolCallingFake(answer="Rollo led them.")
+    chunks = list(with_output_budget(model, 50).bind_tools([weather]).stream("q"))
+    merged = chunks[0]
+    for chunk in chunks[1:]:
+        merged = merged + chunk
+    assert merged.content == "Rollo led them." and merged.tool_call_chunks[0]["name"] == "weather"
+    assert merged.response_metadata["finish_reason"] == "stop", "one finish reason, not two concatenated"
+    assert chunks[-1].response_metadata["stop_reason"] == "natural"
+    assert merged.usage_metadata["output_tokens"] == len(encode("Rollo led them."))
+
+
+def test_a_model_that_cannot_stream_never_shows_text_beyond_the_budget() -> None:
+    from tests.integrations.langchain.budget_fakes import NonStreamingFake
+
+    model = NonStreamingFake(answer=ANSWER)
+    budgeted = with_output_budget(model, OutputBudget(7, soft_window=0.0))
+    chunks = list(budgeted.stream("Who were the Normans?"))
+    assert "".join(c.content for c in chunks) == first_tokens(ANSWER, 7)
+    message = budgeted.invoke("Who were the Normans?")
+    assert isinstance(message, AIMessage) and message.content == first_tokens(ANSWER, 7)
+    assert (model.calls[-1]["streamed"] is False and model.max_tokens == 7) or model.max_tokens is None
+    assert message.response_metadata["output_budget"]["tokens_generated"] == N_FULL
+
+
+def test_callbacks_see_a_budget_stop_as_the_end_of_the_call() -> None:
+    class Events(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        def on_llm_end(self, response: Any, **kwargs: Any) -> None:
+            self.seen.append("end:" + response.generations[0][0].message.response_metadata["stop_reason"])
+
+        def on_llm_error(self, error: BaseException, **kwargs: Any) -> None:
+            self.seen.append(f"error:{type(error).__name__}")
+
+    events = Events()
+    budgeted = with_output_budget(chat_model(), OutputBudget(10, soft_window=0.0))
+    list(budgeted.stream("q", config={"callbacks": [events]}))
+    budgeted.invoke("q", config={"callbacks": [events]})
+    assert events.seen == ["end:budget", "end:budget"]
+
+
+def test_a_cache_hit_is_booked_once_as_avoided(tmp_path) -> None:
+    from lean_plugins.langchain import LeanCache
+
+    model = GenericFakeChatModel(messages=itertools.repeat("Rollo led them."), cache=LeanCache(path=tmp_path, mode="exact"))
     accountant = UsageAccountant()
     handler = OutputBudgetCallbackHandler(OutputBudget(100, model="gpt-4o-mini", accountant=accountant))
     with Ledger() as ledger:
-        model.invoke("Who led the Normans?", config={"callbacks": [handler]})
+        for _ in range(2):
+            model.invoke("Who led the Normans?", config={"callbacks": [handler]})
+    # Old code: the hit was also booked as a paid "llm call" (2 calls, 0 cached).
+    assert [(e.layer, e.kind) for e in ledger.events] == [("budget", "stop"), ("llm", "call"), ("cache", "hit")]
     totals = accountant.totals()
-    assert totals.cached_calls == 1 and totals.output_tokens == 0 and totals.dollars == 0
-    assert totals.avoided_output_tokens == len(encode("Rollo led them.")) and totals.avoided_dollars > 0
-    assert [e.kind for e in ledger.events] == ["cache_hit"]
+    assert (totals.calls, totals.cached_calls) == (2, 1)
+    assert totals.output_tokens == totals.avoided_output_tokens == len(encode("Rollo led them."))
+
+
+def test_budget_and_cache_compose_and_the_key_includes_the_budget(tmp_path) -> None:
+    from lean_plugins.langchain import LeanCache
+
+    from tests.integrations.langchain.budget_fakes import ToolCallingFake
+
+    model = ToolCallingFake(answer=ANSWER, cache=LeanCache(path=tmp_path, mode="exact"))
+    budgeted = with_output_budget(model, OutputBudget(15, soft_window=0.0))
+    with Ledger() as ledger:
+        first = budgeted.invoke("Who were the Normans?")
+        again = budgeted.invoke("Who were the Normans?")
+        streamed = "".join(c.content for c in budgeted.stream("Who were the Normans?"))
+        other = with_output_budget(model, OutputBudget(25, soft_window=0.0)).invoke("Who were the Normans?")
+    # Old code: the wrapper always streamed, LangChain's stream() skips the cache: 4 model calls.
+    assert len(model.calls) == 2, "the repeat and the stream were served from the cache"
+    assert first.content == again.content == streamed == first_tokens(ANSWER, 15)
+    assert again.response_metadata["stop_reason"] == "budget" and again.response_metadata["cache_hit"]
+    assert other.content == first_tokens(ANSWER, 25), "another budget is another key"
+    assert ledger.totals("cache")["events"] == 2 and ledger.totals("budget")["events"] == 2
