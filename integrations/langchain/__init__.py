@@ -17,6 +17,8 @@ _EXPORTS = {
     "LeanLLM": "lean_plugins.langchain.llm",
     "OutputBudgetCallbackHandler": "lean_plugins.langchain.budget",
     "with_output_budget": "lean_plugins.langchain.budget",
+    "with_cache": "lean_plugins.langchain.question_cache",
+    "CachedRunnable": "lean_plugins.langchain.question_cache",
 }
 
 __all__ = sorted(_EXPORTS)

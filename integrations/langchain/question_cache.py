@@ -1,0 +1,396 @@
+"""``with_cache``: a LangChain Runnable that caches a whole chain's output, keyed on its input.
+
+Put it around a RAG chain (``with_cache(retriever | prompt | model | parser)``): a hit skips
+retrieval, compression and the model together, and paraphrases of an earlier question can hit
+(the core :class:`~lean_plugins.cache.LeanCache`'s semantic path with its guard and verifier).
+The namespace of the entries is a stable description of the wrapped chain (each model's
+LangChain cache key, each retriever's search settings and vector store contents, prompts and
+functions), so two chains never share answers. Outputs are stored with LangChain's own
+serialisation (``dumpd`` / ``load`` restricted to core classes), never pickle: strings,
+messages (tool calls included), documents and dicts or lists of those.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import warnings
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.language_models import BaseChatModel, BaseLanguageModel, BaseLLM
+from langchain_core.load import dumpd, load
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    BaseMessageChunk,
+    message_chunk_to_message,
+)
+from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.output_parsers import BaseOutputParser
+from langchain_core.outputs import LLMResult
+from langchain_core.prompts import BasePromptTemplate
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
+from langchain_core.runnables.config import ensure_config, merge_configs
+from langchain_core.vectorstores import VectorStoreRetriever
+from pydantic import ConfigDict, Field
+
+from lean_plugins.cache import LeanCache as CoreLeanCache
+from lean_plugins.cache.question import QuestionCache, UsageCollector, describe, question_namespace
+
+logger = logging.getLogger("lean_plugins.cache")
+
+_WORD_CHUNK = re.compile(r"\s*\S+|\s+$")
+
+KeySpec = str | Callable[[Any], str] | None
+
+
+def _llm_key(model: BaseLanguageModel) -> str:
+    """The model's own LangChain cache key (its class and every generation parameter)."""
+    if isinstance(model, BaseChatModel):
+        return model._get_llm_string()
+    if isinstance(model, BaseLLM):
+        return str(sorted(model._get_invocation_params().items()))
+    return json.dumps(describe(model), sort_keys=True, default=str)
+
+
+def _vectorstore_identity(store: Any, recurse: Callable[[Any], Any]) -> Any:
+    """Class, collection and (for the in-memory store) a hash of the stored documents."""
+    identity: dict[str, Any] = {"class": f"{type(store).__module__}.{type(store).__qualname__}"}
+    for attr in ("collection_name", "index_name", "table_name", "namespace"):
+        value = getattr(store, attr, None)
+        if isinstance(value, str):
+            identity[attr] = value
+    contents = getattr(store, "store", None)  # InMemoryVectorStore: id -> {id, text, metadata, vector}
+    if isinstance(contents, dict):
+        # Texts and metadata, not ids: the in-memory store gives each document a random id, and
+        # the same documents loaded in another process must give the same namespace.
+        rows = sorted(
+            f"{doc.get('text', '')}\x00{json.dumps(doc.get('metadata', {}), sort_keys=True, default=str)}"
+            for doc in contents.values()
+            if isinstance(doc, dict)
+        )
+        identity["documents"] = hashlib.sha256("\x01".join(rows).encode("utf-8")).hexdigest()
+    embeddings = getattr(store, "embeddings", None) or getattr(store, "embedding", None)
+    if embeddings is not None:
+        identity["embeddings"] = recurse(embeddings)
+    return identity
+
+
+# Fields that do not change a runnable's output.
+_NOISE = frozenset({"callbacks", "callback_manager", "metadata", "tags", "name", "verbose", "cache"})
+
+
+def _describe_hook(value: Any, recurse: Callable[[Any], Any]) -> Any:
+    """LangChain objects described by what decides their output."""
+    if isinstance(value, BaseLanguageModel):
+        return {"model": _llm_key(value)}
+    if isinstance(value, VectorStoreRetriever):
+        return {
+            "retriever": type(value).__qualname__,
+            "search_type": value.search_type,
+            "search_kwargs": recurse(value.search_kwargs),
+            "vectorstore": _vectorstore_identity(value.vectorstore, recurse),
+        }
+    if isinstance(value, BaseRetriever | Runnable):
+        # Runnable graphs (sequences, parallels, bindings, lambdas, prompts) by their fields;
+        # LangChain's own serialisation first where the class supports it.
+        # Prompts and parsers by LangChain's own serialisation where the class supports it;
+        # composite runnables (sequences, parallels, bindings) field by field, so each part
+        # they hold goes through this hook too.
+        if isinstance(value, BasePromptTemplate | BaseOutputParser) and value.is_lc_serializable():
+            try:
+                return recurse(value.to_json())
+            except Exception:  # some serialisable classes still fail on their contents
+                pass
+        names = getattr(type(value), "model_fields", None) or {
+            name for name in vars(value) if not name.startswith("_")
+        }
+        fields = {name: getattr(value, name, None) for name in sorted(names) if name not in _NOISE}
+        return {"class": f"{type(value).__module__}.{type(value).__qualname__}", "fields": recurse(fields)}
+    return NotImplemented
+
+
+def describe_runnable(runnable: Any) -> Any:
+    """A stable description of ``runnable`` and everything that decides its output."""
+    return describe(runnable, _describe_hook)
+
+
+def _model_name(description: Any) -> str | None:
+    """Model name of the first model in a described chain, for the ledger's prices."""
+    from lean_plugins.langchain.cache import model_from_llm_string
+
+    if isinstance(description, dict):
+        if isinstance(description.get("model"), str):
+            return model_from_llm_string(description["model"])
+        parts: Any = description.values()
+    elif isinstance(description, list):
+        parts = description
+    else:
+        return None
+    for part in parts:
+        name = _model_name(part)
+        if name:
+            return name
+    return None
+
+
+class _UsageHandler(BaseCallbackHandler):
+    """Reports each model call of the wrapped chain to the question cache's collector."""
+
+    raise_error = False
+
+    def __init__(self, collector: UsageCollector) -> None:
+        self.collector = collector
+        self.prompts: dict[Any, str] = {}
+
+    def on_chat_model_start(self, serialized: Any, messages: list[list[BaseMessage]], *, run_id: Any, **kw: Any) -> None:
+        self.prompts[run_id] = "\n".join(m.text for batch in messages for m in batch)
+
+    def on_llm_start(self, serialized: Any, prompts: list[str], *, run_id: Any, **kw: Any) -> None:
+        self.prompts[run_id] = "\n".join(prompts)
+
+    def on_llm_end(self, response: LLMResult, *, run_id: Any, **kw: Any) -> None:
+        prompt = self.prompts.pop(run_id, None)
+        if prompt is None:
+            return
+        text = "".join(g.text for gens in response.generations for g in gens)
+        self.collector.add(prompt, text)
+
+
+def _serialise(output: Any) -> str | None:
+    """LangChain's JSON form of ``output``, or ``None`` when it does not read back as itself."""
+    if isinstance(output, BaseMessageChunk):
+        output = message_chunk_to_message(output)
+    data = dumpd(output)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # load() is marked beta
+            restored = load(data, allowed_objects="core")
+    except Exception:
+        restored = None
+    if restored != output:
+        return None
+    return json.dumps(data, ensure_ascii=False)
+
+
+def _deserialise(value: str) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load(json.loads(value), allowed_objects="core")
+
+
+def _stream_pieces(output: Any) -> Iterator[Any]:
+    """A cached output as stream chunks: word-sized pieces of a string, a message as one chunk
+    (tool calls as complete call chunks), anything else whole."""
+    if isinstance(output, str):
+        yield from _WORD_CHUNK.findall(output) or [""]
+    elif isinstance(output, AIMessage) and not isinstance(output, BaseMessageChunk):
+        yield AIMessageChunk(
+            content=output.content,
+            additional_kwargs=output.additional_kwargs,
+            response_metadata=output.response_metadata,
+            id=output.id,
+            usage_metadata=output.usage_metadata,
+            tool_call_chunks=[
+                tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c.get("id"), index=i)
+                for i, c in enumerate(output.tool_calls)
+            ],
+        )
+    else:
+        yield output
+
+
+def _add(total: Any, chunk: Any) -> Any:
+    if total is None:
+        return chunk
+    try:
+        return total + chunk
+    except TypeError:
+        return chunk
+
+
+class CachedRunnable(RunnableSerializable[Any, Any]):
+    """A Runnable whose output is cached per input question (see :func:`with_cache`)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    runnable: Runnable = Field(description="The chain whose output is cached.")
+    key: Any = Field(
+        default=None,
+        description="How the cache key is read from the input: None (the input is the question, a "
+        "str), a dict field name, or a callable input -> str.",
+    )
+    question_cache: Any = Field(description="The core QuestionCache holding this chain's entries.", exclude=True)
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        return False
+
+    @property
+    def InputType(self) -> Any:
+        return self.runnable.InputType
+
+    @property
+    def OutputType(self) -> Any:
+        return self.runnable.OutputType
+
+    def _question(self, value: Any) -> str:
+        key = self.key
+        if callable(key):
+            question = key(value)
+        elif isinstance(key, str):
+            if not isinstance(value, dict) or key not in value:
+                raise TypeError(
+                    f"with_cache(key={key!r}) needs a dict input with a {key!r} field, got "
+                    f"{type(value).__name__}{' with fields ' + str(sorted(value)) if isinstance(value, dict) else ''}."
+                )
+            question = value[key]
+        else:
+            question = value
+        if not isinstance(question, str):
+            raise TypeError(
+                f"with_cache keys on a str question, got {type(question).__name__}; pass "
+                "key='field' for a dict input or key=callable returning the question."
+            )
+        return question
+
+    @staticmethod
+    def _config(config: RunnableConfig | None) -> tuple[RunnableConfig, UsageCollector]:
+        """``config`` plus a handler that collects the chain's model calls (what a hit avoids)."""
+        collector = UsageCollector()
+        return merge_configs(ensure_config(config), {"callbacks": [_UsageHandler(collector)]}), collector
+
+    def _store(self, question: str, output: Any, collector: UsageCollector) -> None:
+        value = _serialise(output)
+        if value is None:
+            logger.warning(
+                "with_cache: a %s output does not survive LangChain's serialisation; not cached.",
+                type(output).__name__,
+            )
+            return
+        self.question_cache.store(question, value, collector)
+
+    def _hit(self, question: str) -> tuple[bool, Any]:
+        answer = self.question_cache.lookup(question)
+        if answer is None:
+            return False, None
+        try:
+            return True, _deserialise(answer.value)
+        except Exception as exc:
+            logger.warning("with_cache: dropping an unreadable cached output (%s); treated as a miss.", exc)
+            return False, None
+
+    async def _ahit(self, question: str) -> tuple[bool, Any]:
+        import asyncio
+
+        return await asyncio.to_thread(self._hit, question)
+
+    # -- invoke ----------------------------------------------------------------------------------
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        question = self._question(input)
+        found, output = self._hit(question)
+        if found:
+            return output
+        run_config, collector = self._config(config)
+        output = self.runnable.invoke(input, run_config, **kwargs)
+        self._store(question, output, collector)
+        return output
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        import asyncio
+
+        question = self._question(input)
+        found, output = await self._ahit(question)
+        if found:
+            return output
+        run_config, collector = self._config(config)
+        output = await self.runnable.ainvoke(input, run_config, **kwargs)
+        await asyncio.to_thread(self._store, question, output, collector)
+        return output
+
+    # -- stream ----------------------------------------------------------------------------------
+    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
+        question = self._question(input)
+        found, output = self._hit(question)
+        if found:
+            yield from _stream_pieces(output)
+            return
+        run_config, collector = self._config(config)
+        total = None
+        for chunk in self.runnable.stream(input, run_config, **kwargs):
+            total = _add(total, chunk)
+            yield chunk
+        # Reached only when the consumer read the whole stream: a cut stream is not cached.
+        if total is not None:
+            self._store(question, total, collector)
+
+    async def astream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        import asyncio
+
+        question = self._question(input)
+        found, output = await self._ahit(question)
+        if found:
+            for piece in _stream_pieces(output):
+                yield piece
+            return
+        run_config, collector = self._config(config)
+        total = None
+        async for chunk in self.runnable.astream(input, run_config, **kwargs):
+            total = _add(total, chunk)
+            yield chunk
+        if total is not None:
+            await asyncio.to_thread(self._store, question, total, collector)
+
+
+def with_cache(
+    runnable: Runnable,
+    *,
+    key: KeySpec = None,
+    cache: CoreLeanCache | Any | None = None,
+    tenant: str | None = None,
+    namespace: str | None = None,
+) -> CachedRunnable:
+    """Cache ``runnable``'s output per question (the documented way to cache a RAG chain).
+
+    Args:
+        runnable: the chain, e.g. ``{"context": retriever | format_docs, "question":
+            RunnablePassthrough()} | prompt | model | StrOutputParser()``.
+        key: ``None`` when the input is the question (a str); a field name (``"question"``) for
+            a dict input; or a callable ``input -> str``.
+        cache: a core :class:`lean_plugins.cache.LeanCache` (or the LangChain ``LeanCache``
+            adapter, whose core cache is used); default: a local exact + semantic one.
+        tenant: tenant id; tenants never share entries.
+        namespace: an extra label for the namespace, e.g. your index version: change it when
+            you re-index a vector store whose contents the description cannot see (the
+            in-memory store's contents are hashed; server-side stores are known only by class
+            and collection name).
+
+    Returns:
+        A Runnable with ``invoke`` / ``ainvoke`` / ``batch`` / ``abatch`` / ``stream`` /
+        ``astream``; a hit returns (or streams) the cached output without running the chain,
+        and books the model input and output it avoided in the savings ledger.
+    """
+    if not isinstance(runnable, Runnable):
+        raise TypeError(f"with_cache wraps a LangChain Runnable, got {type(runnable).__name__}.")
+    if key is not None and not isinstance(key, str) and not callable(key):
+        raise TypeError(f"key must be None, a field name or a callable, got {type(key).__name__}.")
+    core = getattr(cache, "cache", cache)  # the LangChain BaseCache adapter holds a core cache
+    config = describe_runnable(runnable)
+    question_cache = QuestionCache(
+        core,
+        namespace=question_namespace(config, tenant=tenant, namespace=namespace),
+        model=_model_name(config),
+        tenant=tenant,
+    )
+    return CachedRunnable(runnable=runnable, key=key, question_cache=question_cache)
+
+
+__all__ = ["CachedRunnable", "describe_runnable", "with_cache"]
