@@ -16,6 +16,7 @@ _EXPORTS = {
     "LeanChatModel": "lean_plugins.langchain.chat_model",
     "LeanLLM": "lean_plugins.langchain.llm",
     "OutputBudgetCallbackHandler": "lean_plugins.langchain.budget",
+    "BudgetedChatModel": "lean_plugins.langchain.budget",
     "with_output_budget": "lean_plugins.langchain.budget",
     "with_cache": "lean_plugins.langchain.question_cache",
     "CachedRunnable": "lean_plugins.langchain.question_cache",

@@ -19,10 +19,11 @@ installing both never counts a call twice. The logic lives in :mod:`lean_plugins
 from __future__ import annotations
 
 import contextvars
+import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, field_serializer
 
 from lean_plugins.budget import BudgetResult, OutputBudget
 from lean_plugins.budget.call import MAX_TOKENS_FIELDS, BudgetedCall, capped_limits, is_local_model
@@ -277,9 +278,16 @@ class BudgetedLLM(LLM):
     def class_name(cls) -> str:
         return "BudgetedLLM"
 
+    @field_serializer("budget")
+    def _budget_settings(self, budget: OutputBudget) -> dict[str, Any]:
+        # what a cache keys on (CachedLLM hashes to_dict()): the budget, not an object address
+        return budget.settings()
+
     @property
     def metadata(self) -> LLMMetadata:
-        return self.llm.metadata
+        # num_output is what LlamaIndex reserves for the answer: at most the budget's cap
+        inner = self.llm.metadata
+        return inner.model_copy(update={"num_output": min(inner.num_output, self.budget.max_tokens)})
 
     # -- shared steps -------------------------------------------------------------------------
     def _begin(self, prompt: str, input_tokens: int | None = None) -> tuple[LLM, BudgetedCall, dict]:
@@ -463,15 +471,24 @@ class BudgetedLLM(LLM):
 
 def with_output_budget(
     llm: LLM, budget: OutputBudget | int, *, route: str | None = None, raise_on_stop: bool = False
-) -> BudgetedLLM:
+) -> LLM:
     """Wrap any LlamaIndex ``llm`` so every call stops at its (fixed or predicted) budget.
 
     Use the result wherever an LLM goes (``Settings.llm``, a query engine). Responses carry
     ``additional_kwargs["stop_reason"]`` (``natural``, ``budget``, ``soft_budget``) and
-    ``additional_kwargs["output_budget"]`` (budget, tokens used and generated).
+    ``additional_kwargs["output_budget"]`` (budget, tokens used and generated, their unit).
+
+    A :class:`~lean_plugins.llama_index.CachedLLM` keeps its place outside the budget (the
+    order composes either way): ``with_output_budget(CachedLLM(llm), n)`` returns
+    ``CachedLLM(with_output_budget(llm, n))``, so a hit spends nothing and an answer the budget
+    cut is cached, under a key that includes the budget.
     """
     if not isinstance(budget, OutputBudget):
         budget = OutputBudget(budget)
+    cached_llm = sys.modules.get(f"{__package__}.cached_llm")  # loaded when a CachedLLM exists
+    if cached_llm is not None and isinstance(llm, cached_llm.CachedLLM):
+        inner = with_output_budget(llm.llm, budget, route=route, raise_on_stop=raise_on_stop)
+        return llm.model_copy(update={"llm": inner})
     return BudgetedLLM(
         llm=llm,
         budget=budget,

@@ -9,8 +9,10 @@ from lean_plugins.pruning import LeanLocalLLM as CoreLocalLLM
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
+    ChatResponseAsyncGen,
     ChatResponseGen,
     CompletionResponse,
+    CompletionResponseAsyncGen,
     CompletionResponseGen,
     LLMMetadata,
     MessageRole,
@@ -23,6 +25,8 @@ from llama_index.core.llms.custom import CustomLLM
 class LeanLocalLLM(CustomLLM):
     """A local dense or pruned model (``lean-plugins prune`` output, any HF causal LM).
 
+    The async methods (``acomplete``, ``astream_complete``, ``achat``, ``astream_chat``) run
+    generation in a worker thread, so the event loop stays free while the model works.
     ``max_new_tokens`` can be set per call (``llm.complete(prompt, max_new_tokens=64)``); stop
     sequences with ``stop=[...]``. Usage counts are in ``response.raw``.
 
@@ -148,5 +152,48 @@ class LeanLocalLLM(CustomLLM):
                 yield ChatResponse(
                     message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=piece.text, raw=raw
                 )
+
+        return gen()
+
+    # -- async: generation in a worker thread, the event loop stays free -----------------------
+    @staticmethod
+    def _chat_response(text: str, delta: str | None, raw: dict[str, Any] | None) -> ChatResponse:
+        return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=delta, raw=raw)
+
+    @llm_completion_callback()
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        result = await self.local_llm.agenerate(prompt, **self._args(kwargs))
+        return CompletionResponse(text=result.text, raw=self._raw(result))
+
+    @llm_completion_callback()
+    async def astream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseAsyncGen:
+        args = self._args(kwargs)
+
+        async def gen() -> CompletionResponseAsyncGen:
+            text = ""
+            async for piece in self.local_llm.astream(prompt, **args):
+                text += piece.text
+                raw = self._raw(piece.result) if piece.result else None
+                yield CompletionResponse(text=text, delta=piece.text, raw=raw)
+
+        return gen()
+
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        ids, args = self._chat_call(messages, kwargs)
+        result = await self.local_llm.agenerate(ids, **args)
+        return self._chat_response(result.text, None, self._raw(result))
+
+    @llm_chat_callback()
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        ids, args = self._chat_call(messages, kwargs)
+
+        async def gen() -> ChatResponseAsyncGen:
+            text = ""
+            async for piece in self.local_llm.astream(ids, **args):
+                text += piece.text
+                yield self._chat_response(text, piece.text, self._raw(piece.result) if piece.result else None)
 
         return gen()

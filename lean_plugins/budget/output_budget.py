@@ -92,6 +92,22 @@ class OutputBudget:
         self.raise_on_stop = raise_on_stop
         BudgetRun(1, soft_window=soft_window, confidence_threshold=confidence_threshold)  # validate
 
+    def settings(self) -> dict[str, Any]:
+        """What decides a call's answer under this budget (plain values, stable across
+        processes): part of a cache key, so an answer cut at one budget is never served for
+        another."""
+        return {
+            "max_tokens": self.max_tokens,
+            "predicted": self.predictor is not None,
+            "route": self.route,
+            "soft_window": self.soft_window,
+            "confidence_threshold": self.confidence_threshold,
+            "tokenizer": self.tokenizer if isinstance(self.tokenizer, str) else type(self.tokenizer).__name__,
+        }
+
+    def __repr__(self) -> str:
+        return "OutputBudget(" + ", ".join(f"{k}={v!r}" for k, v in self.settings().items()) + ")"
+
     # -- budgets ------------------------------------------------------------------------------
     def budget_for(self, prompt: str | None = None, *, route: str | None = None) -> int:
         """The budget a call with this prompt (and route) gets now."""

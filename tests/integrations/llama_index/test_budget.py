@@ -225,3 +225,55 @@ def test_a_cache_hit_is_accounted_as_avoided(event_handler) -> None:
     totals = accountant.totals()
     assert totals.cached_calls == 1 and totals.output_tokens == 0
     assert totals.avoided_output_tokens == len(encode("Rollo led them."))
+
+
+# -- budget and cache together (issue 14) -------------------------------------------------------
+def _cached(llm: Any, tmp_path: Any) -> Any:
+    from lean_plugins.llama_index import CachedLLM
+
+    from lean_plugins.cache import LeanCache
+
+    return CachedLLM(llm, cache=LeanCache(path=tmp_path, mode="exact"))
+
+
+@pytest.mark.parametrize("order", ["budget(cache(llm))", "cache(budget(llm))"])
+def test_budget_and_cache_compose_in_either_order(order: str, tmp_path: Any) -> None:
+    llm = ScriptedLLM(produced=[])
+    ledger = Ledger()
+    accountant = UsageAccountant(ledger)  # a view over the ledger the requests book into
+    budget = OutputBudget(12, soft_window=0.0, accountant=accountant)
+    if order == "budget(cache(llm))":
+        budgeted = with_output_budget(_cached(llm, tmp_path), budget)
+    else:
+        budgeted = _cached(with_output_budget(llm, budget), tmp_path)
+    with ledger:
+        texts = [budgeted.complete("Who were the Normans?").text for _ in range(3)]
+        streamed = "".join(r.delta for r in budgeted.stream_complete("Who were the Normans?"))
+    # Old code: the budget closed the cache's stream, so a cut answer was never cached (3 calls).
+    assert texts == [first_tokens(ANSWER, 12)] * 3 and streamed == texts[0]
+    assert llm.produced and "".join(llm.produced) != ANSWER, "one model call, closed at the budget"
+    assert len(encode("".join(llm.produced))) < N_FULL
+    totals = accountant.totals()
+    # Old code: 3 paid calls, no cached one.
+    assert (totals.calls, totals.cached_calls) == (4, 3)
+    assert [e.layer for e in ledger.events] == ["budget", "llm", "cache", "cache", "cache"]
+
+
+def test_a_cut_answer_is_cached_under_its_budget(tmp_path: Any) -> None:
+    llm = ScriptedLLM(produced=[])
+    cached = _cached(llm, tmp_path)
+    short = with_output_budget(cached, OutputBudget(8, soft_window=0.0, record_usage=False))
+    long = with_output_budget(cached, OutputBudget(30, soft_window=0.0, record_usage=False))
+    assert short.complete("q").text == first_tokens(ANSWER, 8)
+    assert long.complete("q").text == first_tokens(ANSWER, 30), "another budget is another key"
+    assert short.complete("q").text == first_tokens(ANSWER, 8)
+    assert sum(1 for p in llm.produced if p == "The") == 2, "two model calls for two budgets"
+
+
+async def test_async_budget_over_a_cache(tmp_path: Any) -> None:
+    llm = ScriptedLLM(produced=[])
+    budgeted = with_output_budget(_cached(llm, tmp_path), OutputBudget(9, soft_window=0.0, record_usage=False))
+    first = await budgeted.acomplete("q")
+    again = [r async for r in await budgeted.astream_complete("q")]
+    assert first.text == again[-1].text == first_tokens(ANSWER, 9)
+    assert again[-1].additional_kwargs["cache_hit"] is True
