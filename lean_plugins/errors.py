@@ -15,6 +15,10 @@ class ConfigurationError(LeanPluginsError, ValueError):
     """A constructor argument or setting is invalid."""
 
 
+class InputTextError(LeanPluginsError, ValueError):
+    """An input text cannot be processed as it is (e.g. it holds a lone UTF-16 surrogate)."""
+
+
 class ModelLoadError(LeanPluginsError, OSError):
     """A model or tokenizer could not be found or is not of the expected kind."""
 

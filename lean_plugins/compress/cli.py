@@ -48,6 +48,7 @@ def _run(args: argparse.Namespace) -> int:
             return 2
     try:
         compressor = LeanCompressor(args.model, args.device, force_tokens=args.force_token)
+        compressor.progress = True  # a long text takes minutes on CPU: show how far it is
         result = compressor.compress(text, rate=args.rate, target_tokens=args.target_tokens, query=args.query)
     except LeanPluginsError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -17,10 +17,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lean_plugins.errors import MissingVariableError
+from lean_plugins.errors import ConfigurationError, MissingVariableError
 
 # One scanner for the three brace forms, left to right, so "{{{x}}}" parses as "{" + {x} + "}".
 _BRACE = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# The same scan, plus a single brace left over, which an f-string template refuses ("{q}}").
+_BRACE_OR_SINGLE = re.compile(_BRACE.pattern + r"|[{}]")
 
 # Placeholders come from Unicode plane 15 (private use): never in real prompt text, not \w,
 # not whitespace, so a regex rule treats each as one opaque character.
@@ -64,7 +66,9 @@ def template_variables(template: str) -> list[str]:
 def format_template(template: str, values: Mapping[str, Any], *, owner: str = "template") -> str:
     """Substitute ``{name}`` with ``values[name]`` and unescape ``{{``/``}}``.
 
-    A variable missing from ``values`` raises :class:`MissingVariableError` naming it.
+    A variable missing from ``values`` raises :class:`MissingVariableError` naming it; a single
+    ``{`` or ``}`` that is not part of ``{name}``, ``{{`` or ``}}`` raises
+    :class:`ConfigurationError`, as LangChain's f-string templates do.
     """
 
     def substitute(match: re.Match[str]) -> str:
@@ -73,6 +77,13 @@ def format_template(template: str, values: Mapping[str, Any], *, owner: str = "t
             return "{"
         if token == "}}":
             return "}"
+        if token in "{}":
+            at = match.start()
+            raise ConfigurationError(
+                f"Single {token!r} at character {at} of the {owner} "
+                f"({template[max(0, at - 20) : at + 1]!r}); write {token * 2!r} for a literal brace, "
+                "or {name} for a variable."
+            )
         name = match.group(1)
         if name not in values:
             raise MissingVariableError(
@@ -81,7 +92,7 @@ def format_template(template: str, values: Mapping[str, Any], *, owner: str = "t
             )
         return str(values[name])
 
-    return _BRACE.sub(substitute, template)
+    return _BRACE_OR_SINGLE.sub(substitute, template)
 
 
 def strip_variables(template: str) -> str:

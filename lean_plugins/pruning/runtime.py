@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -23,6 +24,7 @@ from typing import Any
 
 from lean_plugins import ledger
 from lean_plugins._optional import require
+from lean_plugins.checks import check_text
 from lean_plugins.errors import ConfigurationError
 from lean_plugins.generation import GenerationStep, StoppingCriterion
 from lean_plugins.pruning.modeling import (
@@ -109,6 +111,18 @@ def _held_back(text: str, stops: Sequence[str]) -> int:
     return hold
 
 
+def check_sampling(temperature: float, top_p: float) -> None:
+    """Sampling settings that make sense, or a :class:`ConfigurationError` saying which to fix."""
+    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+        raise ConfigurationError(
+            f"temperature must be a number >= 0 (0 means greedy decoding), got {temperature!r}."
+        )
+    if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+        raise ConfigurationError(
+            f"top_p must be in (0, 1] (1 keeps every token; 0 would keep none), got {top_p!r}."
+        )
+
+
 class LeanLocalLLM:
     """A local causal LM (dense or pruned) with streaming, stops, budgets and a prefix cache.
 
@@ -134,6 +148,7 @@ class LeanLocalLLM:
         record_usage: bool = True,
     ) -> None:
         torch = require("torch", "local")
+        check_sampling(temperature, top_p)
         if isinstance(model, (str, Path)):
             self.model, self.tokenizer, self.attention_backend = load_model(
                 model, device=device, dtype=dtype, attention=attention
@@ -362,7 +377,9 @@ class LeanLocalLLM:
     # -- internals ---------------------------------------------------------------------------
     def _prompt_ids(self, prompt: str | Sequence[int]) -> list[int]:
         if isinstance(prompt, str):
-            return self.encode(prompt)
+            return self.encode(check_text(prompt, "prompt"))
+        if prompt is None:
+            raise TypeError("prompt takes a str or a sequence of token ids, got None.")
         ids = [int(i) for i in prompt]
         if not ids:
             raise ConfigurationError("The prompt is empty; pass some text or token ids.")
@@ -500,6 +517,7 @@ class LeanLocalLLM:
         criteria = list(stopping_criteria or [])
         temp = self.temperature if temperature is None else temperature
         nucleus = self.top_p if top_p is None else top_p
+        check_sampling(temp, nucleus)
         longest = max(len(p) for p in prompts)
         room = self.context_window - longest
         if room < 1:
