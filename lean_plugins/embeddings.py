@@ -63,9 +63,12 @@ class SentenceEncoder:
             return
         require("torch", "embeddings")
         transformers = require("transformers", "embeddings")
+        from lean_plugins.model_source import transformers_progress
+
         try:
             self._tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_path)
-            model = transformers.AutoModel.from_pretrained(self.model_path)
+            with transformers_progress(show=False):  # library use: no "Loading weights" bar
+                model = transformers.AutoModel.from_pretrained(self.model_path)
         except Exception as exc:
             raise ModelLoadError(
                 f"Could not load the sentence encoder {self.model_name!r} from {self.model_path!r} "

@@ -217,13 +217,16 @@ class LeanCompressor:
         # llmlingua's own force_tokens, which this class does not use (spans are kept here).
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
+        from lean_plugins.model_source import transformers_progress
+
         try:
-            compressor = llmlingua.PromptCompressor(
-                model_name=path,
-                device_map=self.device,
-                model_config={},  # a fresh dict: llmlingua mutates its default argument
-                use_llmlingua2=True,
-            )
+            with transformers_progress(show=False):  # library use: no "Loading weights" bar
+                compressor = llmlingua.PromptCompressor(
+                    model_name=path,
+                    device_map=self.device,
+                    model_config={},  # a fresh dict: llmlingua mutates its default argument
+                    use_llmlingua2=True,
+                )
         except Exception as exc:
             raise ModelLoadError(
                 f"llmlingua could not load the compressor {display!r} from {path!r} "

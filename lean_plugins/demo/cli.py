@@ -89,10 +89,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         resolve_price(settings.price_model)  # fail before any work on an unknown price
         questions = load_questions(limit=args.questions)
         result = run_demo(
-            settings, questions=questions, progress=lambda m: print(f"... {m}", file=sys.stderr)
+            settings,
+            questions=questions,
+            progress=lambda m: print(f"... {m}", file=sys.stderr),
+            progress_bar=True,
         )
     except LeanPluginsError as exc:
-        print(f"lean-plugins demo: {exc}", file=sys.stderr)
+        from lean_plugins.cli import error_line
+
+        print(error_line(exc), file=sys.stderr)
         return 2
     print(text_report(result))
     out = args.out if args.out is not None else cache_dir("demo", "report")

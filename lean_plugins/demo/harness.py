@@ -332,8 +332,13 @@ def run_demo(
     *,
     questions: list[Question] | None = None,
     progress: Callable[[str], None] | None = None,
+    progress_bar: bool = False,
 ) -> DemoResult:
-    """Run the whole demo and return its measurements (see :mod:`lean_plugins.demo.report`)."""
+    """Run the whole demo and return its measurements (see :mod:`lean_plugins.demo.report`).
+
+    ``progress`` gets one line per run; ``progress_bar`` shows a tqdm bar over each run's
+    requests on stderr (the CLI does: a run on a local model takes minutes).
+    """
     settings = settings or DemoSettings()
     questions = questions if questions is not None else load_questions()
     price = resolve_price(settings.price_model)
@@ -371,13 +376,16 @@ def run_demo(
             llm = _make_llm(framework, settings, call_log, lean=bool(layers))
             pipeline = app.chain(llm, layers) if framework == "langchain" else app.query_engine(llm, layers)
             say(f"{framework}: {config} run ({len(questions)} questions)")
+            from tqdm.auto import tqdm
+
+            asked = tqdm(questions, desc=f"{framework} {config}", unit="request", disable=not progress_bar)
             run = run_questions(
                 framework,
                 config,
                 layers,
                 lambda question, app=app, pipeline=pipeline: app.ask(pipeline, question),
                 call_log,
-                questions,
+                asked,  # type: ignore[arg-type]  # a list, seen through a progress bar
                 settings,
                 price,
                 run_dir,

@@ -134,10 +134,28 @@ def test_loading_bars_are_quiet_in_library_use_and_shown_by_the_cli(capfd) -> No
 
     from lean_plugins.pruning import LeanLocalLLM
 
+    from lean_plugins.compress import LeanCompressor
+    from lean_plugins.embeddings import SentenceEncoder
+
     path = stories_dir()
     assert hf_logging.is_progress_bar_enabled()
     LeanLocalLLM(path)
+    SentenceEncoder().encode(["a sentence"])
+    assert LeanCompressor().prompt_compressor is not None
     assert "Loading weights" not in capfd.readouterr().err
     assert hf_logging.is_progress_bar_enabled(), "the caller's setting is restored"
     assert main(["ppl", str(path), "--text", str(STORIES), "--docs", "2"]) == 0
     assert "Loading weights" in capfd.readouterr().err
+
+
+def test_demo_reports_a_user_error_on_one_line(capsys) -> None:
+    line = one_error_line(capsys, ["demo", "--price-model", "no-such-model-price"])
+    assert "no-such-model-price" in line
+
+
+@pytest.mark.slow
+def test_demo_shows_a_progress_bar_over_its_requests(tmp_path: Path, capfd) -> None:
+    argv = ["demo", "--questions", "2", "--framework", "langchain", "--no-ablation", "--out", str(tmp_path)]
+    assert main(argv) in (0, 1)
+    err = capfd.readouterr().err
+    assert "langchain plain: 100%" in err and "2/2" in err and "request" in err
