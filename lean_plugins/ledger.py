@@ -14,6 +14,9 @@ budget / stop      output: the budget the caller would have paid for -> tokens g
 local / serve      input and output served by a local model instead of an API -> 0 and 0
 llm / call         plain accounting of a call (before == after): tokens and dollars spent
 llm / stream       the same for a streamed call
+prefix cache /     input tokens the provider served from its prompt-prefix cache (``read``) or
+read, write        wrote to it (``write``): same tokens before and after, the after side priced
+                   at the cache price (``meta["cache_read"]`` / ``meta["cache_write"]``)
 =================  ==========================================================================
 
 A cache hit is booked once, by the cache, as ``cache / hit``; the response it serves carries
@@ -41,7 +44,7 @@ from typing import Any
 from lean_plugins.pricing import Price, cost, resolve_price
 
 #: Layers in the order of a request's path (see DESIGN.md); the summary lists them this way.
-LAYERS = ("prompts", "compress", "cache", "local", "budget", "llm")
+LAYERS = ("prompts", "compress", "cache", "local", "budget", "prefix cache", "llm")
 
 #: The cache-hit contract: a cache that serves a response sets this key to ``True`` in the
 #: response's metadata (LangChain ``response_metadata`` and ``generation_info``, LlamaIndex
@@ -101,6 +104,8 @@ class _Totals:
     known_cost_before: float = 0.0
     known_cost_after: float = 0.0
     unpriced_events: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
 
     def add(self, event: LedgerEvent) -> None:
         self.events += 1
@@ -108,12 +113,16 @@ class _Totals:
         self.input_after += event.input_after
         self.output_before += event.output_before
         self.output_after += event.output_after
+        # Prefix-cache tokens (after side only): billed at the provider's cache prices.
+        cached = {k: int(event.meta.get(k, 0)) for k in ("cache_read", "cache_write")}
+        self.cache_read += cached["cache_read"]
+        self.cache_write += cached["cache_write"]
         before = cost(event.model, event.input_before, event.output_before)
         if before is None:
             self.unpriced_events += 1
         else:
             self.known_cost_before += before
-            self.known_cost_after += cost(event.model, event.input_after, event.output_after) or 0.0
+            self.known_cost_after += cost(event.model, event.input_after, event.output_after, **cached) or 0.0
 
 
 @dataclass(frozen=True)
@@ -304,7 +313,9 @@ class Ledger:
                 t = self._totals[layer]
                 if fixed is not None:
                     before: float | None = fixed.cost(t.input_before, t.output_before)
-                    after: float | None = fixed.cost(t.input_after, t.output_after)
+                    after: float | None = fixed.cost(
+                        t.input_after, t.output_after, cache_read=t.cache_read, cache_write=t.cache_write
+                    )
                     source = fixed.source
                 elif t.unpriced_events == 0:
                     before, after, source = t.known_cost_before, t.known_cost_after, "each event's model"

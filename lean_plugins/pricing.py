@@ -9,8 +9,14 @@ with :func:`set_price`, :func:`load_prices` (a JSON or TOML file), or the enviro
 File format (TOML; JSON is the same shape)::
 
     [prices."my-model"]
-    input = 0.5     # dollars per 1M input tokens
-    output = 1.5    # dollars per 1M output tokens
+    input = 0.5            # dollars per 1M input tokens
+    output = 1.5           # dollars per 1M output tokens
+    cached_input = 0.05    # optional: 1M input tokens read from the provider's prefix cache
+    cache_write = 0.625    # optional: 1M input tokens written to it (Anthropic bills a premium)
+
+Prefix-cache prices (:data:`CACHE_PRICES_READ_ON`): a provider bills input tokens it serves
+from its prompt-prefix cache at a discount, and Anthropic bills writing them at a premium.
+Without a cached price, cached tokens are priced as ordinary input (no saving is claimed).
 """
 
 from __future__ import annotations
@@ -26,6 +32,13 @@ from lean_plugins.errors import ConfigurationError
 
 PRICES_ENV = "LEAN_PLUGINS_PRICES"
 PRICES_READ_ON = "2025-06-01"
+#: When the prefix-cache prices below were read. Sources: OpenAI "Prompt Caching in the API"
+#: (openai.com/index/api-prompt-caching: cached input at 50% for gpt-4o, gpt-4o-mini, o1;
+#: prefixes of >= 1,024 tokens, in 128-token steps) and OpenAI's pricing page for the gpt-4.1
+#: and o3/o4-mini families (75% off); Anthropic's prompt-caching docs (read 0.1x the base input
+#: price, 5-minute write 1.25x; breakpoints by ``cache_control``); Google's Gemini 2.5 implicit
+#: caching (25% of the input price).
+CACHE_PRICES_READ_ON = "2026-11-30"
 
 
 @dataclass(frozen=True)
@@ -35,10 +48,30 @@ class Price:
     input_per_1m: float
     output_per_1m: float
     source: str = f"provider list price, read {PRICES_READ_ON}"
+    cached_input_per_1m: float | None = None
+    """Dollars per 1M input tokens read from the provider's prefix cache (None: not known)."""
+    cache_write_per_1m: float | None = None
+    """Dollars per 1M input tokens written to the prefix cache, where billed apart (Anthropic)."""
 
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
-        """Dollars for this many tokens."""
-        return (input_tokens * self.input_per_1m + output_tokens * self.output_per_1m) / 1_000_000
+    def cost(self, input_tokens: int, output_tokens: int, *, cache_read: int = 0, cache_write: int = 0) -> float:
+        """Dollars for this many tokens. ``input_tokens`` counts every input token, the
+        ``cache_read`` and ``cache_write`` ones included (as LangChain's ``usage_metadata`` and
+        OpenAI's ``prompt_tokens`` do); those are billed at the cache prices when known."""
+        if cache_read + cache_write > input_tokens:
+            raise ValueError(
+                f"cache_read ({cache_read}) + cache_write ({cache_write}) exceed input_tokens ({input_tokens}); "
+                "input_tokens must include the cached tokens."
+            )
+        read_price = self.input_per_1m if self.cached_input_per_1m is None else self.cached_input_per_1m
+        write_price = self.input_per_1m if self.cache_write_per_1m is None else self.cache_write_per_1m
+        plain = input_tokens - cache_read - cache_write
+        dollars = (
+            plain * self.input_per_1m
+            + cache_read * read_price
+            + cache_write * write_price
+            + output_tokens * self.output_per_1m
+        )
+        return dollars / 1_000_000
 
 
 _BUILTIN: dict[str, tuple[float, float]] = {
@@ -70,8 +103,32 @@ _BUILTIN: dict[str, tuple[float, float]] = {
     "mistral-small": (0.20, 0.60),
 }
 
+#: (cached input, cache write) per 1M tokens, read on :data:`CACHE_PRICES_READ_ON`; a write
+#: costs ordinary input (None) except at Anthropic.
+_BUILTIN_CACHE: dict[str, tuple[float, float | None]] = {
+    "gpt-4o": (1.25, None),
+    "gpt-4o-mini": (0.075, None),
+    "gpt-4.1": (0.50, None),
+    "gpt-4.1-mini": (0.10, None),
+    "gpt-4.1-nano": (0.025, None),
+    "o1": (7.50, None),
+    "o3-mini": (0.55, None),
+    "o4-mini": (0.275, None),
+    **{
+        name: (round(_BUILTIN[name][0] * 0.1, 6), round(_BUILTIN[name][0] * 1.25, 6))
+        for name in ("claude-opus-4", "claude-sonnet-4", "claude-3-7-sonnet", "claude-3-5-sonnet", "claude-3-5-haiku", "claude-3-haiku")
+    },
+    "gemini-2.5-pro": (0.31, None),
+}
+
+
+def _builtin_price(name: str, input_per_1m: float, output_per_1m: float) -> Price:
+    cached, write = _BUILTIN_CACHE.get(name, (None, None))
+    return Price(input_per_1m, output_per_1m, cached_input_per_1m=cached, cache_write_per_1m=write)
+
+
 _lock = threading.Lock()
-_prices: dict[str, Price] = {name: Price(i, o) for name, (i, o) in _BUILTIN.items()}
+_prices: dict[str, Price] = {name: _builtin_price(name, i, o) for name, (i, o) in _BUILTIN.items()}
 _env_loaded = False
 
 
@@ -83,6 +140,10 @@ def _normalise(model: str) -> str:
     return name
 
 
+def _optional_price(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def _parse_table(data: dict[str, Any], origin: str) -> dict[str, Price]:
     table = data.get("prices", data)
     if not isinstance(table, dict):
@@ -91,7 +152,11 @@ def _parse_table(data: dict[str, Any], origin: str) -> dict[str, Price]:
     for model, entry in table.items():
         try:
             parsed[_normalise(model)] = Price(
-                float(entry["input"]), float(entry["output"]), source=f"user override ({origin})"
+                float(entry["input"]),
+                float(entry["output"]),
+                source=f"user override ({origin})",
+                cached_input_per_1m=_optional_price(entry.get("cached_input")),
+                cache_write_per_1m=_optional_price(entry.get("cache_write")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigurationError(
@@ -130,12 +195,27 @@ def load_prices(path: str | Path) -> None:
         _prices.update(parsed)
 
 
-def set_price(model: str, input_per_1m: float, output_per_1m: float) -> None:
-    """Set or override one model's price (dollars per 1M tokens)."""
-    if input_per_1m < 0 or output_per_1m < 0:
-        raise ConfigurationError(f"Prices must be >= 0, got {input_per_1m}, {output_per_1m} for {model!r}.")
+def set_price(
+    model: str,
+    input_per_1m: float,
+    output_per_1m: float,
+    *,
+    cached_input_per_1m: float | None = None,
+    cache_write_per_1m: float | None = None,
+) -> None:
+    """Set or override one model's price (dollars per 1M tokens), optionally with its
+    prefix-cache read and write prices."""
+    given = [p for p in (input_per_1m, output_per_1m, cached_input_per_1m, cache_write_per_1m) if p is not None]
+    if any(p < 0 for p in given):
+        raise ConfigurationError(f"Prices must be >= 0, got {given} for {model!r}.")
     with _lock:
-        _prices[_normalise(model)] = Price(float(input_per_1m), float(output_per_1m), source="user override")
+        _prices[_normalise(model)] = Price(
+            float(input_per_1m),
+            float(output_per_1m),
+            source="user override",
+            cached_input_per_1m=_optional_price(cached_input_per_1m),
+            cache_write_per_1m=_optional_price(cache_write_per_1m),
+        )
 
 
 def set_prices(prices: dict[str, dict[str, float] | tuple[float, float]]) -> None:
@@ -173,10 +253,15 @@ def known_models() -> list[str]:
         return sorted(_prices)
 
 
-def cost(model: str | None, input_tokens: int, output_tokens: int) -> float | None:
-    """Dollars for a call, or ``None`` when the model's price is unknown."""
+def cost(
+    model: str | None, input_tokens: int, output_tokens: int, *, cache_read: int = 0, cache_write: int = 0
+) -> float | None:
+    """Dollars for a call, or ``None`` when the model's price is unknown (see :meth:`Price.cost`
+    for the prefix-cache tokens)."""
     price = get_price(model)
-    return None if price is None else price.cost(input_tokens, output_tokens)
+    if price is None:
+        return None
+    return price.cost(input_tokens, output_tokens, cache_read=cache_read, cache_write=cache_write)
 
 
 def resolve_price(price: str | Price | tuple[float, float] | None) -> Price | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from lean_plugins._lazy import lazy_exports
 
 _EXPORTS = {
+    "PrefixCacheCallbackHandler": "lean_plugins.langchain.prefix_cache",
     "LeanCache": "lean_plugins.langchain.cache",
     "LeanCompressor": "lean_plugins.langchain.compressor",
     "LeanPromptTemplate": "lean_plugins.langchain.prompt_template",

@@ -8,6 +8,7 @@ from __future__ import annotations
 from lean_plugins._lazy import lazy_exports
 
 _EXPORTS = {
+    "PrefixCacheEventHandler": "lean_plugins.llama_index.prefix_cache",
     "CachedLLM": "lean_plugins.llama_index.cached_llm",
     "LeanCompressorPostprocessor": "lean_plugins.llama_index.compressor_postprocessor",
     "LeanCompressorTransform": "lean_plugins.llama_index.compressor_transform",
