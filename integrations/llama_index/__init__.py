@@ -10,6 +10,7 @@ from lean_plugins._lazy import lazy_exports
 _EXPORTS = {
     "PrefixCacheEventHandler": "lean_plugins.llama_index.prefix_cache",
     "CachedLLM": "lean_plugins.llama_index.cached_llm",
+    "CachedQueryEngine": "lean_plugins.llama_index.cached_query_engine",
     "LeanCompressorPostprocessor": "lean_plugins.llama_index.compressor_postprocessor",
     "LeanCompressorTransform": "lean_plugins.llama_index.compressor_transform",
     "LeanPromptTemplate": "lean_plugins.llama_index.prompt_template",

@@ -1,0 +1,345 @@
+"""``CachedQueryEngine``: a LlamaIndex query engine whose answers are cached per question.
+
+Wrap a configured engine (``CachedQueryEngine(index.as_query_engine(...))``): a hit returns the
+cached answer text with its source nodes (ids, text, metadata, scores) without retrieval,
+node postprocessors or any LLM call, and paraphrases of an earlier question can hit (the core
+:class:`~lean_plugins.cache.LeanCache`'s semantic path with its guard and verifier). The
+namespace of the entries is a stable description of the engine: retriever class and settings
+(``similarity_top_k``, filters, query mode), the index's contents (a hash of its nodes'
+content hashes), the embedding model, node postprocessors, prompts and the LLM's configuration
+(secrets left out), so two engines never share answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import hashlib
+import json
+import logging
+import re
+from collections.abc import AsyncGenerator, Callable, Generator
+from typing import Any
+
+from lean_plugins.cache import LeanCache
+from lean_plugins.cache.question import (
+    CachedAnswer,
+    QuestionCache,
+    UsageCollector,
+    collecting_context,
+    describe,
+    question_namespace,
+    report_llm_call,
+)
+from llama_index.core.base.base_query_engine import BaseQueryEngine
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.base.response.schema import (
+    RESPONSE_TYPE,
+    AsyncStreamingResponse,
+    PydanticResponse,
+    Response,
+    StreamingResponse,
+)
+from llama_index.core.callbacks import CallbackManager
+from llama_index.core.indices.base import BaseIndex
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMCompletionEndEvent
+from llama_index.core.llms.llm import LLM
+from llama_index.core.prompts.base import BasePromptTemplate
+from llama_index.core.prompts.mixin import PromptDictType, PromptMixinType
+from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+logger = logging.getLogger("lean_plugins.cache")
+
+_CHUNK = re.compile(r"\s*\S+|\s+$")
+# Attributes that do not change an engine's answer (or are described through the index).
+_NOISE = frozenset(
+    {
+        "callback_manager",
+        "_callback_manager",
+        "_docstore",
+        "_vector_store",
+        "_object_map",
+        "_verbose",
+        "verbose",
+        "cache",
+        "_storage_context",
+    }
+)
+
+
+# -- what a hit avoided: every LLM call of the wrapped engine --------------------------------
+class _LLMCallReporter(BaseEventHandler):
+    """Reports each finished LLM call to the question cache's active collector (if any)."""
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "LeanPluginsQuestionCacheReporter"
+
+    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
+        if isinstance(event, LLMCompletionEndEvent):
+            report_llm_call(event.prompt, event.response.text)
+        elif isinstance(event, LLMChatEndEvent):
+            prompt = "\n".join(m.content or "" for m in event.messages)
+            reply = event.response.message.content if event.response is not None else ""
+            report_llm_call(prompt, reply or "")
+
+
+_REPORTER = _LLMCallReporter()
+
+
+def _install_reporter() -> None:
+    dispatcher = get_dispatcher()  # the root: it sees every LLM's events
+    if not any(isinstance(h, _LLMCallReporter) for h in dispatcher.event_handlers):
+        dispatcher.add_event_handler(_REPORTER)
+
+
+# -- namespace ---------------------------------------------------------------------------------
+def _index_identity(index: BaseIndex, recurse: Callable[[Any], Any]) -> Any:
+    """Class, vector store class and a hash of the nodes' content hashes (ids are random)."""
+    identity: dict[str, Any] = {
+        "index": type(index).__qualname__,
+        "vector_store": type(getattr(index, "vector_store", None)).__qualname__,
+    }
+    docs = getattr(index.docstore, "docs", {})
+    if docs:
+        hashes = sorted(node.hash for node in docs.values())
+        identity["contents"] = hashlib.sha256("\x00".join(hashes).encode("utf-8")).hexdigest()
+    else:  # text lives in the vector store: known by its id and collection only
+        identity["index_id"] = index.index_id
+        store = getattr(index, "vector_store", None)
+        for attr in ("collection_name", "index_name", "table_name", "namespace"):
+            value = getattr(store, attr, None)
+            if isinstance(value, str):
+                identity[attr] = value
+    return identity
+
+
+def _node_hashes(docstore: Any, node_ids: list[str]) -> str:
+    docs = getattr(docstore, "docs", {})
+    hashes = sorted(docs[i].hash if i in docs else i for i in node_ids)
+    return hashlib.sha256("\x00".join(hashes).encode("utf-8")).hexdigest()
+
+
+def _describe_hook(value: Any, recurse: Callable[[Any], Any]) -> Any:
+    if isinstance(value, BaseIndex):
+        return _index_identity(value, recurse)
+    if isinstance(value, LLM | BaseEmbedding):
+        fields = {
+            name: getattr(value, name, None)
+            for name in type(value).model_fields
+            if name not in _NOISE and not name.startswith("_")
+        }
+        return {"class": value.class_name(), "fields": recurse(fields)}
+    if isinstance(value, CallbackManager):
+        return None
+    if isinstance(value, BasePromptTemplate):
+        # By the text it renders (template variable lists come from sets: unordered).
+        return {
+            "class": type(value).__qualname__,
+            "template": value.get_template(),
+            "kwargs": recurse(value.kwargs),
+        }
+    module = type(value).__module__
+    if module.startswith(("llama_index", "lean_plugins")):
+        # Engines, retrievers and synthesizers keep their settings in private attributes;
+        # pydantic parts (postprocessors, prompts) in fields. Callback managers are left out.
+        model_fields = getattr(type(value), "model_fields", None)
+        if model_fields:
+            fields = {n: getattr(value, n, None) for n in model_fields if n not in _NOISE}
+            return {"class": f"{module}.{type(value).__qualname__}", "fields": recurse(fields)}
+        attrs = {k: v for k, v in sorted(vars(value).items()) if k not in _NOISE}
+        docstore = getattr(value, "_docstore", None)
+        if isinstance(attrs.get("_node_ids"), list) and docstore is not None:
+            # A retriever limited to some nodes (as_query_engine lists them all): by their
+            # content hashes, since node ids are random per process.
+            attrs["_node_ids"] = _node_hashes(docstore, attrs["_node_ids"])
+        return {"class": f"{module}.{type(value).__qualname__}", "attrs": recurse(attrs)}
+    return NotImplemented
+
+
+def describe_engine(engine: Any) -> Any:
+    """A stable description of a query engine and everything that decides its answers."""
+    return describe(engine, _describe_hook)
+
+
+def _model_name(engine: Any) -> str | None:
+    llm = getattr(getattr(engine, "_response_synthesizer", None), "_llm", None)
+    metadata = getattr(llm, "metadata", None)
+    name = getattr(metadata, "model_name", None)
+    return name if isinstance(name, str) and name != "unknown" else None
+
+
+# -- stored form of a response ---------------------------------------------------------------
+def _encode(text: str, source_nodes: list[NodeWithScore], metadata: dict[str, Any] | None) -> str:
+    sources = [
+        {
+            "id": s.node.node_id,
+            "text": s.node.get_content(),
+            "metadata": s.node.metadata,
+            "score": s.score,
+        }
+        for s in source_nodes
+    ]
+    return json.dumps({"text": text, "sources": sources, "metadata": metadata}, ensure_ascii=False, default=str)
+
+
+def _decode(value: str) -> tuple[str, list[NodeWithScore], dict[str, Any] | None]:
+    data = json.loads(value)
+    nodes = [
+        NodeWithScore(node=TextNode(id_=s["id"], text=s["text"], metadata=s["metadata"] or {}), score=s["score"])
+        for s in data["sources"]
+    ]
+    return str(data["text"]), nodes, data.get("metadata")
+
+
+def _pieces(text: str) -> list[str]:
+    return _CHUNK.findall(text) or [""]
+
+
+class CachedQueryEngine(BaseQueryEngine):
+    """Any LlamaIndex query engine behind a question-level answer cache.
+
+    Args:
+        query_engine: the configured engine (wrap it once its prompts and postprocessors are
+            set: the namespace is described when the wrapper is built).
+        cache: the core :class:`lean_plugins.cache.LeanCache`; default a local exact + semantic one.
+        tenant: tenant id; tenants never share entries.
+        namespace: an extra namespace label, e.g. an index version: change it when you re-index
+            a vector store that keeps the text itself (the default store's contents are hashed).
+    """
+
+    def __init__(
+        self,
+        query_engine: BaseQueryEngine,
+        cache: LeanCache | None = None,
+        tenant: str | None = None,
+        *,
+        namespace: str | None = None,
+    ) -> None:
+        if not isinstance(query_engine, BaseQueryEngine):
+            raise TypeError(
+                f"CachedQueryEngine wraps a LlamaIndex BaseQueryEngine (e.g. index.as_query_engine()), "
+                f"got {type(query_engine).__name__}."
+            )
+        self.query_engine = query_engine
+        self.tenant = tenant
+        self.question_cache = QuestionCache(
+            cache,
+            namespace=question_namespace(describe_engine(query_engine), tenant=tenant, namespace=namespace),
+            model=_model_name(query_engine),
+            tenant=tenant,
+        )
+        _install_reporter()
+        super().__init__(callback_manager=query_engine.callback_manager)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "CachedQueryEngine"
+
+    @property
+    def streaming(self) -> bool:
+        """Whether the wrapped engine streams (a hit then streams the cached text too)."""
+        return bool(getattr(getattr(self.query_engine, "_response_synthesizer", None), "_streaming", False))
+
+    # -- prompts: the wrapped engine's ----------------------------------------------------------
+    def _get_prompts(self) -> dict[str, Any]:
+        return {}
+
+    def _update_prompts(self, prompts: PromptDictType) -> None:
+        pass
+
+    def _get_prompt_modules(self) -> PromptMixinType:
+        return {"query_engine": self.query_engine}
+
+    # -- hits ------------------------------------------------------------------------------------
+    def _hit(self, answer: CachedAnswer, asynchronous: bool) -> RESPONSE_TYPE | None:
+        try:
+            text, nodes, metadata = _decode(answer.value)
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.warning("CachedQueryEngine: dropping an unreadable cached answer (%s); a miss.", exc)
+            return None
+        if not self.streaming:
+            return Response(response=text, source_nodes=nodes, metadata=metadata)
+        if asynchronous:
+
+            async def agen() -> AsyncGenerator[str, None]:
+                for piece in _pieces(text):
+                    yield piece
+
+            return AsyncStreamingResponse(response_gen=agen(), source_nodes=nodes, metadata=metadata)
+        return StreamingResponse(response_gen=iter(_pieces(text)), source_nodes=nodes, metadata=metadata)
+
+    def _store(self, question: str, response: Any, text: str, usage: UsageCollector) -> None:
+        value = _encode(text, list(response.source_nodes or []), response.metadata)
+        self.question_cache.store(question, value, usage)
+
+    # -- query -----------------------------------------------------------------------------------
+    def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
+        question = query_bundle.query_str
+        answer = self.question_cache.lookup(question)
+        if answer is not None:
+            hit = self._hit(answer, asynchronous=False)
+            if hit is not None:
+                return hit
+        context, usage = collecting_context()
+        response = context.run(self.query_engine.query, query_bundle)
+        if isinstance(response, StreamingResponse) and response.response_gen is not None:
+            response.response_gen = self._stream_then_store(question, response, response.response_gen, context, usage)
+        elif isinstance(response, Response | PydanticResponse):
+            self._store(question, response, str(response), usage)
+        return response
+
+    async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
+        question = query_bundle.query_str
+        answer = await self.question_cache.alookup(question)
+        if answer is not None:
+            hit = self._hit(answer, asynchronous=True)
+            if hit is not None:
+                return hit
+        context, usage = collecting_context()
+        response = await asyncio.create_task(self.query_engine.aquery(query_bundle), context=context)
+        if isinstance(response, AsyncStreamingResponse) and response.response_gen is not None:
+            response.response_gen = self._astream_then_store(question, response, response.response_gen, context, usage)
+        elif isinstance(response, StreamingResponse) and response.response_gen is not None:
+            response.response_gen = self._stream_then_store(question, response, response.response_gen, context, usage)
+        elif isinstance(response, Response | PydanticResponse):
+            await asyncio.to_thread(self._store, question, response, str(response), usage)
+        return response
+
+    def _stream_then_store(
+        self, question: str, response: Any, inner: Any, context: contextvars.Context, usage: UsageCollector
+    ) -> Generator[str, None, None]:
+        """The engine's token stream; cached once it has been read to the end."""
+        text = ""
+        try:
+            while True:
+                try:
+                    piece = context.run(next, inner)
+                except StopIteration:
+                    break
+                text += piece
+                yield piece
+        except GeneratorExit:  # the reader stopped: end the engine's stream too, cache nothing
+            context.run(inner.close)
+            raise
+        self._store(question, response, text, usage)
+
+    async def _astream_then_store(
+        self, question: str, response: Any, inner: Any, context: contextvars.Context, usage: UsageCollector
+    ) -> AsyncGenerator[str, None]:
+        text = ""
+        try:
+            while True:
+                try:
+                    piece = await asyncio.create_task(inner.__anext__(), context=context)
+                except StopAsyncIteration:
+                    break
+                text += piece
+                yield piece
+        except GeneratorExit:
+            await inner.aclose()
+            raise
+        await asyncio.to_thread(self._store, question, response, text, usage)
