@@ -40,6 +40,7 @@ from llama_index.core.base.llms.types import (
     CompletionResponseGen,
     LLMMetadata,
     MessageRole,
+    TextBlock,
 )
 from llama_index.core.callbacks.base_handler import BaseCallbackHandler as LlamaBaseCallbackHandler
 from llama_index.core.callbacks.schema import CBEventType, EventPayload
@@ -371,24 +372,34 @@ class BudgetedLLM(LLM):
             _inside_budgeted_call.reset(token)
 
     @staticmethod
-    def _meta(result: BudgetResult) -> dict[str, Any]:
-        return {"stop_reason": result.stop_reason, "output_budget": result.to_metadata()}
+    def _extra(result: BudgetResult | None, last: Any) -> dict[str, Any]:
+        """The inner response's own extras (usage, ...), and on the last one the verdict."""
+        extra = dict(getattr(last, "additional_kwargs", None) or {})
+        if result is not None:
+            extra.update(stop_reason=result.stop_reason, output_budget=result.to_metadata())
+        return extra
 
-    def _chat_response(
-        self, text: str, delta: str | None, result: BudgetResult | None, raw: Any
-    ) -> ChatResponse:
+    def _chat_response(self, text: str, delta: str | None, result: BudgetResult | None, last: Any) -> ChatResponse:
+        """The kept text in the inner message's place: its tool calls and other non-text
+        blocks and ``additional_kwargs`` are kept, only the text is cut."""
+        inner = getattr(last, "message", None)
+        blocks: list[Any] = [TextBlock(text=text)]
+        if inner is not None:
+            blocks += [b for b in inner.blocks if not isinstance(b, TextBlock)]
+        message = ChatMessage(
+            role=MessageRole.ASSISTANT,
+            blocks=blocks,
+            additional_kwargs=dict(inner.additional_kwargs) if inner is not None else {},
+        )
         return ChatResponse(
-            message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
-            delta=delta,
-            raw=raw,
-            additional_kwargs=self._meta(result) if result is not None else {},
+            message=message, delta=delta, raw=getattr(last, "raw", None), additional_kwargs=self._extra(result, last)
         )
 
     def _completion_response(
-        self, text: str, delta: str | None, result: BudgetResult | None, raw: Any
+        self, text: str, delta: str | None, result: BudgetResult | None, last: Any
     ) -> CompletionResponse:
         return CompletionResponse(
-            text=text, delta=delta, raw=raw, additional_kwargs=self._meta(result) if result else {}
+            text=text, delta=delta, raw=getattr(last, "raw", None), additional_kwargs=self._extra(result, last)
         )
 
     @staticmethod
@@ -402,18 +413,18 @@ class BudgetedLLM(LLM):
         for delta, last in self._follow(stream, call):
             if delta:
                 text += delta
-                yield make(text, delta, None, last.raw)
+                yield make(text, delta, None, last)
         result = self._end(call, last)
-        yield make(result.text, result.text[len(text) :], result, getattr(last, "raw", None))
+        yield make(result.text, result.text[len(text) :], result, last)
 
     async def _aresponses(self, stream: Any, call: BudgetedCall, make: Any) -> AsyncIterator[Any]:
         text, last = "", None
         async for delta, last in self._afollow(stream, call):
             if delta:
                 text += delta
-                yield make(text, delta, None, last.raw)
+                yield make(text, delta, None, last)
         result = self._end(call, last)
-        yield make(result.text, result.text[len(text) :], result, getattr(last, "raw", None))
+        yield make(result.text, result.text[len(text) :], result, last)
 
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
         inner, call, extra = self._begin(prompt)
