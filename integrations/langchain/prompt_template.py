@@ -30,6 +30,7 @@ from pydantic import Field, PrivateAttr, model_validator
 
 from lean_plugins.errors import ConfigurationError
 from lean_plugins.prompts import LeanPrompt, lean_text, template_variables
+from lean_plugins.prompts.layout import EPHEMERAL_CACHE_CONTROL, breakpoint_position, stable_first
 
 _NAMESPACE = ["lean_plugins", "langchain", "prompt_template"]
 _TEXT_MESSAGE_TEMPLATES = (SystemMessagePromptTemplate, HumanMessagePromptTemplate, AIMessagePromptTemplate)
@@ -91,6 +92,12 @@ class LeanPromptTemplate(_LeanSerializable, StringPromptTemplate):
     """Record tokens before/after for each render in the savings ledger."""
     template_format: str = "f-string"
     """Only f-string templates (``{name}``, ``{{`` for a brace) are supported."""
+    layout: str = "stable_first"
+    """``"stable_first"``: sections without variables first, then those with only
+    ``slow_variables``, then per-call ones (a longer prefix for providers' caches);
+    ``"as_written"``: the fixed section order."""
+    slow_variables: list[str] = Field(default_factory=list)
+    """Variables that change rarely (a tool list, a shared document): counted as stable."""
 
     _core: LeanPrompt | None = PrivateAttr(default=None)
 
@@ -137,6 +144,8 @@ class LeanPromptTemplate(_LeanSerializable, StringPromptTemplate):
                 source_template=self.source_template,
                 record_to_ledger=self.record_to_ledger,
                 name=self.name,
+                layout=self.layout,
+                slow_variables=tuple(self.slow_variables),
             )
         return self._core
 
@@ -173,6 +182,13 @@ class LeanChatPromptTemplate(_LeanSerializable, ChatPromptTemplate):
 
     source_templates: list[str | None] | None = None
     """For each message, the verbose template it replaces (None: not rewritten)."""
+    cache_breakpoint: bool = False
+    """Mark the end of the stable prefix as an Anthropic cache breakpoint: the message text is
+    split into content blocks and the block before the first per-call value gets
+    ``cache_control={"type": "ephemeral"}`` (read by langchain-anthropic; other chat models
+    take the same text as content blocks)."""
+    slow_variables: list[str] = Field(default_factory=list)
+    """Variables that change rarely (a tool list, a shared document): kept in the stable prefix."""
     record_to_ledger: bool = True
     """Record tokens before/after for each render in the savings ledger."""
 
@@ -204,6 +220,8 @@ class LeanChatPromptTemplate(_LeanSerializable, ChatPromptTemplate):
 
     def format_messages(self, **kwargs: Any) -> list[BaseMessage]:
         messages = super().format_messages(**kwargs)
+        if self.cache_breakpoint:
+            messages = self._with_cache_breakpoint(messages)
         if self.record_to_ledger and self.source_templates:
             values = self._merge_partial_and_user_variables(**kwargs)
             rendered = [
@@ -212,6 +230,32 @@ class LeanChatPromptTemplate(_LeanSerializable, ChatPromptTemplate):
             ]
             LeanPrompt.record_messages(self.source_templates, rendered, values, name=self.name)
         return messages
+
+    def _with_cache_breakpoint(self, messages: list[BaseMessage]) -> list[BaseMessage]:
+        aligned = self._one_message_per_template(messages)
+        if aligned and aligned[0] is None:
+            return messages  # a placeholder expanded: messages and templates do not line up
+        templates = [
+            m.prompt.template
+            if isinstance(m, _TEXT_MESSAGE_TEMPLATES) and isinstance(getattr(m, "prompt", None), PromptTemplate)
+            else None
+            for m in self.messages
+        ]
+        texts = [m.content if isinstance(m.content, str) else None for m in messages]
+        slow = [*self.slow_variables, *self.partial_variables]
+        position = breakpoint_position(templates, texts, slow_variables=slow)
+        if position is None:
+            return messages
+        index, cut = position
+        text = texts[index] or ""
+        blocks: list[str | dict[str, Any]] = [
+            {"type": "text", "text": text[:cut], "cache_control": dict(EPHEMERAL_CACHE_CONTROL)}
+        ]
+        if text[cut:]:
+            blocks.append({"type": "text", "text": text[cut:]})
+        out = list(messages)
+        out[index] = messages[index].model_copy(update={"content": blocks})
+        return out
 
     async def aformat_messages(self, **kwargs: Any) -> list[BaseMessage]:
         # Rendering does no I/O; the sync path records the ledger event too.
@@ -252,16 +296,28 @@ def lean_from(prompt: BasePromptTemplate, **kwargs: Any) -> BasePromptTemplate:
 
     A ``PromptTemplate`` becomes a :class:`LeanPromptTemplate`, a ``ChatPromptTemplate`` a
     :class:`LeanChatPromptTemplate` (each text message rewritten; placeholders and fixed
-    messages kept). Variables, partials, metadata and tags carry over. ``kwargs`` go to
-    :func:`lean_plugins.prompts.lean_text` (``example_tokens``, ``compressor``).
+    messages kept). Variables, partials, metadata and tags carry over. Each text is laid out
+    stable-first (:func:`lean_plugins.prompts.layout.stable_first`; ``layout="as_written"``
+    keeps the order), with ``slow_variables`` counted as stable. ``cache_breakpoint=True``
+    (chat prompts) marks the end of the stable prefix for Anthropic's prompt cache. Other
+    ``kwargs`` go to :func:`lean_plugins.prompts.lean_text` (``example_tokens``, ``compressor``).
     """
     if isinstance(prompt, (LeanPromptTemplate, LeanChatPromptTemplate)):
         return prompt
+    layout = kwargs.pop("layout", "stable_first")
+    slow_variables = list(kwargs.pop("slow_variables", ()))
+    cache_breakpoint = kwargs.pop("cache_breakpoint", False)
+
+    def lean(text: str) -> str:
+        out = lean_text(text, **kwargs)
+        return stable_first(out, slow_variables=slow_variables) if layout == "stable_first" else out
+
     common = {"metadata": prompt.metadata, "tags": prompt.tags, "name": prompt.name}
     if isinstance(prompt, PromptTemplate):
         _require_f_string(prompt)
         return LeanPromptTemplate(
-            task=lean_text(prompt.template, **kwargs),
+            task=lean(prompt.template),
+            slow_variables=slow_variables,
             source_template=prompt.template,
             input_variables=list(prompt.input_variables),
             partial_variables=dict(prompt.partial_variables),
@@ -275,7 +331,7 @@ def lean_from(prompt: BasePromptTemplate, **kwargs: Any) -> BasePromptTemplate:
             inner = getattr(message, "prompt", None)
             if isinstance(message, _TEXT_MESSAGE_TEMPLATES) and isinstance(inner, PromptTemplate):
                 _require_f_string(inner)
-                text = lean_text(inner.template, **kwargs)
+                text = lean(inner.template)
                 if set(template_variables(text)) != set(inner.input_variables):
                     raise ConfigurationError(
                         f"lean_from lost a variable of {inner.template!r}"
@@ -288,6 +344,8 @@ def lean_from(prompt: BasePromptTemplate, **kwargs: Any) -> BasePromptTemplate:
         return LeanChatPromptTemplate(
             messages,
             source_templates=sources,
+            cache_breakpoint=cache_breakpoint,
+            slow_variables=slow_variables,
             partial_variables=dict(prompt.partial_variables),
             **common,
         )

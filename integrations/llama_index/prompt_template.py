@@ -12,9 +12,10 @@ from copy import deepcopy
 from typing import Any
 
 from lean_plugins.errors import ConfigurationError
-from lean_plugins.prompts import LeanPrompt, lean_text
+from lean_plugins.prompts import LeanPrompt, format_template, lean_text
+from lean_plugins.prompts.layout import EPHEMERAL_CACHE_CONTROL, split_at_stable_prefix, stable_first
 from llama_index.core.base.llms.generic_utils import prompt_to_messages
-from llama_index.core.base.llms.types import ChatMessage
+from llama_index.core.base.llms.types import CacheControl, CachePoint, ChatMessage, MessageRole, TextBlock
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.llms.llm import BaseLLM
 from llama_index.core.prompts import ChatPromptTemplate, PromptTemplate, SelectorPromptTemplate
@@ -47,6 +48,13 @@ class LeanPromptTemplate(BasePromptTemplate):
 
     # Typed Any: pydantic would otherwise try to rebuild the core dataclass as a model.
     lean: Any = Field(description="The core LeanPrompt that renders the text.")
+    cache_breakpoint: bool = Field(
+        default=False,
+        description=(
+            "format_messages puts a CachePoint (Anthropic cache_control, read by "
+            "llama-index-llms-anthropic) after the stable prefix of the user message."
+        ),
+    )
 
     def __init__(
         self,
@@ -58,6 +66,7 @@ class LeanPromptTemplate(BasePromptTemplate):
         template_var_mappings: dict[str, Any] | None = None,
         function_mappings: dict[str, Callable] | None = None,
         partial_kwargs: dict[str, Any] | None = None,
+        cache_breakpoint: bool = False,
         **sections: Any,
     ) -> None:
         if lean is None:
@@ -80,6 +89,7 @@ class LeanPromptTemplate(BasePromptTemplate):
             output_parser=output_parser,
             template_var_mappings=template_var_mappings,
             function_mappings=function_mappings,
+            cache_breakpoint=cache_breakpoint,
         )
 
     @classmethod
@@ -120,9 +130,22 @@ class LeanPromptTemplate(BasePromptTemplate):
         return prompt
 
     def format_messages(self, llm: BaseLLM | None = None, **kwargs: Any) -> list[ChatMessage]:
-        """The rendered prompt as one user message."""
+        """The rendered prompt as one user message (with ``cache_breakpoint``: its stable
+        prefix, a ``CachePoint``, then the rest)."""
         del llm
-        return prompt_to_messages(self.format(**kwargs))
+        text = self.format(**kwargs)
+        if not self.cache_breakpoint:
+            return prompt_to_messages(text)
+        slow = [*self.lean.slow_variables, *self.lean.partial_variables, *self.kwargs]
+        stable, _ = split_at_stable_prefix(self.lean.template(), slow_variables=slow)
+        values = self._map_all_vars({**self.kwargs, **kwargs})
+        prefix = format_template(stable, values, owner="LeanPromptTemplate") if stable.strip() else ""
+        if not prefix or not text.startswith(prefix):
+            return prompt_to_messages(text)
+        blocks: list[Any] = [TextBlock(text=prefix), CachePoint(cache_control=CacheControl(**EPHEMERAL_CACHE_CONTROL))]
+        if text[len(prefix) :]:
+            blocks.append(TextBlock(text=text[len(prefix) :]))
+        return [ChatMessage(role=MessageRole.USER, blocks=blocks)]
 
     def get_template(self, llm: BaseLLM | None = None) -> str:
         """The lean template text (variables in braces)."""
@@ -138,19 +161,31 @@ def lean_from(prompt: BasePromptTemplate, **kwargs: Any) -> BasePromptTemplate:
 
     ``PromptTemplate`` -> :class:`LeanPromptTemplate` (prompt type, partials, mappings and
     output parser kept); ``ChatPromptTemplate`` -> ``ChatPromptTemplate`` with each message
-    rewritten; ``SelectorPromptTemplate`` -> the same selector over lean templates.
-    ``kwargs`` go to :func:`lean_plugins.prompts.lean_text`.
+    rewritten; ``SelectorPromptTemplate`` -> the same selector over lean templates. Each text
+    is laid out stable-first (``layout="as_written"`` keeps the order; ``slow_variables`` count
+    as stable); ``cache_breakpoint=True`` makes a ``PromptTemplate``'s lean form mark its stable
+    prefix with a ``CachePoint``. Other ``kwargs`` go to :func:`lean_plugins.prompts.lean_text`.
     """
     if isinstance(prompt, LeanPromptTemplate):
         return prompt
+    layout = kwargs.pop("layout", "stable_first")
+    slow_variables = list(kwargs.pop("slow_variables", ()))
+    cache_breakpoint = kwargs.pop("cache_breakpoint", False)
+    options = {"layout": layout, "slow_variables": slow_variables, "cache_breakpoint": cache_breakpoint}
+
+    def lean(text: str) -> str:
+        out = lean_text(text, **kwargs)
+        return stable_first(out, slow_variables=slow_variables) if layout == "stable_first" else out
+
     if isinstance(prompt, SelectorPromptTemplate):
         return SelectorPromptTemplate(
-            default_template=lean_from(prompt.default_template, **kwargs),
-            conditionals=[(cond, lean_from(t, **kwargs)) for cond, t in prompt.conditionals or []],
+            default_template=lean_from(prompt.default_template, **options, **kwargs),
+            conditionals=[(cond, lean_from(t, **options, **kwargs)) for cond, t in prompt.conditionals or []],
         )
     if isinstance(prompt, PromptTemplate):
         return LeanPromptTemplate(
-            LeanPrompt(task=lean_text(prompt.template, **kwargs), source_template=prompt.template),
+            LeanPrompt(task=lean(prompt.template), source_template=prompt.template, slow_variables=slow_variables),
+            cache_breakpoint=cache_breakpoint,
             prompt_type=prompt.metadata.get("prompt_type", PromptType.CUSTOM),
             output_parser=prompt.output_parser,
             metadata={k: v for k, v in prompt.metadata.items() if k != "prompt_type"},
@@ -160,7 +195,7 @@ def lean_from(prompt: BasePromptTemplate, **kwargs: Any) -> BasePromptTemplate:
         )
     if isinstance(prompt, ChatPromptTemplate):
         messages = [
-            ChatMessage(role=m.role, content=lean_text(m.content, **kwargs))
+            ChatMessage(role=m.role, content=lean(m.content))
             if isinstance(m.content, str)
             else m
             for m in prompt.message_templates

@@ -16,8 +16,11 @@ from lean_plugins.tokens import Tokenizer, count_tokens
 logger = logging.getLogger("lean_plugins.prompts")
 
 #: Render order of the sections. ``input`` is the part that carries the user's input
-#: ("Question: {question}\nAnswer:"); it goes last, after the examples.
+#: ("Question: {question}\nAnswer:"); it goes last, after the examples. With the default
+#: ``layout="stable_first"`` this order holds within each of three groups: sections with no
+#: variable, then sections with only slow variables, then sections with per-call ones.
 SECTIONS = ("role", "task", "context", "constraints", "output_format", "examples", "input")
+LAYOUTS = ("stable_first", "as_written")
 #: Sections rendered under a label ("Context: ..."); the others are rendered as written.
 SECTION_LABELS = {
     "context": "Context",
@@ -51,6 +54,10 @@ class TokenReport:
     tokenizer: str
     source_fixed_tokens: int | None = None
     example_budget: int | None = None
+    stable_prefix_tokens: int | None = None
+    """Fixed tokens before the first per-call variable: what a provider's prefix cache can reuse."""
+    source_stable_prefix_tokens: int | None = None
+    """The same for the source template."""
 
     @property
     def saved_tokens(self) -> int | None:
@@ -72,6 +79,9 @@ class TokenReport:
             rows.append(f"{'saved':<14} {self.saved_tokens:>6}  ({self.reduction:.0%})")
         if self.example_budget is not None:
             rows.append(f"{'example budget':<14} {self.example_budget:>6}")
+        if self.stable_prefix_tokens is not None:
+            source = "" if self.source_stable_prefix_tokens is None else f"  (source {self.source_stable_prefix_tokens})"
+            rows.append(f"{'stable prefix':<14} {self.stable_prefix_tokens:>6}{source}")
         return f"tokens ({self.tokenizer})\n" + "\n".join(rows)
 
 
@@ -116,8 +126,13 @@ class LeanPrompt:
     tokenizer: str | Tokenizer = "cl100k_base"
     record_to_ledger: bool = True
     name: str | None = None
+    layout: str = "stable_first"
+    slow_variables: Sequence[str] = ()
 
     def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ConfigurationError(f"layout must be one of {LAYOUTS}, got {self.layout!r}.")
+        self.slow_variables = tuple(self.slow_variables)
         if isinstance(self.constraints, str):
             self.constraints = [self.constraints]
         self.constraints = [c for c in (self.constraints or []) if c and c.strip()] or None
@@ -168,6 +183,10 @@ class LeanPrompt:
         from lean_plugins.prompts.minifier import minify
 
         text = lean_text(template) if lean else minify(template)
+        if kwargs.get("layout", "stable_first") == "stable_first":
+            from lean_plugins.prompts.layout import stable_first
+
+            text = stable_first(text, slow_variables=kwargs.get("slow_variables", ()))
         kwargs.setdefault("source_template", template)
         return cls(task=text, **kwargs)
 
@@ -190,6 +209,8 @@ class LeanPrompt:
             "tokenizer": self.tokenizer if isinstance(self.tokenizer, str) else "cl100k_base",
             "record_to_ledger": self.record_to_ledger,
             "name": self.name,
+            "layout": self.layout,
+            "slow_variables": list(self.slow_variables),
         }
 
     def partial(self, **values: Any) -> LeanPrompt:
@@ -217,7 +238,19 @@ class LeanPrompt:
                 body = (getattr(self, name) or "").strip()
             if body.strip():
                 out[name] = _labelled(SECTION_LABELS[name], body.strip()) if name in SECTION_LABELS else body
+        if self.layout == "stable_first":
+            out = dict(sorted(out.items(), key=lambda item: self._stability(item[0], item[1])))
         return out
+
+    def _stability(self, name: str, text: str) -> int:
+        """0: no variable, 1: only slow variables, 2: a per-call variable (sorting is stable, so
+        the section order holds within each group). Examples picked per input are per call."""
+        names = set(template_variables(text)) - set(self.partial_variables)
+        if name == "examples" and self.example_budget is not None:
+            return 2
+        if names - set(self.slow_variables):
+            return 2
+        return 1 if names else 0
 
     def template(self, examples: Sequence[Example] | None = None) -> str:
         """The lean template text: non-empty sections joined by line breaks."""
@@ -333,7 +366,16 @@ class LeanPrompt:
             if self.source_template is not None
             else None
         )
+        from lean_plugins.prompts.layout import stable_prefix_tokens
+
+        slow = [*self.slow_variables, *self.partial_variables]
         return TokenReport(
+            stable_prefix_tokens=stable_prefix_tokens(self.template(), slow_variables=slow, tokenizer=self.tokenizer),
+            source_stable_prefix_tokens=(
+                stable_prefix_tokens(self.source_template, slow_variables=slow, tokenizer=self.tokenizer)
+                if self.source_template is not None
+                else None
+            ),
             fixed_tokens=count_tokens(strip_variables(self.template()), self.tokenizer),
             sections=sections,
             tokenizer=self.tokenizer if isinstance(self.tokenizer, str) else type(self.tokenizer).__name__,

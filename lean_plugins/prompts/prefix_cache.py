@@ -189,3 +189,31 @@ def simulate_prefix_cache(
         cached += rule.cacheable(shared)
         seen.append(ids)
     return PrefixCacheSimulation(rule, len(seen), total, cached)
+
+
+#: OpenAI's automatic prompt caching as published for gpt-4o (read 2026-11-30).
+OPENAI_RULE = PrefixCacheRule()
+#: vLLM-style automatic prefix caching (also LeanLocalLLM's KV reuse): whole 16-token KV
+#: blocks are reused, their prefill skipped; "discount" is the prefill compute saved.
+KV_BLOCK_RULE = PrefixCacheRule(
+    min_prefix_tokens=16, step_tokens=16, discount=1.0, name="KV-block reuse (vLLM-style): 16-token blocks, prefill skipped"
+)
+
+
+def prefix_cache_report(
+    plain_prompts: Sequence[str],
+    lean_prompts: Sequence[str],
+    rules: Sequence[PrefixCacheRule] = (OPENAI_RULE, KV_BLOCK_RULE),
+) -> list[str]:
+    """Report lines: what each ``rule``'s prefix cache would save on the prompts two runs sent
+    (plain layout vs lean, stable-first layout). Simulated, and said so in every line."""
+    lines = []
+    for rule in rules:
+        plain = simulate_prefix_cache(plain_prompts, rule)
+        lean = simulate_prefix_cache(lean_prompts, rule)
+        lines.append(
+            f"simulated prefix cache [{rule.name}]: plain {plain.cached_tokens:,} of {plain.input_tokens:,} "
+            f"input tokens cached ({plain.saved_share:.1%} of the input bill saved), lean {lean.cached_tokens:,} "
+            f"of {lean.input_tokens:,} ({lean.saved_share:.1%})"
+        )
+    return lines

@@ -21,7 +21,14 @@ def test_sections_render_compactly_in_order_and_skip_empty_ones() -> None:
         output_format="plain text",
         input="Question: {question}\nAnswer:",
     )
+    # Stable first: the sections without a variable lead, so a prefix cache can reuse them.
     assert prompt.template() == (
+        "You are a support agent.\nAnswer the customer's question.\n"
+        "Rules:\n- Cite the document id.\n- At most 3 sentences.\nFormat: plain text\n"
+        "Context:\n{docs}\nQuestion: {question}\nAnswer:"
+    )
+    as_written = LeanPrompt(**{**prompt.to_config(), "layout": "as_written"})
+    assert as_written.template() == (
         "You are a support agent.\nAnswer the customer's question.\nContext:\n{docs}\n"
         "Rules:\n- Cite the document id.\n- At most 3 sentences.\nFormat: plain text\n"
         "Question: {question}\nAnswer:"

@@ -105,3 +105,14 @@ def test_simulation_caches_only_a_shared_prefix() -> None:
     assert good.requests == 3 and good.cached_tokens >= 2 * 400
     assert bad.cached_tokens == 0 and bad.saved_share == 0
     assert good.billed_input_tokens < good.input_tokens
+
+
+def test_report_lines_say_simulated_and_compare_the_layouts() -> None:
+    from lean_plugins.prompts.prefix_cache import KV_BLOCK_RULE, prefix_cache_report
+
+    rules = " ".join(f"Rule {i}: be precise." for i in range(40))
+    plain = [f"Question: q{i}?\n{rules}" for i in range(4)]
+    lean = [f"{rules}\nQuestion: q{i}?" for i in range(4)]
+    (line,) = prefix_cache_report(plain, lean, rules=[KV_BLOCK_RULE])
+    assert line.startswith("simulated prefix cache [KV-block reuse")
+    assert "plain 0 of" in line and "lean 0 of" not in line

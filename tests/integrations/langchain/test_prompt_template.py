@@ -58,8 +58,8 @@ def test_in_lcel_the_llm_receives_the_lean_prompt() -> None:
     )
     assert out == "Paris [d1]."
     assert recorder.prompts == [
-        "You are a careful analyst.\nAnswer from the context only.\nContext:\n[d1] Paris is the capital.\n"
-        "Rules:\n- Cite the source id.\n- One sentence.\nQuestion: Capital?\nAnswer:"
+        "You are a careful analyst.\nAnswer from the context only.\nRules:\n- Cite the source id.\n"
+        "- One sentence.\nContext:\n[d1] Paris is the capital.\nQuestion: Capital?\nAnswer:"
     ]
 
 
@@ -260,3 +260,54 @@ def test_lean_from_rejects_what_it_cannot_rewrite() -> None:
     )
     with pytest.raises(ConfigurationError, match="FewShotPromptTemplate"):
         lean_from(few)
+
+
+# -- prefix-cache layout and breakpoints ------------------------------------------------------
+
+
+def test_lean_from_lays_out_stable_first_and_marks_the_cache_breakpoint() -> None:
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+    from langchain_core.prompts import ChatPromptTemplate
+    from lean_plugins.langchain import lean_from
+
+    source = ChatPromptTemplate.from_messages(
+        [
+            ("system", "You are a support agent. Please always cite the document id."),
+            ("human", "Documents:\n{docs}\nAnswer in one sentence.\nQuestion: {question}"),
+        ]
+    )
+    prompt = lean_from(source, cache_breakpoint=True)
+    human = prompt.messages[1].prompt.template
+    assert human.startswith("Answer in one sentence.\nDocuments:\n{docs}")  # stable first
+    seen = []
+
+    class Recording(GenericFakeChatModel):
+        def _generate(self, messages, *args, **kwargs):  # type: ignore[no-untyped-def]
+            seen.append(messages)
+            return super()._generate(messages, *args, **kwargs)
+
+    chain = prompt | Recording(messages=iter([AIMessage(content="ok")]))
+    chain.invoke({"docs": "[d1] text", "question": "Why?"})
+    system, user = seen[0]
+    # The system message is stable; the human message starts with a stable line: the
+    # breakpoint goes after that line, inside the human message.
+    assert isinstance(system.content, str)
+    assert user.content[0] == {
+        "type": "text",
+        "text": "Answer in one sentence.\nDocuments:\n",  # up to the line of the first value
+        "cache_control": {"type": "ephemeral"},
+    }
+    assert user.content[1]["text"] == "[d1] text\nQuestion: Why?"
+    plain = lean_from(source).format_messages(docs="x", question="y")
+    assert all(isinstance(m.content, str) for m in plain)  # off by default
+
+
+def test_breakpoint_at_the_end_of_a_stable_system_message() -> None:
+    from langchain_core.prompts import ChatPromptTemplate
+    from lean_plugins.langchain import lean_from
+
+    source = ChatPromptTemplate.from_messages([("system", "Answer briefly."), ("human", "{question}")])
+    system, human = lean_from(source, cache_breakpoint=True).format_messages(question="Why?")
+    assert system.content == [{"type": "text", "text": "Answer briefly.", "cache_control": {"type": "ephemeral"}}]
+    assert human.content == "Why?"

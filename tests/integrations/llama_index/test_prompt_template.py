@@ -118,3 +118,67 @@ def test_lean_from_chat_prompt_rewrites_each_message() -> None:
     with pytest.raises(ConfigurationError, match="supports"):
         lean_from(object())  # type: ignore[arg-type]
     assert lean_from(PromptTemplate("{x}")).format(x="y") == "y"
+
+
+# -- prefix-cache layout and breakpoints ------------------------------------------------------
+
+
+def test_cache_breakpoint_reaches_a_chat_llm_after_the_stable_prefix() -> None:
+    from typing import Any
+
+    from lean_plugins.llama_index import LeanPromptTemplate
+    from llama_index.core.base.llms.types import (
+        CachePoint,
+        ChatMessage,
+        ChatResponse,
+        CompletionResponse,
+        LLMMetadata,
+        TextBlock,
+    )
+    from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+    from llama_index.core.llms.custom import CustomLLM
+
+    seen: list[Any] = []
+
+    class ChatRecorder(CustomLLM):
+        @property
+        def metadata(self) -> LLMMetadata:
+            return LLMMetadata(is_chat_model=True)
+
+        @llm_chat_callback()
+        def chat(self, messages: Any, **kwargs: Any) -> ChatResponse:
+            seen.append(list(messages))
+            return ChatResponse(message=ChatMessage(role="assistant", content="ok"))
+
+        @llm_completion_callback()
+        def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+            raise AssertionError("a chat model is called through chat()")
+
+        @llm_completion_callback()
+        def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any):  # type: ignore[override]
+            raise AssertionError("not streamed")
+
+    prompt = LeanPromptTemplate(
+        task="Answer from the context only.",
+        context="{context_str}",
+        input="Query: {query_str}\nAnswer:",
+        cache_breakpoint=True,
+    )
+    assert ChatRecorder().predict(prompt, context_str="[d1] Paris.", query_str="Capital?") == "ok"
+    (message,) = seen[0]
+    first, marker, rest = message.blocks
+    assert isinstance(first, TextBlock) and first.text == "Answer from the context only.\nContext:\n"
+    assert isinstance(marker, CachePoint) and marker.cache_control.type == "ephemeral"
+    assert rest.text == "[d1] Paris.\nQuery: Capital?\nAnswer:"
+
+
+def test_lean_from_lays_out_the_default_text_qa_prompt_stable_first() -> None:
+    from lean_plugins.llama_index import lean_from
+    from llama_index.core.prompts.default_prompts import DEFAULT_TEXT_QA_PROMPT
+
+    lean = lean_from(DEFAULT_TEXT_QA_PROMPT)
+    report = lean.token_report()
+    assert lean.get_template().index("answer") < lean.get_template().index("{context_str}")
+    assert report.stable_prefix_tokens > report.source_stable_prefix_tokens
+    as_written = lean_from(DEFAULT_TEXT_QA_PROMPT, layout="as_written").token_report()
+    assert as_written.stable_prefix_tokens <= report.source_stable_prefix_tokens
