@@ -39,6 +39,9 @@ class FrameworkVerdict:
     cache_hits: int
     wrong_cache_hits: list[str]
     requests: int
+    ledger_saved: float | None = None
+    """Dollars the lean run's ledger books as saved by its layers (all but ``llm``), to check
+    against ``plain_dollars - lean_dollars`` measured on the same requests."""
 
     @property
     def cost_share(self) -> float:
@@ -84,7 +87,16 @@ def verdict(result: DemoResult, framework: str) -> FrameworkVerdict | None:
         cache_hits=lean.cache_hits,
         wrong_cache_hits=[r.qid for r in lean.requests if r.cache_hit_correct is False],
         requests=len(lean.requests),
+        ledger_saved=_ledger_saved(lean.ledger),
     )
+
+
+def _ledger_saved(ledger: dict[str, Any]) -> float | None:
+    """Dollars saved per the ledger, summed over the layers (``llm`` books spending, not saving)."""
+    rows = [row for row in ledger.get("layers", []) if row["layer"] != "llm"]
+    if any(row["dollars_saved"] is None for row in rows):
+        return None
+    return sum(row["dollars_saved"] for row in rows)
 
 
 def _run_title(run: RunResult) -> str:
@@ -166,6 +178,13 @@ def _verdict_lines(v: FrameworkVerdict) -> list[str]:
         f"the lean run: {', '.join(v.lost_answer_contexts) or 'none'}",
         f"cache hits: {v.cache_hits}, wrong: {', '.join(v.wrong_cache_hits) or 'none'}",
     ]
+    if v.ledger_saved is not None:
+        measured = v.plain_dollars - v.lean_dollars
+        lines.append(
+            f"ledger check: the layers booked ${v.ledger_saved:.6f} saved; plain - lean measured on the "
+            f"same requests ${measured:.6f} (difference ${v.ledger_saved - measured:+.6f}, "
+            f"{100 * abs(v.ledger_saved - measured) / v.plain_dollars if v.plain_dollars else 0:.1f}% of plain)"
+        )
     if not v.met:
         lines.append("short of target: " + shortfall(v))
     return lines
@@ -223,6 +242,11 @@ def text_report(result: DemoResult) -> str:
         if lean is not None:
             out += ["", "ledger of the lean run (what each layer recorded, priced at the same model):"]
             out.append(lean.ledger_table)
+        plain = result.run(framework, "plain")
+        if lean is not None and plain is not None and plain.prompts and lean.prompts:
+            from lean_plugins.prompts.prefix_cache import prefix_cache_report
+
+            out += ["", *prefix_cache_report(plain.prompts, lean.prompts)]
     return "\n".join(out)
 
 

@@ -352,3 +352,29 @@ def test_budget_and_cache_compose_and_the_key_includes_the_budget(tmp_path) -> N
     assert again.response_metadata["stop_reason"] == "budget" and again.response_metadata["cache_hit"]
     assert other.content == first_tokens(ANSWER, 25), "another budget is another key"
     assert ledger.totals("cache")["events"] == 2 and ledger.totals("budget")["events"] == 2
+
+
+def test_the_global_cache_serves_a_budgeted_model(tmp_path) -> None:
+    from langchain_core.globals import get_llm_cache, set_llm_cache
+    from lean_plugins.langchain import LeanCache
+
+    from tests.integrations.langchain.budget_fakes import ToolCallingFake
+
+    model = ToolCallingFake(answer=ANSWER)
+    previous = get_llm_cache()
+    set_llm_cache(LeanCache(path=tmp_path, mode="exact"))
+    try:
+        budgeted = with_output_budget(model, OutputBudget(10, soft_window=0.0))
+        answers = [budgeted.invoke("Who were the Normans?").content for _ in range(2)]
+        answers.append("".join(c.content for c in budgeted.stream("Who were the Normans?")))
+    finally:
+        set_llm_cache(previous)
+    assert answers == [first_tokens(ANSWER, 10)] * 3 and len(model.calls) == 1
+
+
+def test_an_accounting_handler_in_config_does_not_count_a_budgeted_call_twice() -> None:
+    accountant = UsageAccountant()
+    handler = OutputBudgetCallbackHandler(OutputBudget(100, accountant=accountant))
+    budget = OutputBudget(10, accountant=accountant)
+    with_output_budget(chat_model(), budget).invoke("q", config={"callbacks": [handler]})
+    assert accountant.totals().calls == 1 and handler.last_result is None
