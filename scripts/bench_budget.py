@@ -226,7 +226,6 @@ def first_tokens(text: str, n: int) -> str:
 def bench_adherence(answers: list[str], n_calls: int) -> list[dict[str, Any]]:
     import itertools
 
-    from langchain_core.callbacks import BaseCallbackHandler
     from langchain_core.language_models import GenericFakeChatModel
     from lean_plugins.langchain import with_output_budget as lc_budget
     from lean_plugins.llama_index import with_output_budget as li_budget
@@ -237,12 +236,15 @@ def bench_adherence(answers: list[str], n_calls: int) -> list[dict[str, Any]]:
     rng = random.Random(2)
     picks = [rng.choice(answers) for _ in range(n_calls)]
 
-    class Recorder(BaseCallbackHandler):
-        def __init__(self) -> None:
-            self.tokens: list[str] = []
+    class RecordingChatModel(GenericFakeChatModel):
+        """Records what the model really streamed (the budget's callbacks see the kept text)."""
 
-        def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
-            self.tokens.append(token)
+        streamed: list[str] = []
+
+        def _stream(self, *args: Any, **kwargs: Any) -> Any:
+            for chunk in super()._stream(*args, **kwargs):
+                self.streamed.append(chunk.text)
+                yield chunk
 
     class WordStreamLLM(CustomLLM):
         answer: str = ""
@@ -278,10 +280,9 @@ def bench_adherence(answers: list[str], n_calls: int) -> list[dict[str, Any]]:
             budget = OutputBudget(budget_tokens, soft_window=0.0, accountant=UsageAccountant())
             with Ledger() as ledger:
                 if framework == "langchain":
-                    recorder = Recorder()
-                    model = GenericFakeChatModel(messages=itertools.repeat(answer))
-                    text = lc_budget(model, budget).invoke("q", config={"callbacks": [recorder]}).content
-                    produced = len(encode("".join(recorder.tokens)))
+                    model = RecordingChatModel(messages=itertools.repeat(answer), streamed=[])
+                    text = lc_budget(model, budget).invoke("q").content
+                    produced = len(encode("".join(model.streamed)))
                 else:
                     llm = WordStreamLLM(answer=answer, produced=[])
                     text = li_budget(llm, budget).complete("q").text
