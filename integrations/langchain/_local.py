@@ -7,9 +7,11 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage
 from langchain_core.messages.ai import UsageMetadata
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lean_plugins._optional import require_extra
 from lean_plugins.pruning import LeanLocalLLM
+from lean_plugins.pruning.runtime import check_sampling
 
 
 class LocalModelSettings(BaseModel):
@@ -38,6 +40,15 @@ class LocalModelSettings(BaseModel):
     """Accepted for API compatibility; local calls are not retried."""
     client: LeanLocalLLM | None = Field(default=None, exclude=True)
     """An already loaded model to use instead of loading ``model``."""
+
+    @model_validator(mode="after")
+    def _settings_usable(self) -> LocalModelSettings:
+        """Fail at construction, where the user wrote it: sampling settings that make no sense,
+        or the [local] extra missing (the model itself loads on the first call)."""
+        check_sampling(self.temperature, self.top_p)
+        if self.client is None:
+            require_extra("local")
+        return self
 
     def local_llm(self) -> LeanLocalLLM:
         if self.client is None:

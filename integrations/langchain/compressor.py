@@ -13,8 +13,9 @@ from typing import Any
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, BaseDocumentTransformer, Document
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
+from lean_plugins._optional import require_extra
 from lean_plugins.compress.compressor import CompressionResult
 from lean_plugins.compress.compressor import LeanCompressor as CoreCompressor
 
@@ -60,6 +61,14 @@ class LeanCompressor(BaseDocumentCompressor, BaseDocumentTransformer):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     _core: CoreCompressor | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _compress_extra_installed(self) -> LeanCompressor:
+        """Fail here, where the user wrote it, when torch or llmlingua is missing (not at the
+        first call, deep inside a chain)."""
+        if self.compressor is None:
+            require_extra("compress")
+        return self
 
     @property
     def core(self) -> CoreCompressor:

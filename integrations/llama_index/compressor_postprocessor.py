@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from lean_plugins._optional import require_extra
 from lean_plugins.compress.compressor import CompressionResult
 from lean_plugins.compress.compressor import LeanCompressor as CoreCompressor
-from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.bridge.pydantic import Field, PrivateAttr, model_validator
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
 
@@ -50,6 +51,14 @@ def build_core(component: Any) -> CoreCompressor:
     )
 
 
+def compress_extra_installed(component: Any) -> Any:
+    """Validator body of both LlamaIndex compressor components: fail at construction (where
+    the user wrote it) when torch or llmlingua is missing, not at the first query."""
+    if component.compressor is None:
+        require_extra("compress")
+    return component
+
+
 class LeanCompressorPostprocessor(BaseNodePostprocessor):
     """Compress retrieved nodes, query-aware, keeping each node's metadata and score.
 
@@ -86,6 +95,7 @@ class LeanCompressorPostprocessor(BaseNodePostprocessor):
     )
 
     _core: CoreCompressor | None = PrivateAttr(default=None)
+    _extra_installed = model_validator(mode="after")(compress_extra_installed)
 
     @classmethod
     def class_name(cls) -> str:

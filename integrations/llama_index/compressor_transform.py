@@ -5,10 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from lean_plugins.llama_index.compressor_postprocessor import build_core, node_text, with_result
+from lean_plugins.llama_index.compressor_postprocessor import (
+    build_core,
+    compress_extra_installed,
+    node_text,
+    with_result,
+)
 
 from lean_plugins.compress.compressor import LeanCompressor as CoreCompressor
-from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.bridge.pydantic import Field, PrivateAttr, model_validator
 from llama_index.core.schema import BaseNode, TransformComponent
 
 
@@ -41,6 +46,7 @@ class LeanCompressorTransform(TransformComponent):
     )
 
     _core: CoreCompressor | None = PrivateAttr(default=None)
+    _extra_installed = model_validator(mode="after")(compress_extra_installed)
 
     @classmethod
     def class_name(cls) -> str:

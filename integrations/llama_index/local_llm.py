@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from lean_plugins._optional import require_extra
 from lean_plugins.pruning import LeanLocalLLM as CoreLocalLLM
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -55,6 +56,8 @@ class LeanLocalLLM(CustomLLM):
 
     def __init__(self, client: CoreLocalLLM | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if client is None:  # fail here, where the user wrote it, not at the first call
+            require_extra("local")
         self._client = client
 
     @classmethod

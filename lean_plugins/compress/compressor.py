@@ -30,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from lean_plugins import ledger
-from lean_plugins._optional import require
+from lean_plugins._optional import require, require_extra
 from lean_plugins.compress.data import word_spans
 from lean_plugins.compress.language import ENGLISH_STOPWORDS, looks_english
 from lean_plugins.compress.model import DEFAULT_MODEL_ALIASES, check_token_classifier, resolve_model
@@ -156,6 +156,7 @@ class LeanCompressor:
         max_seq_len: int = 512,
         encoder_model: str | None = None,
     ) -> None:
+        require_extra("compress")  # fail here, where the user wrote it, not at the first call
         _check_rate(rate, None)
         if on_non_english not in (None, "pass", "compress", "raise"):
             raise ConfigurationError(
