@@ -202,9 +202,9 @@ def summarize(rows: list[Row], attr: str) -> tuple[float, float, int, int]:
 
 # -- generalisation: the development templates, by left-out project ------------------------
 
-#: Candidate few-shot example budgets (tokens per example body); each fold picks one on its
-#: training projects only.
-EXAMPLE_BUDGETS = (20, 30, 45)
+#: Candidate budgets for whole few-shot examples (``lean_text(max_example_tokens=...)``; None:
+#: keep every example); each fold picks one on its training projects only.
+EXAMPLE_BUDGETS: tuple[int | None, ...] = (None, 100, 200, 400)
 COSINE_MEAN_FLOOR, COSINE_MIN_FLOOR = 0.90, 0.80
 GENERALISATION_TARGET = 0.35
 
@@ -341,12 +341,14 @@ class Shortened:
     lean: str
 
 
-def shorten(templates: list[Template], rules: list, example_tokens: int, cos: DocumentCosine) -> list[Shortened]:
+def shorten(
+    templates: list[Template], rules: list, max_example_tokens: int | None, cos: DocumentCosine
+) -> list[Shortened]:
     from lean_plugins.prompts import lean_text, template_variables
 
     out = []
     for t in templates:
-        lean = lean_text(t.text, example_tokens=example_tokens, rewrites=rules)
+        lean = lean_text(t.text, max_example_tokens=max_example_tokens, rewrites=rules)
         assert template_variables(lean) == template_variables(t.text), f"{t.id}: variables changed"
         out.append(Shortened(t, fixed(t.text), fixed(lean), cos(t.text, lean), lean))
     return out
@@ -356,7 +358,7 @@ def total_cut(rows: list[Shortened]) -> float:
     return reduction(sum(r.before for r in rows), sum(r.after for r in rows))
 
 
-def choose_budget(train: list[Template], rules: list, cos: DocumentCosine) -> int:
+def choose_budget(train: list[Template], rules: list, cos: DocumentCosine) -> int | None:
     """The example budget with the largest total cut on ``train`` that keeps the cosine floors
     (else the one with the highest minimum cosine)."""
     scored = []
@@ -365,7 +367,7 @@ def choose_budget(train: list[Template], rules: list, cos: DocumentCosine) -> in
         cosines = [r.cosine for r in rows]
         ok = statistics.mean(cosines) >= COSINE_MEAN_FLOOR and min(cosines) >= COSINE_MIN_FLOOR
         scored.append((ok, total_cut(rows) if ok else min(cosines), budget))
-    return max(scored)[2]
+    return max(scored, key=lambda s: (s[0], s[1]))[2]
 
 
 def generalisation(templates: list[Template]) -> dict:
@@ -411,12 +413,132 @@ def group_rows(rows: list[Shortened], key) -> list[tuple[str, int, int, int, flo
     return out
 
 
+# -- prefix-cache layout: stable-prefix tokens before and after --------------------------------
+
+
+def stable_prefix_rows(templates: list[Template]) -> list[tuple[str, str, int, int, int, int]]:
+    """(group, id, fixed tokens, stable-prefix tokens of the source, of lean_text as written,
+    of the lean stable-first layout) per template."""
+    from lean_plugins.prompts import lean_text
+    from lean_plugins.prompts.layout import stable_first, stable_prefix_tokens
+
+    out = []
+    for t in templates:
+        lean = lean_text(t.text)
+        group = t.project if t.kind == "framework" else "development templates"
+        out.append(
+            (
+                group,
+                t.id,
+                fixed(t.text),
+                stable_prefix_tokens(t.text),
+                stable_prefix_tokens(lean),
+                stable_prefix_tokens(stable_first(lean)),
+            )
+        )
+    return out
+
+
+def adapter_stable_prefix_rows() -> list[tuple[str, str, int, int, int, int]]:
+    """The same through each framework's ``lean_from`` (chat messages joined, system first)."""
+    from lean_plugins.langchain import lean_from as lc_lean_from
+    from lean_plugins.llama_index import lean_from as li_lean_from
+
+    from lean_plugins.prompts.layout import stable_prefix_tokens
+
+    out, seen = [], set()
+    for name, prompt in [*llama_index_prompts(), *langchain_prompts()]:
+        if name.startswith("llama_index/"):
+            source = prompt.get_template()  # type: ignore[attr-defined]
+            lean = li_lean_from(prompt).get_template()  # type: ignore[arg-type]
+            as_written = li_lean_from(prompt, layout="as_written").get_template()  # type: ignore[arg-type]
+        else:
+            source = "\n\n".join(langchain_texts(prompt))
+            lean = "\n\n".join(langchain_texts(lc_lean_from(prompt)))  # type: ignore[arg-type]
+            as_written = "\n\n".join(langchain_texts(lc_lean_from(prompt, layout="as_written")))  # type: ignore[arg-type]
+        if source in seen or not fixed(source):
+            continue
+        seen.add(source)
+        group = "LlamaIndex" if name.startswith("llama_index/") else "LangChain"
+        out.append(
+            (group, name, fixed(source), stable_prefix_tokens(source), stable_prefix_tokens(as_written), stable_prefix_tokens(lean))
+        )
+    return out
+
+
+def stable_prefix_summary(rows: list[tuple[str, str, int, int, int, int]]) -> list[tuple[str, int, int, int, int, int]]:
+    """(group, n, fixed tokens, stable prefix: source, lean as written, lean stable-first)."""
+    groups: dict[str, list] = {}
+    for row in rows:
+        groups.setdefault(row[0], []).append(row)
+    return [
+        (name, len(members), *(sum(m[i] for m in members) for i in (2, 3, 4, 5)))  # type: ignore[misc]
+        for name, members in groups.items()
+    ]
+
+
+def generalisation_markdown(result: dict, prefix_summary: list) -> list[str]:
+    out = ["", "## Lean prompt templates: generalisation to projects left out (layer 2)", ""]
+    folds = result["folds"]
+    out.append(
+        "The development templates (`../shared/data/prompts/dev_templates.jsonl`: "
+        f"{len(result['left_out'])} real templates from {len(folds)} open-source projects) with whole "
+        "projects left out: each project is shortened with only the phrasebook rules seen in at least two "
+        "*other* projects (the frameworks' shipped prompts count as two projects, `llama_index` and "
+        "`langchain`), and with the few-shot example budget chosen on the other projects (candidates "
+        f"{', '.join(map(str, EXAMPLE_BUDGETS))} tokens of whole examples; the largest total cut keeping MiniLM cosine mean "
+        f">= {COSINE_MEAN_FLOOR} and min >= {COSINE_MIN_FLOOR} on the training projects). Fixed-text cl100k "
+        "tokens (template with its variables removed), totals over templates. `cos`: MiniLM "
+        "(all-MiniLM-L6-v2) cosine of the template before and after, each variable read as its name, long "
+        "texts embedded in 200-token windows averaged by tokens. Every variable is kept (asserted)."
+    )
+    for title, rows_key, key in (
+        ("Per project, left out", "left_out", lambda r: r.template.project),
+        ("Per kind, left out", "left_out", lambda r: r.template.kind),
+        ("Per project, in sample (every rule, one budget chosen on all)", "in_sample", lambda r: r.template.project),
+    ):
+        out += ["", f"**{title}**", "", "| group | n | before | after | total cut | cos mean | cos min |", "|---|---|---|---|---|---|---|"]
+        for name, n, before, after, cut, mean, low in group_rows(result[rows_key], key):
+            out.append(f"| {name} | {n} | {before:,} | {after:,} | {cut:.1%} | {mean:.3f} | {low:.3f} |")
+    left = result["left_out"]
+    cut = total_cut(left)
+    cosines = [r.cosine for r in left]
+    met = cut >= GENERALISATION_TARGET and statistics.mean(cosines) >= COSINE_MEAN_FLOOR and min(cosines) >= COSINE_MIN_FLOOR
+    out += [
+        "",
+        f"Target: >= {GENERALISATION_TARGET:.0%} of fixed-text tokens in total on left-out projects with cosine mean "
+        f">= {COSINE_MEAN_FLOOR} and min >= {COSINE_MIN_FLOOR}: {'met' if met else '**not met**'} ({cut:.1%}, cosine mean "
+        f"{statistics.mean(cosines):.3f}, min {min(cosines):.3f}).",
+        "",
+        "Folds (left-out project: rules admitted, example budget chosen): "
+        + ", ".join(f"{p}: {n}, {b}" for p, n, b in folds)
+        + f". In sample: budget {result['in_sample_budget']}.",
+        "",
+        "## Prompts laid out for prefix caches (layer 2)",
+        "",
+        "Stable-prefix tokens: fixed-text tokens before a template's first per-call variable, the part a "
+        "provider's prefix cache can reuse between calls (no variable is declared slow here). Source; "
+        "`lean_text` in the source order; lean and laid out stable-first (`lean_from`'s default). Totals.",
+        "",
+        "| prompts | n | fixed tokens (source) | stable prefix: source | lean, as written | lean, stable-first |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, n, total, source, as_written, stable in prefix_summary:
+        out.append(f"| {name} | {n} | {total:,} | {source:,} | {as_written:,} | {stable:,} |")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="skip the layer-1 compressor variant")
     parser.add_argument("--markdown-out", type=Path, help="write the Markdown section here")
+    parser.add_argument(
+        "--audit", action="store_true", help="only check each phrasebook rule's seen_in against where it fires"
+    )
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
+    if args.audit:
+        return audit()
 
     rows = build_rows(with_compressor=not args.quick)
     add_cosines(rows)
@@ -470,11 +592,46 @@ def main(argv: list[str] | None = None) -> int:
         f"target mean reduction >= {TARGET:.0%}: {'met' if lean_mean >= TARGET else 'NOT met'} ({lean_mean:.2%})"
     )
 
+    templates = dev_templates()
+    prefix_rows = adapter_stable_prefix_rows() + stable_prefix_rows(templates)
+    prefix_summary = stable_prefix_summary(prefix_rows)
+    print("\nstable-prefix tokens (fixed text before the first per-call variable), totals:")
+    for name, n, total, source, as_written, stable in prefix_summary:
+        print(f"  {name:<24} n={n:<3} fixed {total:>6}  source {source:>5}  lean as written {as_written:>5}  stable-first {stable:>5}")
+    extra: list[str] = []
+    if templates:
+        result = generalisation(templates)
+        print("\ngeneralisation, left-out projects (rules seen in >= 2 other projects, budget chosen on the others):")
+        for name, n, before, after, cut, mean, low in group_rows(result["left_out"], lambda r: r.template.project):
+            print(f"  {name:<18} n={n:<3} {before:>6} -> {after:>6}  {cut:6.1%}  cos mean {mean:.3f} min {low:.3f}")
+        for name, n, before, after, cut, mean, low in group_rows(result["left_out"], lambda r: r.template.kind):
+            print(f"  {name:<18} n={n:<3} {before:>6} -> {after:>6}  {cut:6.1%}  cos mean {mean:.3f} min {low:.3f}")
+        in_sample = result["in_sample"]
+        print(f"  in sample: {total_cut(in_sample):.1%}; folds {result['folds']}")
+        extra = generalisation_markdown(result, prefix_summary)
+    else:
+        print("development templates not found (../shared/data or LEAN_PLUGINS_DATA): generalisation skipped")
+
     if args.markdown_out:
         args.markdown_out.write_text(
-            markdown(rows, summary, cosines, lean_mean, held_summary), encoding="utf-8"
+            markdown(rows, summary, cosines, lean_mean, held_summary) + "\n".join(extra) + "\n", encoding="utf-8"
         )
     return 0
+
+
+def audit() -> int:
+    """Print rules whose ``seen_in`` differs from the projects they fire on; 1 if any does."""
+    from lean_plugins.prompts.lean import CONCISE_REWRITES
+
+    templates = framework_templates() + dev_templates()
+    fired = rule_projects(templates)
+    bad = 0
+    for rule in CONCISE_REWRITES:
+        if set(rule.seen_in) != fired[rule.name] or len(fired[rule.name]) < 2:
+            bad += 1
+            print(f"{rule.name}: seen_in {sorted(rule.seen_in)}, fires on {sorted(fired[rule.name])}")
+    print(f"{len(CONCISE_REWRITES)} rules, {bad} to fix")
+    return 1 if bad else 0
 
 
 def markdown(
@@ -517,8 +674,8 @@ def markdown(
         )
     out += [
         "",
-        "The `lean_from` phrasebook (`CONCISE_REWRITES` in `lean_plugins/prompts/lean.py`) was written "
-        "while reading these prompts, so these figures are in-sample.",
+        "The phrasebook (`lean_plugins/data/prompt_phrasebook.json`) was first written while reading these "
+        "prompts, so these figures are in-sample; only rules that fire in at least two projects are kept.",
         "",
     ]
     if held:

@@ -159,6 +159,13 @@ def concise_rewrites(
     return text
 
 
+def markdown_emphasis(text: str) -> str:
+    """Drop ``**bold**`` and ``__bold__`` markers (emphasis, not content); capitals, which
+    carry the same stress ("**NEVER**" -> "NEVER"), stay."""
+    text = re.sub(r"(?<![\w*])\*\*(?=\S)([^*\n]+?)(?<=\S)\*\*(?![\w*])", r"\1", text)
+    return re.sub(r"(?<!\w)__(?=\S)([^_\n]+?)(?<=\S)__(?!\w)", r"\1", text)
+
+
 def join_broken_lines(text: str) -> str:
     """Join a sentence broken over two lines ("as well\\nas the score")."""
     return re.sub(r"(?<=[a-z,])\n(?=[a-z])", " ", text)
@@ -281,6 +288,70 @@ def compact_json(block: str) -> str:
     return compact
 
 
+_EXAMPLE_HEADER = re.compile(r"^(?P<level>#{1,6})\s*example\s*#?\s*\d+\b.*$", re.IGNORECASE)
+_HEADING = re.compile(r"^(?P<level>#{1,6})\s*\S")
+_XML_OPEN = re.compile(r"^\s*<(?P<tag>[A-Za-z_][\w-]*)>\s*$")
+
+
+def _example_units(lines: list[str]) -> list[tuple[int, int]]:
+    """(start, end) line ranges of few-shot example units: sections under numbered markdown
+    headers ("## Example 1", up to the next heading of the same or a higher level), and runs
+    of three or more sibling blocks of one XML tag (``<scenario>`` ... ``</scenario>``)."""
+    units: list[tuple[int, int]] = []
+    i = 0
+    while i < len(lines):
+        header = _EXAMPLE_HEADER.match(lines[i].strip())
+        if header:
+            level = len(header.group("level"))
+            j = i + 1
+            while j < len(lines):
+                heading = _HEADING.match(lines[j].strip())
+                if heading and len(heading.group("level")) <= level:
+                    break
+                j += 1
+            units.append((i, j))
+            i = j
+            continue
+        i += 1
+    if units:
+        return units
+    blocks: dict[str, list[tuple[int, int]]] = {}
+    i = 0
+    while i < len(lines):
+        opening = _XML_OPEN.match(lines[i])
+        if opening:
+            closing = f"</{opening.group('tag')}>"
+            j = next((k for k in range(i + 1, len(lines)) if lines[k].strip() == closing), None)
+            if j is not None:
+                blocks.setdefault(opening.group("tag"), []).append((i, j + 1))
+                i = j + 1
+                continue
+        i += 1
+    runs = [b for b in blocks.values() if len(b) >= 3]
+    return max(runs, key=len) if runs else []
+
+
+def cap_examples(text: str, max_tokens: int, *, tokenizer: str = "cl100k_base") -> str:
+    """Keep few-shot example units (see :func:`_example_units`) while their tokens fit
+    ``max_tokens``; the first unit, and any unit holding a variable (the real input's slot),
+    always stay. Units are kept or dropped whole, in their order, so every kept example still
+    shows the full format."""
+    lines = text.split("\n")
+    units = _example_units(lines)
+    if len(units) < 2:
+        return text
+    dropped: set[int] = set()
+    used = 0
+    for number, (start, end) in enumerate(units):
+        body = "\n".join(lines[start:end])
+        tokens = count_tokens(body, tokenizer)
+        if number == 0 or template_variables(body) or used + tokens <= max_tokens:
+            used += tokens
+            continue
+        dropped.update(range(start, end))
+    return "\n".join(line for k, line in enumerate(lines) if k not in dropped)
+
+
 @functools.lru_cache(maxsize=1)
 def _load_compressor() -> Callable[[str], str] | None:
     """Layer 1's compressor as ``text -> text`` (keeping 70%), or None when unavailable."""
@@ -323,6 +394,7 @@ def lean_text(
     compressor: str | Callable[[str], str] | None = None,
     tokenizer: str = "cl100k_base",
     rewrites: Sequence[Rewrite] = CONCISE_REWRITES,
+    max_example_tokens: int | None = None,
 ) -> str:
     """The lean form of ``template_text`` (see the module doc for the steps).
 
@@ -335,6 +407,10 @@ def lean_text(
     """
     if not isinstance(template_text, str):
         raise TypeError(f"lean_text() takes the template text as a str, got {type(template_text).__name__}")
+    source_text = template_text
+    if max_example_tokens is not None:
+        # Before masking: whole examples go, quoted text in them included.
+        template_text = cap_examples(template_text, max_example_tokens, tokenizer=tokenizer)
     masked = mask(template_text)
     # Escaped-brace blocks are JSON examples: same data, compact whitespace.
     masked = Masked(masked.text, tuple(compact_json(s) if s.startswith("{{") else s for s in masked.spans))
@@ -342,6 +418,7 @@ def lean_text(
     steps: list[Rule] = [
         *MINIFY_RULES,
         Rule("join_broken_lines", "join a sentence broken over two lines", join_broken_lines),
+        Rule("markdown_emphasis", "drop **bold** markers", markdown_emphasis),
         Rule("concise_rewrites", "shorter phrasings of verbose idioms", lambda t: concise_rewrites(t, rewrites)),
         Rule(
             "compact_examples",
@@ -368,11 +445,11 @@ def lean_text(
             continue
         current = rewritten
     result = masked.unmask(current)
-    if set(template_variables(result)) != set(template_variables(template_text)):  # belt and braces
+    if set(template_variables(result)) != set(template_variables(source_text)):  # belt and braces
         logger.warning("lean_text changed the template's variables; returning the minified form")
         from lean_plugins.prompts.minifier import minify
 
-        return minify(template_text)
+        return minify(source_text)
     return result
 
 

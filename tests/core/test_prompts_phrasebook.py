@@ -115,3 +115,46 @@ def test_lean_text_never_loses(case) -> None:
             f"{case}: {piece!r} lost in {out!r}"
         )
     assert template_variables(out) == template_variables(text)
+
+
+# -- few-shot examples beyond a token budget, emphasis markers ---------------------------------
+
+
+def _numbered_examples(n: int) -> str:
+    body = "\n".join(f"## Example {i}\nInput: case number {i} " + "word " * 30 + f"\nOutput: label {i}" for i in range(1, n + 1))
+    return f"# Task\nLabel the input.\n# Examples\n{body}\n# Input\n{{text}}\nLabel:"
+
+
+def test_cap_examples_keeps_whole_examples_within_the_budget() -> None:
+    from lean_plugins.prompts.lean import cap_examples
+
+    text = _numbered_examples(4)
+    out = cap_examples(text, 60)
+    assert "## Example 1" in out and "label 1" in out  # the first example always stays, whole
+    assert "## Example 3" not in out and "## Example 4" not in out
+    assert out.endswith("# Input\n{text}\nLabel:")
+    assert cap_examples(text, 10_000) == text
+
+
+def test_cap_examples_never_drops_an_example_holding_a_variable() -> None:
+    from lean_plugins.prompts.lean import cap_examples
+
+    scenarios = "\n".join(f"<scenario>\n<input>text {i} " + "word " * 20 + "</input>\n</scenario>" for i in range(4))
+    text = f"Block bad input.\n{scenarios}\n<scenario>\n<input>{{INPUT}}</input>\n</scenario>"
+    out = cap_examples(text, 30)
+    assert out.count("<scenario>") == 2 and out.endswith("<input>{INPUT}</input>\n</scenario>")
+
+
+def test_lean_text_caps_examples_only_when_asked() -> None:
+    text = _numbered_examples(4)
+    assert "## Example 4" in lean_text(text)
+    capped = lean_text(text, max_example_tokens=60)
+    assert "Example 4" not in capped and template_variables(capped) == ["text"]
+
+
+def test_markdown_emphasis_keeps_the_words_and_code() -> None:
+    from lean_plugins.prompts.lean import markdown_emphasis
+
+    assert markdown_emphasis("**Output:** only **NEVER** __this__") == "Output: only NEVER this"
+    assert markdown_emphasis("2**3 and snake__case__x") == "2**3 and snake__case__x"
+    assert "`**kwargs**`" in lean_text("Pass `**kwargs**` through. **Always** do it.")
