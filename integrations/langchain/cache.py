@@ -73,7 +73,9 @@ class LeanCache(BaseCache):
     ) -> None:
         if cache is not None and kwargs:
             raise TypeError("Pass either a core LeanCache as `cache` or its settings as keywords, not both.")
-        self.cache = cache if cache is not None else CoreLeanCache(**kwargs)
+        core = cache if cache is not None else CoreLeanCache(**kwargs)
+        # The tenant's entries are stored apart, so clear() removes only this tenant's.
+        self.cache = core if tenant is None else core.for_tenant(tenant)
         self.tenant = tenant
 
     def _namespace(self, llm_string: str) -> str:

@@ -67,7 +67,10 @@ class CachedLLM(LLM):
     def __init__(
         self, llm: LLM, cache: LeanCache | None = None, tenant: str | None = None, **kwargs: Any
     ) -> None:
-        super().__init__(llm=llm, cache=cache if cache is not None else LeanCache(), tenant=tenant, **kwargs)
+        cache = cache if cache is not None else LeanCache()
+        # The tenant's entries are stored apart, so a tenant's clear() removes only its own.
+        cache = cache if tenant is None else cache.for_tenant(tenant)
+        super().__init__(llm=llm, cache=cache, tenant=tenant, **kwargs)
         meta = llm.metadata.model_dump(mode="json")
         self._model_id = f"{llm.class_name()}:{json.dumps(meta, sort_keys=True)}"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import functools
+import hashlib
 import logging
 import os
 import re
@@ -23,7 +24,15 @@ import numpy as np
 
 from lean_plugins.cache.guard import SemanticGuard, word_overlap
 from lean_plugins.cache.keys import key_hash, storage_id
-from lean_plugins.cache.stores import LocalStore, PostgresStore, Record, RedisStore, Store, encode_payload
+from lean_plugins.cache.stores import (
+    LocalStore,
+    PostgresStore,
+    Record,
+    RedisStore,
+    Store,
+    delete_redis_keys,
+    encode_payload,
+)
 from lean_plugins.cache.verifier import PairVerifier
 from lean_plugins.errors import ConfigurationError
 
@@ -46,6 +55,7 @@ DEFAULT_OVERLAP_PENALTY = 0.14
 REDIS_URL_ENV = "LEAN_PLUGINS_REDIS_URL"
 POSTGRES_URL_ENV = "LEAN_PLUGINS_POSTGRES_URL"
 _STORE_NAME = re.compile(r"^[0-9a-f]{24}$")
+_KEY_PREFIX = re.compile(r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)*$")
 
 EmbeddingFn = Callable[[Sequence[str]], np.ndarray]
 
@@ -117,6 +127,11 @@ class LeanCache:
         top_k: semantic candidates checked per lookup.
         record_hits: record each hit in the savings ledger (layer ``"cache"``, kind ``"hit"``).
         retry_after: seconds to wait before retrying a failed back-end.
+        tenant: the tenant whose entries this cache reads, writes and clears: each tenant's
+            entries are stored apart, so ``clear()`` removes only that tenant's (``None``: the
+            entries stored without a tenant). See :meth:`for_tenant`.
+        key_prefix: first part of every Redis key this cache writes (``"<key_prefix>:..."``);
+            ``clear()`` deletes only keys of this cache's own layout under it.
     """
 
     def __init__(
@@ -136,6 +151,8 @@ class LeanCache:
         top_k: int = 5,
         record_hits: bool = True,
         retry_after: float = 5.0,
+        tenant: str | None = None,
+        key_prefix: str = "lean-plugins",
     ) -> None:
         if mode not in MODES:
             raise ConfigurationError(f"LeanCache mode must be one of {MODES}, got {mode!r}.")
@@ -181,6 +198,21 @@ class LeanCache:
         self._stores_lock = threading.Lock()
         self._failure = _Failure()
         self._redis: Any = None
+        if not _KEY_PREFIX.match(key_prefix):
+            raise ConfigurationError(
+                f"key_prefix must be letters, digits, '_', '.', '-' (parts joined by ':'), got {key_prefix!r}."
+            )
+        self.key_prefix = key_prefix
+        if tenant is not None and not isinstance(tenant, str):
+            raise TypeError(f"tenant must be a str or None, got {type(tenant).__name__}.")
+        self.tenant = tenant
+        #: Where this tenant's stores live: "" (no tenant) or "t-" + a hash of the tenant id.
+        self._scope = "" if tenant is None else "t-" + hashlib.sha256(tenant.encode("utf-8")).hexdigest()[:16]
+        self._init_args = dict(
+            path=path, mode=mode, threshold=threshold, ttl=ttl, max_entries=max_entries, backend=backend,
+            url=url, embedding=embedding, guard=guard, verifier=verifier, overlap_penalty=overlap_penalty,
+            top_k=top_k, record_hits=record_hits, retry_after=retry_after, key_prefix=key_prefix,
+        )  # fmt: skip
         _OPEN_CACHES.add(self)
 
     # -- configuration ---------------------------------------------------------------------------
@@ -217,14 +249,27 @@ class LeanCache:
         return vectors
 
     # -- stores ----------------------------------------------------------------------------------
-    def _open(self, sid: str) -> Store:
+    def for_tenant(self, tenant: str | None) -> LeanCache:
+        """A cache with this one's settings whose entries (and ``clear()``) are ``tenant``'s own."""
+        if tenant == self.tenant:
+            return self
+        return LeanCache(**self._init_args, tenant=tenant)
+
+    def _open(self, sid: str, dimension: int | None = None) -> Store:
+        dimension = self._dimension if dimension is None else dimension
         if self.backend == "local":
             assert self.path is not None
-            return LocalStore(self.path / sid, self._dimension)
+            return LocalStore(self.path / self._scope / sid, dimension)
         if self.backend == "postgres":
             assert self.url is not None
-            return PostgresStore(self.url, f"lean_{sid}", self._dimension)
-        return RedisStore(self._redis_client(), f"lean-plugins:{sid}", self._dimension)
+            return PostgresStore(self.url, self._pg_table(sid), dimension)
+        return RedisStore(self._redis_client(), self._redis_prefix(sid), dimension)
+
+    def _redis_prefix(self, sid: str) -> str:
+        return ":".join(part for part in (self.key_prefix, self._scope, sid) if part)
+
+    def _pg_table(self, sid: str) -> str:
+        return "_".join(part for part in ("lean", self._scope.replace("-", ""), sid) if part)
 
     def _redis_client(self) -> Any:
         if self._redis is None:
@@ -338,7 +383,7 @@ class LeanCache:
         if not ok or hit is None:
             return None
         if self.record_hits and record:
-            self._record(prompt, hit, model, tenant)
+            self._record(prompt, hit, model, self.tenant if tenant is None else tenant)
         return hit
 
     def get(self, prompt: str, *, namespace: str = "default") -> str | None:
@@ -359,41 +404,38 @@ class LeanCache:
         await asyncio.to_thread(lambda: self.put(prompt, response, **kwargs))
 
     def clear(self, namespace: str | None = None) -> None:
-        """Delete the entries of ``namespace``, or of every namespace when ``None``."""
+        """Delete the entries of ``namespace``, or of every namespace when ``None``.
+
+        Only this cache's tenant (see ``tenant``) is cleared, and on Redis only keys of this
+        cache's layout under ``key_prefix``. Other instances and processes on the same store
+        stop serving the cleared entries at their next lookup; no id is ever handed out again.
+        """
 
         def run() -> None:
             if namespace is not None:
-                self._store(namespace)  # open (creates nothing persistent beyond empty tables)
-                sid = storage_id(namespace)
-                with self._stores_lock:
-                    store = self._stores.pop(sid)
+                store = self._store(namespace)
                 with store.lock:
-                    store.destroy()
+                    store.clear()
                 return
             with self._stores_lock:
-                stores, self._stores = list(self._stores.values()), {}
-            for store in stores:
+                stores = dict(self._stores)
+            for store in stores.values():
                 with store.lock:
-                    store.destroy()
-            self._destroy_unopened()
+                    store.clear()
+            self._clear_unopened(set(stores))
 
         self._guarded("clear", run)
 
-    def _destroy_unopened(self) -> None:
-        """Namespaces this process has not opened (``clear()`` with no namespace)."""
+    def _clear_unopened(self, opened: set[str]) -> None:
+        """This tenant's namespaces this object has not opened (``clear()`` with no namespace)."""
+        if self.backend == "redis":
+            sid = "[0-9a-f]" * 24  # a store id: never another application's "<key_prefix>:name"
+            delete_redis_keys(self._redis_client(), f"{self._redis_prefix(sid)}:*")
+            return
         if self.backend == "local":
-            import shutil
-
             assert self.path is not None
-            if self.path.is_dir():
-                for child in self.path.iterdir():
-                    if child.is_dir() and _STORE_NAME.match(child.name):
-                        shutil.rmtree(child, ignore_errors=True)
-        elif self.backend == "redis":
-            client = self._redis_client()
-            keys = list(client.scan_iter(match="lean-plugins:*", count=1000))
-            for start in range(0, len(keys), 500):
-                client.delete(*keys[start : start + 500])
+            scope_dir = self.path / self._scope
+            sids = [c.name for c in scope_dir.iterdir() if c.is_dir()] if scope_dir.is_dir() else []
         else:
             from lean_plugins._optional import require
 
@@ -401,12 +443,17 @@ class LeanCache:
             engine = sqlalchemy.create_engine(self.url)
             try:
                 names = sqlalchemy.inspect(engine).get_table_names()
-                with engine.begin() as conn:
-                    for name in names:
-                        if re.match(r"^lean_[0-9a-f]{24}_", name):
-                            conn.execute(sqlalchemy.text(f'DROP TABLE IF EXISTS "{name}"'))
             finally:
                 engine.dispose()
+            table = re.compile(f"^{self._pg_table('([0-9a-f]{24})')}_question$")
+            sids = [m.group(1) for m in map(table.match, names) if m]
+        for sid in sids:
+            if _STORE_NAME.match(sid) and sid not in opened:
+                store = self._open(sid, dimension=None)
+                try:
+                    store.clear()
+                finally:
+                    store.close()
 
     def count(self, namespace: str = "default") -> int:
         """Entries stored in ``namespace`` (expired ones not yet removed included)."""

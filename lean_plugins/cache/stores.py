@@ -3,13 +3,20 @@
 Records and vectors go through GPTCache's managers: ``SQLStorage`` (SQLite embedded, or
 PostgreSQL) for records, ``Faiss`` (embedded) or ``PGVector`` (PostgreSQL) for vectors. The
 Redis store keeps records in plain Redis hashes with native per-key TTL (GPTCache's own Redis
-managers need the RedisJSON / RediSearch modules, which a stock Redis server lacks) and keeps
-its vectors in an in-process FAISS index that it syncs from Redis, so many app servers share
-one cache.
+managers need the RedisJSON / RediSearch modules, which a stock Redis server lacks) and searches
+its vectors inside the server with a Redis 8 vector set (``VADD`` / ``VSIM``, HNSW); on a server
+without vector sets (Redis 7) each process keeps a FAISS copy synced from Redis.
+
+Many instances share one store: record ids are never reused (SQL: a counter row that ``clear()``
+does not reset; Redis: a counter ``clear()`` keeps, seeded from the clock when a restarted server
+lost it), so a vector an instance found can only ever name the record it was stored with.
+Instances see each other's writes and clears (SQL: the counter row also carries a generation
+that ``clear()`` bumps; each search catches up when either moved).
 
 A record's payload is JSON ``{"prompt", "response", "created", "expires", "sha"}``; the
-``sha`` of the response is checked on every read, so a torn or altered record is a miss, never
-a wrong answer. Records are written in one transaction (SQL) or one ``MULTI`` (Redis).
+``sha`` of the response is checked on every read, so a torn or corrupted record is a miss, never
+a wrong answer (it detects damage, not a deliberate edit: it is not keyed). Records are written
+in one transaction (SQL) or one ``MULTI`` (Redis).
 """
 
 from __future__ import annotations
@@ -129,8 +136,8 @@ class Store(ABC):
     def count(self) -> int: ...
 
     @abstractmethod
-    def destroy(self) -> None:
-        """Delete everything of this namespace."""
+    def clear(self) -> None:
+        """Delete every record of this namespace; the store stays usable and ids are not reused."""
 
     def flush(self) -> None:  # noqa: B027 - optional hook
         """Persist in-memory state (vector index)."""
@@ -269,7 +276,11 @@ class SQLStore(Store):
     """Records in GPTCache's ``SQLStorage``; vectors in FAISS (embedded) or pgvector (PostgreSQL).
 
     The record's ``question`` column holds the exact-match key (a sha256 hex string), its
-    answer holds the JSON payload.
+    answer holds the JSON payload. A one-row table ``<table>_meta`` holds the next record id and
+    a generation: rows are written with ids taken from it in the same transaction, ``clear()``
+    deletes rows and bumps the generation (never the id), and a search first catches up with
+    what other instances wrote or cleared since (new ids: added to the FAISS copy; new
+    generation: the copy is rebuilt from the rows).
     """
 
     #: Save the FAISS index after this many unsaved writes (and always on close).
@@ -308,6 +319,7 @@ class SQLStore(Store):
             self.records._engine.dispose()  # reconnect with the pragmas
         for name, column in (("q", self._ques.question), ("a", self._answer.question_id)):
             sqlalchemy.Index(f"ix_{table}_{name}", column).create(bind=self.records._engine, checkfirst=True)
+        self._meta = self._create_meta()
         self._vectors_kind = vectors
         self._index_path = index_path
         self._sql_url = sql_url
@@ -315,9 +327,86 @@ class SQLStore(Store):
         self._pg: Any = None
         self._unsaved = 0
         self._touched: dict[int, Any] = {}
+        # The (next id, generation) this instance's view (count, FAISS copy) is up to date with.
+        self._seen = self._read_meta()
         self._count = self.records.count()
         if dimension is not None:
             self.ensure_vectors(dimension)
+
+    # -- the shared counter row ----------------------------------------------------------------
+    def _create_meta(self) -> Any:
+        sa = self._sa
+        meta = sa.Table(
+            f"{self._table}_meta",
+            sa.MetaData(),
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("next_id", sa.BigInteger, nullable=False),
+            sa.Column("generation", sa.BigInteger, nullable=False),
+        )
+        engine = self.records._engine
+        try:
+            meta.create(bind=engine, checkfirst=True)
+        except sa.exc.DatabaseError:  # another instance created it between the check and ours
+            if not sa.inspect(engine).has_table(meta.name):
+                raise
+        # Existing stores (before the counter row) continue after their highest id.
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    f'INSERT INTO "{meta.name}" (id, next_id, generation) '
+                    f'SELECT 1, COALESCE(MAX(id), 0) + 1, 0 FROM "{self._ques.__tablename__}" WHERE 1 = 1 '
+                    "ON CONFLICT (id) DO NOTHING"
+                )
+            )
+        return meta
+
+    def _read_meta(self, session: Any = None) -> tuple[int, int]:
+        query = self._sa.select(self._meta.c.next_id, self._meta.c.generation).where(self._meta.c.id == 1)
+        if session is not None:
+            row = session.execute(query).one()
+        else:
+            with self.records._engine.connect() as conn:
+                row = conn.execute(query).one()
+        return int(row[0]), int(row[1])
+
+    def _take_ids(self, session: Any, n: int) -> list[int]:
+        """Reserve ``n`` new ids inside ``session``'s transaction (its first write: takes the lock)."""
+        end = session.execute(
+            self._sa.text(f'UPDATE "{self._meta.name}" SET next_id = next_id + :n WHERE id = 1 RETURNING next_id'),
+            {"n": n},
+        ).scalar_one()
+        return list(range(int(end) - n, int(end)))
+
+    def _vector_rows(self, below: int, from_id: int = 0) -> list[tuple[int, bytes]]:
+        with self.records.Session() as session:
+            rows = (
+                session.query(self._ques.id, self._ques.embedding_data)
+                .filter(
+                    self._ques.deleted == 0,
+                    self._ques.embedding_data.isnot(None),
+                    self._ques.id >= from_id,
+                    self._ques.id < below,
+                )
+                .all()
+            )
+        return [(int(r.id), r.embedding_data) for r in rows]
+
+    def refresh(self) -> None:
+        """Catch up with other instances' writes and clears (one small read when nothing moved)."""
+        next_id, generation = self._read_meta()
+        seen_next, seen_generation = self._seen
+        if (next_id, generation) == self._seen:
+            return
+        if self._faiss is not None:
+            if generation != seen_generation:
+                self._faiss.load_or_rebuild(self._vector_rows(next_id), self._faiss.index._dimension)
+            else:
+                rows = self._vector_rows(next_id, seen_next)
+                if rows:
+                    ids = np.array([rid for rid, _ in rows], dtype=np.int64)
+                    self._faiss.add_many(np.stack([np.frombuffer(b, dtype=np.float32) for _, b in rows]), ids)
+        self._count = self.records.count()
+        self._seen = (next_id, generation)
 
     # -- vectors -------------------------------------------------------------------------------
     def ensure_vectors(self, dimension: int) -> None:
@@ -331,14 +420,9 @@ class SQLStore(Store):
                 self._pg = self._make_pgvector(pgvector, dimension)
             return
         faiss = _AtomicFaiss(self._index_path, dimension)
-
-        with self.records.Session() as session:
-            rows = (
-                session.query(self._ques.id, self._ques.embedding_data)
-                .filter(self._ques.deleted == 0, self._ques.embedding_data.isnot(None))
-                .all()
-            )
-        faiss.load_or_rebuild([(r.id, r.embedding_data) for r in rows], dimension)
+        self._seen = self._read_meta()
+        faiss.load_or_rebuild(self._vector_rows(self._seen[0]), dimension)
+        self._count = self.records.count()
         self._faiss = faiss
 
     def _make_pgvector(self, pgvector: Any, dimension: int) -> Any:
@@ -352,37 +436,12 @@ class SQLStore(Store):
 
     # -- records -------------------------------------------------------------------------------
     def insert(self, key: str, payload: str, vector: np.ndarray | None, ttl: float | None) -> int:
-        base = _gptcache.load("gptcache.manager.scalar_data.base")
-        old = [r.id for r in self._ids_for_key(key)]
-        if vector is not None:
-            self.ensure_vectors(int(vector.shape[-1]))
-        data = base.CacheData(
-            question=key,
-            answers=[base.Answer(payload, base.DataType.STR)],
-            embedding_data=None if vector is None else vector.astype(np.float32),
-        )
-        (record_id,) = self.records.batch_insert([data])
-        if vector is not None:
-            if self._pg is not None:
-                self._pg.mul_add(
-                    [_gptcache.load("gptcache.manager.vector_data.base").VectorData(record_id, vector)]
-                )
-            else:
-                assert self._faiss is not None
-                self._faiss.add(record_id, vector)
-                self._unsaved += 1
-        self._count += 1
-        if old:
-            self.delete(old)
-        if self._unsaved >= self.flush_every:
-            self.flush()
-        return int(record_id)
+        return self.insert_many([key], [payload], None if vector is None else vector.reshape(1, -1), ttl)[0]
 
     def insert_many(
         self, keys: list[str], payloads: list[str], vectors: np.ndarray | None, ttl: float | None
     ) -> list[int]:
         """One transaction for all records (bulk warm-up of a cache)."""
-        base = _gptcache.load("gptcache.manager.scalar_data.base")
         old: list[int] = []
         unique = sorted(set(keys))
         with self.records.Session() as session:
@@ -396,33 +455,39 @@ class SQLStore(Store):
                 ]
         if vectors is not None:
             self.ensure_vectors(int(vectors.shape[-1]))
-        datas = [
-            base.CacheData(
-                question=key,
-                answers=[base.Answer(payload, base.DataType.STR)],
-                embedding_data=None if vectors is None else vectors[i].astype(np.float32),
+            vectors = vectors.astype(np.float32)
+        with self.records.Session() as session:
+            ids = self._take_ids(session, len(keys))
+            session.add_all(
+                self._ques(
+                    id=rid, question=key, embedding_data=None if vectors is None else vectors[i].tobytes()
+                )
+                for i, (rid, key) in enumerate(zip(ids, keys, strict=True))
             )
-            for i, (key, payload) in enumerate(zip(keys, payloads, strict=True))
-        ]
-        ids = [int(i) for i in self.records.batch_insert(datas)]
+            session.add_all(
+                self._answer(question_id=rid, answer=payload, answer_type=0)  # 0: GPTCache's DataType.STR
+                for rid, payload in zip(ids, payloads, strict=True)
+            )
+            session.commit()
+        # Ids right after the ones this view has seen: nobody else wrote in between, so the view
+        # stays current by adding ours. Otherwise the next refresh() reads them with the others'.
+        contiguous = ids[0] == self._seen[0]
+        if contiguous:
+            self._seen = (ids[-1] + 1, self._seen[1])
+            self._count += len(ids)
         if vectors is not None:
             if self._pg is not None:
                 vector_data = _gptcache.load("gptcache.manager.vector_data.base").VectorData
                 self._pg.mul_add([vector_data(rid, vectors[i]) for i, rid in enumerate(ids)])
-            else:
+            elif contiguous:
                 assert self._faiss is not None
                 self._faiss.add_many(vectors, np.array(ids, dtype=np.int64))
-        self._count += len(ids)
+                self._unsaved += len(ids)
         if old:
             self.delete(old)
-        self.flush()
+        if self._unsaved >= self.flush_every or len(ids) > 1:
+            self.flush()
         return ids
-
-    def _ids_for_key(self, key: str) -> list[Any]:
-        with self.records.Session() as session:
-            return (
-                session.query(self._ques.id).filter(self._ques.question == key, self._ques.deleted == 0).all()
-            )
 
     def _load(self, where: Any) -> dict[int, Record]:
         with self.records.Session() as session:
@@ -450,6 +515,7 @@ class SQLStore(Store):
         if self._pg is not None:
             return [(_l2_to_cosine(float(d) ** 2), int(i)) for d, i in self._pg.search(vector, top_k=top_k)]
         assert self._faiss is not None
+        self.refresh()
         return self._faiss.search(vector, top_k)
 
     def delete(self, ids: list[int]) -> None:
@@ -479,6 +545,11 @@ class SQLStore(Store):
             session.commit()
 
     def evict(self, max_entries: int) -> int:
+        self.refresh()
+        if self._count <= max_entries:
+            return 0
+        # Other instances' deletes do not move the counter row: count for real before deleting.
+        self._count = self.records.count()
         excess = self._count - max_entries
         if excess <= 0:
             return 0
@@ -496,6 +567,7 @@ class SQLStore(Store):
         return len(ids)
 
     def count(self) -> int:
+        self.refresh()
         return self._count
 
     def flush(self) -> None:
@@ -507,23 +579,29 @@ class SQLStore(Store):
     def close(self) -> None:
         self.flush()
         self.records._engine.dispose()
-
-    def destroy(self) -> None:
-        tables = [
-            self._ques,
-            self._answer,
-            self.records._ques_dep,
-            self.records._session,
-            self.records._report,
-        ]
-        for model in tables:
-            model.__table__.drop(bind=self.records._engine, checkfirst=True)
         if self._pg is not None:
-            self._pg._store.__table__.drop(bind=self._pg._engine, checkfirst=True)
             self._pg._engine.dispose()
-        self.records._engine.dispose()
-        self._faiss = None
+
+    def clear(self) -> None:
+        sa = self._sa
+        vector_table = f"{self._table}_pg_vector_store"
+        has_pg_table = self._pg is not None or (
+            self._vectors_kind == "pgvector" and sa.inspect(self.records._engine).has_table(vector_table)
+        )
+        self._touched = {}
+        with self.records.Session() as session:
+            # The generation first: it takes the write lock, and tells other instances to rebuild.
+            session.execute(sa.text(f'UPDATE "{self._meta.name}" SET generation = generation + 1 WHERE id = 1'))
+            for model in (self._answer, self.records._ques_dep, self.records._session, self._ques):
+                session.query(model).delete(synchronize_session=False)
+            if has_pg_table:
+                session.execute(sa.text(f'DELETE FROM "{vector_table}"'))
+            session.commit()
+            self._seen = self._read_meta(session)
         self._count = 0
+        if self._faiss is not None:
+            self._faiss.load_or_rebuild([], self._faiss.index._dimension)
+            self._faiss.flush()
 
 
 class LocalStore(SQLStore):
@@ -540,14 +618,6 @@ class LocalStore(SQLStore):
             index_path=directory / "vectors.faiss",
         )
 
-    def destroy(self) -> None:
-        import shutil
-
-        self.records._engine.dispose()
-        self._faiss = None
-        shutil.rmtree(self.directory, ignore_errors=True)
-        self._count = 0
-
 
 class PostgresStore(SQLStore):
     """PostgreSQL records + pgvector vectors; tables ``lean_<namespace hash>_*``."""
@@ -563,75 +633,177 @@ class PostgresStore(SQLStore):
 # --------------------------------------------------------------------------------------------
 
 
-class RedisStore(Store):
-    """Records in Redis hashes (native TTL) with an LRU sorted set; vectors in a local FAISS
-    index synced from Redis before each search, so entries written by other processes are found.
+#: (server address, index kind) pairs already logged, so each is logged once per process.
+_LOGGED_REDIS_INDEX: set[tuple[str, str]] = set()
 
-    Keys (``P`` = ``lean-plugins:<namespace hash>``): ``P:e:<id>`` hash (key, payload, vec),
-    ``P:k:<key>`` set of ids, ``P:lru`` zset (id -> last use), ``P:added`` zset (id -> id),
-    ``P:next`` id counter.
+
+def redis_has_vector_sets(client: Any) -> bool:
+    """Whether the server answers the vector-set commands (Redis 8, or the vectorset module)."""
+    redis = _redis_module()
+    try:
+        client.execute_command("VCARD", "lean-plugins:probe-vector-sets")
+    except redis.exceptions.ResponseError:  # "unknown command": Redis 7 and older
+        return False
+    return True
+
+
+def _redis_module() -> Any:
+    from lean_plugins._optional import require
+
+    return require("redis", "redis")
+
+
+class RedisStore(Store):
+    """Records in Redis hashes (native TTL) with an LRU sorted set; vectors in a Redis 8 vector
+    set searched inside the server, or, on a server without vector sets, in a local FAISS copy
+    synced from Redis before each search.
+
+    Keys (``P`` = the store's prefix): ``P:e:<id>`` hash (key, payload, vec), ``P:k:<key>`` set
+    of ids, ``P:lru`` zset (id -> last use), ``P:v`` vector set (id -> vector), ``P:next`` id
+    counter (``clear()`` keeps it; a server that lost it starts it from the clock in microseconds,
+    above any id it handed out before), and for the FAISS copy ``P:added`` zset (id -> id) and
+    ``P:epoch`` (a token ``clear()`` and a restart remove: a copy made under another token is
+    rebuilt). Every candidate is re-scored with the vector stored in its own record, so a vector
+    index that is behind (or quantised) can cause a miss, never another record's answer.
+
+    Args:
+        client: a ``redis.Redis`` client.
+        prefix: the key prefix of this namespace.
+        dimension: the vector dimension, when known.
+        index: ``"auto"`` (vector set when the server has them, else the FAISS copy),
+            ``"vectorset"`` or ``"faiss"``.
     """
 
-    def __init__(self, client: Any, prefix: str, dimension: int | None) -> None:
+    #: HNSW exploration factor of a ``VSIM`` search (the server's default is 200 * count / 10
+    #: capped; a fixed value keeps recall steady at any ``top_k``).
+    vsim_ef = 200
+
+    def __init__(self, client: Any, prefix: str, dimension: int | None, index: str = "auto") -> None:
         super().__init__()
         self.client = client
         self.prefix = prefix
+        if index not in ("auto", "vectorset", "faiss"):
+            raise ValueError(f"index must be 'auto', 'vectorset' or 'faiss', got {index!r}")
+        has_sets = index == "vectorset" or (index == "auto" and redis_has_vector_sets(client))
+        self.index = "vectorset" if has_sets else "faiss"
+        self._log_index()
         self._faiss: _AtomicFaiss | None = None
         self._synced = 0
         self._known: set[int] = set()
+        self._epoch: bytes | None = None
         if dimension is not None:
             self._ensure_vectors(dimension)
+
+    def _log_index(self) -> None:
+        kwargs = self.client.connection_pool.connection_kwargs
+        where = f"{kwargs.get('host', kwargs.get('path', '?'))}:{kwargs.get('port', '')}/{kwargs.get('db', 0)}"
+        if (where, self.index) in _LOGGED_REDIS_INDEX:
+            return
+        _LOGGED_REDIS_INDEX.add((where, self.index))
+        if self.index == "vectorset":
+            logger.info("Redis cache at %s: vectors searched inside the server (vector sets, HNSW).", where)
+        else:
+            logger.info(
+                "Redis cache at %s: the server has no vector sets (Redis < 8), so each process keeps "
+                "a FAISS copy of the vectors, synced before each search.",
+                where,
+            )
 
     def _k(self, *parts: object) -> str:
         return ":".join([self.prefix, *map(str, parts)])
 
     def _ensure_vectors(self, dimension: int) -> None:
-        if self._faiss is None:
+        if self.index == "faiss" and self._faiss is None:
             self._faiss = _AtomicFaiss(None, dimension)
-            self._faiss.load_or_rebuild([], dimension)
-            self._synced = 0
-            self._known = set()
+            self._reset_copy()
+
+    def _reset_copy(self) -> None:
+        assert self._faiss is not None
+        self._faiss.load_or_rebuild([], self._faiss.index._dimension)
+        self._synced = 0
+        self._known = set()
 
     #: Ids are taken (INCR) before their record is committed, so a record can land after a
     #: higher id was synced; each sync re-reads this many ids below the highest one seen.
     sync_window = 4096
 
     def _sync(self) -> None:
+        """Bring the FAISS copy up to date (fallback path only)."""
         assert self._faiss is not None
+        epoch = self.client.get(self._k("epoch"))
+        if epoch is None:  # a fresh or cleared namespace, or a restarted server
+            self.client.set(self._k("epoch"), os.urandom(8).hex(), nx=True)
+            epoch = self.client.get(self._k("epoch"))
+        if epoch != self._epoch:
+            self._reset_copy()
+            self._epoch = epoch
         low = max(0, self._synced - self.sync_window)
         seen = [int(i) for i in self.client.zrangebyscore(self._k("added"), f"({low}", "+inf")]
         new_ids = [i for i in seen if i not in self._known]
         if not new_ids:
             return
-        pipe = self.client.pipeline(transaction=False)
-        for rid in new_ids:
-            pipe.hget(self._k("e", rid), "vec")
-        for rid, blob in zip(new_ids, pipe.execute(), strict=True):
-            if blob:  # None: expired or deleted since (the record and its "added" entry are one MULTI)
-                self._faiss.add(rid, np.frombuffer(blob, dtype=np.float32))
-            self._known.add(rid)
+        for start in range(0, len(new_ids), 5000):
+            chunk = new_ids[start : start + 5000]
+            pipe = self.client.pipeline(transaction=False)
+            for rid in chunk:
+                pipe.hget(self._k("e", rid), "vec")
+            # None: expired or deleted since (the record and its "added" entry are one MULTI)
+            found = [(rid, blob) for rid, blob in zip(chunk, pipe.execute(), strict=True) if blob]
+            if found:
+                vectors = np.stack([np.frombuffer(blob, dtype=np.float32) for _, blob in found])
+                self._faiss.add_many(vectors, np.array([rid for rid, _ in found], dtype=np.int64))
+            self._known.update(chunk)
         self._synced = max(self._synced, *new_ids)
 
+    def _new_ids(self, n: int) -> list[int]:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(self._k("next"), time.time_ns() // 1000, nx=True)
+        pipe.incrby(self._k("next"), n)
+        end = int(pipe.execute()[1])
+        return list(range(end - n + 1, end + 1))
+
     def insert(self, key: str, payload: str, vector: np.ndarray | None, ttl: float | None) -> int:
-        old = [int(i) for i in self.client.smembers(self._k("k", key))]
-        record_id = int(self.client.incr(self._k("next")))
-        fields: dict[str, Any] = {"key": key, "payload": payload}
-        if vector is not None:
-            fields["vec"] = vector.astype(np.float32).tobytes()
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self._k("e", record_id), mapping=fields)
-        pipe.sadd(self._k("k", key), record_id)
-        if ttl is not None:
-            ms = max(1, int(ttl * 1000))
-            pipe.pexpire(self._k("e", record_id), ms)
-            pipe.pexpire(self._k("k", key), ms)
-        pipe.zadd(self._k("lru"), {str(record_id): time.time()})
-        if vector is not None:
-            pipe.zadd(self._k("added"), {str(record_id): record_id})
-        pipe.execute()
+        return self.insert_many([key], [payload], None if vector is None else vector.reshape(1, -1), ttl)[0]
+
+    #: Records per ``MULTI`` in :meth:`insert_many`.
+    write_chunk = 500
+
+    def insert_many(
+        self, keys: list[str], payloads: list[str], vectors: np.ndarray | None, ttl: float | None
+    ) -> list[int]:
+        """Records in pipelined ``MULTI`` blocks (each block all-or-nothing)."""
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.smembers(self._k("k", key))
+        old = sorted({int(i) for members in pipe.execute() for i in members})
+        ids = self._new_ids(len(keys))
+        if vectors is not None:
+            vectors = vectors.astype(np.float32)
+            self._ensure_vectors(int(vectors.shape[-1]))
+        for start in range(0, len(ids), self.write_chunk):
+            pipe = self.client.pipeline(transaction=True)
+            for i in range(start, min(len(ids), start + self.write_chunk)):
+                record_id, key = ids[i], keys[i]
+                fields: dict[str, Any] = {"key": key, "payload": payloads[i]}
+                if vectors is not None:
+                    fields["vec"] = vectors[i].tobytes()
+                pipe.hset(self._k("e", record_id), mapping=fields)
+                pipe.sadd(self._k("k", key), record_id)
+                if ttl is not None:
+                    ms = max(1, int(ttl * 1000))
+                    pipe.pexpire(self._k("e", record_id), ms)
+                    pipe.pexpire(self._k("k", key), ms)
+                pipe.zadd(self._k("lru"), {str(record_id): time.time()})
+                if vectors is None:
+                    continue
+                if self.index == "vectorset":
+                    pipe.execute_command("VADD", self._k("v"), "FP32", fields["vec"], str(record_id))
+                else:
+                    pipe.zadd(self._k("added"), {str(record_id): record_id})
+            pipe.execute()
         if old:
             self.delete(old)
-        return record_id
+        return ids
 
     def exact(self, key: str) -> list[Record]:
         ids = [int(i) for i in self.client.smembers(self._k("k", key))]
@@ -656,16 +828,45 @@ class RedisStore(Store):
         return out
 
     def search(self, vector: np.ndarray, top_k: int) -> list[tuple[float, int]]:
-        self._ensure_vectors(int(vector.shape[-1]))
-        self._sync()
-        assert self._faiss is not None
-        return self._faiss.search(vector, top_k)
+        query = vector.astype(np.float32).reshape(-1)
+        self._ensure_vectors(int(query.shape[0]))
+        if self.index == "vectorset":
+            reply = self.client.execute_command(
+                "VSIM", self._k("v"), "FP32", query.tobytes(), "COUNT", top_k, "EF", self.vsim_ef
+            )
+            ids = [int(name) for name in reply or []]
+        else:
+            self._sync()
+            assert self._faiss is not None
+            ids = [rid for _, rid in self._faiss.search(query.reshape(1, -1), top_k)]
+        return self._rescore(query, ids)
+
+    def _rescore(self, query: np.ndarray, ids: list[int]) -> list[tuple[float, int]]:
+        """``(cosine, id)`` from each candidate's own stored vector, best first."""
+        if not ids:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for rid in ids:
+            pipe.hget(self._k("e", rid), "vec")
+        found, gone = [], []
+        for rid, blob in zip(ids, pipe.execute(), strict=True):
+            if blob is None or len(blob) != query.nbytes:
+                gone.append(rid)
+                continue
+            found.append((float(np.dot(np.frombuffer(blob, dtype=np.float32), query)), rid))
+        if gone:
+            self._forget(gone)
+        return sorted(found, reverse=True)
 
     def _forget(self, ids: list[int]) -> None:
         members = [str(i) for i in ids]
         pipe = self.client.pipeline(transaction=True)
         pipe.zrem(self._k("lru"), *members)
-        pipe.zrem(self._k("added"), *members)
+        if self.index == "vectorset":
+            for member in members:
+                pipe.execute_command("VREM", self._k("v"), member)
+        else:
+            pipe.zrem(self._k("added"), *members)
         pipe.execute()
         if self._faiss is not None:
             self._faiss.delete(ids)
@@ -700,11 +901,20 @@ class RedisStore(Store):
     def count(self) -> int:
         return int(self.client.zcard(self._k("lru")))
 
-    def destroy(self) -> None:
-        keys = list(self.client.scan_iter(match=self.prefix + ":*", count=1000))
-        for start in range(0, len(keys), 500):
-            self.client.delete(*keys[start : start + 500])
+    def clear(self) -> None:
+        delete_redis_keys(self.client, self.prefix + ":*")
         if self._faiss is not None:
-            self._faiss.load_or_rebuild([], self._faiss.index._dimension)
-        self._synced = 0
-        self._known = set()
+            self._reset_copy()
+        self._epoch = None
+
+
+def delete_redis_keys(client: Any, pattern: str) -> int:
+    """Delete the keys matching ``pattern`` except id counters (``*:next``, never reset)."""
+    keys = [
+        k
+        for k in client.scan_iter(match=pattern, count=1000)
+        if not (k.decode() if isinstance(k, bytes) else k).endswith(":next")
+    ]
+    for start in range(0, len(keys), 500):
+        client.delete(*keys[start : start + 500])
+    return len(keys)
