@@ -22,8 +22,7 @@ import logging
 import random
 import re
 import threading
-import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -32,14 +31,16 @@ import numpy as np
 from lean_plugins import ledger
 from lean_plugins._optional import require, require_extra
 from lean_plugins.compress.data import word_spans
-from lean_plugins.compress.language import ENGLISH_STOPWORDS, looks_english
+from lean_plugins.compress.language import ENGLISH_STOPWORDS, fold, looks_english
 from lean_plugins.compress.model import DEFAULT_MODEL_ALIASES, check_token_classifier, resolve_model
+from lean_plugins.compress.relevance import RelevanceModel, shipped_relevance_model
 from lean_plugins.compress.spans import (
     DEFAULT_PROTECTED_PATTERNS,
+    NUMBER_PATTERN,
     compile_patterns,
+    number_groups,
     protected_word_mask,
     sentence_spans,
-    unit_word_mask,
 )
 from lean_plugins.errors import ConfigurationError, ModelLoadError
 from lean_plugins.tokens import Tokenizer, count_tokens, get_tokenizer, use_offline_tiktoken
@@ -47,6 +48,10 @@ from lean_plugins.tokens import Tokenizer, count_tokens, get_tokenizer, use_offl
 logger = logging.getLogger("lean_plugins.compress")
 
 NonEnglishPolicy = Literal["pass", "compress", "raise"]
+
+# Without a query: added to the score of names and number words (``_answer_words``); the
+# value the SQuAD development articles chose, each left out in turn (docs/compress.md).
+ANSWER_WORD_BONUS = 0.0
 
 # llmlingua picks its word-merging code from a substring of ``model_name`` and raises a bare
 # NotImplementedError for any other name; these are the two names it knows, by tokenizer style.
@@ -121,14 +126,24 @@ class LeanCompressor:
         rate: default share of tokens to keep, in (0, 1].
         force_tokens: strings whose words are never dropped (LLMLingua's ``force_tokens``).
         protected_patterns: regexes whose matching words are never dropped, added to the
-            defaults (numbers, URLs, e-mails, code spans) unless ``protect_defaults=False``.
-        protect_units: also keep the unit and magnitude words that follow a protected number
-            ("4.6 billion years", "10th century"; ``spans.NUMBER_UNIT_WORDS``).
+            defaults (URLs, e-mails, code spans, and numbers with ``protect_numbers``) unless
+            ``protect_defaults=False``.
+        protect_numbers: never drop a word holding a digit. By default (False) a number is
+            ranked high but kept or dropped as one group with its unit words and the word that
+            says what it measures (``spans.number_groups``), so a tight budget drops the
+            figures of irrelevant sentences instead of turning them into bare figure lists;
+            with True every number is kept, and its group with it.
+        protect_units: put the unit and magnitude words of a number in its group
+            ("4.6 billion years", "July 8, 1905"; ``spans.NUMBER_UNIT_WORDS``).
         tokenizer: how ``origin_tokens``/``compressed_tokens`` and the budget are counted.
         relevance_weight: with a query, how strongly sentence relevance outranks the keep
             probability (0 ignores the query; 1 fills the most relevant sentences first).
-        lexical_weight: added to a sentence's cosine similarity times the share of the
-            query's content words it contains (exact terms help on names and dates).
+        relevance_model: how sentences are ranked against a query; None (default) uses the
+            shipped logistic weights (``compress.relevance``), fitted on SQuAD development
+            articles.
+        answer_word_bonus: without a query, added to the keep probability of names and number
+            words (what questions usually ask about; the classifier is uncased and cannot see
+            names). Chosen on SQuAD development articles, each left out in turn.
         on_non_english: ``"pass"`` returns non-English text unchanged (default for the
             English-only embedded model), ``"compress"`` compresses anyway (default for other
             models), ``"raise"`` raises ConfigurationError.
@@ -146,10 +161,12 @@ class LeanCompressor:
         force_tokens: Sequence[str] = (),
         protected_patterns: Sequence[str | re.Pattern[str]] = (),
         protect_defaults: bool = True,
+        protect_numbers: bool = False,
         protect_units: bool = True,
         tokenizer: str | Tokenizer = "cl100k_base",
         relevance_weight: float = 1.0,
-        lexical_weight: float = 0.5,
+        relevance_model: RelevanceModel | None = None,
+        answer_word_bonus: float = ANSWER_WORD_BONUS,
         on_non_english: NonEnglishPolicy | None = None,
         record_ledger: bool = True,
         batch_size: int = 8,
@@ -169,11 +186,16 @@ class LeanCompressor:
         self.rate = rate
         self.force_tokens = list(force_tokens)
         patterns = list(DEFAULT_PROTECTED_PATTERNS) if protect_defaults else []
+        if not protect_numbers:
+            patterns = [p for p in patterns if p != NUMBER_PATTERN]
         self._patterns = compile_patterns([*patterns, *protected_patterns], self.force_tokens)
         self.protect_units = protect_units
+        self.protect_numbers = protect_numbers and protect_defaults
+        self.number_bonus = NUMBER_BONUS if protect_defaults else 0.0
         self.tokenizer = tokenizer
         self.relevance_weight = float(relevance_weight)
-        self.lexical_weight = float(lexical_weight)
+        self.relevance_model = relevance_model
+        self.answer_word_bonus = float(answer_word_bonus)
         self.is_embedded = model is None or str(model) in DEFAULT_MODEL_ALIASES
         self.on_non_english: NonEnglishPolicy = on_non_english or ("pass" if self.is_embedded else "compress")
         self.record_ledger = record_ledger
@@ -473,7 +495,8 @@ class LeanCompressor:
             return [np.zeros(len(word_spans(t))) for t in texts]
         encoder = get_encoder(self.encoder_model, device=self.device)
         vectors = encoder.encode([query, *flat])
-        sims = vectors[1:] @ vectors[0] + self.lexical_weight * _term_overlap(query, flat)
+        model = self.relevance_model or shipped_relevance_model()
+        sims = model.score(query, flat, vectors[1:] @ vectors[0])
         low, high = float(sims.min()), float(sims.max())
         scaled = (sims - low) / (high - low) if high > low else np.ones_like(sims)
         out, k = [], 0
@@ -488,12 +511,13 @@ class LeanCompressor:
             k += len(spans)
         return out
 
-    def _forced_mask(self, text: str, spans: list[tuple[int, int]]) -> np.ndarray:
-        """Protected words, plus the unit/magnitude words of protected numbers ("4.6 billion years")."""
+    def _forced_mask(self, text: str, spans: list[tuple[int, int]], groups: list[list[int]]) -> np.ndarray:
+        """Protected words; with ``protect_numbers`` every number group too."""
         protected = np.array(protected_word_mask(text, spans, self._patterns), dtype=bool)
-        if not self.protect_units:
-            return protected
-        return protected | np.array(unit_word_mask(text, spans, protected.tolist()), dtype=bool)
+        if self.protect_numbers:
+            for members in groups:
+                protected[members] = True
+        return protected
 
     def _compress_active(
         self, texts: list[str], budgets: list[float], query: str | None, shared: bool
@@ -504,15 +528,26 @@ class LeanCompressor:
         if query and self.relevance_weight:
             for s, rel, t, sp in zip(scores, self._relevance(texts, query), texts, spans_of, strict=False):
                 s += self.relevance_weight * (rel + _focus_bonus(t, sp, rel, query))
+        elif self.answer_word_bonus:
+            for s, t, sp in zip(scores, texts, spans_of, strict=False):
+                s += self.answer_word_bonus * _answer_words(t, sp)
         groups = [list(range(len(texts)))] if shared else [[i] for i in range(len(texts))]
         outputs: list[str] = [""] * len(texts)
         kept: list[int] = [0] * len(texts)
         for group, budget in zip(groups, budgets, strict=False):
             group_texts = [texts[i] for i in group]
             group_spans = [spans_of[i] for i in group]
+            figures = [
+                number_groups(t, sp, units=self.protect_units)
+                for t, sp in zip(group_texts, group_spans, strict=False)
+            ]
             forced = np.concatenate(
-                [self._forced_mask(t, sp) for t, sp in zip(group_texts, group_spans, strict=False)]
+                [self._forced_mask(t, sp, g) for t, sp, g in zip(group_texts, group_spans, figures, strict=False)]
             )
+            offsets = np.cumsum([0, *[len(sp) for sp in group_spans]])
+            flat_groups = [
+                [m + int(off) for m in members] for off, g in zip(offsets, figures, strict=False) for members in g
+            ]
             costs = np.concatenate(
                 [
                     self._word_costs([t[a:b] for a, b in sp])
@@ -520,11 +555,15 @@ class LeanCompressor:
                 ]
             )
             flat_scores = np.concatenate([scores[i] for i in group])
+            flat_words = [t[a:b] for t, sp in zip(group_texts, group_spans, strict=False) for a, b in sp]
+            digit = np.array([any(ch.isdigit() for ch in w) for w in flat_words], dtype=bool)
+            flat_scores = flat_scores + self.number_bonus * digit
+            group_of = {m: members for members in flat_groups for m in members if digit[m]}
             origin_total = sum(self.count(t) for t in group_texts)
             # The budget is in real tokens; word costs sum a little differently from the text's count.
             target = budget * float(costs.sum()) / max(origin_total, 1)
             for _ in range(3):
-                keep = _select(flat_scores, costs, forced, target)
+                keep = _select(flat_scores, costs, forced, target, group_of)
                 pieces, pos = [], 0
                 for t, sp in zip(group_texts, group_spans, strict=False):
                     pieces.append(
@@ -550,6 +589,8 @@ class LeanCompressor:
 # budget allows), sentences near the top come next, and names and number words in relevant sentences (capitalised words and
 # "two", the usual answers to who/where/how-many questions) outrank the words around them.
 TOP_SENTENCE_BONUS = 1.0
+# Added to a number's score (it and its group then rank with the best words).
+NUMBER_BONUS = 0.5
 NAME_BONUS = 0.5
 NEAR_TOP = 0.6
 NEAR_TOP_BONUS = 1.0
@@ -569,36 +610,28 @@ def _focus_bonus(text: str, spans: list[tuple[int, int]], rel: np.ndarray, query
 
     A word that is in the query is not boosted as a name: the reader has it already.
     """
-    query_terms = set(_QUERY_WORD.findall(_fold(query)))
+    query_terms = set(_QUERY_WORD.findall(fold(query)))
     bonus = np.where(rel >= 1.0 - 1e-9, TOP_SENTENCE_BONUS, np.where(rel >= NEAR_TOP, NEAR_TOP_BONUS, 0.0))
-    words = [text[a:b].strip("\"'([{“‘") for a, b in spans]
-    capital = [w[:1].isupper() for w in words]
-    for i, word in enumerate(words):
-        if rel[i] < 0.5:
-            continue
-        # "Pérez de Guzmán", "Roger of Montgomery": a particle between two names is part of the name
-        in_name = capital[i] or (
-            word.lower() in _NAME_PARTICLES and 0 < i < len(words) - 1 and capital[i - 1] and capital[i + 1]
-        )
-        if in_name or word.lower().rstrip(".,;:") in _NUMBER_WORDS:
-            core = _QUERY_WORD.findall(_fold(word))
-            if not (core and core[0] in query_terms):
-                bonus[i] += NAME_BONUS * rel[i]
+    for i in np.flatnonzero(_answer_words(text, spans) & (rel >= 0.5)):
+        core = _QUERY_WORD.findall(fold(text[spans[i][0] : spans[i][1]]))
+        if not (core and core[0] in query_terms):
+            bonus[i] += NAME_BONUS * rel[i]
     return bonus
 
 
-def _fold(text: str) -> str:
-    """Lower case without accents: a query typed as "fiancee" matches "fiancée"."""
-    decomposed = unicodedata.normalize("NFKD", text.lower())
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-
-
-def _term_overlap(query: str, sentences: list[str]) -> np.ndarray:
-    """Share of the query's content words (not stop words) that each sentence contains."""
-    terms = {w for w in re.findall(r"\w+", _fold(query)) if w not in ENGLISH_STOPWORDS}
-    if not terms:
-        return np.zeros(len(sentences))
-    return np.array([len(terms & set(re.findall(r"\w+", _fold(s)))) / len(terms) for s in sentences])
+def _answer_words(text: str, spans: list[tuple[int, int]]) -> np.ndarray:
+    """Words that usually answer who/where/how-many questions: names (capitalised words that
+    are not stop words, and particles between two of them: "Pérez de Guzmán", "Roger of
+    Montgomery") and number words ("two", "third"). The classifier is uncased, so it cannot
+    see names by itself."""
+    words = [text[a:b].strip("\"'([{“‘") for a, b in spans]
+    bare = [w.lower().rstrip(".,;:!?)]}\"'”’") for w in words]
+    capital = [w[:1].isupper() and b not in ENGLISH_STOPWORDS for w, b in zip(words, bare, strict=False)]
+    out = np.zeros(len(words), dtype=bool)
+    for i, b in enumerate(bare):
+        particle = b in _NAME_PARTICLES and 0 < i < len(words) - 1 and capital[i - 1] and capital[i + 1]
+        out[i] = capital[i] or particle or b in _NUMBER_WORDS
+    return out
 
 
 def _uses_sentencepiece(tokenizer: Any) -> bool:
@@ -619,26 +652,37 @@ def _token_words(offsets: Iterable[tuple[int, int]], spans: list[tuple[int, int]
     return np.array(out, dtype=np.int64)
 
 
-def _select(scores: np.ndarray, costs: np.ndarray, forced: np.ndarray, budget: float) -> np.ndarray:
+def _select(
+    scores: np.ndarray,
+    costs: np.ndarray,
+    forced: np.ndarray,
+    budget: float,
+    group_of: Mapping[int, Sequence[int]] | None = None,
+) -> np.ndarray:
     """Forced words, then words by descending score until the budget is reached.
 
-    The word that crosses the budget is kept when that lands closer to it. Lower-scored
-    short words are not used to fill the remainder: that would trade a good word for
-    filler and move the choice away from the model's ranking.
+    A word in ``group_of`` (a number) is taken at its own score together with the rest of
+    its group (its unit words and the word it measures). The word or group that
+    crosses the budget is kept when that lands closer to it. Lower-scored short words are
+    not used to fill the remainder: that would trade a good word for filler and move the
+    choice away from the model's ranking.
     """
     keep = forced.copy()
     used = float(costs[forced].sum())
+    group_of = group_of or {}
     for i in np.argsort(-scores, kind="stable"):
         if used >= budget:
             break
         if keep[i]:
             continue
-        c = float(costs[i])
+        members = group_of.get(int(i))
+        take = [m for m in members if not keep[m]] if members is not None else [int(i)]
+        c = float(costs[take].sum())
         if used + c > budget:
             if used + c - budget < budget - used:
-                keep[i] = True
+                keep[take] = True
             break
-        keep[i] = True
+        keep[take] = True
         used += c
     return keep
 

@@ -118,3 +118,33 @@ def keep_f1(predicted: list[bool], reference: list[bool]) -> float:
         return 0.0
     precision, recall = tp / n_pred, tp / n_ref
     return 2 * precision * recall / (precision + recall)
+
+
+#: SQuAD development articles in the shared data folder (answer survival, relevance fit).
+SQUAD_FILES = ("qa/squad_normans_dev.json", "qa/squad_dev_articles.json")
+
+
+@dataclass(frozen=True)
+class QuestionItem:
+    """One answerable SQuAD question with its paragraph and the accepted answer strings."""
+
+    context: str
+    question: str
+    answers: tuple[str, ...]
+
+
+def load_squad_articles(paths: list[Path]) -> list[tuple[str, list[QuestionItem]]]:
+    """``(title, answerable questions)`` for each article of the SQuAD-format files, in order."""
+    import json
+
+    articles: list[tuple[str, list[QuestionItem]]] = []
+    for path in paths:
+        for article in json.loads(Path(path).read_text(encoding="utf-8"))["data"]:
+            items = []
+            for paragraph in article["paragraphs"]:
+                for qa in paragraph["qas"]:
+                    answers = tuple(a["text"] for a in qa.get("answers", []) if a.get("text"))
+                    if answers and not qa.get("is_impossible", False):
+                        items.append(QuestionItem(paragraph["context"], qa["question"], answers))
+            articles.append((article["title"], items))
+    return articles

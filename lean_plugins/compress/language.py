@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 # The usual English function words (a short NLTK-style list); also the stop-word baseline
 # of the benchmark.
@@ -51,3 +52,9 @@ def looks_english(text: str, *, min_words: int = 12) -> bool:
     english = sum(1 for w in latin_words if w in ENGLISH_STOPWORDS) / len(latin_words)
     foreign = sum(1 for w in latin_words if w in _FOREIGN_STOPWORDS) / len(latin_words)
     return not (foreign >= 0.08 and foreign > english)
+
+
+def fold(text: str) -> str:
+    """Lower case without accents: a query typed as "fiancee" matches "fiancée"."""
+    decomposed = unicodedata.normalize("NFKD", text.lower())
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
+from lean_plugins.compress.language import ENGLISH_STOPWORDS
+
 # Why each default: a dropped digit changes a fact; a cut URL or address stops working;
 # code loses its meaning when a token is removed.
 DEFAULT_PROTECTED_PATTERNS: tuple[str, ...] = (
@@ -14,6 +16,9 @@ DEFAULT_PROTECTED_PATTERNS: tuple[str, ...] = (
     r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b",  # e-mail address
     r"\S*\d\S*",  # any word holding a digit: numbers, dates, versions, ids
 )
+#: The default pattern that protects numbers; without ``protect_numbers`` a number is kept
+#: or dropped together with its unit words and the word saying what it measures.
+NUMBER_PATTERN = DEFAULT_PROTECTED_PATTERNS[-1]
 
 # Words that carry a number's magnitude or unit: "4.6 billion years" without "billion years"
 # is a different fact, so these stay with the protected number they follow.
@@ -22,14 +27,14 @@ NUMBER_UNIT_WORDS: frozenset[str] = frozenset(
     hundred hundreds thousand thousands million millions billion billions trillion trillions
     dozen dozens percent per cent percentage points point bn mn k
     year years yr yrs month months week weeks day days hour hours hr hrs minute minutes min mins
-    second seconds sec secs decade decades century centuries millennium millennia
+    second seconds sec secs decade decades century centuries millennium millennia ago
     bc bce ad ce am pm
     january february march april may june july august september october november december
     jan feb mar apr jun jul aug sep sept oct nov dec
     km kilometre kilometres kilometer kilometers mile miles metre metres meter meters m cm mm
     ft foot feet inch inches yard yards kg kilogram kilograms g gram grams lb lbs pound pounds
     ton tons tonne tonnes ounce ounces oz litre litres liter liters l ml gallon gallons
-    acre acres hectare hectares sq square cubic mph kph kmh degree degrees celsius fahrenheit
+    acre acres hectare hectares sq square cubic mph kph kmh degree degrees celsius fahrenheit c f
     kb mb gb tb ghz mhz hz kw mw gw kwh volt volts watt watts
     dollar dollars usd euro euros eur gbp yen yuan rupees cents
     """.split()
@@ -89,26 +94,104 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def unit_word_mask(text: str, words: Sequence[tuple[int, int]], protected: Sequence[bool]) -> list[bool]:
-    """True for unit/magnitude words (``NUMBER_UNIT_WORDS``) right after a protected word with a digit.
+# Words that may join two numbers into one figure: "75,000 to 100,000", "July 8, 1905".
+_NUMBER_LINKS = frozenset("to and or - – — x by".split())
+# Unit words that may come before their number ("July 8", "USD 5"); the rest only follow it.
+_LEADING_UNITS = frozenset(
+    """january february march april may june july august september october november december
+    jan feb mar apr jun jul aug sep sept oct nov dec usd eur gbp""".split()
+)
+_LETTER = re.compile(r"[^\W\d_]")
 
-    Follows the chain after a number ("4.6 billion years", "10th century", "5 km", "1 May").
-    A word before a number ("April 1191", "USD 5") is left to the model: protecting it too
-    cost 0.007 keep-F1 on the validation pairs and kept no extra SQuAD answer.
+
+def _bare(word: str) -> str:
+    match = _UNIT_WORD.match(word)
+    return match.group(1).lower().rstrip(".") if match else ""
+
+
+def is_content_word(word: str) -> bool:
+    """A word that says something by itself: it has a letter and no digit, and is neither a
+    stop word nor a unit word ("the", "percent" and "1905" are not; "rainfall" is)."""
+    if not _LETTER.search(word) or any(ch.isdigit() for ch in word):
+        return False
+    core = re.sub(r"^\W+|\W+$", "", word.lower())
+    core = core[:-2] if core.endswith(("'s", "’s")) else core
+    return len(core) > 1 and core not in ENGLISH_STOPWORDS and core not in NUMBER_UNIT_WORDS
+
+
+def number_groups(
+    text: str,
+    words: Sequence[tuple[int, int]],
+    sentences: Sequence[tuple[int, int]] | None = None,
+    *,
+    units: bool = True,
+) -> list[list[int]]:
+    """Word indices of each figure with what it measures: its digits, its unit words, and one
+    content word of its sentence (the word right after the figure when it is one, else the
+    nearest before, else the nearest after). Keeping or dropping a group whole means no
+    sentence is reduced to a bare list of figures.
+
+    Adjacent numbers joined by a link word ("75,000 to 100,000", "July 8, 1905") form one group.
+    ``units=False`` leaves the unit words out (they may still be kept on their own score).
     """
     n = len(words)
-    has_digit = [protected[i] and any(ch.isdigit() for ch in text[a:b]) for i, (a, b) in enumerate(words)]
-
-    def is_unit(i: int) -> bool:
-        match = _UNIT_WORD.match(text[words[i][0] : words[i][1]])
-        return bool(match) and match.group(1).lower().rstrip(".") in NUMBER_UNIT_WORDS
-
-    out = [False] * n
-    for i in range(n):
-        if not has_digit[i]:
+    tokens = [text[a:b] for a, b in words]
+    digit = [any(ch.isdigit() for ch in w) for w in tokens]
+    unit = [not digit[i] and _bare(w) in NUMBER_UNIT_WORDS for i, w in enumerate(tokens)]
+    sentences = sentence_spans(text) if sentences is None else sentences
+    sentence_of = [0] * n
+    k = 0
+    for i, (a, _) in enumerate(words):
+        while k + 1 < len(sentences) and sentences[k + 1][0] <= a:
+            k += 1
+        sentence_of[i] = k
+    groups: list[list[int]] = []
+    i = 0
+    while i < n:
+        if not digit[i]:
+            i += 1
             continue
-        j = i + 1
-        while j < n and j <= i + 2 and not has_digit[j] and is_unit(j):
-            out[j] = True
-            j += 1
-    return out
+        start = i
+        if i > 0 and unit[i - 1] and _bare(tokens[i - 1]) in _LEADING_UNITS and sentence_of[i - 1] == sentence_of[i]:
+            start = i - 1
+        end = i + 1  # exclusive
+        while end < n and sentence_of[end] == sentence_of[i]:
+            if digit[end]:
+                end += 1
+            elif unit[end] and end - 1 >= start and (digit[end - 1] or digit[end - 2 if end >= 2 else 0]):
+                end += 1
+            elif (
+                _bare(tokens[end]) in _NUMBER_LINKS or tokens[end] in _NUMBER_LINKS
+            ) and end + 1 < n and digit[end + 1] and sentence_of[end + 1] == sentence_of[i]:
+                end += 1
+            else:
+                break
+        members = [j for j in range(start, end) if units or not unit[j]]
+        anchor = _anchor(tokens, sentence_of, start, end)
+        if anchor is not None:
+            members.append(anchor)
+        groups.append(members)
+        i = end
+    return groups
+
+
+def _anchor(tokens: Sequence[str], sentence_of: Sequence[int], start: int, end: int) -> int | None:
+    """The content word that says what the figure ``tokens[start:end]`` measures."""
+    sentence = sentence_of[start]
+    after = end + 1 if end < len(tokens) and tokens[end].lower() == "of" else end
+    # "3 million dairy cattle": a figure that runs straight into a noun measures it;
+    # "115 °F (46.1 °C), set on": after a comma or bracket the subject is the one before.
+    joined = tokens[end - 1][-1:].isalnum() or tokens[end - 1][-1:] == "%"
+    if joined and after < len(tokens) and sentence_of[after] == sentence and is_content_word(tokens[after]):
+        return after
+    for j in range(start - 1, -1, -1):
+        if sentence_of[j] != sentence:
+            break
+        if is_content_word(tokens[j]):
+            return j
+    for j in range(end, len(tokens)):
+        if sentence_of[j] != sentence:
+            break
+        if is_content_word(tokens[j]):
+            return j
+    return None

@@ -129,7 +129,9 @@ def test_long_input_is_chunked_and_rate_held(compressor: LeanCompressor) -> None
 
 
 def test_protected_spans_survive_hard_compression() -> None:
-    compressor = LeanCompressor(force_tokens=["Rollo"], protected_patterns=[r"Frankish"], record_ledger=False)
+    compressor = LeanCompressor(
+        force_tokens=["Rollo"], protected_patterns=[r"Frankish"], protect_numbers=True, record_ledger=False
+    )
     text = (
         "Please note that the meeting, which was long, will be held on 2024-03-15 at the office of "
         "Rollo; write to admin@example.org or open https://example.org/agenda and run `make docs` "
@@ -267,10 +269,17 @@ SUN = (
 )
 
 
-@pytest.mark.parametrize("query", [None, "How old is the Sun?"])
-def test_numbers_keep_their_units(compressor: LeanCompressor, query: str | None) -> None:
+@pytest.mark.parametrize(
+    ("query", "facts"),
+    [
+        (None, ("4.6 billion years", "1.39 million kilometres", "99.86 percent")),
+        # with a question the budget goes to the answer; other figures go whole, with their nouns
+        ("How old is the Sun?", ("4.6 billion years",)),
+    ],
+)
+def test_numbers_keep_their_units(compressor: LeanCompressor, query: str | None, facts: tuple[str, ...]) -> None:
     out = compressor.compress(SUN, rate=0.3, query=query).text
-    for fact in ("4.6 billion years", "1.39 million kilometres", "99.86 percent"):
+    for fact in facts:
         assert fact in out, (fact, out)
     assert count_tokens(out) <= 0.3 * count_tokens(SUN) * 1.1
 

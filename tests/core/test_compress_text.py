@@ -14,9 +14,9 @@ from lean_plugins.compress.language import looks_english
 from lean_plugins.compress.spans import (
     DEFAULT_PROTECTED_PATTERNS,
     compile_patterns,
+    number_groups,
     protected_word_mask,
     sentence_spans,
-    unit_word_mask,
 )
 
 
@@ -119,30 +119,34 @@ def test_join_keeps_only_chosen_words_and_the_texts_outer_spacing() -> None:
 def test_unit_words_follow_their_number_only() -> None:
     text = "In April 1191 it sailed 4.6 billion years and 5 km on 1 May, costing USD 30 in the 10th century."
     spans = word_spans(text)
-    protected = protected_word_mask(text, spans, compile_patterns(DEFAULT_PROTECTED_PATTERNS))
-    units = unit_word_mask(text, spans, protected)
-    kept = {text[a:b] for (a, b), keep in zip(spans, units, strict=False) if keep}
-    assert kept == {"billion", "years", "km", "May,", "century."}
+    grouped = {text[spans[i][0] : spans[i][1]] for g in number_groups(text, spans) for i in g}
+    units = {"billion", "years", "km", "May,", "century.", "April", "USD"}
+    assert units <= grouped
+    # a unit-like word far from a number is not pulled in
+    assert "in" not in grouped and "costing" in grouped  # "costing USD 30": the word it measures
 
 
 def test_query_terms_match_without_accents() -> None:
-    from lean_plugins.compress.compressor import _term_overlap
+    from lean_plugins.compress.relevance import sentence_features
 
-    overlap = _term_overlap("Who was the fiancee?", ["His fiancée Berengaria waited.", "The fleet sailed."])
-    assert overlap[0] == 1.0 and overlap[1] == 0.0
+    features = sentence_features(
+        "Who was the fiancee?", ["His fiancée Berengaria waited.", "The fleet sailed."], [0.0, 0.0], None
+    )
+    assert features[0, 3] == 1.0 and features[1, 3] == 0.0  # term_share
 
 
-def test_protect_units_switch() -> None:
+def test_protect_numbers_switch() -> None:
     from lean_plugins.compress import LeanCompressor
 
     text = "It formed 4.6 billion years ago."
     spans = word_spans(text)
+    groups = number_groups(text, spans)
     marked = {
         switch: [text[a:b] for (a, b), keep in zip(spans, mask, strict=False) if keep]
         for switch in (True, False)
-        for mask in [LeanCompressor(protect_units=switch)._forced_mask(text, spans)]
+        for mask in [LeanCompressor(protect_numbers=switch)._forced_mask(text, spans, groups)]
     }
-    assert marked == {True: ["4.6", "billion", "years"], False: ["4.6"]}
+    assert marked == {True: ["formed", "4.6", "billion", "years"], False: []}
 
 
 def test_cli_reads_stdin_for_dash_and_names_a_missing_file(monkeypatch, capsys, tmp_path) -> None:
