@@ -71,6 +71,8 @@ def test_chat_model_partial_text_is_the_first_n_tokens(n: int) -> None:
     # accounting == what the model actually produced before it was stopped
     assert ledger.totals("llm")["output_after"] == produced == meta["tokens_generated"]
     assert ledger.totals("budget")["output_after"] == produced
+    # a model that sent no usage: the budget's own count, in the call's unit
+    assert message.usage_metadata["output_tokens"] == produced and meta["unit"] == "cl100k_base"
 
 
 def test_streamed_chunks_are_the_kept_text_and_end_with_the_stop_reason() -> None:
