@@ -1,82 +1,95 @@
-"""The semantic guard: a near-duplicate may be served only if the two prompts agree on the
-details a cosine score glosses over.
+"""The semantic guard: a near-duplicate question may be served only if the two questions agree
+on every detail that changes the answer and that a cosine score glosses over.
 
 A cosine threshold alone serves answers to different questions ("flights to Paris" vs.
-"flights to Rome", "is X safe" vs. "is X not safe"). A candidate must also agree with the
-query on
+"flights to Rome", "is X safe" vs. "is X unsafe", "12 + 5" vs. "12 - 5"). The guard compares
+two *questions* (not whole prompts: the LLM-level cache passes the final user message, the
+question-level cache the user's question) and refuses the pair when they differ in
 
-* numbers (digits and number words: "3 days" is not "5 days");
-* negation (one negated and one not is a different question);
+* numbers, with their sign ("-40" is not "40"; "twelve" is "12");
+* negation ("not", "never", "n't") and negating prefixes and suffixes ("unsafe" / "safe",
+  "non-profit" / "profit", "useless" / "useful");
+* antonyms ("enable" / "disable", "bigger" / "smaller", "use" / "avoid");
+* the degree of a shared adjective ("big" / "bigger" / "biggest", "more X" / "most X");
+* operators and symbols ("+" / "-", "==" / "!=", "C++" / "C#"), units and currencies;
+* code spans and identifiers, compared case-sensitively ("IN" / "in" in SQL);
+* the order of the same words around a relation ("A think of B" / "B think of A",
+  "USD to EUR" / "EUR to USD"), but not around "and" / "or" / "vs";
+* quantifiers ("all" / "some"), modals ("must" / "may"), dates, weekdays and relative times
+  ("tomorrow" / "yesterday", "next" / "last"), gendered pronouns ("he" / "she");
 * named entities and rare content words (capitalised words inside a sentence, words with
-  inner capitals or digits, and words the encoder's vocabulary does not hold whole).
+  inner capitals or digits, words the encoder's vocabulary does not hold whole): each
+  question's must occur among the other's words, case-insensitively.
 
-Each prompt's entities must occur among the other's words (case-insensitive), so "Kerala" and
-"kerala" agree, "Kerala" and "Goa" do not.
+The word tables live in ``lean_plugins/data/cache_guard_rules.json`` (one test per entry);
+this module holds only the logic. :meth:`SemanticGuard.refusal` names the rule that refused.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from itertools import pairwise
+from typing import Any
 
-_WORD = re.compile(r"[A-Za-z][A-Za-z0-9'’\-]*|\d+(?:[.,:/]\d+)*")
-_DIGITS = re.compile(r"\d+(?:[.,:/]\d+)*")
-# Between two words: a sentence ends there (a capital after it is not a name).
+RULES_FILE = "cache_guard_rules.json"
+
+#: Words of a prompt for the verifier's features and the word sets: letters first (any script),
+#: or a number; inner apostrophes and hyphens stay in the word.
+_WORD = re.compile(r"[^\W\d_][\w'’\-]*|\d+(?:[.,:/]\d+)*")
+# The guard's tokens: code spans, numbers (sign only where it is not an infix minus), words
+# (dotted identifiers and a "++" / "#" suffix kept: "os.path", "C++", "C#"), symbol runs.
+_TOKEN = re.compile(
+    r"(?P<code>`[^`]+`)"
+    r"|(?P<number>(?<![\w.)\]])[-+−]?\d+(?:[.,:/\-]\d+)*|\d+(?:[.,:/\-]\d+)*)(?P<suffix>[^\W\d_]+)?"
+    r"|(?P<word>[^\W\d_][\w'’]*(?:[-.][^\W_][\w'’]*)*(?:\+\+|#)?)"
+    r"|(?P<symbol>[+\-−*/=<>!%^&|~#@$€£¥₹₽₩¢°±§\\]+)"
+)
+# Between two tokens: a sentence ends there (a capital after it is not a name).
 _SENTENCE_GAP = re.compile(r"[.!?:;]\s|[.!?:;]$|\n|[\"“(]\s*$")
 
-NUMBER_WORDS = {
-    "zero": "0", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
-    "seven": "7", "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12",
-    "thirteen": "13", "fourteen": "14", "fifteen": "15", "sixteen": "16", "seventeen": "17",
-    "eighteen": "18", "nineteen": "19", "twenty": "20", "thirty": "30", "forty": "40",
-    "fifty": "50", "sixty": "60", "seventy": "70", "eighty": "80", "ninety": "90",
-    "hundred": "100", "thousand": "1000", "million": "1e6", "billion": "1e9", "trillion": "1e12",
-    "first": "1st", "second": "2nd", "third": "3rd", "fourth": "4th", "fifth": "5th",
-    "half": "0.5", "twice": "x2", "double": "x2", "triple": "x3", "dozen": "12",
-}  # fmt: skip
-NEGATIONS = frozenset(
-    "not no never none nobody nothing neither nor nowhere cannot without cant dont doesnt didnt "
-    "isnt arent wasnt werent wont wouldnt shouldnt couldnt hasnt havent hadnt aint".split()
-)
-# Function words never count as rare content words, whatever the vocabulary says.
-STOPWORDS = frozenset(
-    "a an the and or but if then of to in on at by for with from as is are was were be been "
-    "being am do does did doing have has had having i me my we our you your he him his she her "
-    "it its they them their this that these those what which who whom whose when where why how "
-    "can could should would will shall may might must there here than so too very just also "
-    "about into over under after before between through during up down out off again further "
-    "all any both each few more most other some such only own same".split()
-)
+
+@cache
+def rules() -> dict[str, Any]:
+    """The guard's word tables (``lean_plugins/data/cache_guard_rules.json``)."""
+    from lean_plugins.paths import package_data
+
+    return json.loads(package_data(RULES_FILE).read_text(encoding="utf-8"))
 
 
-_SUFFIXES = (
-    "ations", "ation", "ments", "ment", "ness", "ings", "ing", "ised", "ized", "ises", "izes", "ise",
-    "ize", "ers", "ies", "ied", "ed", "er", "es", "ly", "s", "able", "ible", "ity", "al", "ful",
+_R = rules()
+NUMBER_WORDS: dict[str, str] = _R["number_words"]
+NEGATIONS = frozenset(_R["negations"])
+#: Function words never count as content words, whatever the vocabulary says.
+STOPWORDS = frozenset(_R["function_words"])
+_ANTONYMS: dict[str, list[tuple[int, str]]] = {}
+for _group, _members in enumerate(_R["antonyms"]):
+    for _member in _members:
+        _ANTONYMS.setdefault(_member, []).append((_group, _member))
+_PREFIXES: dict[str, int] = _R["negating_prefixes"]
+_PREFIX_EXCEPTIONS = frozenset(_R["negating_prefix_exceptions"])
+_ADJECTIVES = frozenset(_R["gradable_adjectives"])
+_OPERATORS = frozenset(_R["operators"])
+_SYMMETRIC = frozenset(_R["symmetric_connectors"])
+#: Left out of a relation ("from my laptop to the server" / "from the server to my laptop").
+_NOT_RELATION = _SYMMETRIC | frozenset(_R["determiners"])
+_MULTIWORD_MODALS = {k: v for k, v in _R["modals"].items() if " " in k}
+_UNIT_AFTER_NUMBER = frozenset(_R["units_after_number_only"])
+_CURRENCY_AFTER_NUMBER = frozenset(_R["currencies_after_number_only"])
+_METHOD_NOUNS = frozenset(_R["method_nouns"])
+_SCALES = frozenset({"celsius", "fahrenheit", "kelvin"})
+_INFIX_ONLY = frozenset(_R["infix_only_operators"])
+_MODAL_FREE_AFTER = frozenset(_R["modal_free_after"])
+
+#: The checks, in the order :meth:`SemanticGuard.refusal` runs them (its return values).
+CHECKS = (
+    "numbers", "negation", "negating prefix", "antonyms", "degree", "operators", "units",
+    "currencies", "code", "quantifiers", "modals", "time", "gender", "entities", "order",
 )  # fmt: skip
-_PREFIXES = ("un", "re", "de", "dis", "in", "im", "non", "pre", "over", "under", "mis")
-
-
-def _known_word(word: str, vocabulary: Collection[str]) -> bool:
-    """True when ``word`` or a simple stem of it is a whole word of ``vocabulary``.
-
-    WordPiece vocabularies hold "download" but not "downloading" or "deallocate"; inflected
-    and prefixed forms of common words are common too, not rare content.
-    """
-    if word in vocabulary:
-        return True
-    stems = [word]
-    for prefix in _PREFIXES:
-        if word.startswith(prefix) and len(word) - len(prefix) >= 4:
-            stems.append(word[len(prefix) :])
-    for stem in list(stems):
-        for suffix in _SUFFIXES:
-            if stem.endswith(suffix) and len(stem) - len(suffix) >= 3:
-                base = stem[: -len(suffix)]
-                stems += [base, base + "e", base + "y", base[:-1]]
-    return any(s in vocabulary for s in stems[1:])
 
 
 def _fold(word: str) -> str:
@@ -89,31 +102,130 @@ def _fold(word: str) -> str:
     return word
 
 
+@lru_cache(maxsize=65536)
+def _lemmas(word: str) -> tuple[str, ...]:
+    """``word`` (lower case) and its candidate bases without -s / -es / -ed / -ing and, for a
+    gradable adjective, without -er / -est ("locked" -> "lock", "bigger" -> "big")."""
+    w = word.lower().replace("’", "'").strip("'-")
+    if w.endswith("'s"):
+        w = w[:-2]
+    out = [w]
+
+    def add(stem: str) -> None:
+        if len(stem) >= 2:
+            out.extend((stem, stem + "e"))
+            if len(stem) > 2 and stem[-1] == stem[-2]:
+                out.append(stem[:-1])
+
+    if w.endswith("ies") and len(w) > 4:
+        out.append(w[:-3] + "y")
+    elif w.endswith("s") and not w.endswith("ss") and len(w) > 3:
+        out.append(w[:-1])
+        if w.endswith("es"):
+            out.append(w[:-2])
+    if w.endswith("ied") and len(w) > 4:
+        out.append(w[:-3] + "y")
+    elif w.endswith("ed") and len(w) > 4:
+        add(w[:-2])
+    if w.endswith("ing") and len(w) > 5:
+        add(w[:-3])
+    base = _degree(w)
+    if base is not None:
+        out.append(base[0])
+    return tuple(dict.fromkeys(out))
+
+
+@lru_cache(maxsize=65536)
+def _degree(word: str) -> tuple[str, str] | None:
+    """``(adjective, "comparative" | "superlative")`` for "bigger", "best", "happiest"..."""
+    irregular = _R["irregular_degrees"].get(word)
+    if irregular is not None:
+        return irregular[0], irregular[1]
+    for suffix, kind in (("est", "superlative"), ("er", "comparative")):
+        if word.endswith(suffix) and len(word) > len(suffix) + 1:
+            stem = word[: -len(suffix)]
+            candidates = [stem, stem + "e"]
+            if len(stem) > 2 and stem[-1] == stem[-2]:
+                candidates.append(stem[:-1])
+            if stem.endswith("i"):
+                candidates.append(stem[:-1] + "y")
+            for candidate in candidates:
+                if candidate in _ADJECTIVES:
+                    return candidate, kind
+    return None
+
+
+@dataclass(frozen=True)
+class _Token:
+    text: str
+    kind: str  # "code", "number", "word", "symbol"
+    sentence_start: bool
+    #: Canonical number ("-40", "1000") or the lower-case word.
+    value: str
+
+
 @dataclass(frozen=True)
 class PromptFacts:
-    """What the guard compares: numbers, negation, entities and rare words of one prompt."""
+    """What the guard compares, extracted once per prompt."""
 
     numbers: frozenset[str]
     negated: bool
     entities: frozenset[str]
-    #: Every folded word (hyphenated words also split), to find the other prompt's entities in.
+    #: Every folded word (hyphenated words also split, adjacent pairs also joined), to find
+    #: the other prompt's entities in.
     words: frozenset[str] = frozenset()
+    #: Every candidate base of every word ("locked" -> "lock"), for antonyms and prefixes.
+    lemmas: frozenset[str] = frozenset()
+    antonyms: frozenset[tuple[int, str]] = frozenset()
+    degrees: tuple[tuple[str, frozenset[str]], ...] = ()
+    #: "comparative" / "superlative" for each of "more", "most", "less", "least"... present.
+    degree_markers: frozenset[str] = frozenset()
+    #: The prompt with runs of whitespace as one space (code spans are looked up in it).
+    text: str = ""
+    operators: tuple[tuple[str, int], ...] = ()
+    #: Units after a number ("5 km", "40 °C"); ``unit_words``: the others ("a day", "in km").
+    units: frozenset[str] = frozenset()
+    unit_words: frozenset[str] = frozenset()
+    currencies: frozenset[str] = frozenset()
+    code_spans: tuple[tuple[str, int], ...] = ()
+    #: Lower-case word -> its exact spellings, when the prompt looks like code.
+    code_case: tuple[tuple[str, frozenset[str]], ...] = ()
+    looks_like_code: bool = False
+    #: Common words written in capitals ("PATH", "IN", "US") and words written in lower case.
+    shouted: frozenset[str] = frozenset()
+    lowercase_words: frozenset[str] = frozenset()
+    quantifiers: frozenset[str] = frozenset()
+    modals: frozenset[str] = frozenset()
+    times: frozenset[str] = frozenset()
+    genders: frozenset[str] = frozenset()
+    #: The prompt's items in order (lemma of content words, numbers, operators), for role swaps.
+    sequence: tuple[str, ...] = ()
 
 
 @dataclass
 class SemanticGuard:
-    """Checks that a cached prompt agrees with a query on numbers, negation and entities.
+    """Checks that a cached question agrees with a query on every detail that changes the answer.
 
     ``vocabulary`` is a set of lower-case whole words considered common (default: the
     whole-word entries of the shared MiniLM encoder's WordPiece vocabulary); a content word
-    outside it is "rare" and must appear in both prompts.
+    outside it is "rare" and must appear in both prompts. ``skip`` names checks of
+    :data:`CHECKS` to leave out (``check_numbers`` / ``check_negation`` / ``check_entities``
+    switch off those three).
     """
 
     vocabulary: Collection[str] | None = None
     check_numbers: bool = True
     check_negation: bool = True
     check_entities: bool = True
+    skip: Collection[str] = ()
     _vocab_loader: Callable[[], Collection[str]] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.skip) - set(CHECKS)
+        if unknown:
+            from lean_plugins.errors import ConfigurationError
+
+            raise ConfigurationError(f"SemanticGuard(skip=...) names unknown checks {sorted(unknown)}; known: {CHECKS}.")
 
     def _vocab(self) -> Collection[str]:
         if self.vocabulary is None:
@@ -126,13 +238,135 @@ class SemanticGuard:
 
     def agrees(self, query: str, cached: str) -> bool:
         """True when ``cached`` may answer ``query`` as far as the guard can tell."""
+        return self.refusal(query, cached) is None
+
+    def refusal(self, query: str, cached: str) -> str | None:
+        """The first check of :data:`CHECKS` on which ``query`` and ``cached`` differ, or ``None``."""
         a, b = self.facts(query), self.facts(cached)
-        if self.check_numbers and a.numbers != b.numbers:
-            return False
-        if self.check_negation and a.negated != b.negated:
-            return False
-        # Each prompt's entities must occur in the other, in any case ("Kerala" / "kerala").
-        return not (self.check_entities and not (a.entities <= b.words and b.entities <= a.words))
+        off = set(self.skip)
+        if not self.check_numbers:
+            off.add("numbers")
+        if not self.check_negation:
+            off.add("negation")
+        if not self.check_entities:
+            off.add("entities")
+        for name in CHECKS:
+            if name not in off and _DIFFERS[name](a, b):
+                return name
+        return None
+
+
+# -- the checks: each True when the two prompts differ ---------------------------------------------
+def _prefix_negates(a: PromptFacts, b: PromptFacts) -> bool:
+    """A word of ``a`` is a word of ``b`` with a negating prefix or suffix ("unsafe" / "safe")."""
+    for word in a.lemmas - b.lemmas:
+        if word in _PREFIX_EXCEPTIONS or word in STOPWORDS or word.replace("-", "") in b.words:
+            continue
+        for prefix, min_stem in _PREFIXES.items():
+            stem = word[len(prefix) :].lstrip("-")
+            if word.startswith(prefix) and len(stem) >= min_stem and stem in b.lemmas and stem not in a.lemmas:
+                return True
+        for positive, negative in _R["negating_suffixes"]:
+            for x, y in ((positive, negative), (negative, positive)):
+                if word.endswith(y) and word[: -len(y)] + x in b.lemmas and len(word) > len(y) + 2:
+                    return True
+    return False
+
+
+def _antonyms_differ(a: PromptFacts, b: PromptFacts) -> bool:
+    a_only, b_only = a.antonyms - b.antonyms, b.antonyms - a.antonyms
+    groups = {g for g, _ in a_only}
+    return any(g in groups for g, _ in b_only)
+
+
+def _is_adjective(word: str) -> bool:
+    """A gradable adjective of the table, or a word with an adjective ending ("useful")."""
+    return word in _ADJECTIVES or (len(word) > 4 and word.endswith(tuple(_R["adjective_suffixes"])))
+
+
+def _degrees_differ(a: PromptFacts, b: PromptFacts) -> bool:
+    """A word both prompts use, at another degree ("big" / "bigger", "more useful" / "most
+    useful"), or "more" against "most" ("more users" / "most users")."""
+    if a.degree_markers and b.degree_markers and a.degree_markers != b.degree_markers:
+        return True
+    da, db = dict(a.degrees), dict(b.degrees)
+    positive = frozenset({"positive"})
+    for base in (set(da) | set(db)) - set(_R["degree_exempt"]):
+        if base in a.lemmas and base in b.lemmas and da.get(base, positive) != db.get(base, positive):
+            return True
+    return False
+
+
+def _spans_found(spans: tuple[tuple[str, int], ...], text: str) -> bool:
+    """Each code span occurs in ``text`` verbatim (as a span or bare; case-sensitive)."""
+    return all(re.search(rf"(?<!\w){re.escape(span)}(?!\w)", text) for span, _ in spans)
+
+
+def _code_differs(a: PromptFacts, b: PromptFacts) -> bool:
+    if not (_spans_found(a.code_spans, b.text) and _spans_found(b.code_spans, a.text)):
+        return True
+    if (a.shouted - b.shouted) & b.lowercase_words or (b.shouted - a.shouted) & a.lowercase_words:
+        return True
+    if not (a.looks_like_code or b.looks_like_code):
+        return False
+    ca, cb = dict(a.code_case), dict(b.code_case)
+    return any(ca[w] != cb[w] for w in set(ca) & set(cb))
+
+
+def _classes_differ(a: frozenset[str], b: frozenset[str], weak: Collection[str]) -> bool:
+    """Different classes, unless one side has none and the other only weak ones: "How can I ..."
+    asks what "How do I ..." asks, "What are some X" what "What are X" asks."""
+    if a == b:
+        return False
+    return not ((not a or not b) and a - frozenset(weak) == b - frozenset(weak))
+
+
+def _entities_differ(a: PromptFacts, b: PromptFacts) -> bool:
+    return not (a.entities <= b.words and b.entities <= a.words)
+
+
+def _order_differs(a: PromptFacts, b: PromptFacts) -> bool:
+    """Two shared items in the other order with the same short relation between them: "what does
+    A think of B" / "... B think of A", "7 > 3" / "3 > 7" ("A and B" / "B and A" pass)."""
+    first_a = {w: i for i, w in reversed(list(enumerate(a.sequence)))}
+    first_b = {w: i for i, w in reversed(list(enumerate(b.sequence)))}
+    shared = [w for w in first_a if w in first_b and w not in _NOT_RELATION and w not in STOPWORDS]
+    shared = sorted(shared, key=first_a.__getitem__)[:_MAX_ORDER_ITEMS]
+    for i, u in enumerate(shared):
+        for v in shared[i + 1 :]:
+            if first_b[u] < first_b[v]:
+                continue
+            between_a = [w for w in a.sequence[first_a[u] + 1 : first_a[v]] if w not in _NOT_RELATION]
+            between_b = [w for w in b.sequence[first_b[v] + 1 : first_b[u]] if w not in _NOT_RELATION]
+            if between_a and between_a == between_b and len(between_a) <= _MAX_RELATION:
+                return True
+    return False
+
+
+_MAX_ORDER_ITEMS = 64  # pairs of items checked: O(n^2), so long prompts are cut
+_MAX_RELATION = 4  # words of a relation between two swapped items ("think of", "bigger than")
+
+
+_DIFFERS: dict[str, Callable[[PromptFacts, PromptFacts], bool]] = {
+    "numbers": lambda a, b: a.numbers != b.numbers,
+    "negation": lambda a, b: a.negated != b.negated,
+    "negating prefix": lambda a, b: _prefix_negates(a, b) or _prefix_negates(b, a),
+    "antonyms": _antonyms_differ,
+    "degree": _degrees_differ,
+    "operators": lambda a, b: a.operators != b.operators,
+    # A unit after a number must match; bare unit words conflict only when each side has one the
+    # other lacks ("a day on Mars" / "a year on Mars"; "calories a day" / "calories daily" pass).
+    "units": lambda a, b: a.units != b.units or bool(a.unit_words - b.unit_words and b.unit_words - a.unit_words),
+    "currencies": lambda a, b: a.currencies != b.currencies,
+    "code": _code_differs,
+    "quantifiers": lambda a, b: _classes_differ(a.quantifiers, b.quantifiers, _R["weak_quantifiers"]),
+    "modals": lambda a, b: _classes_differ(a.modals, b.modals, _R["weak_modals"]),
+    "time": lambda a, b: _classes_differ(a.times, b.times, _R["weak_times"]),
+    # "What did he say" / "What did she say"; one side without a pronoun is not a conflict.
+    "gender": lambda a, b: bool(a.genders and b.genders and a.genders != b.genders),
+    "entities": _entities_differ,
+    "order": _order_differs,
+}
 
 
 def content_words(prompt: str) -> frozenset[str]:
@@ -155,6 +389,33 @@ def default_vocabulary() -> frozenset[str]:
     return frozenset(w for w in vocab if w.isalpha())
 
 
+_KNOWN_SUFFIXES = (
+    "ations", "ation", "ments", "ment", "ness", "ings", "ing", "ised", "ized", "ises", "izes", "ise",
+    "ize", "ers", "ies", "ied", "ed", "er", "es", "ly", "s", "able", "ible", "ity", "al", "ful",
+)  # fmt: skip
+_KNOWN_PREFIXES = ("un", "re", "de", "dis", "in", "im", "non", "pre", "over", "under", "mis")
+
+
+def _known_word(word: str, vocabulary: Collection[str]) -> bool:
+    """True when ``word`` or a simple stem of it is a whole word of ``vocabulary``.
+
+    WordPiece vocabularies hold "download" but not "downloading" or "deallocate"; inflected
+    and prefixed forms of common words are common too, not rare content.
+    """
+    if word in vocabulary:
+        return True
+    stems = [word]
+    for prefix in _KNOWN_PREFIXES:
+        if word.startswith(prefix) and len(word) - len(prefix) >= 4:
+            stems.append(word[len(prefix) :])
+    for stem in list(stems):
+        for suffix in _KNOWN_SUFFIXES:
+            if stem.endswith(suffix) and len(stem) - len(suffix) >= 3:
+                base = stem[: -len(suffix)]
+                stems += [base, base + "e", base + "y", base[:-1]]
+    return any(s in vocabulary for s in stems[1:])
+
+
 def _facts(prompt: str, vocabulary: Collection[str]) -> PromptFacts:
     return _facts_cached(prompt, id(vocabulary), _VocabRef(vocabulary))
 
@@ -174,45 +435,280 @@ class _VocabRef:
         return isinstance(other, _VocabRef) and other.vocab is self.vocab
 
 
-@lru_cache(maxsize=4096)
+def _tokens(prompt: str) -> list[_Token]:
+    tokens: list[_Token] = []
+    previous_end = 0
+    for match in _TOKEN.finditer(prompt):
+        gap = prompt[previous_end : match.start()]
+        start = previous_end == 0 or bool(_SENTENCE_GAP.search(gap))
+        previous_end = match.end()
+        kind = match.lastgroup if match.lastgroup != "suffix" else "number"
+        if kind == "number":
+            number = match.group("number").replace(",", "").replace("−", "-").lstrip("+")
+            tokens.append(_Token(number, "number", start, number))
+            suffix = match.group("suffix")
+            if suffix:  # "5km", "3rd", "1990s": the number, then its unit or ending
+                tokens.append(_Token(suffix, "word", False, suffix.lower()))
+            continue
+        text = match.group(0)
+        if kind == "symbol" and (set(text) <= {"!"} or text in ("-", "−")):
+            # A lone "!" ends a sentence and a lone dash joins phrases; either is an operator only
+            # between two numbers ("12 - 5"), or "!" right before a word or number ("!x").
+            following = prompt[previous_end : previous_end + 1]
+            if text[0] == "!" and following[:1].isalnum():
+                tokens.append(_Token(text, "symbol", start, text))
+            elif text != "!":
+                tokens.append(_Token("-", "dash", start, "-"))
+            continue
+        tokens.append(_Token(text, kind, start, text.lower() if kind != "symbol" else text))
+    return tokens
+
+
+@lru_cache(maxsize=8192)
 def _facts_cached(prompt: str, _vocab_id: int, vocab_ref: _VocabRef) -> PromptFacts:
     vocabulary = vocab_ref.vocab
+    tokens = _tokens(prompt)
     numbers: set[str] = set()
+    operators: Counter[str] = Counter()
+    code_spans: Counter[str] = Counter()
     entities: set[str] = set()
     words: set[str] = set()
+    lemmas: set[str] = set()
+    antonyms: set[tuple[int, str]] = set()
+    degrees: dict[str, set[str]] = {}
+    degree_markers: set[str] = set()
+    units: set[str] = set()
+    unit_words: set[str] = set()
+    currencies: set[str] = set()
+    quantifiers: set[str] = set()
+    modals: set[str] = set()
+    times: set[str] = set()
+    genders: set[str] = set()
+    code_case: dict[str, set[str]] = {}
+    shouted: set[str] = set()
+    lowercase_words: set[str] = set()
+    folded_seq: list[str] = []
     sequence: list[str] = []
     negated = False
-    previous_end = 0
-    for match in _WORD.finditer(prompt):
-        token = match.group(0)
-        gap = prompt[previous_end : match.start()]
-        sentence_start = previous_end == 0 or bool(_SENTENCE_GAP.search(gap))
-        previous_end = match.end()
-        lower = token.lower().replace("’", "'")
-        if _DIGITS.fullmatch(token):
-            numbers.add(token.replace(",", ""))
+    sign_next = False
+    looks_like_code = any(marker in prompt for marker in _R["code_markers"])
+
+    def is_number(i: int) -> bool:
+        return 0 <= i < len(tokens) and (
+            tokens[i].kind == "number" or tokens[i].value in NUMBER_WORDS or tokens[i].value == "one"
+        )
+
+    for i, tok in enumerate(tokens):
+        after_number = is_number(i - 1)
+        if tok.kind == "code":
+            code_spans[" ".join(tok.text[1:-1].split())] += 1
+            words.update(_fold(w) for w in _WORD.findall(tok.text))
+            looks_like_code = True
             continue
+        if tok.kind == "number":
+            value = ("-" + tok.value.lstrip("-")) if sign_next else tok.value
+            sign_next = False
+            numbers.add(value)
+            sequence.append(value)
+            continue
+        if tok.kind == "dash":
+            if after_number and is_number(i + 1):
+                operators["-"] += 1
+                sequence.append("-")
+            continue
+        if tok.kind == "symbol":
+            if tok.text in _INFIX_ONLY and not looks_like_code and not (after_number and is_number(i + 1)):
+                continue  # "gay/lesbian", "videos & audios": prose, not an operator
+            _symbol_facts(tok.text, tokens, i, operators, units, currencies, sequence)
+            continue
+        text, lower = tok.text, tok.value.replace("’", "'")
+        if lower in _SCALES and i > 1 and tokens[i - 1].value in ("degree", "degrees"):
+            after_number = is_number(i - 2)  # "40 degrees Celsius": the scale is the number's unit
+        bare = lower.replace("'", "")
+        if text.endswith(("++", "#")) or "_" in text or "." in text.strip(".") or any(c.isupper() for c in text[1:]):
+            looks_like_code = looks_like_code or "_" in text or text.endswith(("++", "#"))
+        # A capital that only starts a sentence is not a different spelling.
+        spelling = lower if tok.sentence_start and text[1:] == text[1:].lower() else text
+        code_case.setdefault(lower, set()).add(spelling)
+        if text.isupper() and len(text) > 1 and text.isalpha() and (not vocabulary or lower in vocabulary):
+            shouted.add(lower)  # "PATH" the variable is not "path"; "NASA" has no lower-case twin
+        elif text.islower():
+            lowercase_words.add(lower)
         if lower in NUMBER_WORDS:
             numbers.add(NUMBER_WORDS[lower])
-        bare = lower.replace("'", "")
+        skip_by = 2 if i + 1 < len(tokens) and tokens[i + 1].value == "by" else 1  # "divided by"
+        if lower in _R["operator_words"] and after_number and is_number(i + skip_by):
+            operators[_R["operator_words"][lower]] += 1
+            sequence.append(_R["operator_words"][lower])
+            continue
+        if lower == "minus" and is_number(i + 1):
+            sign_next = True
+            continue
         if bare in NEGATIONS or lower.endswith("n't"):
             negated = True
-        is_name = (
-            (token[0].isupper() and not sentence_start)
-            or any(c.isupper() for c in token[1:])
-            or any(c.isdigit() for c in token)
+        measure = _word_classes(
+            tok, tokens, i, after_number, units if after_number else unit_words, currencies, quantifiers, modals, times, genders
         )
-        folded = _fold(token)
+        forms = _lemmas(lower)
+        lemmas.update(forms)
+        for form in forms:
+            antonyms.update(_ANTONYMS.get(form, ()))
+        if i + 1 < len(tokens) and tokens[i + 1].kind == "word":  # "log in" / "log out"
+            for form in forms:
+                antonyms.update(_ANTONYMS.get(f"{form} {tokens[i + 1].value}", ()))
+        degree = _degree(lower)
+        following = tokens[i + 1].value if i + 1 < len(tokens) else ""
+        # "the fastest way to learn X" asks how to learn X fast: a method, not a degree.
+        if degree is not None and not (degree[1] == "superlative" and following in _METHOD_NOUNS):
+            degrees.setdefault(degree[0], set()).add(degree[1])
+            # "healthier" is "more healthy": against "less healthy" it is the more / less antonym.
+            antonyms.update(_ANTONYMS.get("more" if degree[1] == "comparative" else "most", ()))
+        marker = _R["degree_markers"].get(lower)
+        if marker:
+            degree_markers.add(marker)
+            following = tokens[i + 1].value if i + 1 < len(tokens) and tokens[i + 1].kind == "word" else ""
+            if _is_adjective(following):
+                degrees.setdefault(following, set()).add(marker)
+        is_name = (
+            (text[0].isupper() and not tok.sentence_start)
+            or any(c.isupper() for c in text[1:])
+            or any(c.isdigit() for c in text)
+        )
+        folded = _fold(text)
         words.add(folded)
-        sequence.append(folded)
-        if "-" in folded:
-            words.update(_fold(part) for part in folded.split("-") if part)
-            words.add(folded.replace("-", ""))
-        if folded and lower not in STOPWORDS and lower not in NUMBER_WORDS and bare not in NEGATIONS:
+        folded_seq.append(folded)
+        sequence.append(lower if lower in STOPWORDS or lower in _SYMMETRIC else folded)
+        for sep in ("-", "."):
+            if sep in folded:
+                words.update(_fold(part) for part in folded.split(sep) if part)
+                words.add(folded.replace(sep, ""))
+        # Units and currencies are compared by their own rules ("Celsius" is "°C"), not as names.
+        if folded and not measure and lower not in STOPWORDS and lower not in NUMBER_WORDS and bare not in NEGATIONS:
             rare = bool(vocabulary) and lower.isalpha() and not _known_word(lower, vocabulary)
-            if is_name or rare:
+            if "." in text:  # "Quora.com": the parts that are names or rare on their own
+                entities.update(
+                    _fold(part)
+                    for part in text.split(".")
+                    if part and (part[0].isupper() or (vocabulary and not _known_word(part.lower(), vocabulary)))
+                )
+            elif is_name or rare:
                 # "hip-hop" must be found as "hip hop" or "hiphop" too: keep its parts.
                 entities.update(_fold(part) for part in folded.split("-") if part)
     # "hip hop" also matches "hiphop": add each adjacent pair of words, joined.
-    words.update(a + b for a, b in pairwise(sequence))
-    return PromptFacts(frozenset(numbers), negated, frozenset(entities), frozenset(words))
+    words.update(a + b for a, b in pairwise(folded_seq))
+    for found in (units, unit_words):
+        if found & _SCALES:
+            found.discard("degree")  # "40 degrees Celsius" is "40 °C"
+    return PromptFacts(
+        numbers=frozenset(numbers),
+        negated=negated,
+        entities=frozenset(entities),
+        words=frozenset(words),
+        lemmas=frozenset(lemmas),
+        antonyms=frozenset(antonyms),
+        degrees=tuple(sorted((k, frozenset(v)) for k, v in degrees.items())),
+        degree_markers=frozenset(degree_markers),
+        text=" ".join(prompt.split()),
+        operators=tuple(sorted(operators.items())),
+        units=frozenset(units),
+        unit_words=frozenset(unit_words),
+        currencies=frozenset(currencies),
+        code_spans=tuple(sorted(code_spans.items())),
+        code_case=tuple(sorted((k, frozenset(v)) for k, v in code_case.items())),
+        looks_like_code=looks_like_code,
+        shouted=frozenset(shouted),
+        lowercase_words=frozenset(lowercase_words),
+        quantifiers=frozenset(quantifiers),
+        modals=frozenset(modals),
+        times=frozenset(times),
+        genders=frozenset(genders),
+        sequence=tuple(sequence),
+    )
+
+
+def _symbol_facts(
+    run: str,
+    tokens: list[_Token],
+    i: int,
+    operators: Counter[str],
+    units: set[str],
+    currencies: set[str],
+    sequence: list[str],
+) -> None:
+    """Operators, currency signs and unit signs of one run of symbols ("$", "°", ">=", "%")."""
+    rest = run
+    while rest:
+        if rest[0] in _R["currencies"]:
+            currencies.add(_R["currencies"][rest[0]])
+            sequence.append(_R["currencies"][rest[0]])
+            rest = rest[1:]
+            continue
+        if rest[0] == "%":
+            units.add("percent")
+            rest = rest[1:]
+            continue
+        if rest[0] == "°":
+            following = tokens[i + 1].value if i + 1 < len(tokens) else ""
+            units.add(_R["units"].get("°" + following, "degree"))
+            rest = rest[1:]
+            continue
+        # The longest operator at the front ("!==" before "!=" before "!").
+        for size in range(len(rest), 0, -1):
+            op = rest[:size].replace("−", "-")
+            if op in _OPERATORS:
+                operators[op] += 1
+                sequence.append(op)
+                rest = rest[size:]
+                break
+        else:
+            operators[rest[0]] += 1
+            rest = rest[1:]
+
+
+def _word_classes(
+    tok: _Token,
+    tokens: list[_Token],
+    i: int,
+    after_number: bool,
+    units: set[str],
+    currencies: set[str],
+    quantifiers: set[str],
+    modals: set[str],
+    times: set[str],
+    genders: set[str],
+) -> bool:
+    """Add the rule-table classes of one word (unit, currency, quantifier, modal, time, gender);
+    True when it is a unit or currency (or the letter of "°C")."""
+    lower = tok.value
+    singular = _fold(lower) if lower not in _R["units"] else lower
+    previous_degree = i > 0 and tokens[i - 1].text == "°"
+    measure = previous_degree
+    before_number = i + 1 < len(tokens) and tokens[i + 1].kind == "number"
+    for table, after_only, found, near_number in (
+        (_R["units"], _UNIT_AFTER_NUMBER, units, after_number),
+        (_R["currencies"], _CURRENCY_AFTER_NUMBER, currencies, after_number or before_number),  # "Rs 500"
+    ):
+        key = lower if lower in table else singular
+        if key in table and not previous_degree and (near_number or key not in after_only):
+            found.add(table[key])
+            measure = True
+    following = tokens[i + 1].value if i + 1 < len(tokens) else ""
+    if lower in _R["quantifiers"] and not (lower in _R["degree_markers"] and _is_adjective(following)):
+        quantifiers.add(_R["quantifiers"][lower])  # "most people", not "most useful"
+    if i + 1 < len(tokens):
+        phrase = f"{lower} {tokens[i + 1].value}"
+        if phrase in _MULTIWORD_MODALS:
+            modals.add(_MULTIWORD_MODALS[phrase])
+    capital_time = _R["capitalised_time_words"].get(tok.text)
+    if capital_time is not None and not (tok.text == "May" and tok.sentence_start):
+        times.add(capital_time)
+    elif lower in _R["modals"] and not any(t.value in _MODAL_FREE_AFTER for t in tokens[max(0, i - 2) : i]):
+        # "How (long) should I ..." asks for a way, as "How can I ..." does; "Should I ..." asks for advice.
+        modals.add(_R["modals"][lower])
+    if lower in _R["time_words"]:
+        times.add(_R["time_words"][lower])
+    elif after_number and lower in _R["time_words_after_number_only"]:
+        times.add(_R["time_words_after_number_only"][lower])
+    if lower in _R["gendered_words"]:
+        genders.add(_R["gendered_words"][lower])
+    return measure

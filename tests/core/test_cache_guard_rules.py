@@ -1,0 +1,290 @@
+"""One test per entry of the guard's rule tables (lean_plugins/data/cache_guard_rules.json).
+
+Each case runs the guard with only the check under test switched on, so removing or breaking
+one rule fails its own case. No model is loaded: the guard gets a small fixed vocabulary.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import pytest
+
+from lean_plugins.cache.guard import CHECKS, SemanticGuard, rules
+
+R = rules()
+VOCAB = frozenset("what is it are there do does how i you we cats dogs birds fly users say go here".split())
+
+
+def only(*checks: str) -> SemanticGuard:
+    """A guard that runs only ``checks``."""
+    return SemanticGuard(vocabulary=VOCAB, skip=[c for c in CHECKS if c not in checks])
+
+
+def refuses(check: str, query: str, cached: str) -> bool:
+    return only(check).refusal(query, cached) == check
+
+
+# Every table must be exercised below; a new table without tests fails here.
+TESTED_TABLES = {
+    "about", "function_words", "negations", "number_words", "negating_prefixes",
+    "negating_prefix_exceptions", "negating_suffixes", "antonyms", "gradable_adjectives",
+    "irregular_degrees", "degree_markers", "quantifiers", "modals", "weak_modals", "time_words",
+    "capitalised_time_words", "gendered_words", "units", "units_after_number_only", "currencies",
+    "operator_words", "operators", "symmetric_connectors", "code_markers", "weak_quantifiers",
+    "modal_free_after", "adjective_suffixes", "infix_only_operators", "degree_exempt", "weak_times",
+    "time_words_after_number_only", "currencies_after_number_only", "determiners", "method_nouns",
+}  # fmt: skip
+
+
+def test_every_table_is_tested() -> None:
+    assert set(R) == TESTED_TABLES
+    assert "MIT" in R["about"]
+
+
+@pytest.mark.parametrize("word", R["function_words"])
+def test_function_word_is_never_an_entity(word: str) -> None:
+    guard = SemanticGuard(vocabulary=frozenset({"tell", "now"}))  # any other word is rare
+    assert word not in guard.facts(f"Tell me {word} now").entities
+    assert "zyzzyva" in guard.facts("Tell me zyzzyva now").entities
+
+
+@pytest.mark.parametrize("word", R["negations"])
+def test_negation_word(word: str) -> None:
+    assert refuses("negation", f"Do you {word} know it?", "Do you know it?")
+
+
+@pytest.mark.parametrize(("word", "value"), sorted(R["number_words"].items()))
+def test_number_word(word: str, value: str) -> None:
+    assert refuses("numbers", f"Are there {word} cats?", "Are there cats?")
+    if value.isdigit():
+        assert not refuses("numbers", f"Are there {word} cats?", f"Are there {value} cats?")
+
+
+PREFIX_EXAMPLES = {
+    "un": "safe", "dis": "connect", "non": "profit", "anti": "virus", "mis": "use", "in": "valid",
+    "im": "possible", "il": "legal", "ir": "regular", "de": "activate", "a": "typical",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("prefix", sorted(R["negating_prefixes"]))
+def test_negating_prefix(prefix: str) -> None:
+    stem = PREFIX_EXAMPLES[prefix]
+    assert len(stem) >= R["negating_prefixes"][prefix]
+    assert refuses("negating prefix", f"Is it {prefix}{stem}?", f"Is it {stem}?")
+    assert refuses("negating prefix", f"Is it {stem}?", f"Is it {prefix}{stem}?")
+    # A stem shorter than the table's minimum is not read as prefix + word ("unit" / "it").
+    short = stem[: R["negating_prefixes"][prefix] - 1]
+    assert not refuses("negating prefix", f"Is it {prefix}{short}?", f"Is it {short}?")
+
+
+@pytest.mark.parametrize("word", R["negating_prefix_exceptions"])
+def test_negating_prefix_exception(word: str) -> None:
+    prefix = next(p for p in sorted(R["negating_prefixes"], key=len, reverse=True) if word.startswith(p))
+    assert not refuses("negating prefix", f"Is it {word}?", f"Is it {word[len(prefix) :]}?")
+
+
+@pytest.mark.parametrize(("positive", "negative"), R["negating_suffixes"])
+def test_negating_suffix(positive: str, negative: str) -> None:
+    assert refuses("negating prefix", f"Is it use{positive}?", f"Is it use{negative}?")
+    assert refuses("negating prefix", f"Is it care{negative}?", f"Is it care{positive}?")
+
+
+ANTONYM_PAIRS = sorted({(x, y) for group in R["antonyms"] for x, y in combinations(group, 2)})
+
+
+@pytest.mark.parametrize(("x", "y"), ANTONYM_PAIRS)
+def test_antonym_pair(x: str, y: str) -> None:
+    assert refuses("antonyms", f"What does {x} mean here?", f"What does {y} mean here?")
+    # Both words on both sides ("advantages and disadvantages") is the same question.
+    assert not refuses("antonyms", f"Is it {x} or {y}?", f"Is it {y} or {x}?")
+
+
+@pytest.mark.parametrize("adjective", sorted(set(R["gradable_adjectives"]) - set(R["degree_exempt"])))
+def test_gradable_adjective(adjective: str) -> None:
+    assert refuses("degree", f"Is it more {adjective}?", f"Is it {adjective}?")
+    assert refuses("degree", f"Is it the most {adjective}?", f"Is it more {adjective}?")
+
+
+@pytest.mark.parametrize(("word", "base_and_degree"), sorted(R["irregular_degrees"].items()))
+def test_irregular_degree(word: str, base_and_degree: list[str]) -> None:
+    base, _ = base_and_degree
+    expected = base not in R["degree_exempt"]
+    assert refuses("degree", f"Is it {word}?", f"Is it {base}?") == expected
+
+
+@pytest.mark.parametrize("word", R["degree_exempt"])
+def test_degree_exempt(word: str) -> None:
+    # "the best book" asks for what "a good book" asks for.
+    superlative = next(w for w, (base, kind) in R["irregular_degrees"].items() if (base, kind) == (word, "superlative"))
+    assert not refuses("degree", f"What is the {superlative} book?", f"What is a {word} book?")
+    assert refuses("degree", "What is the biggest book?", "What is a big book?")
+
+
+@pytest.mark.parametrize("noun", R["method_nouns"])
+def test_method_noun(noun: str) -> None:
+    # "the fastest way to learn Go" asks how to learn Go fast; "the fastest car" is not "a fast car".
+    assert not refuses("degree", f"What is the fastest {noun} to learn Go?", f"How to learn Go fast with a {noun}?")
+    assert refuses("degree", "What is the fastest car?", "What is a fast car?")
+
+
+@pytest.mark.parametrize(("marker", "kind"), sorted(R["degree_markers"].items()))
+def test_degree_marker(marker: str, kind: str) -> None:
+    other = next(m for m, k in R["degree_markers"].items() if k != kind)
+    assert refuses("degree", f"Which one has {marker} users?", f"Which one has {other} users?")
+
+
+@pytest.mark.parametrize("suffix", R["adjective_suffixes"])
+def test_adjective_suffix(suffix: str) -> None:
+    word = {
+        "ful": "useful", "ous": "famous", "ive": "expensive", "able": "reliable", "ible": "flexible",
+        "al": "formal", "ent": "efficient", "ant": "important", "less": "careless", "ar": "popular",
+        "ary": "necessary", "ile": "fragile",
+    }[suffix]  # fmt: skip
+    assert refuses("degree", f"Is it more {word}?", f"Is it {word}?")
+
+
+@pytest.mark.parametrize(("word", "cls"), sorted(R["quantifiers"].items()))
+def test_quantifier(word: str, cls: str) -> None:
+    weak = cls in R["weak_quantifiers"]
+    assert refuses("quantifiers", f"Do {word} birds fly?", "Do birds fly?") != weak
+    other = "few" if cls != "few" else "all"
+    assert refuses("quantifiers", f"Do {word} birds fly?", f"Do {other} birds fly?")
+
+
+@pytest.mark.parametrize("word", R["weak_quantifiers"])
+def test_weak_quantifier(word: str) -> None:
+    # "What are some good books" asks what "What are good books" asks.
+    example = next(w for w, c in R["quantifiers"].items() if c == word)
+    assert not refuses("quantifiers", f"What are {example} good books?", "What are good books?")
+
+
+@pytest.mark.parametrize(("phrase", "cls"), sorted(R["modals"].items()))
+def test_modal(phrase: str, cls: str) -> None:
+    weak = cls in R["weak_modals"]
+    assert refuses("modals", f"Tell me if we {phrase} go there.", "Tell me if we go there.") != weak
+    other = "must" if cls != "must" else "may"
+    assert refuses("modals", f"Tell me if we {phrase} go there.", f"Tell me if we {other} go there.")
+
+
+@pytest.mark.parametrize("word", R["weak_modals"])
+def test_weak_modal(word: str) -> None:
+    assert not refuses("modals", f"Where {word} I buy bread?", "Where do I buy bread?")
+    assert refuses("modals", f"Where {word} I buy bread?", "Where should I buy bread?")
+
+
+@pytest.mark.parametrize("word", R["modal_free_after"])
+def test_modal_free_after(word: str) -> None:
+    # "How should I ..." asks for a way, as "How can I ..." does; "Should I ..." asks for advice.
+    assert not refuses("modals", f"{word.title()} should I learn Go?", f"{word.title()} can I learn Go?")
+    assert refuses("modals", "Should I learn Go?", "Can I learn Go?")
+
+
+@pytest.mark.parametrize(("word", "cls"), sorted(R["time_words"].items()))
+def test_time_word(word: str, cls: str) -> None:
+    weak = cls in R["weak_times"]
+    assert refuses("time", f"What happens {word} here?", "What happens here?") != weak
+    other = "tomorrow" if cls != "tomorrow" else "yesterday"
+    assert refuses("time", f"What happens {word} here?", f"What happens {other} here?")
+
+
+@pytest.mark.parametrize("word", R["weak_times"])
+def test_weak_time(word: str) -> None:
+    example = next(w for w, c in R["time_words"].items() if c == word)
+    assert not refuses("time", f"Are we going to see {example} war?", "Are we going to see war?")
+
+
+@pytest.mark.parametrize(("word", "cls"), sorted(R["capitalised_time_words"].items()))
+def test_capitalised_time_word(word: str, cls: str) -> None:
+    assert refuses("time", f"Is the shop open in {word} again?", "Is the shop open again?")
+    assert only("time").facts(f"Is the shop open in {word} again?").times == {cls}
+
+
+@pytest.mark.parametrize(("word", "cls"), sorted(R["time_words_after_number_only"].items()))
+def test_time_word_after_number(word: str, cls: str) -> None:
+    other = "pm" if cls == "am" else "am"
+    assert refuses("time", f"Is it open at 9 {word}?", f"Is it open at 9 {other}?")
+    assert only("time").facts(f"Why {word} here?").times == frozenset()
+
+
+@pytest.mark.parametrize(("word", "gender"), sorted(R["gendered_words"].items()))
+def test_gendered_word(word: str, gender: str) -> None:
+    other = "she" if gender == "male" else "he"
+    assert refuses("gender", f"What did {word} say?", f"What did {other} say?")
+    # A question without a pronoun is no conflict ("What did Ann say" / "What did she say").
+    assert not refuses("gender", f"What did {word} say?", "What did they say?")
+
+
+@pytest.mark.parametrize(("alias", "unit"), sorted(R["units"].items()))
+def test_unit(alias: str, unit: str) -> None:
+    assert refuses("units", f"Is 5 {alias} enough?", "Is 5 enough?")
+    other = "kg" if unit != "kg" else "km"
+    assert refuses("units", f"Is 5 {alias} enough?", f"Is 5 {other} enough?")
+    same = next(a for a, u in R["units"].items() if u == unit)
+    assert not refuses("units", f"Is 5 {alias} enough?", f"Is 5 {same} enough?")
+
+
+@pytest.mark.parametrize("alias", R["units_after_number_only"])
+def test_unit_only_after_a_number(alias: str) -> None:
+    # "m", "s", "C" are letters, not units, away from a number.
+    assert only("units").facts(f"Is {alias} here?").unit_words == frozenset()
+    assert only("units").facts(f"Is 3 {alias} here?").units
+
+
+@pytest.mark.parametrize(("alias", "currency"), sorted(R["currencies"].items()))
+def test_currency(alias: str, currency: str) -> None:
+    amount = f"{alias}5" if not alias.isalpha() else f"5 {alias}"
+    assert refuses("currencies", f"Is {amount} enough?", "Is 5 enough?")
+    other = "EUR" if currency != "EUR" else "USD"
+    assert refuses("currencies", f"Is {amount} enough?", f"Is 5 {other} enough?")
+
+
+@pytest.mark.parametrize("alias", R["currencies_after_number_only"])
+def test_currency_only_next_to_a_number(alias: str) -> None:
+    assert only("currencies").facts(f"Is it {alias} here?").currencies == frozenset()
+    assert only("currencies").facts(f"Is it 5 {alias} here?").currencies
+
+
+@pytest.mark.parametrize("op", R["operators"])
+def test_operator(op: str) -> None:
+    query = f"What is {op}x here?" if op in ("!", "~") else f"What is 3 {op} 4 here?"
+    assert refuses("operators", query, "What is 3 4 here?")
+
+
+@pytest.mark.parametrize("op", R["infix_only_operators"])
+def test_infix_only_operator(op: str) -> None:
+    # "videos & audios", "gay/lesbian": prose; between numbers or in code they are operators.
+    assert not refuses("operators", f"Are cats {op} dogs pets?", "Are cats dogs pets?")
+    assert refuses("operators", f"What is 6 {op} 3?", "What is 6 3?")
+
+
+@pytest.mark.parametrize(("word", "symbol"), sorted(R["operator_words"].items()))
+def test_operator_word(word: str, symbol: str) -> None:
+    assert refuses("operators", f"What is 6 {word} 3?", "What is 6 3?")
+    if symbol != "mod":
+        assert not refuses("operators", f"What is 6 {word} 3?", f"What is 6 {symbol} 3?")
+
+
+@pytest.mark.parametrize("connector", R["symmetric_connectors"])
+def test_symmetric_connector(connector: str) -> None:
+    # "cats and dogs" / "dogs and cats" ask the same; "cats chase dogs" / "dogs chase cats" do not.
+    assert not refuses("order", f"Compare cats {connector} dogs", f"Compare dogs {connector} cats")
+    assert refuses("order", "Why do cats chase dogs?", "Why do dogs chase cats?")
+
+
+@pytest.mark.parametrize("determiner", R["determiners"])
+def test_determiner_is_not_a_relation(determiner: str) -> None:
+    # "from my laptop to the server" / "from the server to my laptop": the relation is "to".
+    assert refuses(
+        "order",
+        f"Copy files from {determiner} laptop to server",
+        f"Copy files from server to {determiner} laptop",
+    )
+    assert not refuses("order", f"Compare cats {determiner} dogs", f"Compare dogs {determiner} cats")
+
+
+@pytest.mark.parametrize("marker", R["code_markers"])
+def test_code_marker(marker: str) -> None:
+    # In code, case is meaning ("IN" / "in" in SQL); in prose it is not ("NASA" / "Nasa").
+    assert refuses("code", f"Why does Foo {marker} bar fail?", f"Why does foo {marker} bar fail?")
+    assert not refuses("code", "Why does Foo bar fail?", "Why does foo bar fail?")
