@@ -62,21 +62,22 @@ def hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
     return True
 
 
-def _in_hub_cache(repo_id: str) -> bool:
+def _cached_snapshot(repo_id: str) -> str | None:
+    """The local folder of ``repo_id`` in the Hugging Face cache, or ``None`` when not there."""
     try:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import snapshot_download
 
-        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
-    except Exception:  # an old huggingface_hub, or an id it rejects
-        return False
+        return snapshot_download(repo_id, local_files_only=True)
+    except Exception:  # not cached, an old huggingface_hub, or an id it rejects
+        return None
 
 
 def resolve_model_source(name_or_path: str | Path) -> tuple[str, bool]:
     """``(source, local_files_only)`` for ``from_pretrained``, or a :class:`ModelLoadError` now.
 
     An existing folder is used as it is. A missing path is reported as missing. A hub id is
-    used from the hub when it is reachable, else from the local hub cache; when neither can
-    give it, the error says so at once.
+    used from the hub when it is reachable, else as its folder in the local hub cache; when
+    neither can give it, the error says so at once.
     """
     text = str(name_or_path)
     path = Path(text).expanduser()
@@ -93,8 +94,9 @@ def resolve_model_source(name_or_path: str | Path) -> tuple[str, bool]:
             "name such as 'org/model'."
         )
     if hub_offline():
-        if _in_hub_cache(text):
-            return text, True
+        cached = _cached_snapshot(text)
+        if cached is not None:
+            return cached, True
         raise ModelLoadError(
             f"{text!r} is neither a local folder nor in the local Hugging Face cache, and hub "
             "access is off (HF_HUB_OFFLINE). Download it where the hub can be reached, or pass "
@@ -102,8 +104,9 @@ def resolve_model_source(name_or_path: str | Path) -> tuple[str, bool]:
         )
     if hub_reachable():
         return text, False
-    if _in_hub_cache(text):
-        return text, True
+    cached = _cached_snapshot(text)
+    if cached is not None:  # a local folder: nothing downstream tries the network for it
+        return cached, True
     raise ModelLoadError(
         f"{text!r} is not a local folder, and the Hugging Face hub ({hub_endpoint()}) cannot be "
         f"reached from this machine (no connection within {HUB_TIMEOUT_S:g} s). Pass a local "

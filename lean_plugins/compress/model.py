@@ -160,7 +160,11 @@ def resolve_model(model: str | os.PathLike | None) -> tuple[str, str]:
     """``(path_or_name, display_name)`` for ``model``; None and the aliases mean the embedded one."""
     if model is None or str(model) in DEFAULT_MODEL_ALIASES:
         return str(shipped_model_dir()), "lean-plugins/compressor-minilm"
-    return str(model), str(model)
+    from lean_plugins.model_source import resolve_model_source
+
+    # a missing folder, or a hub name the hub cannot serve, fails now with a message
+    source, _local_only = resolve_model_source(model)
+    return source, str(model)
 
 
 def check_token_classifier(path_or_name: str) -> None:

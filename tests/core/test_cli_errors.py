@@ -90,19 +90,17 @@ def test_a_file_or_missing_path_is_named_as_such(tmp_path: Path) -> None:
         LeanLocalLLM(STORIES)
 
 
-def test_unreachable_hub_fails_at_once_with_one_connection_attempt(monkeypatch, tmp_path: Path) -> None:
-    """The hub is a closed local port: one refused connection, then a clear error (transformers
-    alone retries for ~23 s per attempt)."""
+@pytest.fixture
+def unreachable_hub(monkeypatch, tmp_path: Path) -> tuple[int, list[tuple]]:
+    """The hub is a closed local port and the hub cache is empty; returns the port and the list
+    of connection attempts made."""
     import huggingface_hub.constants
-
-    from lean_plugins.pruning import LeanLocalLLM
 
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{port}")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty local hub cache
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     attempts: list[tuple] = []
     real = socket.create_connection
@@ -112,10 +110,30 @@ def test_unreachable_hub_fails_at_once_with_one_connection_attempt(monkeypatch, 
         return real(address, *args, **kwargs)
 
     monkeypatch.setattr(socket, "create_connection", counting)
+    return port, attempts
+
+
+def test_unreachable_hub_fails_at_once_with_one_connection_attempt(unreachable_hub) -> None:
+    """One refused connection, then a clear error (transformers alone retries for ~23 s per
+    attempt)."""
+    from lean_plugins.pruning import LeanLocalLLM
+
+    port, attempts = unreachable_hub
     with pytest.raises(ModelLoadError, match="cannot be reached") as err:
         LeanLocalLLM("someorg/some-model")
     assert f"127.0.0.1:{port}" in str(err.value)
     assert attempts == [("127.0.0.1", port)]
+
+
+def test_compressor_model_names_are_checked_the_same_way(unreachable_hub, tmp_path: Path) -> None:
+    from lean_plugins.compress import LeanCompressor
+
+    port, attempts = unreachable_hub
+    with pytest.raises(ModelLoadError, match="cannot be reached"):
+        LeanCompressor("someorg/some-model").compress("Some text to compress here.")
+    assert attempts == [("127.0.0.1", port)]
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        LeanCompressor(str(tmp_path / "no-such-model")).compress("Some text to compress here.")
 
 
 def test_offline_mode_names_the_model_and_the_setting(monkeypatch, tmp_path: Path) -> None:
@@ -132,10 +150,9 @@ def test_offline_mode_names_the_model_and_the_setting(monkeypatch, tmp_path: Pat
 def test_loading_bars_are_quiet_in_library_use_and_shown_by_the_cli(capfd) -> None:
     from transformers.utils import logging as hf_logging
 
-    from lean_plugins.pruning import LeanLocalLLM
-
     from lean_plugins.compress import LeanCompressor
     from lean_plugins.embeddings import SentenceEncoder
+    from lean_plugins.pruning import LeanLocalLLM
 
     path = stories_dir()
     assert hf_logging.is_progress_bar_enabled()
