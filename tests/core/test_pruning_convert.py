@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,8 @@ def hf_dir() -> Path:
 def reference_logits(checkpoint: Path, tokens: list[int]) -> np.ndarray:
     """llama2.c's forward (run.c), in numpy, with its interleaved RoPE, from the raw file."""
     raw = checkpoint.read_bytes()
-    dim, hidden, n_layers, n_heads, n_kv, vocab, _seq = np.frombuffer(raw[:28], dtype=np.int32)
+    dim, hidden, n_layers, n_heads, n_kv, vocab, seq_len = np.frombuffer(raw[:28], dtype=np.int32)
+    tied = vocab > 0  # llama2.c: a negative vocab size means a separate classifier follows
     vocab = abs(int(vocab))
     hd = dim // n_heads
     kv_dim = n_kv * hd
@@ -46,6 +48,8 @@ def reference_logits(checkpoint: Path, tokens: list[int]) -> np.ndarray:
     wo, rms_ffn = take(n_layers, dim, dim), take(n_layers, dim)
     w1, w2, w3 = take(n_layers, hidden, dim), take(n_layers, dim, hidden), take(n_layers, hidden, dim)
     rms_final = take(dim)
+    take(2, seq_len, hd // 2)  # freq_cis_real, freq_cis_imag: unused (RoPE is computed below)
+    classifier = emb if tied else take(vocab, dim)
 
     def rmsnorm(x: np.ndarray, w: np.ndarray) -> np.ndarray:
         return x / np.sqrt((x * x).mean(-1, keepdims=True) + 1e-5) * w
@@ -79,7 +83,7 @@ def reference_logits(checkpoint: Path, tokens: list[int]) -> np.ndarray:
         h = rmsnorm(x, rms_ffn[layer])
         gate = h @ w1[layer].T
         x = x + ((gate / (1 + np.exp(-gate))) * (h @ w3[layer].T)) @ w2[layer].T
-    return rmsnorm(x, rms_final) @ emb.T
+    return rmsnorm(x, rms_final) @ classifier.T
 
 
 def test_converted_model_matches_reference_forward(hf_dir: Path) -> None:
@@ -92,6 +96,40 @@ def test_converted_model_matches_reference_forward(hf_dir: Path) -> None:
         ours = model(torch.tensor([ids])).logits[0].numpy()
     ref = reference_logits(CHECKPOINT, ids)
     np.testing.assert_allclose(ours, ref, atol=2e-4, rtol=1e-3)
+
+
+def write_llama2c(path: Path, *, dim: int, hidden: int, n_layers: int, n_heads: int, n_kv: int,
+                  tied: bool, vocab: int = 512, seq_len: int = 64, seed: int = 0) -> Path:  # fmt: skip
+    """A random llama2.c legacy checkpoint (header, then every float32 array in export order)."""
+    hd, rng = dim // n_heads, np.random.default_rng(seed)
+    sizes = [vocab * dim, n_layers * dim, n_layers * dim * dim, 2 * n_layers * n_kv * hd * dim]
+    sizes += [n_layers * dim * dim, n_layers * dim, 3 * n_layers * hidden * dim, dim, seq_len * hd]
+    sizes += [] if tied else [vocab * dim]
+    header = struct.pack("7i", dim, hidden, n_layers, n_heads, n_kv, vocab if tied else -vocab, seq_len)
+    path.write_bytes(header + rng.normal(0, 0.3, sum(sizes)).astype(np.float32).tobytes())
+    return path
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        {"dim": 32, "hidden": 48, "n_layers": 2, "n_heads": 4, "n_kv": 4, "tied": False},  # MHA, own classifier
+        {"dim": 48, "hidden": 64, "n_layers": 3, "n_heads": 6, "n_kv": 2, "tied": True},  # GQA 3:1
+    ],
+)
+def test_written_checkpoints_of_other_shapes_convert_exactly(tmp_path: Path, shape: dict) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from lean_plugins.pruning import convert_llama2c
+
+    checkpoint = write_llama2c(tmp_path / "model.bin", **shape)
+    out = convert_llama2c(checkpoint, TOKENIZER, tmp_path / "hf")
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert model.config.tie_word_embeddings is shape["tied"]
+    ids = [1, 403, 261, 370, 280, 33, 17]
+    with torch.no_grad():
+        ours = model(torch.tensor([ids])).logits[0].numpy()
+    np.testing.assert_allclose(ours, reference_logits(checkpoint, ids), atol=2e-4, rtol=1e-3)
 
 
 def test_tokenizer_is_the_full_sentencepiece_vocabulary(hf_dir: Path) -> None:
