@@ -79,11 +79,11 @@ def make_model(kind: str, local_client: Any) -> Any:
     return LeanChatModel(model="stories260K", client=local_client, max_tokens=256)
 
 
-def chain(model: Any, *, lean: bool, compressor: Any, cache_dir: Any = None) -> Runnable:
+def chain(model: Any, *, lean: bool, compressor: Any, cache: Any = None) -> Runnable:
     """The RAG chain, plain (the caller's own: source template, whole documents, the model with
     its max_tokens at the budget's cap) or lean (all five layers, in the order the docs
     recommend: compress the retrieved documents, lean template, cache and budget on the model)."""
-    from lean_plugins.langchain import LeanCache, lean_from, with_output_budget
+    from lean_plugins.langchain import lean_from, with_output_budget
 
     # stories260K has a 512-token context (of a 512-word vocabulary): one document fits
     texts = DOCUMENTS if isinstance(model, ToolCallingFake) else DOCUMENTS[1:]
@@ -98,7 +98,7 @@ def chain(model: Any, *, lean: bool, compressor: Any, cache_dir: Any = None) -> 
     tools = [weather] if isinstance(model, ToolCallingFake) else []
     if lean:
         prompt = lean_from(prompt)
-        cached = model.model_copy(update={"cache": LeanCache(path=cache_dir, mode="exact")})
+        cached = model.model_copy(update={"cache": cache})
         llm: Runnable = with_output_budget(cached, OutputBudget(BUDGET))
     else:
         llm = model.model_copy(update={"max_tokens": BUDGET})
@@ -136,6 +136,34 @@ def messages_tokens(messages: list[BaseMessage]) -> int:
 @pytest.mark.parametrize("mode", ["invoke", "stream", "ainvoke", "astream"])
 @pytest.mark.parametrize("kind", ["tool-calling fake", "local stories260K"])
 def test_all_layers_compose(kind: str, mode: str, compressor: Any, local_client: Any, tmp_path: Any) -> None:
+    from lean_plugins.langchain import LeanCache
+
+    check_composition(kind, mode, compressor, local_client, LeanCache(path=tmp_path, mode="exact"))
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("mode", ["invoke", "astream"])
+def test_all_layers_compose_with_the_cache_on_redis(mode: str, compressor: Any, local_client: Any) -> None:
+    """The same with the cache on Redis (many app servers), in this suite's own Redis DB (5)."""
+    import os
+    import re
+    import uuid
+
+    from lean_plugins.langchain import LeanCache
+
+    url = os.environ.get("LEAN_PLUGINS_REDIS_URL")
+    if not url:
+        pytest.skip("LEAN_PLUGINS_REDIS_URL is not set; scripts/test.sh starts Redis and sets it")
+    pytest.importorskip("redis")
+    url = re.sub(r"/\d+$", "", url) + "/5"
+    cache = LeanCache(backend="redis", url=url, mode="exact", key_prefix=f"composition-{uuid.uuid4().hex}")
+    try:
+        check_composition("tool-calling fake", mode, compressor, local_client, cache)
+    finally:
+        cache.clear()
+
+
+def check_composition(kind: str, mode: str, compressor: Any, local_client: Any, cache: Any) -> None:
     from langchain_core.callbacks import BaseCallbackHandler
 
     class Prompts(BaseCallbackHandler):
@@ -154,7 +182,7 @@ def test_all_layers_compose(kind: str, mode: str, compressor: Any, local_client:
     plain = chain(model, lean=False, compressor=compressor)
     plain_answers = [ask(plain.with_config(callbacks=[plain_prompts]), mode) for _ in range(2)]
 
-    lean = chain(model, lean=True, compressor=compressor, cache_dir=tmp_path)
+    lean = chain(model, lean=True, compressor=compressor, cache=cache)
     with Ledger() as ledger:
         first = ask(lean.with_config(callbacks=[lean_prompts]), mode)
         calls_after_first = len(getattr(model, "calls", [])) or None
