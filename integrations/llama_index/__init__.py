@@ -17,6 +17,7 @@ _EXPORTS = {
     "lean_from": "lean_plugins.llama_index.prompt_template",
     "LeanLocalLLM": "lean_plugins.llama_index.local_llm",
     "OutputBudgetHandler": "lean_plugins.llama_index.budget",
+    "BudgetedLLM": "lean_plugins.llama_index.budget",
     "OutputBudgetCallbackHandler": "lean_plugins.llama_index.budget",
     "with_output_budget": "lean_plugins.llama_index.budget",
 }

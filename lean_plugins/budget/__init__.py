@@ -5,6 +5,7 @@ Light to import: plain Python (tiktoken loads on first count).
 """
 
 from lean_plugins.budget.accounting import UsageAccountant, UsageTotals, default_accountant
+from lean_plugins.budget.call import BudgetedCall
 from lean_plugins.budget.counting import StreamingTokenCounter
 from lean_plugins.budget.output_budget import DEFAULT_ROUTE, OutputBudget
 from lean_plugins.budget.policy import BUDGET_STOP_REASONS, BudgetResult, BudgetRun
@@ -16,6 +17,7 @@ __all__ = [
     "BudgetPredictor",
     "BudgetResult",
     "BudgetRun",
+    "BudgetedCall",
     "OutputBudget",
     "StreamingTokenCounter",
     "UsageAccountant",
