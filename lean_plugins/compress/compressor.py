@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import math
 import random
 import re
 import threading
@@ -33,7 +34,7 @@ from lean_plugins._optional import require, require_extra
 from lean_plugins.compress.data import word_spans
 from lean_plugins.compress.language import ENGLISH_STOPWORDS, fold, looks_english
 from lean_plugins.compress.model import DEFAULT_MODEL_ALIASES, check_token_classifier, resolve_model
-from lean_plugins.compress.relevance import RelevanceModel, shipped_relevance_model
+from lean_plugins.compress.relevance import RelevanceModel, shipped_relevance_model, term_shares
 from lean_plugins.compress.spans import (
     DEFAULT_PROTECTED_PATTERNS,
     NUMBER_PATTERN,
@@ -49,9 +50,14 @@ logger = logging.getLogger("lean_plugins.compress")
 
 NonEnglishPolicy = Literal["pass", "compress", "raise"]
 
+# With a query, sentences embedded for relevance: all of a call with up to EMBED_ALL_UP_TO
+# sentences, else the EMBED_SHARE of them sharing most of the question's words.
+EMBED_ALL_UP_TO = 32
+EMBED_SHARE = 0.25
+
 # Without a query: added to the score of names and number words (``_answer_words``); the
 # value the SQuAD development articles chose, each left out in turn (docs/compress.md).
-ANSWER_WORD_BONUS = 0.0
+ANSWER_WORD_BONUS = 0.15
 
 # llmlingua picks its word-merging code from a substring of ``model_name`` and raises a bare
 # NotImplementedError for any other name; these are the two names it knows, by tokenizer style.
@@ -494,9 +500,19 @@ class LeanCompressor:
         if not flat or not query.strip():
             return [np.zeros(len(word_spans(t))) for t in texts]
         encoder = get_encoder(self.encoder_model, device=self.device)
-        vectors = encoder.encode([query, *flat])
+        # Embedding every sentence of a long input costs more than the classifier pass; only
+        # the sentences that share the most of the question's words (IDF-weighted) are
+        # embedded, the rest get the lowest similarity found among those.
+        n_embed = max(EMBED_ALL_UP_TO, math.ceil(EMBED_SHARE * len(flat)))
+        if len(flat) <= n_embed:
+            chosen = np.arange(len(flat))
+        else:
+            chosen = np.sort(np.argsort(-term_shares(query, flat)[1], kind="stable")[:n_embed])
+        vectors = encoder.encode([query, *[flat[i] for i in chosen]])
+        cosine = np.full(len(flat), float((vectors[1:] @ vectors[0]).min()))
+        cosine[chosen] = vectors[1:] @ vectors[0]
         model = self.relevance_model or shipped_relevance_model()
-        sims = model.score(query, flat, vectors[1:] @ vectors[0])
+        sims = model.score(query, flat, cosine)
         low, high = float(sims.min()), float(sims.max())
         scaled = (sims - low) / (high - low) if high > low else np.ones_like(sims)
         out, k = [], 0

@@ -61,12 +61,10 @@ def question_type(query: str, patterns: dict[str, list[re.Pattern[str]]]) -> str
     return None
 
 
-def sentence_features(
-    query: str, sentences: Sequence[str], cosine: np.ndarray, qtype: str | None
-) -> np.ndarray:
-    """Features of each sentence (rows) in ``FEATURE_NAMES`` order (columns)."""
+def term_shares(query: str, sentences: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per sentence: the share of the query's content words it holds, the same weighted by IDF
+    over ``sentences``, and the share of the query's adjacent content-word pairs it holds."""
     n = len(sentences)
-    cosine = np.asarray(cosine, dtype=np.float64)
     terms = _content_terms(query)
     term_set = set(terms)
     sentence_terms = [_content_terms(s) for s in sentences]
@@ -80,6 +78,16 @@ def sentence_features(
     pair_share = np.array(
         [len(pairs & set(itertools.pairwise(t))) / len(pairs) if pairs else 0.0 for t in sentence_terms]
     )
+    return share, idf_share, pair_share
+
+
+def sentence_features(
+    query: str, sentences: Sequence[str], cosine: np.ndarray, qtype: str | None
+) -> np.ndarray:
+    """Features of each sentence (rows) in ``FEATURE_NAMES`` order (columns)."""
+    n = len(sentences)
+    cosine = np.asarray(cosine, dtype=np.float64)
+    share, idf_share, pair_share = term_shares(query, sentences)
     first = np.zeros(n)
     if n:
         first[0] = 1.0
