@@ -87,6 +87,11 @@ def resolve_model_source(name_or_path: str | Path) -> tuple[str, bool]:
                 f"{path} is a file; pass the model folder that holds config.json, the weights "
                 "and the tokenizer files."
             )
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"{path} has no config.json, so it is not a Hugging Face model folder; pass the "
+                "folder that holds config.json, the weights and the tokenizer files."
+            )
         return str(path), True
     if not HUB_ID.match(text) or text.count("/") > 1 or ".." in text:
         raise ModelLoadError(

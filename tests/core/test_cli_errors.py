@@ -88,6 +88,8 @@ def test_a_file_or_missing_path_is_named_as_such(tmp_path: Path) -> None:
         LeanLocalLLM("./models/nope")
     with pytest.raises(ModelLoadError, match="is a file"):
         LeanLocalLLM(STORIES)
+    with pytest.raises(ModelLoadError, match=r"has no config\.json"):
+        LeanLocalLLM(tmp_path)
 
 
 @pytest.fixture
