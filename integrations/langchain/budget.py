@@ -242,10 +242,11 @@ class BudgetedText(str):
     stop_reason: str
     output_budget: dict[str, Any]
 
-    def __new__(cls, text: str, result: BudgetResult) -> BudgetedText:
+    def __new__(cls, text: str, result: BudgetResult | dict[str, Any]) -> BudgetedText:
         obj = super().__new__(cls, text)
-        obj.stop_reason = result.stop_reason
-        obj.output_budget = result.to_metadata()
+        meta = result.to_metadata() if isinstance(result, BudgetResult) else dict(result)
+        obj.stop_reason = meta["stop_reason"]
+        obj.output_budget = meta
         return obj
 
 
@@ -278,6 +279,33 @@ def _set_max_tokens(runnable: Runnable, budget: int, criterion: BudgetRun | None
             if replaced is not step:
                 steps[i] = replaced
                 return RunnableSequence(*steps, name=runnable.name)
+    return runnable
+
+
+def _with_handler(config: RunnableConfig | None, handler: BaseCallbackHandler) -> RunnableConfig:
+    """``config`` with ``handler`` added to its callbacks (inherited by the steps)."""
+    config = ensure_config(config)
+    callbacks = config.get("callbacks")
+    if callbacks is None:
+        config["callbacks"] = [handler]
+    elif isinstance(callbacks, list):
+        config["callbacks"] = [*callbacks, handler]
+    else:  # a callback manager
+        manager = callbacks.copy()
+        manager.add_handler(handler, inherit=True)
+        config["callbacks"] = manager
+    return config
+
+
+def _swap_model(runnable: Runnable, model: BaseLanguageModel, new: Runnable) -> Runnable:
+    """``runnable`` with ``model`` (found by :func:`find_model`) replaced by ``new``."""
+    if runnable is model:
+        return new
+    if isinstance(runnable, RunnableBinding):
+        return runnable.model_copy(update={"bound": _swap_model(runnable.bound, model, new)})
+    if isinstance(runnable, RunnableSequence):
+        steps = [_swap_model(step, model, new) for step in runnable.steps]
+        return RunnableSequence(*steps, name=runnable.name)
     return runnable
 
 
@@ -372,17 +400,7 @@ class BudgetedRunnable(Runnable[Any, Any]):
             prompt=prompt,
             criterion=criterion,
         )
-        config = ensure_config(config)
-        callbacks = config.get("callbacks")
-        if callbacks is None:
-            config["callbacks"] = [handler]
-        elif isinstance(callbacks, list):
-            config["callbacks"] = [*callbacks, handler]
-        else:  # a callback manager
-            manager = callbacks.copy()
-            manager.add_handler(handler, inherit=True)
-            config["callbacks"] = manager
-        return _set_max_tokens(self.runnable, tokens, criterion), config, handler
+        return _set_max_tokens(self.runnable, tokens, criterion), _with_handler(config, handler), handler
 
     @staticmethod
     def _step(handler: OutputBudgetCallbackHandler, chunk: Any) -> tuple[str | None, bool]:
@@ -543,7 +561,77 @@ def with_output_budget(
         if binding is None:
             return wrapped
         return RunnableBinding(bound=wrapped, kwargs=binding.kwargs, config=binding.config)
+    model = find_model(runnable)
+    if isinstance(model, BaseChatModel):  # a chain around a chat model: budget the model in it
+        template = _first_prompt_template(runnable)
+        route = route or budget.route or (route_for_template(template.pretty_repr()) if template else None)
+        wrapped = BudgetedChatModel(
+            model=model,
+            budget=budget,
+            route=route,
+            raise_on_stop=raise_on_stop,
+            tokenizer=tokenizer,
+            cache=model.cache,
+        )
+        return BudgetedChain(_swap_model(runnable, model, wrapped), route=route)
     return BudgetedRunnable(runnable, budget, route=route, raise_on_stop=raise_on_stop, tokenizer=tokenizer)
+
+
+class _Verdicts(BaseCallbackHandler):
+    """Collects the budget's verdict of each budgeted model call in one chain run."""
+
+    def __init__(self) -> None:
+        self.verdicts: list[dict[str, Any]] = []
+
+    def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
+        for generations in response.generations:
+            for generation in generations:
+                message = getattr(generation, "message", None)
+                meta = (getattr(message, "response_metadata", None) or {}).get("output_budget")
+                if meta:
+                    self.verdicts.append(meta)
+
+
+class BudgetedChain(Runnable[Any, Any]):
+    """A chain whose chat model is a :class:`BudgetedChatModel`; build it with
+    :func:`with_output_budget`. Runs the chain as it is (streaming, the model's cache, tool
+    calls all kept); a text output comes back as a :class:`BudgetedText` with the verdict."""
+
+    def __init__(self, runnable: Runnable, *, route: str | None = None) -> None:
+        self.runnable = runnable
+        self.route = route
+
+    @property
+    def InputType(self) -> Any:
+        return self.runnable.InputType
+
+    @property
+    def OutputType(self) -> Any:
+        return self.runnable.OutputType
+
+    @staticmethod
+    def _answer(output: Any, verdicts: _Verdicts) -> Any:
+        if isinstance(output, str) and verdicts.verdicts:
+            return BudgetedText(output, verdicts.verdicts[-1])
+        return output
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        verdicts = _Verdicts()
+        return self._answer(self.runnable.invoke(input, _with_handler(config, verdicts), **kwargs), verdicts)
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        verdicts = _Verdicts()
+        output = await self.runnable.ainvoke(input, _with_handler(config, verdicts), **kwargs)
+        return self._answer(output, verdicts)
+
+    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
+        yield from self.runnable.stream(input, config, **kwargs)
+
+    async def astream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        async for chunk in self.runnable.astream(input, config, **kwargs):
+            yield chunk
 
 
 # -- the chat model wrapper ---------------------------------------------------------------------

@@ -112,11 +112,30 @@ def test_chain_route_is_the_template_identity_and_budget_is_learned() -> None:
         out = chain.invoke({"question": "Who led the Normans?"})
         assert out == "Rollo led them." and out.stop_reason == "natural"
     assert predictor.samples(chain.route) == 6
-    learned = budget.budget_for("Who led the Normans?", route=chain.route)
+    # the budget is predicted from what the model is sent (the rendered question)
+    learned = budget.budget_for("Answer in one sentence: Who led the Normans?", route=chain.route)
     assert 4 <= learned < 10
     long_chain = with_output_budget(prompt | chat_model() | StrOutputParser(), budget, route=chain.route)
     out = long_chain.invoke({"question": "Who led the Normans?"})
     assert out.stop_reason in ("budget", "soft_budget") and len(encode(out)) <= learned
+
+
+def test_a_chain_around_a_chat_model_keeps_tool_calls_and_the_cache(tmp_path) -> None:
+    from lean_plugins.langchain import LeanCache
+
+    from tests.integrations.langchain.budget_fakes import ToolCallingFake
+
+    model = ToolCallingFake(answer=ANSWER, cache=LeanCache(path=tmp_path, mode="exact"))
+    prompt = ChatPromptTemplate.from_messages([("human", "{q}")])
+    chain = with_output_budget(prompt | model.bind_tools([weather]), OutputBudget(12, soft_window=0.0))
+    first, again = chain.invoke({"q": "Normans?"}), chain.invoke({"q": "Normans?"})
+    # Old code: the chain wrapper rebuilt AIMessage(content=text) and always streamed (no cache).
+    assert first.content == again.content == first_tokens(ANSWER, 12)
+    assert first.tool_calls[0]["name"] == again.tool_calls[0]["name"] == "weather"
+    assert len(model.calls) == 1 and again.response_metadata["cache_hit"]
+    text_chain = with_output_budget(prompt | model | StrOutputParser(), 12)
+    streamed = "".join(text_chain.stream({"q": "Normans?"}))
+    assert streamed == text_chain.invoke({"q": "Normans?"}) == first_tokens(ANSWER, 12)
 
 
 SEEN_MAX_TOKENS: list[int | None] = []
