@@ -2,8 +2,8 @@
 
 The chain is the one from LangChain's RAG tutorial: a vector store retriever, a prompt, a chat
 model, an output parser. The lean parts are marked ``# lean``: the query-aware compressor on
-the retrieved documents, ``lean_from`` on the prompt, an output budget on the model, and a
-semantic cache in front of the chain. A savings ledger reports what each one saved.
+the retrieved documents, ``lean_from`` on the prompt, an output budget on the model, and
+``with_cache`` around the whole chain (exact + semantic, keyed on the question). A savings ledger reports what each one saved.
 
 Offline, the model is the demo's stand-in (it answers with the retrieved sentence most similar
 to the question, and is not a language model). With a key, use a real one, e.g.
@@ -21,7 +21,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda, RunnablePassthrough
 from langchain_core.vectorstores import InMemoryVectorStore
-from lean_plugins.langchain import LeanCompressor, lean_from, with_output_budget
+from lean_plugins.langchain import LeanCompressor, lean_from, with_cache, with_output_budget
 
 from lean_plugins.cache import LeanCache
 from lean_plugins.demo.knowledge import load_knowledge_base
@@ -50,26 +50,20 @@ def build_chain(llm):
         docs = compressor.compress_documents(retriever.invoke(question), question)  # lean
         return "\n\n".join(d.page_content for d in docs)
 
-    return (
+    chain = (
         {"context": RunnableLambda(retrieve), "question": RunnablePassthrough()}
         | lean_from(prompt)  # lean: the same prompt, fewer tokens
         | with_output_budget(llm, 256)  # lean: stop at the budget, keep the text
         | StrOutputParser()
     )
+    # lean: the whole chain cached per question; a hit (a repeat or a paraphrase) skips
+    # retrieval, compression and the model
+    return with_cache(chain, cache=LeanCache(tempfile.mkdtemp()))
 
 
 def main() -> list[str]:
     llm = StandInChatModel()  # offline stand-in; e.g. ChatOpenAI(model="gpt-4o-mini")
     chain = build_chain(llm)
-    cache = LeanCache(tempfile.mkdtemp())  # lean: exact + semantic cache, keyed on the question
-
-    def ask(question: str) -> str:
-        cached = cache.get(question)
-        if cached is not None:
-            return cached
-        answer = chain.invoke(question)
-        cache.put(question, answer)
-        return answer
 
     questions = [
         "How long is a year on Mars?",
@@ -77,11 +71,10 @@ def main() -> list[str]:
         "How long is a year on Mars?",  # a repeat: served by the cache
     ]
     with Ledger() as ledger:
-        answers = [ask(q) for q in questions]
+        answers = [chain.invoke(q) for q in questions]
     for q, a in zip(questions, answers, strict=True):
         print(f"Q: {q}\nA: {a}\n")
     print(ledger.summary(price="gpt-4o-mini"))
-    cache.close()
     return answers
 
 

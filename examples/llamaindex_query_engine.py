@@ -3,7 +3,8 @@
 ``VectorStoreIndex.from_documents(...).as_query_engine()`` as in LlamaIndex's starter example,
 with our components at LlamaIndex's own extension points (marked ``# lean``): the query-aware
 compressor as a node postprocessor, ``lean_from`` on the default text-QA prompt, an output
-budget around the LLM, and ``CachedLLM`` (exact + semantic cache) as the LLM. A savings ledger
+budget around the LLM, and ``CachedQueryEngine`` around the engine (exact + semantic, keyed on
+the question). A savings ledger
 reports what each one saved.
 
 Offline, the LLM is the demo's stand-in (it answers with the retrieved sentence most similar to
@@ -18,7 +19,7 @@ from __future__ import annotations
 import tempfile
 
 from lean_plugins.llama_index import (
-    CachedLLM,
+    CachedQueryEngine,
     LeanCompressorPostprocessor,
     lean_from,
     with_output_budget,
@@ -38,14 +39,15 @@ def build_query_engine(llm):
     index = VectorStoreIndex.from_documents(docs, embed_model=MiniLMEmbedding())
 
     llm = with_output_budget(llm, 256)  # lean: stop at the budget, keep the text
-    llm = CachedLLM(llm=llm, cache=LeanCache(tempfile.mkdtemp(), mode="exact"))  # lean: cache
     engine = index.as_query_engine(
         llm=llm,
         node_postprocessors=[LeanCompressorPostprocessor(rate=0.33)],  # lean: compress, query-aware
     )
     default_prompt = engine.get_prompts()[QA_PROMPT]
     engine.update_prompts({QA_PROMPT: lean_from(default_prompt)})  # lean: same prompt, fewer tokens
-    return engine
+    # lean: answers (with their source nodes) cached per question; a hit (a repeat or a
+    # paraphrase) skips retrieval, compression and the LLM
+    return CachedQueryEngine(engine, cache=LeanCache(tempfile.mkdtemp()))
 
 
 def main() -> list[str]:

@@ -54,8 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--cache-at",
         choices=("question", "llm"),
         default="question",
-        help="question: LeanCache in front of the chain, keyed on the question (default); llm: the "
-        "frameworks' own hooks (LangChain cache=, LlamaIndex CachedLLM), keyed on the full prompt",
+        help="question: with_cache / CachedQueryEngine around the chain / engine, keyed on the question "
+        "(default); llm: the frameworks' own hooks (LangChain cache=, LlamaIndex CachedLLM), keyed on "
+        "the full prompt",
     )
     parser.add_argument(
         "--no-ablation",

@@ -8,9 +8,9 @@ quality next to cost: whether the answer string was in what the model saw, and, 
 hit, whether the entry that served it came from the same question (a verbatim repeat or a
 true paraphrase, by the question set's labels).
 
-The cache sits in front of the chain / query engine and is keyed on the user's question: a hit
-skips retrieval, compression and the model call. Caching the full RAG prompt instead would key
-on retrieved text that differs between paraphrases and is shared by unrelated questions.
+The cache wraps the chain / query engine (``with_cache`` / ``CachedQueryEngine``) and is keyed
+on the user's question: a hit skips retrieval, compression and the model call. Caching the full
+RAG prompt instead (``--cache-at llm``) keys on retrieved text that differs between paraphrases.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ _LAYER_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
         "llama_index": ("lean_plugins.llama_index:LeanCompressorPostprocessor",),
     },
     "cache": {
-        "langchain": ("lean_plugins.cache:LeanCache",),
-        "llama_index": ("lean_plugins.cache:LeanCache",),
+        "langchain": ("lean_plugins.cache:LeanCache", "lean_plugins.langchain:with_cache"),
+        "llama_index": ("lean_plugins.cache:LeanCache", "lean_plugins.llama_index:CachedQueryEngine"),
     },
     "budget": {
         "langchain": ("lean_plugins.budget:OutputBudget", "lean_plugins.langchain:with_output_budget"),
@@ -157,33 +157,6 @@ class DemoResult:
         return next((r for r in self.runs if r.framework == framework and r.config == config), None)
 
 
-class _QuestionCache:
-    """``LeanCache`` keyed on the user's question, with the bookkeeping the report needs."""
-
-    def __init__(self, settings: DemoSettings, path: Path, namespace: str) -> None:
-        from lean_plugins.cache import LeanCache
-
-        kwargs: dict[str, Any] = {"mode": "exact+semantic", "record_hits": False}
-        if settings.cache_threshold is not None:
-            kwargs["threshold"] = settings.cache_threshold
-        self.cache = LeanCache(path, **kwargs)
-        self.namespace = namespace
-        self.owner: dict[str, RequestResult] = {}
-
-    def lookup(self, question: str) -> tuple[Any, RequestResult | None] | None:
-        hit = self.cache.lookup(question, namespace=self.namespace)
-        if hit is None:
-            return None
-        return hit, self.owner.get(hit.cached_prompt)
-
-    def store(self, result: RequestResult) -> None:
-        self.cache.put(result.question, result.response, namespace=self.namespace)
-        self.owner.setdefault(result.question, result)
-
-    def close(self) -> None:
-        self.cache.close()
-
-
 def run_questions(
     framework: str,
     config: str,
@@ -193,96 +166,69 @@ def run_questions(
     questions: list[Question],
     settings: DemoSettings,
     price: Price,
-    workdir: Path,
+    cache: Any = None,
 ) -> RunResult:
-    """Ask every question through ``ask`` (the chain or engine), measuring each request."""
+    """Ask every question through ``ask`` (the chain or engine), measuring each request.
+
+    ``cache`` is the run's :class:`~lean_plugins.demo.rag_check.TracingCache` (or ``None``):
+    it tags every entry with the request that wrote it, so each hit is checked against the
+    request that made the entry it served.
+    """
     layers = tuple(layers)
-    cache = (
-        _QuestionCache(settings, workdir / f"cache-{framework}-{config}", f"{framework}:{config}")
-        if "cache" in layers and settings.cache_at == "question"
-        else None
-    )
-    # With the framework-level cache (cache_at="llm") a hit is a request that reached no model;
-    # the entry that served it is found by its text among the earlier requests' answers.
-    llm_cached = "cache" in layers and settings.cache_at == "llm"
-    by_response: dict[str, list[RequestResult]] = {}
     results: list[RequestResult] = []
+    by_id: dict[str, RequestResult] = {}
     started = time.perf_counter()
-    try:
-        with Ledger(f"{framework}:{config}") as ledger:
-            for q in questions:
-                t0 = time.perf_counter()
-                mark = call_log.mark()
-                found = cache.lookup(q.question) if cache is not None else None
-                if found is not None:
-                    hit, source = found
-                    response = hit.response
-                else:
-                    response = ask(q.question)
-                calls = call_log.since(mark)
-                in_tok = sum(c.input_tokens for c in calls)
-                out_tok = sum(c.output_tokens for c in calls)
-                result = RequestResult(
-                    qid=q.id,
-                    kind=q.kind,
-                    label=q.label,
-                    question=q.question,
-                    answer=q.answer,
-                    response=response,
-                    input_tokens=in_tok,
-                    output_tokens=out_tok,
-                    model_calls=len(calls),
-                    dollars=price.cost(in_tok, out_tok),
-                    seconds=time.perf_counter() - t0,
-                    context_has_answer=any(contains_answer(c.prompt, q.answer) for c in calls),
+    with Ledger(f"{framework}:{config}") as ledger:
+        for q in questions:
+            t0 = time.perf_counter()
+            mark = call_log.mark()
+            seen = 0
+            if cache is not None:
+                cache.current, seen = q.id, len(cache.hits)
+            response = ask(q.question)
+            calls = call_log.since(mark)
+            in_tok = sum(c.input_tokens for c in calls)
+            out_tok = sum(c.output_tokens for c in calls)
+            result = RequestResult(
+                qid=q.id,
+                kind=q.kind,
+                label=q.label,
+                question=q.question,
+                answer=q.answer,
+                response=response,
+                input_tokens=in_tok,
+                output_tokens=out_tok,
+                model_calls=len(calls),
+                dollars=price.cost(in_tok, out_tok),
+                seconds=time.perf_counter() - t0,
+                context_has_answer=any(contains_answer(c.prompt, q.answer) for c in calls),
+            )
+            for c in calls:
+                record(
+                    layer="llm",
+                    kind="call",
+                    input_before=c.input_tokens,
+                    input_after=c.input_tokens,
+                    output_before=c.output_tokens,
+                    output_after=c.output_tokens,
+                    model=settings.price_model,
+                    meta={"request": q.id},
                 )
-                for c in calls:
-                    record(
-                        layer="llm",
-                        kind="call",
-                        input_before=c.input_tokens,
-                        input_after=c.input_tokens,
-                        output_before=c.output_tokens,
-                        output_after=c.output_tokens,
-                        model=settings.price_model,
-                        meta={"request": q.id},
-                    )
-                if found is not None:
-                    result.cache_hit = True
-                    result.cache_match = hit.match
-                    if source is not None:
-                        result.cache_source = source.qid
-                        result.cache_hit_correct = source.label == q.label
-                        result.context_has_answer = source.context_has_answer
-                        # What the hit avoided: the model call that made the entry.
-                        record(
-                            layer="cache",
-                            kind="hit",
-                            input_before=source.input_tokens,
-                            output_before=source.output_tokens,
-                            model=settings.price_model,
-                            meta={"request": q.id, "source": source.qid, "match": hit.match},
-                        )
-                    else:
-                        result.cache_hit_correct = False  # an entry this run did not write
-                elif cache is not None:
-                    cache.store(result)
-                elif llm_cached and not calls:
-                    sources = by_response.get(response, [])
-                    result.cache_hit = True
-                    result.cache_match = "llm"
-                    same = [r for r in sources if r.label == q.label]
-                    source = (same or sources or [None])[0]
-                    result.cache_source = source.qid if source else None
-                    result.cache_hit_correct = bool(same)
-                    result.context_has_answer = bool(source and source.context_has_answer)
-                if calls:
-                    by_response.setdefault(response, []).append(result)
-                results.append(result)
-            summary = ledger.summary(price=price)
-    finally:
-        if cache is not None:
-            cache.close()
+            hits = cache.hits[seen:] if cache is not None else []
+            if hits:
+                # The cache booked what each hit avoided in the ledger itself; here each hit is
+                # checked against the request whose answer it served.
+                sources = [by_id.get(owner) for _, owner, _ in hits]
+                result.cache_hit = True
+                result.cache_match = hits[0][2]
+                result.cache_source = ", ".join(s.qid if s else "?" for s in sources)
+                result.cache_hit_correct = all(s is not None and s.label == q.label for s in sources)
+                result.context_has_answer = result.context_has_answer or any(
+                    s is not None and s.context_has_answer for s in sources
+                )
+            results.append(result)
+            by_id[q.id] = result
+        summary = ledger.summary(price=price)
     return RunResult(
         framework=framework,
         config=config,
@@ -374,21 +320,33 @@ def run_demo(
         for config, layers in configs(availability, settings):
             call_log = CallLog()
             llm = _make_llm(framework, settings, call_log, lean=bool(layers))
-            pipeline = app.chain(llm, layers) if framework == "langchain" else app.query_engine(llm, layers)
+            cache = None
+            if "cache" in layers:
+                from lean_plugins.demo.rag_check import TracingCache
+
+                cache = TracingCache(run_dir / f"cache-{framework}-{config}", **settings.cache_kwargs())
+            if framework == "langchain":
+                pipeline = app.chain(llm, layers, cache)
+            else:
+                pipeline = app.query_engine(llm, layers, cache)
             say(f"{framework}: {config} run ({len(questions)} questions)")
             from tqdm.auto import tqdm
 
             asked = tqdm(questions, desc=f"{framework} {config}", unit="request", disable=not progress_bar)
-            run = run_questions(
-                framework,
-                config,
-                layers,
-                lambda question, app=app, pipeline=pipeline: app.ask(pipeline, question),
-                call_log,
-                asked,  # type: ignore[arg-type]  # a list, seen through a progress bar
-                settings,
-                price,
-                run_dir,
-            )
+            try:
+                run = run_questions(
+                    framework,
+                    config,
+                    layers,
+                    lambda question, app=app, pipeline=pipeline: app.ask(pipeline, question),
+                    call_log,
+                    asked,  # type: ignore[arg-type]  # a list, seen through a progress bar
+                    settings,
+                    price,
+                    cache,
+                )
+            finally:
+                if cache is not None:
+                    cache.close()
             result.runs.append(run)
     return result

@@ -5,8 +5,8 @@ embeddings, its retriever (``k=4``, LangChain's default), LangChain's own questi
 prompt (the "stuff" chat prompt shipped in ``langchain-classic``) and the model with a fixed
 ``max_tokens``. Lean adds our components at the framework's own extension points:
 ``LeanCompressor`` as a query-aware document compressor after the retriever, ``lean_from`` on
-the same prompt, ``with_output_budget`` around the model (and ``LeanCache`` in front of the
-chain, see :mod:`lean_plugins.demo.harness`).
+the same prompt, ``with_output_budget`` around the model, and ``with_cache`` around the whole
+chain (the question-level cache).
 """
 
 from __future__ import annotations
@@ -70,17 +70,18 @@ class LangChainDemo:
         self.store = InMemoryVectorStore.from_documents(docs, MiniLMEmbeddings())
         self.retriever = self.store.as_retriever()
 
-    def chain(self, llm: BaseChatModel, layers: Collection[str]) -> Runnable:
-        """The RAG chain with ``layers`` (a subset of prompts, compress, budget) switched on.
+    def chain(self, llm: BaseChatModel, layers: Collection[str], cache: Any = None) -> Runnable:
+        """The RAG chain with ``layers`` (a subset of prompts, compress, cache, budget) switched on.
 
-        With ``cache_at="question"`` the cache is not a chain step: the harness puts
-        ``LeanCache`` in front of the chain. With ``cache_at="llm"`` the model gets LangChain's
-        own per-model ``cache=`` (our ``LeanCache`` adapter), keyed on the full prompt.
+        With ``cache_at="question"`` (the documented way to cache RAG) the whole chain is wrapped
+        in ``with_cache``, keyed on the question: a hit skips retrieval, compression and the
+        model. With ``cache_at="llm"`` the model gets LangChain's own per-model ``cache=`` (our
+        ``LeanCache`` adapter), keyed on the full prompt. ``cache`` is the core ``LeanCache``.
         """
         if "cache" in layers and self.settings.cache_at == "llm":
             from lean_plugins.langchain import LeanCache
 
-            llm = llm.model_copy(update={"cache": LeanCache(self.settings.new_llm_cache())})
+            llm = llm.model_copy(update={"cache": LeanCache(cache)})
         retrieve: Runnable = self.retriever
         if "compress" in layers:
             from lean_plugins.langchain import LeanCompressor
@@ -105,13 +106,18 @@ class LangChainDemo:
 
             model = with_output_budget(llm, self.settings.output_budget())
 
-        return (
+        chain = (
             {"context": retrieve | format_docs, "question": RunnablePassthrough()}
             | prompt
             | model
             | RunnableLambda(_text)
             | StrOutputParser()
         )
+        if "cache" in layers and self.settings.cache_at == "question":
+            from lean_plugins.langchain import with_cache
+
+            return with_cache(chain, cache=cache)
+        return chain
 
     def ask(self, chain: Runnable, question: str) -> str:
         return chain.invoke(question)

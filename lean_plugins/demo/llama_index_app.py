@@ -4,9 +4,9 @@ Plain is ``VectorStoreIndex.from_documents(...).as_query_engine(llm=...)`` with 
 LlamaIndex's defaults (node parser, ``similarity_top_k=2``, "compact" response mode, the
 default text-QA prompt) and the model's fixed ``max_tokens``. Lean adds our components at the
 framework's own extension points: ``LeanCompressorPostprocessor`` (query-aware) as a node
-postprocessor, ``lean_from`` on the default text-QA prompt through ``update_prompts``, and the
-model wrapped by ``with_output_budget`` (``LeanCache`` sits in front of the engine, see
-:mod:`lean_plugins.demo.harness`).
+postprocessor, ``lean_from`` on the default text-QA prompt through ``update_prompts``, the
+model wrapped by ``with_output_budget``, and the configured engine wrapped in
+``CachedQueryEngine`` (the question-level cache).
 """
 
 from __future__ import annotations
@@ -34,8 +34,13 @@ class LlamaIndexDemo:
         docs = [Document(text=s.text, metadata={"title": s.title}) for s in sections]
         self.index = VectorStoreIndex.from_documents(docs, embed_model=MiniLMEmbedding())
 
-    def query_engine(self, llm: LLM, layers: Collection[str]) -> Any:
-        """The query engine with ``layers`` (a subset of prompts, compress, budget) switched on."""
+    def query_engine(self, llm: LLM, layers: Collection[str], cache: Any = None) -> Any:
+        """The query engine with ``layers`` (a subset of prompts, compress, cache, budget) on.
+
+        With ``cache_at="question"`` the configured engine is wrapped in ``CachedQueryEngine``
+        (a hit skips retrieval, compression and the LLM); with ``cache_at="llm"`` the LLM is
+        wrapped in ``CachedLLM``. ``cache`` is the core ``LeanCache``.
+        """
         kwargs: dict[str, Any] = {}
         if "compress" in layers:
             from lean_plugins.llama_index import LeanCompressorPostprocessor
@@ -49,13 +54,17 @@ class LlamaIndexDemo:
         if "cache" in layers and self.settings.cache_at == "llm":
             from lean_plugins.llama_index import CachedLLM
 
-            model = CachedLLM(llm=model, cache=self.settings.new_llm_cache())
+            model = CachedLLM(llm=model, cache=cache)
         engine = self.index.as_query_engine(llm=model, **kwargs)
         if "prompts" in layers:
             from lean_plugins.llama_index import lean_from
 
             default = engine.get_prompts()[TEXT_QA_PROMPT_KEY]
             engine.update_prompts({TEXT_QA_PROMPT_KEY: lean_from(default)})
+        if "cache" in layers and self.settings.cache_at == "question":
+            from lean_plugins.llama_index import CachedQueryEngine
+
+            return CachedQueryEngine(engine, cache=cache)
         return engine
 
     def ask(self, engine: Any, question: str) -> str:

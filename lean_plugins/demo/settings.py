@@ -17,7 +17,7 @@ LAYERS = ("prompts", "compress", "cache", "budget", "local")
 LAYER_TITLES = {
     "prompts": "lean prompt (lean_from)",
     "compress": "query-aware compression (LeanCompressor)",
-    "cache": "exact+semantic cache (LeanCache)",
+    "cache": "exact+semantic cache (with_cache / CachedQueryEngine)",
     "budget": "output budget (with_output_budget)",
     "local": "local model (LeanLocalLLM)",
 }
@@ -66,9 +66,10 @@ class DemoSettings:
     cache_threshold: float | None = None
     """Semantic cache threshold; ``None`` keeps LeanCache's calibrated default."""
     cache_at: str = "question"
-    """``question``: ``LeanCache`` in front of the chain / engine, keyed on the user's question
-    (a hit skips retrieval, compression and the model). ``llm``: the frameworks' own hook, keyed
-    on the full prompt (LangChain ``cache=`` on the model, LlamaIndex ``CachedLLM``)."""
+    """``question``: the chain / engine wrapped in ``with_cache`` / ``CachedQueryEngine``, keyed on
+    the user's question (a hit skips retrieval, compression and the model). ``llm``: the
+    frameworks' own hook, keyed on the full prompt (LangChain ``cache=`` on the model,
+    LlamaIndex ``CachedLLM``)."""
     frameworks: tuple[str, ...] = ("langchain", "llama_index")
     ablation: bool = True
     """Also run each layer alone, for the per-layer savings and the multiplicative total."""
@@ -94,19 +95,12 @@ class DemoSettings:
             record_usage=False,
         )
 
-    def new_llm_cache(self) -> Any:
-        """A fresh exact+semantic ``LeanCache`` for the framework-level cache (``cache_at="llm"``)."""
-        import tempfile
-
-        from lean_plugins.cache import LeanCache
-        from lean_plugins.paths import cache_dir
-
-        root = Path(self.workdir) if self.workdir is not None else cache_dir("demo")
-        root.mkdir(parents=True, exist_ok=True)
+    def cache_kwargs(self) -> dict[str, Any]:
+        """Settings of the run's exact+semantic ``LeanCache`` (a fresh one for every run)."""
         kwargs: dict[str, Any] = {"mode": "exact+semantic"}
         if self.cache_threshold is not None:
             kwargs["threshold"] = self.cache_threshold
-        return LeanCache(tempfile.mkdtemp(prefix="llm-cache-", dir=root), **kwargs)
+        return kwargs
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
