@@ -347,7 +347,27 @@ def _chunk_text(chunk: Any) -> str | None:
     return None
 
 
-class BudgetedRunnable(Runnable[Any, Any]):
+class _Wrapper(Runnable[Any, Any]):
+    """A runnable around ``self.runnable``, typed like it."""
+
+    runnable: Runnable
+
+    @property
+    def InputType(self) -> Any:
+        return self.runnable.InputType
+
+    @property
+    def OutputType(self) -> Any:
+        return self.runnable.OutputType
+
+
+def _route(runnable: Runnable, route: str | None, budget: OutputBudget) -> str | None:
+    """The route budgets are learned under: given, the budget's, or the chain's template identity."""
+    template = _first_prompt_template(runnable)
+    return route or budget.route or (route_for_template(template.pretty_repr()) if template else None)
+
+
+class BudgetedRunnable(_Wrapper):
     """``runnable`` with an output budget; build it with :func:`with_output_budget`."""
 
     def __init__(
@@ -361,20 +381,9 @@ class BudgetedRunnable(Runnable[Any, Any]):
     ) -> None:
         self.runnable = runnable
         self.budget = budget
-        template = _first_prompt_template(runnable)
-        self.route = (
-            route or budget.route or (route_for_template(template.pretty_repr()) if template else None)
-        )
+        self.route = _route(runnable, route, budget)
         self.raise_on_stop = raise_on_stop or budget.raise_on_stop
         self.tokenizer = tokenizer
-
-    @property
-    def InputType(self) -> Any:
-        return self.runnable.InputType
-
-    @property
-    def OutputType(self) -> Any:
-        return self.runnable.OutputType
 
     # -- shared steps -------------------------------------------------------------------------
     def _prepare(self, input: Any, config: RunnableConfig | None) -> tuple[Runnable, RunnableConfig, Any]:
@@ -563,8 +572,7 @@ def with_output_budget(
         return RunnableBinding(bound=wrapped, kwargs=binding.kwargs, config=binding.config)
     model = find_model(runnable)
     if isinstance(model, BaseChatModel):  # a chain around a chat model: budget the model in it
-        template = _first_prompt_template(runnable)
-        route = route or budget.route or (route_for_template(template.pretty_repr()) if template else None)
+        route = _route(runnable, route, budget)
         wrapped = BudgetedChatModel(
             model=model,
             budget=budget,
@@ -592,7 +600,7 @@ class _Verdicts(BaseCallbackHandler):
                     self.verdicts.append(meta)
 
 
-class BudgetedChain(Runnable[Any, Any]):
+class BudgetedChain(_Wrapper):
     """A chain whose chat model is a :class:`BudgetedChatModel`; build it with
     :func:`with_output_budget`. Runs the chain as it is (streaming, the model's cache, tool
     calls all kept); a text output comes back as a :class:`BudgetedText` with the verdict."""
@@ -600,14 +608,6 @@ class BudgetedChain(Runnable[Any, Any]):
     def __init__(self, runnable: Runnable, *, route: str | None = None) -> None:
         self.runnable = runnable
         self.route = route
-
-    @property
-    def InputType(self) -> Any:
-        return self.runnable.InputType
-
-    @property
-    def OutputType(self) -> Any:
-        return self.runnable.OutputType
 
     @staticmethod
     def _answer(output: Any, verdicts: _Verdicts) -> Any:
