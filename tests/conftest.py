@@ -11,6 +11,8 @@ from lean_plugins.paths import shared_data_dir
 
 #: The start of every skip reason for missing evaluation data; with ``CI=true`` such a skip fails.
 MISSING_DATA = "evaluation data not found"
+#: A skip reason naming any of these is a skip for missing data too (tests written another way).
+DATA_WORDS = (MISSING_DATA, "../shared/data", "LEAN_PLUGINS_DATA")
 
 
 def _on_ci() -> bool:
@@ -70,7 +72,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> objec
     if not (report.skipped and _on_ci()) or hasattr(report, "wasxfail"):
         return
     reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-    if MISSING_DATA in reason:
+    if any(word in reason for word in DATA_WORDS):
         report.outcome = "failed"
         report.longrepr = (
             f"{item.nodeid} skipped for missing data on CI ({reason}). Tests must not need "

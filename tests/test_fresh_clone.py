@@ -31,13 +31,14 @@ def test_data_variable_set_to_a_missing_folder_means_no_data(monkeypatch, tmp_pa
 
 
 def run_inner_pytest(tmp_path: Path, ci: str | None) -> subprocess.CompletedProcess[str]:
-    """pytest on a file of three tests, with this project's conftest and no evaluation data."""
+    """pytest on a file of four tests, with this project's conftest and no evaluation data."""
     (tmp_path / "conftest.py").write_text((TESTS / "conftest.py").read_text(encoding="utf-8"))
     (tmp_path / "test_inner.py").write_text(
         "import pytest\n\n"
         "def test_reads_data(shared_data):\n    pass\n\n"
         "@pytest.mark.shared_data\ndef test_marked():\n    pass\n\n"
-        "@pytest.mark.skip(reason='feature not supported')\ndef test_other_skip():\n    pass\n",
+        "@pytest.mark.skip(reason='feature not supported')\ndef test_other_skip():\n    pass\n\n"
+        "def test_own_words():\n    pytest.skip('needs ../shared/data/qa')\n",
         encoding="utf-8",
     )
     env = {k: v for k, v in os.environ.items() if k != "CI"}
@@ -56,9 +57,10 @@ def run_inner_pytest(tmp_path: Path, ci: str | None) -> subprocess.CompletedProc
 
 def test_skip_for_missing_data_fails_the_run_on_ci(tmp_path: Path) -> None:
     local = run_inner_pytest(tmp_path, ci=None)
-    assert local.returncode == 0 and "3 skipped" in local.stdout, local.stdout
+    assert local.returncode == 0 and "4 skipped" in local.stdout, local.stdout
     ci = run_inner_pytest(tmp_path, ci="true")
     assert ci.returncode == 1, ci.stdout
-    # Skips happen in setup, so pytest counts the two as errors; an unsupported feature still skips.
-    assert "1 skipped, 2 errors" in ci.stdout, ci.stdout
+    # A skip in setup counts as an error, one in the test as a failure; an unsupported feature
+    # still skips.
+    assert "1 failed, 1 skipped, 2 errors" in ci.stdout, ci.stdout
     assert "skipped for missing data on CI" in ci.stdout
