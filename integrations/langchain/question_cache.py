@@ -42,6 +42,7 @@ from pydantic import ConfigDict, Field
 
 from lean_plugins.cache import LeanCache as CoreLeanCache
 from lean_plugins.cache.question import QuestionCache, UsageCollector, describe, question_namespace
+from lean_plugins.ledger import mark_cache_hit
 
 logger = logging.getLogger("lean_plugins.cache")
 
@@ -185,6 +186,16 @@ def _deserialise(value: str) -> Any:
         return load(json.loads(value), allowed_objects="core")
 
 
+def _marked(output: Any) -> Any:
+    """A served output with its messages marked as cache hits (the ledger's contract: the hit
+    is booked once, by the cache, and call accounting books nothing more for it)."""
+    if isinstance(output, BaseMessage):
+        return output.model_copy(update={"response_metadata": mark_cache_hit(output.response_metadata)})
+    if isinstance(output, dict):
+        return {k: _marked(v) if isinstance(v, BaseMessage) else v for k, v in output.items()}
+    return output
+
+
 def _stream_pieces(output: Any) -> Iterator[Any]:
     """A cached output as stream chunks: word-sized pieces of a string, a message as one chunk
     (tool calls as complete call chunks), anything else whole."""
@@ -281,7 +292,7 @@ class CachedRunnable(RunnableSerializable[Any, Any]):
         if answer is None:
             return False, None
         try:
-            return True, _deserialise(answer.value)
+            return True, _marked(_deserialise(answer.value))
         except Exception as exc:
             logger.warning("with_cache: dropping an unreadable cached output (%s); treated as a miss.", exc)
             return False, None

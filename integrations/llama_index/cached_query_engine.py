@@ -31,6 +31,7 @@ from lean_plugins.cache.question import (
     question_namespace,
     report_llm_call,
 )
+from lean_plugins.ledger import mark_cache_hit
 from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.base.response.schema import (
@@ -261,6 +262,8 @@ class CachedQueryEngine(BaseQueryEngine):
         except (ValueError, KeyError, TypeError) as exc:
             logger.warning("CachedQueryEngine: dropping an unreadable cached answer (%s); a miss.", exc)
             return None
+        # The ledger's cache-hit contract: the cache booked the hit; the response says so.
+        metadata = mark_cache_hit(metadata)
         if not self.streaming:
             return Response(response=text, source_nodes=nodes, metadata=metadata)
         if asynchronous:

@@ -17,7 +17,7 @@ from lean_plugins.cache import LeanCache
 from lean_plugins.demo.knowledge import load_knowledge_base
 from lean_plugins.demo.langchain_parts import MiniLMEmbeddings, StandInChatModel
 from lean_plugins.demo.standin import CallLog
-from lean_plugins.ledger import Ledger
+from lean_plugins.ledger import Ledger, is_cache_hit
 from lean_plugins.tokens import count_tokens
 
 PROMPT = ChatPromptTemplate.from_messages(
@@ -127,6 +127,7 @@ def test_messages_with_tool_calls_come_back_whole(cache) -> None:
     again = chain.invoke("Look up the length of a year on Mars")
     assert len(calls) == 1 and isinstance(again, AIMessage)
     assert again.tool_calls == first.tool_calls
+    assert is_cache_hit(again.response_metadata) and not is_cache_hit(first.response_metadata)
     streamed = list(chain.stream("Look up the length of a year on Mars"))
     assert len(calls) == 1 and streamed[0].tool_calls[0]["args"] == {"planet": "Mars", "field": "year"}
 

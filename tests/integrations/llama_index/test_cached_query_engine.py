@@ -13,7 +13,7 @@ from lean_plugins.cache import LeanCache
 from lean_plugins.demo.knowledge import load_knowledge_base
 from lean_plugins.demo.llama_index_parts import MiniLMEmbedding, StandInLLM
 from lean_plugins.demo.standin import CallLog
-from lean_plugins.ledger import Ledger
+from lean_plugins.ledger import Ledger, is_cache_hit
 from lean_plugins.tokens import count_tokens
 
 
@@ -53,6 +53,7 @@ def test_a_hit_returns_the_answer_with_its_sources_and_skips_everything(index, c
     assert len(log.calls) == 1
     for hit in (again, paraphrase):
         assert isinstance(hit, Response) and hit.response == first.response
+        assert is_cache_hit(hit.metadata) and not is_cache_hit(first.metadata)
         assert [(n.node.node_id, n.node.get_content(), n.node.metadata, n.score) for n in hit.source_nodes] == [
             (n.node.node_id, n.node.get_content(), n.node.metadata, n.score) for n in first.source_nodes
         ]
