@@ -57,6 +57,35 @@ class LocalModelSettings(BaseModel):
             )
         return self.client
 
+    def identifying_params(self) -> dict[str, Any]:
+        """Everything that changes this model's answers (LangChain's cache key and tracing):
+        which weights (the folder's fingerprint, or the loaded model's), how they are run, and the
+        default generation settings. Per-call arguments are added by LangChain."""
+        from lean_plugins.cache.keys import folder_fingerprint, loaded_model_fingerprint
+
+        if self.client is not None:
+            weights = loaded_model_fingerprint(self.client.model, self.client.tokenizer)
+        else:
+            weights = folder_fingerprint(self.model_name)
+        return {
+            "model_name": self.model_name,
+            "weights": weights,
+            "dtype": self.dtype,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            # Not "stop": LangChain writes the call's own stop under that key.
+            "default_stop": list(self.stop) if self.stop else None,
+        }
+
+    def pop_call_settings(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Remove the generation settings a call passed as keyword arguments from ``kwargs`` and
+        return them as field values (``max_new_tokens`` -> ``max_tokens``)."""
+        settings = {field: kwargs.pop(field) for field in ("max_tokens", "temperature", "top_p") if field in kwargs}
+        if "max_new_tokens" in kwargs:
+            settings.setdefault("max_tokens", kwargs.pop("max_new_tokens"))
+        return settings
+
     def generation_kwargs(self, stop: Sequence[str] | None, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         max_tokens = kwargs.get("max_tokens", kwargs.get("max_new_tokens", self.max_tokens))
         return {

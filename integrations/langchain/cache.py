@@ -4,8 +4,13 @@ Use it globally (``set_llm_cache(LeanCache())``) or per model (``ChatOpenAI(cach
 Generations are stored whole (``Generation`` / ``ChatGeneration`` with their messages) as
 LangChain's JSON serialisation (``langchain_core.load.dumps``), read back with
 ``langchain_core.load.loads`` restricted to LangChain core classes: never pickle.
-Each ``llm_string`` (model name and parameters) gets its own namespace, a hash of it and of
-the optional tenant.
+
+Keys: each ``llm_string`` (the model's identifying parameters plus the call's arguments, bound
+tools included) gets its own namespace, a hash of it and of the optional tenant. Within it, a
+request is keyed by :func:`lean_plugins.cache.keys.request_key` on the messages LangChain
+serialised (roles, names, content parts, tool calls with arguments and ids): an exact match
+needs the whole request equal, and a paraphrase of the final user question is served only
+when every earlier message is identical and the question does not carry retrieved context.
 """
 
 from __future__ import annotations
@@ -19,37 +24,59 @@ from typing import Any
 
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.load import dumps, loads
+from langchain_core.outputs import ChatGeneration, Generation
 
 from lean_plugins.cache import LeanCache as CoreLeanCache
 from lean_plugins.cache import namespace_for
+from lean_plugins.cache.keys import RequestKey, completion_key, message_text, request_key
+from lean_plugins.ledger import mark_cache_hit
 from lean_plugins.tokens import count_tokens
 
 logger = logging.getLogger("lean_plugins.cache")
 
 _MODEL_FIELD = re.compile(r"""["'](?:model_name|model|model_id)["']\s*[:,]\s*["']([^"']+)["']""")
+#: Message fields LangChain keeps for bookkeeping that never reach the model.
+_NOT_SENT = frozenset({"type", "id", "response_metadata", "usage_metadata"})
+_ROLE_OF_CLASS = {
+    "HumanMessage": "human",
+    "AIMessage": "ai",
+    "SystemMessage": "system",
+    "ToolMessage": "tool",
+    "FunctionMessage": "function",
+    "ChatMessage": "chat",
+}
 
 
-def prompt_text(prompt: str) -> str:
-    """The text a chat prompt is about.
-
-    A chat model's cache prompt is the JSON serialisation of its messages; matching on the
-    JSON would compare markup, so the messages become ``"role: content"`` lines. Plain LLM
-    prompts are returned unchanged.
-    """
+def prompt_messages(prompt: str) -> list[dict[str, Any]] | None:
+    """The messages of a chat model's cache prompt (``langchain_core.load.dumps`` of its
+    message list) as plain dicts, every field that reaches the model kept; ``None`` for a plain
+    text-completion prompt."""
     if not prompt.startswith("[{"):
-        return prompt
+        return None
     try:
-        messages = json.loads(prompt)
-        lines = []
-        for message in messages:
-            kwargs = message["kwargs"]
-            content = kwargs["content"]
-            if not isinstance(content, str):
-                content = json.dumps(content, sort_keys=True)
-            lines.append(f"{kwargs.get('type', message['id'][-1])}: {content}")
-        return "\n".join(lines)
-    except (ValueError, KeyError, TypeError, IndexError):
-        return prompt
+        serialised = json.loads(prompt)
+        messages = []
+        for item in serialised:
+            kwargs = item["kwargs"]
+            role = kwargs.get("type") or _ROLE_OF_CLASS.get(item["id"][-1], item["id"][-1])
+            if role == "chat":  # ChatMessage carries its own role
+                role = f"chat:{kwargs.get('role', '')}"
+            message = {"role": role, **{k: v for k, v in kwargs.items() if k not in _NOT_SENT}}
+            messages.append(message)
+        return messages
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return None
+
+
+def prompt_key(prompt: str) -> tuple[RequestKey, int]:
+    """The request key of a LangChain cache prompt, and its input tokens (for the ledger)."""
+    if not isinstance(prompt, str):
+        raise TypeError(f"LeanCache: prompt must be a str, got {type(prompt).__name__}.")
+    messages = prompt_messages(prompt)
+    if messages is None:
+        return completion_key(prompt), count_tokens(prompt)
+    tokens = sum(count_tokens(message_text(m.get("content")) or json.dumps(m.get("content"))) for m in messages)
+    return request_key(messages), tokens
 
 
 def model_from_llm_string(llm_string: str) -> str | None:
@@ -81,37 +108,64 @@ class LeanCache(BaseCache):
     def _namespace(self, llm_string: str) -> str:
         return namespace_for(llm_string, self.tenant)
 
+    def _lookup_args(self, prompt: str, llm_string: str) -> tuple[str, dict[str, Any]]:
+        key, tokens = prompt_key(prompt)
+        return key.text, {
+            "namespace": self._namespace(llm_string),
+            "model": model_from_llm_string(llm_string),
+            "tenant": self.tenant,
+            "scope": key.scope,
+            "semantic": key.semantic,
+            "input_tokens": tokens,
+        }
+
+    def _update_args(self, prompt: str, llm_string: str, return_val: Sequence[Any]) -> tuple[str, str, dict[str, Any]]:
+        key, _ = prompt_key(prompt)
+        value = dumps(list(return_val))
+        output_tokens = sum(count_tokens(getattr(g, "text", "") or "") for g in return_val)
+        return key.text, value, {
+            "namespace": self._namespace(llm_string),
+            "output_tokens": output_tokens,
+            "scope": key.scope,
+            "semantic": key.semantic,
+        }
+
     @staticmethod
-    def _decode(value: str) -> RETURN_VAL_TYPE | None:
+    def _hit(hit: Any) -> RETURN_VAL_TYPE | None:
+        """The generations of a core cache hit; a miss (``None``) for an entry LangChain could not use."""
+        if hit is None:
+            return None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # loads() is marked beta
-                generations = loads(value, allowed_objects="core")
+                generations = loads(hit.response, allowed_objects="core")
         except Exception as exc:  # an unreadable entry is a miss
-            logger.warning("Dropping an unreadable cached LangChain entry (%s).", exc)
+            logger.warning("Ignoring an unreadable cached LangChain entry (%s); calling the model.", exc)
             return None
-        return generations if isinstance(generations, list) else None
-
-    @staticmethod
-    def _encode(return_val: Sequence[Any]) -> tuple[str, int]:
-        return dumps(list(return_val)), sum(count_tokens(getattr(g, "text", "")) for g in return_val)
+        if not isinstance(generations, list) or not generations or not all(
+            isinstance(g, Generation) for g in generations
+        ):
+            logger.warning(
+                "Ignoring a cached LangChain entry that is not a non-empty list of generations (got %s); "
+                "calling the model, whose answer replaces it.",
+                type(generations).__name__ if not isinstance(generations, list) else f"{len(generations)} items",
+            )
+            return None
+        for generation in generations:  # the cache-hit contract (lean_plugins.ledger.CACHE_HIT_KEY)
+            generation.generation_info = mark_cache_hit(generation.generation_info)
+            if isinstance(generation, ChatGeneration):
+                generation.message.response_metadata = mark_cache_hit(generation.message.response_metadata)
+        return generations
 
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         """Cached generations for ``prompt`` under ``llm_string``, or ``None``."""
-        hit = self.cache.lookup(
-            prompt_text(prompt),
-            namespace=self._namespace(llm_string),
-            model=model_from_llm_string(llm_string),
-            tenant=self.tenant,
-        )
-        return None if hit is None else self._decode(hit.response)
+        text, kwargs = self._lookup_args(prompt, llm_string)
+        return self._hit(self.cache.lookup(text, **kwargs))
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         """Cache ``return_val`` for ``prompt`` under ``llm_string``."""
-        value, output_tokens = self._encode(return_val)
-        self.cache.put(
-            prompt_text(prompt), value, namespace=self._namespace(llm_string), output_tokens=output_tokens
-        )
+        text, value, kwargs = self._update_args(prompt, llm_string, return_val)
+        self.cache.put(text, value, **kwargs)
 
     def clear(self, **kwargs: Any) -> None:
         """Clear everything, or only one model's entries with ``clear(llm_string=...)``."""
@@ -119,19 +173,12 @@ class LeanCache(BaseCache):
         self.cache.clear(None if llm_string is None else self._namespace(llm_string))
 
     async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
-        hit = await self.cache.alookup(
-            prompt_text(prompt),
-            namespace=self._namespace(llm_string),
-            model=model_from_llm_string(llm_string),
-            tenant=self.tenant,
-        )
-        return None if hit is None else self._decode(hit.response)
+        text, kwargs = self._lookup_args(prompt, llm_string)
+        return self._hit(await self.cache.alookup(text, **kwargs))
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
-        value, output_tokens = self._encode(return_val)
-        await self.cache.aput(
-            prompt_text(prompt), value, namespace=self._namespace(llm_string), output_tokens=output_tokens
-        )
+        text, value, kwargs = self._update_args(prompt, llm_string, return_val)
+        await self.cache.aput(text, value, **kwargs)
 
     async def aclear(self, **kwargs: Any) -> None:
         import asyncio

@@ -46,6 +46,10 @@ class LeanChatModel(LocalModelSettings, BaseChatModel):
     def _llm_type(self) -> str:
         return "lean-local-chat"
 
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return self.identifying_params()
+
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(
             ls_provider="lean_plugins",

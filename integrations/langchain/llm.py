@@ -30,7 +30,25 @@ class LeanLLM(LocalModelSettings, LLM):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"model_name": self.model_name, "temperature": self.temperature, "max_tokens": self.max_tokens}
+        return self.identifying_params()
+
+    # LangChain keys a text LLM's cache on its identifying params and ``stop`` only, not on the
+    # call's keyword arguments; a per-call ``max_tokens`` or ``temperature`` therefore becomes a
+    # copy of the model with that setting, so it is in the key (a short answer is never served
+    # for a long one).
+    def generate(self, prompts: list[str], stop: list[str] | None = None, callbacks: Any = None, **kwargs: Any) -> Any:
+        settings = self.pop_call_settings(kwargs)
+        if settings:
+            return self.model_copy(update=settings).generate(prompts, stop, callbacks, **kwargs)
+        return super().generate(prompts, stop, callbacks, **kwargs)
+
+    async def agenerate(
+        self, prompts: list[str], stop: list[str] | None = None, callbacks: Any = None, **kwargs: Any
+    ) -> Any:
+        settings = self.pop_call_settings(kwargs)
+        if settings:
+            return await self.model_copy(update=settings).agenerate(prompts, stop, callbacks, **kwargs)
+        return await super().agenerate(prompts, stop, callbacks, **kwargs)
 
     def _call(
         self,

