@@ -775,8 +775,9 @@ class RedisStore(Store):
     def insert(self, key: str, payload: str, vector: np.ndarray | None, ttl: float | None) -> int:
         return self.insert_many([key], [payload], None if vector is None else vector.reshape(1, -1), ttl)[0]
 
-    #: Records per ``MULTI`` in :meth:`insert_many`.
-    write_chunk = 500
+    #: Records per ``MULTI`` in :meth:`insert_many`: small enough that a block of ``VADD``s
+    #: (an HNSW insertion each, in the server's main thread) ends well within the client timeout.
+    write_chunk = 64
 
     def insert_many(
         self, keys: list[str], payloads: list[str], vectors: np.ndarray | None, ttl: float | None

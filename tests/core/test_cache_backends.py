@@ -443,3 +443,21 @@ def test_redis_clear_leaves_keys_outside_its_own_layout(redis_kind: str, ns: str
         for c in (cache, custom):
             c.clear(ns)
             c.close()
+
+
+def test_put_many_writes_in_blocks_and_replaces_equal_prompts(backend: str, ns: str) -> None:
+    cache = _open(backend, embedding=embedding, guard=False, verifier=False, threshold=0.9, overlap_penalty=0)
+    prompts = [f"bulk entry {i}" for i in range(150)]  # more than one MULTI block on Redis
+    try:
+        cache.put_many(prompts, [f"first {i}" for i in range(150)], namespace=ns)
+        cache.put_many(prompts[:10], [f"second {i}" for i in range(10)], namespace=ns)
+        assert cache.count(ns) == 150
+        assert [cache.get(f"near: bulk entry {i}", namespace=ns) for i in (0, 9, 10, 149)] == [
+            "second 0",
+            "second 9",
+            "first 10",
+            "first 149",
+        ]
+    finally:
+        cache.clear(ns)
+        cache.close()
