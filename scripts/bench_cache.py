@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -744,6 +745,169 @@ def rag_end_to_end(quick: bool) -> tuple[list[str], list[str]]:
     return lines, gaps
 
 
+# -- 5. the guard: adversarial set and what it costs on QQP ----------------------------------------
+ADVERSARIAL_SET = Path(__file__).resolve().parents[1] / "tests" / "data" / "cache_adversarial.jsonl"
+#: The tree before the guard's rule tables (issue 13): its guard and key normalisation are run
+#: beside today's, from git history.
+GUARD_BASELINE_COMMIT = "e8d6e20"
+
+
+def _git_show(commit: str, path: str) -> str | None:
+    """The text of ``path`` at ``commit``, or None where there is no git history."""
+    import subprocess
+
+    try:
+        return subprocess.run(
+            ["git", "show", f"{commit}:{path}"],
+            cwd=Path(__file__).resolve().parents[1],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _baseline() -> tuple[object, object, PairVerifier] | None:
+    """The guard, ``normalize_prompt`` and verifier of :data:`GUARD_BASELINE_COMMIT`."""
+    import types
+
+    modules = []
+    for path, name in (("lean_plugins/cache/guard.py", "_baseline_guard"), ("lean_plugins/cache/keys.py", "_baseline_keys")):
+        source = _git_show(GUARD_BASELINE_COMMIT, path)
+        if source is None:
+            return None
+        module = types.ModuleType(name)
+        sys.modules[name] = module  # dataclasses look their module up
+        exec(compile(source, f"{GUARD_BASELINE_COMMIT}:{path}", "exec"), module.__dict__)
+        modules.append(module)
+    verifier = _git_show(GUARD_BASELINE_COMMIT, f"lean_plugins/data/{DEFAULT_VERIFIER_FILE}")
+    if verifier is None:
+        return None
+    guard, keys = modules
+    return guard.SemanticGuard(), keys.normalize_prompt, PairVerifier.from_dict(json.loads(verifier))
+
+
+def _served_at_baseline(baseline: tuple, cached: str, query: str, cosine: float) -> bool:
+    """What LeanCache served at the baseline commit for one cached entry: an exact or normalised
+    hit, or a semantic one (cosine floor, verifier, guard)."""
+    guard, normalize, verifier = baseline
+    if normalize(cached) == normalize(query):
+        return True
+    return verifier.accepts(query, cached, cosine) and guard.agrees(query, cached)
+
+
+def guard_section(n_tune: int, n_report: int, n_para: int, emb: EmbeddingStore) -> tuple[list[str], list[str]]:
+    """Adversarial pairs and paraphrase controls through the default LeanCache, today and at the
+    baseline commit; the guard's cost on QQP report pairs and the paraphrase pairs."""
+    rows = [json.loads(line) for line in ADVERSARIAL_SET.read_text(encoding="utf-8").splitlines() if line.strip()]
+    emb.ensure([t for r in rows for t in (r["cached"], r["query"])])
+    baseline = _baseline()
+    tmp = Path(tempfile.mkdtemp(prefix="bench_cache_guard_"))
+    now: dict[str, list[int]] = {}
+    before: dict[str, list[int]] = {}
+    try:
+        cache = LeanCache(path=tmp, embedding=emb, record_hits=False)
+        for i, r in enumerate(rows):
+            cache.put(r["cached"], f"answer {i}", namespace=f"pair-{i}")
+            hit = cache.lookup(r["query"], namespace=f"pair-{i}")
+            now.setdefault(r["category"], []).append(hit is not None)
+            if baseline is not None:
+                cosine = float(emb([r["cached"]])[0] @ emb([r["query"]])[0])
+                before.setdefault(r["category"], []).append(_served_at_baseline(baseline, r["cached"], r["query"], cosine))
+        cache.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def cell(table: dict[str, list[int]], categories: list[str]) -> str:
+        if not table:
+            return "n/a (needs git history)"
+        served = sum(sum(table[c]) for c in categories)
+        total = sum(len(table[c]) for c in categories)
+        return f"{served} / {total} ({served / total:.0%})"
+
+    different = sorted(c for c in now if c != "paraphrase")
+    lines = [
+        f"**Semantic guard: adversarial set** (`tests/data/cache_adversarial.jsonl`, written for the tests, held out: "
+        f"nothing was fitted or tuned on it). Each pair goes through the default `LeanCache` (exact + semantic, shipped "
+        f"guard and verifier, a fresh store per pair): cache the first question, ask the second. "
+        f"Before = the guard and exact-key normalisation of commit {GUARD_BASELINE_COMMIT}, with the same verifier.",
+        "",
+        f"| category | pairs | served before ({GUARD_BASELINE_COMMIT}) | served now |",
+        "|---|---|---|---|",
+    ]
+    for c in different:
+        lines.append(f"| {c.replace('_', ' ')} | {len(now[c])} | {cell(before, [c])} | {cell(now, [c])} |")
+    lines.append(
+        f"| **different meaning, all** | {sum(len(now[c]) for c in different)} | {cell(before, different)} "
+        f"| {cell(now, different)} |"
+    )
+    lines.append(
+        f"| **paraphrase controls** (should be served) | {len(now['paraphrase'])} | {cell(before, ['paraphrase'])} "
+        f"| {cell(now, ['paraphrase'])} |"
+    )
+    lines.append("| target | | | 0 different-meaning served |")
+    gaps = []
+    wrong_now = sum(sum(now[c]) for c in different)
+    if wrong_now:
+        gaps.append(f"{wrong_now} adversarial pairs served")
+
+    # QQP report split and the paraphrase pairs: the shipped verifier at its threshold, each guard.
+    _, report_rows, para_rows, _ = load_data(n_tune, n_report, n_para, 0)
+    guard = SemanticGuard()
+    lines += [
+        "",
+        f"**What the guard costs** (shipped verifier at its threshold; QQP *report* split, {len(report_rows)} pairs, "
+        f"and {len(para_rows)} paraphrase pairs, both held out). Before = guard and exact keys of "
+        f"{GUARD_BASELINE_COMMIT}; now = today's.",
+        "",
+        "| guard | QQP non-duplicates served (wrong) | QQP duplicates served | paraphrase pairs served |",
+        "|---|---|---|---|",
+    ]
+    refused_by: Counter[tuple[str, int]] = Counter()
+    summary = {}
+    for name, pairs in (("report", report_rows), ("para", para_rows)):
+        emb.ensure([t for p in pairs for t in (p["a"], p["b"])])
+        f = pair_features(pairs, emb, guard)
+        f["vscore"] = verifier_scores(f, PairVerifier.load())
+        summary[name, "now"] = rates(f, PairVerifier.load().threshold, "lean")
+        if baseline is not None:
+            old = np.array(
+                [_served_at_baseline(baseline, p["a"], p["b"], float(c)) for p, c in zip(pairs, f["cos"], strict=True)]
+            )
+            pos, neg = f["label"] == 1, f["label"] == 0
+            summary[name, "before"] = {
+                "false_serve": int((old & neg).sum()) / max(1, int(neg.sum())),
+                "dup_served": int((old & pos).sum()) / max(1, int(pos.sum())),
+            }
+            new = served(f, PairVerifier.load().threshold, "lean", 0.0)
+            for p, was, is_ in zip(pairs, old, new, strict=True):
+                if was and not is_:
+                    refused_by[guard.refusal(p["b"], p["a"]) or "exact key", int(p["label"])] += 1
+    for when in ("before", "now"):
+        if ("report", when) not in summary:
+            continue
+        r, p = summary["report", when], summary["para", when]
+        lines.append(
+            f"| {when} | {r['false_serve']:.2%} | {r['dup_served']:.1%} | {p['dup_served']:.1%} |"
+        )
+    lines.append("| target | <= 1% | (may cost some) | |")
+    if refused_by:
+        rules_seen = sorted({rule for rule, _ in refused_by}, key=lambda x: -sum(refused_by[x, k] for k in (0, 1)))
+        lines += [
+            "",
+            "Pairs served before and refused now, by the rule that refuses them (QQP report + paraphrase pairs; "
+            "a refused non-duplicate is a wrong answer avoided, a refused duplicate or paraphrase a hit lost):",
+            "",
+            "| rule | non-duplicates refused | duplicates / paraphrases refused |",
+            "|---|---|---|",
+            *(f"| {rule} | {refused_by[rule, 0]} | {refused_by[rule, 1]} |" for rule in rules_seen),
+        ]
+    if summary["report", "now"]["false_serve"] > FALSE_SERVE_TARGET:
+        gaps.append(f"QQP false serves with the guard {summary['report', 'now']['false_serve']:.2%} > 1%")
+    return lines, gaps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small samples and sizes (about 2 minutes)")
@@ -787,6 +951,8 @@ def main() -> None:
     emb = EmbeddingStore()
     cal, summary = calibration(n_tune, n_report, n_para, n_train, emb, args.write_verifier)
     print("\n".join(cal), flush=True)
+    guard_lines, guard_gaps = guard_section(n_tune, n_report, n_para, emb)
+    print("\n".join(guard_lines), flush=True)
     lat = latency(sizes, emb, n_q)
     tp = [
         "**Write throughput** (8 threads, then every entry read back).",
@@ -800,7 +966,7 @@ def main() -> None:
     rag, rag_gaps = rag_end_to_end(args.quick)
     print("\n".join(rag), flush=True)
     d, dp = summary["default"], summary["default_para"]
-    gaps = list(rag_gaps)
+    gaps = list(rag_gaps) + guard_gaps
     if d["false_serve"] > FALSE_SERVE_TARGET:
         gaps.append(f"QQP false serves {d['false_serve']:.2%} > 1%")
     if d["dup_served"] < 0.18:
@@ -825,6 +991,8 @@ def main() -> None:
     body = "\n".join(
         [
             *cal,
+            "",
+            *guard_lines,
             "",
             *lat,
             "",

@@ -84,6 +84,7 @@ _METHOD_NOUNS = frozenset(_R["method_nouns"])
 _SCALES = frozenset({"celsius", "fahrenheit", "kelvin"})
 _INFIX_ONLY = frozenset(_R["infix_only_operators"])
 _MODAL_FREE_AFTER = frozenset(_R["modal_free_after"])
+_QUESTION_WORDS = frozenset(_R["question_words"])
 
 #: The checks, in the order :meth:`SemanticGuard.refusal` runs them (its return values).
 CHECKS = (
@@ -191,11 +192,15 @@ class PromptFacts:
     #: Lower-case word -> its exact spellings, when the prompt looks like code.
     code_case: tuple[tuple[str, frozenset[str]], ...] = ()
     looks_like_code: bool = False
+    #: Lower-case forms of the words written as identifiers ("myVar", "file_name", "os.path").
+    identifiers: frozenset[str] = frozenset()
     #: Common words written in capitals ("PATH", "IN", "US") and words written in lower case.
     shouted: frozenset[str] = frozenset()
     lowercase_words: frozenset[str] = frozenset()
     quantifiers: frozenset[str] = frozenset()
     modals: frozenset[str] = frozenset()
+    #: Modals that open a sentence or follow its question word ("Should I ...?", "Who can ...?").
+    asked_modals: frozenset[str] = frozenset()
     times: frozenset[str] = frozenset()
     genders: frozenset[str] = frozenset()
     #: The prompt's items in order (lemma of content words, numbers, operators), for role swaps.
@@ -310,15 +315,24 @@ def _code_differs(a: PromptFacts, b: PromptFacts) -> bool:
     if not (a.looks_like_code or b.looks_like_code):
         return False
     ca, cb = dict(a.code_case), dict(b.code_case)
-    return any(ca[w] != cb[w] for w in set(ca) & set(cb))
+    return any(ca[w] != cb[w] for w in (a.identifiers | b.identifiers) & set(ca) & set(cb))
 
 
 def _classes_differ(a: frozenset[str], b: frozenset[str], weak: Collection[str]) -> bool:
-    """Different classes, unless one side has none and the other only weak ones: "How can I ..."
-    asks what "How do I ..." asks, "What are some X" what "What are X" asks."""
-    if a == b:
-        return False
-    return not ((not a or not b) and a - frozenset(weak) == b - frozenset(weak))
+    """Different classes, weak ones left out: "Can I ..." asks what "Do I ..." asks, "What are
+    some X" what "What are X" asks."""
+    return a - frozenset(weak) != b - frozenset(weak)
+
+
+def _modals_differ(a: PromptFacts, b: PromptFacts) -> bool:
+    """The modals a question is asked with must agree ("Should I ...?" / "Can I ...?", "Who should
+    pay?" / "Who can pay?"); other modals conflict only with another strong one ("you need to" /
+    "you may"), not with none ("... should be loaded" / "... to load")."""
+    weak = frozenset(_R["weak_modals"])
+    if _classes_differ(a.asked_modals, b.asked_modals, weak):
+        return True
+    strong_a, strong_b = a.modals - weak, b.modals - weak
+    return bool(strong_a and strong_b and strong_a != strong_b)
 
 
 def _entities_differ(a: PromptFacts, b: PromptFacts) -> bool:
@@ -360,7 +374,7 @@ _DIFFERS: dict[str, Callable[[PromptFacts, PromptFacts], bool]] = {
     "currencies": lambda a, b: a.currencies != b.currencies,
     "code": _code_differs,
     "quantifiers": lambda a, b: _classes_differ(a.quantifiers, b.quantifiers, _R["weak_quantifiers"]),
-    "modals": lambda a, b: _classes_differ(a.modals, b.modals, _R["weak_modals"]),
+    "modals": lambda a, b: _modals_differ(a, b),
     "time": lambda a, b: _classes_differ(a.times, b.times, _R["weak_times"]),
     # "What did he say" / "What did she say"; one side without a pronoun is not a conflict.
     "gender": lambda a, b: bool(a.genders and b.genders and a.genders != b.genders),
@@ -435,6 +449,20 @@ class _VocabRef:
         return isinstance(other, _VocabRef) and other.vocab is self.vocab
 
 
+def _word_forms(text: str) -> set[str]:
+    """Folded words of ``text``, each hyphenated, dotted or snake_case word also split and joined
+    ("file_name" -> "file", "name", "filename")."""
+    forms: set[str] = set()
+    for word in _WORD.findall(text):
+        folded = _fold(word)
+        forms.add(folded)
+        parts = [p for p in re.split(r"[-._]", folded) if p]
+        if len(parts) > 1:
+            forms.update(_fold(p) for p in parts)
+            forms.add("".join(parts))
+    return forms
+
+
 def _tokens(prompt: str) -> list[_Token]:
     tokens: list[_Token] = []
     previous_end = 0
@@ -482,10 +510,12 @@ def _facts_cached(prompt: str, _vocab_id: int, vocab_ref: _VocabRef) -> PromptFa
     currencies: set[str] = set()
     quantifiers: set[str] = set()
     modals: set[str] = set()
+    asked_modals: set[str] = set()
     times: set[str] = set()
     genders: set[str] = set()
     code_case: dict[str, set[str]] = {}
     shouted: set[str] = set()
+    identifiers: set[str] = set()
     lowercase_words: set[str] = set()
     folded_seq: list[str] = []
     sequence: list[str] = []
@@ -502,7 +532,7 @@ def _facts_cached(prompt: str, _vocab_id: int, vocab_ref: _VocabRef) -> PromptFa
         after_number = is_number(i - 1)
         if tok.kind == "code":
             code_spans[" ".join(tok.text[1:-1].split())] += 1
-            words.update(_fold(w) for w in _WORD.findall(tok.text))
+            words.update(_word_forms(tok.text))
             looks_like_code = True
             continue
         if tok.kind == "number":
@@ -517,8 +547,8 @@ def _facts_cached(prompt: str, _vocab_id: int, vocab_ref: _VocabRef) -> PromptFa
                 sequence.append("-")
             continue
         if tok.kind == "symbol":
-            if tok.text in _INFIX_ONLY and not looks_like_code and not (after_number and is_number(i + 1)):
-                continue  # "gay/lesbian", "videos & audios": prose, not an operator
+            if tok.text in _INFIX_ONLY and not (after_number and is_number(i + 1)):
+                continue  # "gay/lesbian", "data/train", "videos & audios": not an operator
             _symbol_facts(tok.text, tokens, i, operators, units, currencies, sequence)
             continue
         text, lower = tok.text, tok.value.replace("’", "'")
@@ -526,6 +556,7 @@ def _facts_cached(prompt: str, _vocab_id: int, vocab_ref: _VocabRef) -> PromptFa
             after_number = is_number(i - 2)  # "40 degrees Celsius": the scale is the number's unit
         bare = lower.replace("'", "")
         if text.endswith(("++", "#")) or "_" in text or "." in text.strip(".") or any(c.isupper() for c in text[1:]):
+            identifiers.add(lower)  # "myVar" is not "myvar"; "Datasets" and "datasets" are one word
             looks_like_code = looks_like_code or "_" in text or text.endswith(("++", "#"))
         # A capital that only starts a sentence is not a different spelling.
         spelling = lower if tok.sentence_start and text[1:] == text[1:].lower() else text
@@ -546,6 +577,9 @@ def _facts_cached(prompt: str, _vocab_id: int, vocab_ref: _VocabRef) -> PromptFa
             continue
         if bare in NEGATIONS or lower.endswith("n't"):
             negated = True
+        opens_question = tok.sentence_start or (i > 0 and tokens[i - 1].sentence_start and tokens[i - 1].value in _QUESTION_WORDS)
+        if opens_question and lower in _R["modals"]:
+            asked_modals.add(_R["modals"][lower])  # "Should I ...", "Who can ..."
         measure = _word_classes(
             tok, tokens, i, after_number, units if after_number else unit_words, currencies, quantifiers, modals, times, genders
         )
@@ -578,10 +612,7 @@ def _facts_cached(prompt: str, _vocab_id: int, vocab_ref: _VocabRef) -> PromptFa
         words.add(folded)
         folded_seq.append(folded)
         sequence.append(lower if lower in STOPWORDS or lower in _SYMMETRIC else folded)
-        for sep in ("-", "."):
-            if sep in folded:
-                words.update(_fold(part) for part in folded.split(sep) if part)
-                words.add(folded.replace(sep, ""))
+        words.update(_word_forms(text))
         # Units and currencies are compared by their own rules ("Celsius" is "°C"), not as names.
         if folded and not measure and lower not in STOPWORDS and lower not in NUMBER_WORDS and bare not in NEGATIONS:
             rare = bool(vocabulary) and lower.isalpha() and not _known_word(lower, vocabulary)
@@ -616,10 +647,12 @@ def _facts_cached(prompt: str, _vocab_id: int, vocab_ref: _VocabRef) -> PromptFa
         code_spans=tuple(sorted(code_spans.items())),
         code_case=tuple(sorted((k, frozenset(v)) for k, v in code_case.items())),
         looks_like_code=looks_like_code,
+        identifiers=frozenset(identifiers),
         shouted=frozenset(shouted),
         lowercase_words=frozenset(lowercase_words),
         quantifiers=frozenset(quantifiers),
         modals=frozenset(modals),
+        asked_modals=frozenset(asked_modals),
         times=frozenset(times),
         genders=frozenset(genders),
         sequence=tuple(sequence),

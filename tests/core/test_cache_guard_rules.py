@@ -34,6 +34,7 @@ TESTED_TABLES = {
     "operator_words", "operators", "symmetric_connectors", "code_markers", "weak_quantifiers",
     "modal_free_after", "adjective_suffixes", "infix_only_operators", "degree_exempt", "weak_times",
     "time_words_after_number_only", "currencies_after_number_only", "determiners", "method_nouns",
+    "question_words",
 }  # fmt: skip
 
 
@@ -162,9 +163,20 @@ def test_weak_quantifier(word: str) -> None:
 @pytest.mark.parametrize(("phrase", "cls"), sorted(R["modals"].items()))
 def test_modal(phrase: str, cls: str) -> None:
     weak = cls in R["weak_modals"]
-    assert refuses("modals", f"Tell me if we {phrase} go there.", "Tell me if we go there.") != weak
     other = "must" if cls != "must" else "may"
-    assert refuses("modals", f"Tell me if we {phrase} go there.", f"Tell me if we {other} go there.")
+    # Two strong modals conflict anywhere; a weak one ("can") only where the question is asked with it.
+    assert refuses("modals", f"Tell me if we {phrase} go there.", f"Tell me if we {other} go there.") != weak
+    # A modal that is not asked with does not conflict with none ("... should be loaded" / "... to load").
+    assert not refuses("modals", f"Tell me if we {phrase} go there.", "Tell me if we go there.")
+    if " " not in phrase:
+        assert refuses("modals", f"{phrase.title()} we go there?", "Do we go there?") != weak
+        assert refuses("modals", f"{phrase.title()} we go there?", f"{other.title()} we go there?")
+
+
+@pytest.mark.parametrize("word", R["question_words"])
+def test_question_word_asks_with_its_modal(word: str) -> None:
+    assert refuses("modals", f"{word.title()} should pay for it?", f"{word.title()} can pay for it?")
+    assert not refuses("modals", f"{word.title()} is it for?", "Tell me who it is for?")
 
 
 @pytest.mark.parametrize("word", R["weak_modals"])
@@ -285,6 +297,6 @@ def test_determiner_is_not_a_relation(determiner: str) -> None:
 
 @pytest.mark.parametrize("marker", R["code_markers"])
 def test_code_marker(marker: str) -> None:
-    # In code, case is meaning ("IN" / "in" in SQL); in prose it is not ("NASA" / "Nasa").
-    assert refuses("code", f"Why does Foo {marker} bar fail?", f"Why does foo {marker} bar fail?")
-    assert not refuses("code", "Why does Foo bar fail?", "Why does foo bar fail?")
+    # In code an identifier's case is meaning ("myVar" / "myvar"); in prose it is not ("iPhone").
+    assert refuses("code", f"Why does myVar {marker} bar fail?", f"Why does myvar {marker} bar fail?")
+    assert not refuses("code", "Why does myVar bar fail?", "Why does myvar bar fail?")
