@@ -112,6 +112,7 @@ def llamaindex_cases() -> dict[str, Case]:
         "OutputBudgetCallbackHandler": (lambda: li.OutputBudgetCallbackHandler(OutputBudget(10)), None),
         "OutputBudgetHandler": (lambda: li.OutputBudgetHandler(OutputBudget(10)), None),
         "with_output_budget": (lambda: li.with_output_budget(MockLLM(), 10), lambda m: m.complete("hello")),
+        "BudgetedLLM": (lambda: li.with_output_budget(MockLLM(), 10), lambda m: m.chat([])),
         "PrefixCacheEventHandler": (li.PrefixCacheEventHandler, None),
     }
 
