@@ -963,6 +963,8 @@ def main() -> None:
         throughput(per_thread, "exact+semantic"),
     ]
     print("\n".join([*lat, "", *tp]), flush=True)
+    stores = backends_at_scale(2_000 if args.quick else 100_000, emb, n_q)
+    print("\n".join(stores), flush=True)
     rag, rag_gaps = rag_end_to_end(args.quick)
     print("\n".join(rag), flush=True)
     d, dp = summary["default"], summary["default_para"]
@@ -997,6 +999,8 @@ def main() -> None:
             *lat,
             "",
             *tp,
+            "",
+            *stores,
             "",
             *rag,
             "",

@@ -684,8 +684,8 @@ class RedisStore(Store):
             ``"vectorset"`` or ``"faiss"``.
     """
 
-    #: HNSW exploration factor of a ``VSIM`` search (the server's default is 200 * count / 10
-    #: capped; a fixed value keeps recall steady at any ``top_k``).
+    #: HNSW exploration factor of a ``VSIM`` search: a fixed value keeps recall steady at any
+    #: ``top_k`` (higher: better recall, slower search).
     vsim_ef = 200
 
     def __init__(self, client: Any, prefix: str, dimension: int | None, index: str = "auto") -> None:
@@ -775,29 +775,37 @@ class RedisStore(Store):
     def insert(self, key: str, payload: str, vector: np.ndarray | None, ttl: float | None) -> int:
         return self.insert_many([key], [payload], None if vector is None else vector.reshape(1, -1), ttl)[0]
 
-    #: Records per ``MULTI`` in :meth:`insert_many`: small enough that a block of ``VADD``s
-    #: (an HNSW insertion each, in the server's main thread) ends well within the client timeout.
-    write_chunk = 64
+    #: Records per ``MULTI`` (and ``VADD``s per pipeline) in :meth:`insert_many`.
+    write_chunk = 256
 
     def insert_many(
         self, keys: list[str], payloads: list[str], vectors: np.ndarray | None, ttl: float | None
     ) -> list[int]:
-        """Records in pipelined ``MULTI`` blocks (each block all-or-nothing)."""
+        """Records in pipelined ``MULTI`` blocks (each block all-or-nothing), then their vectors.
+
+        ``VADD`` (an HNSW insertion in the server's main thread, milliseconds each on a busy
+        server) goes in a plain pipeline after its records' block: each reply then has the whole
+        client timeout, where one ``EXEC`` reply would have to wait for a whole block. A crash in
+        between leaves records without a vector (exact hits only), never a vector without its
+        record.
+        """
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
             pipe.smembers(self._k("k", key))
         old = sorted({int(i) for members in pipe.execute() for i in members})
         ids = self._new_ids(len(keys))
+        blobs: list[bytes] = []
         if vectors is not None:
-            vectors = vectors.astype(np.float32)
             self._ensure_vectors(int(vectors.shape[-1]))
+            blobs = [v.tobytes() for v in vectors.astype(np.float32)]
         for start in range(0, len(ids), self.write_chunk):
+            block = range(start, min(len(ids), start + self.write_chunk))
             pipe = self.client.pipeline(transaction=True)
-            for i in range(start, min(len(ids), start + self.write_chunk)):
+            for i in block:
                 record_id, key = ids[i], keys[i]
                 fields: dict[str, Any] = {"key": key, "payload": payloads[i]}
-                if vectors is not None:
-                    fields["vec"] = vectors[i].tobytes()
+                if blobs:
+                    fields["vec"] = blobs[i]
                 pipe.hset(self._k("e", record_id), mapping=fields)
                 pipe.sadd(self._k("k", key), record_id)
                 if ttl is not None:
@@ -805,13 +813,14 @@ class RedisStore(Store):
                     pipe.pexpire(self._k("e", record_id), ms)
                     pipe.pexpire(self._k("k", key), ms)
                 pipe.zadd(self._k("lru"), {str(record_id): time.time()})
-                if vectors is None:
-                    continue
-                if self.index == "vectorset":
-                    pipe.execute_command("VADD", self._k("v"), "FP32", fields["vec"], str(record_id))
-                else:
+                if blobs and self.index == "faiss":
                     pipe.zadd(self._k("added"), {str(record_id): record_id})
             pipe.execute()
+            if blobs and self.index == "vectorset":
+                pipe = self.client.pipeline(transaction=False)
+                for i in block:
+                    pipe.execute_command("VADD", self._k("v"), "FP32", blobs[i], str(ids[i]))
+                pipe.execute()
         if old:
             self.delete(old)
         return ids
