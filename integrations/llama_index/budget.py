@@ -499,7 +499,11 @@ def with_output_budget(
     cached_llm = sys.modules.get(f"{__package__}.cached_llm")  # loaded when a CachedLLM exists
     if cached_llm is not None and isinstance(llm, cached_llm.CachedLLM):
         inner = with_output_budget(llm.llm, budget, route=route, raise_on_stop=raise_on_stop)
-        return llm.model_copy(update={"llm": inner})
+        # built anew: its keys derive from the LLM it wraps, now the budgeted one (the cache is
+        # the tenant's already; the tenant still goes into the namespace)
+        outer = type(llm)(inner, cache=llm.cache)
+        outer.tenant = llm.tenant
+        return outer
     return BudgetedLLM(
         llm=llm,
         budget=budget,
