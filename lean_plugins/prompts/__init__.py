@@ -3,7 +3,8 @@
 ``LeanPrompt`` builds compact, structured templates with validated variables and few-shot
 examples under a token budget; ``minify`` shortens an existing template with deterministic
 rules; ``lean_text`` goes further (concise rewrites, compact examples, the layer-1 compressor
-for long instruction blocks). Names load lazily so ``import lean_plugins.prompts`` stays light.
+for long instruction blocks); ``stable_first`` lays a template out for providers' prefix
+caches and ``prefix_cache`` prices and simulates them. Names load lazily so ``import lean_plugins.prompts`` stays light.
 """
 
 from __future__ import annotations
@@ -25,6 +26,15 @@ _EXPORTS = {
     "template_variables": "lean_plugins.prompts.template",
     "format_template": "lean_plugins.prompts.template",
     "strip_variables": "lean_plugins.prompts.template",
+    "load_phrasebook": "lean_plugins.prompts.lean",
+    "stable_first": "lean_plugins.prompts.layout",
+    "stable_prefix": "lean_plugins.prompts.layout",
+    "stable_prefix_tokens": "lean_plugins.prompts.layout",
+    "split_at_stable_prefix": "lean_plugins.prompts.layout",
+    "cached_usage": "lean_plugins.prompts.prefix_cache",
+    "record_prefix_cache": "lean_plugins.prompts.prefix_cache",
+    "PrefixCacheRule": "lean_plugins.prompts.prefix_cache",
+    "simulate_prefix_cache": "lean_plugins.prompts.prefix_cache",
 }
 
 __all__ = sorted(_EXPORTS)
