@@ -116,6 +116,8 @@ class RunResult:
     ledger: dict[str, Any]
     ledger_table: str
     seconds: float
+    prompts: list[str] = field(default_factory=list)
+    """Every prompt the run sent to the model, in order (for the simulated prefix-cache report)."""
 
     @property
     def input_tokens(self) -> int:
@@ -177,6 +179,7 @@ def run_questions(
     layers = tuple(layers)
     results: list[RequestResult] = []
     by_id: dict[str, RequestResult] = {}
+    sent: list[str] = []
     started = time.perf_counter()
     with Ledger(f"{framework}:{config}") as ledger:
         for q in questions:
@@ -187,6 +190,7 @@ def run_questions(
                 cache.current, seen = q.id, len(cache.hits)
             response = ask(q.question)
             calls = call_log.since(mark)
+            sent += [c.prompt for c in calls]
             in_tok = sum(c.input_tokens for c in calls)
             out_tok = sum(c.output_tokens for c in calls)
             result = RequestResult(
@@ -237,6 +241,7 @@ def run_questions(
         ledger=summary.to_dict(),
         ledger_table=summary.to_table(),
         seconds=time.perf_counter() - started,
+        prompts=sent,
     )
 
 
