@@ -204,8 +204,9 @@ class CachedQueryEngine(BaseQueryEngine):
     """Any LlamaIndex query engine behind a question-level answer cache.
 
     Args:
-        query_engine: the configured engine (wrap it once its prompts and postprocessors are
-            set: the namespace is described when the wrapper is built).
+        query_engine: the configured engine (the namespace is described when the wrapper is
+            built, and again when prompts are updated through the wrapper; change the engine
+            through the wrapper, or wrap it once it is configured).
         cache: the core :class:`lean_plugins.cache.LeanCache`; default a local exact + semantic one.
         tenant: tenant id; tenants never share entries.
         namespace: an extra namespace label, e.g. an index version: change it when you re-index
@@ -227,11 +228,9 @@ class CachedQueryEngine(BaseQueryEngine):
             )
         self.query_engine = query_engine
         self.tenant = tenant
+        self.label = namespace
         self.question_cache = QuestionCache(
-            cache,
-            namespace=question_namespace(describe_engine(query_engine), tenant=tenant, namespace=namespace),
-            model=_model_name(query_engine),
-            tenant=tenant,
+            cache, namespace=self._namespace(), model=_model_name(query_engine), tenant=tenant
         )
         _install_reporter()
         super().__init__(callback_manager=query_engine.callback_manager)
@@ -240,12 +239,25 @@ class CachedQueryEngine(BaseQueryEngine):
     def class_name(cls) -> str:
         return "CachedQueryEngine"
 
+    def _namespace(self) -> str:
+        return question_namespace(describe_engine(self.query_engine), tenant=self.tenant, namespace=self.label)
+
     @property
     def streaming(self) -> bool:
         """Whether the wrapped engine streams (a hit then streams the cached text too)."""
         return bool(getattr(getattr(self.query_engine, "_response_synthesizer", None), "_streaming", False))
 
-    # -- prompts: the wrapped engine's ----------------------------------------------------------
+    # -- prompts: the wrapped engine's, under the same keys ---------------------------------------
+    def get_prompts(self) -> dict[str, BasePromptTemplate]:
+        """The wrapped engine's prompts (same keys, e.g. ``response_synthesizer:text_qa_template``)."""
+        return self.query_engine.get_prompts()
+
+    def update_prompts(self, prompts_dict: dict[str, BasePromptTemplate]) -> None:
+        """Update the wrapped engine's prompts; entries made with the old ones are not served."""
+        self.query_engine.update_prompts(prompts_dict)
+        # Other prompts give other answers: a new namespace, so no old answer is served.
+        self.question_cache.namespace = self._namespace()
+
     def _get_prompts(self) -> dict[str, Any]:
         return {}
 
@@ -253,7 +265,7 @@ class CachedQueryEngine(BaseQueryEngine):
         pass
 
     def _get_prompt_modules(self) -> PromptMixinType:
-        return {"query_engine": self.query_engine}
+        return {}
 
     # -- hits ------------------------------------------------------------------------------------
     def _hit(self, answer: CachedAnswer, asynchronous: bool) -> RESPONSE_TYPE | None:

@@ -129,3 +129,18 @@ def test_async_streaming_hit(index, cache) -> None:
 def test_bad_input_names_the_fix(cache) -> None:
     with pytest.raises(TypeError, match="as_query_engine"):
         CachedQueryEngine("not an engine", cache=cache)  # type: ignore[arg-type]
+
+
+def test_prompts_are_the_engines_and_updating_them_changes_the_namespace(index, cache) -> None:
+    from llama_index.core import PromptTemplate
+
+    log = CallLog()
+    inner = engine(index, log)
+    cached = CachedQueryEngine(inner, cache=cache)
+    key = "response_synthesizer:text_qa_template"
+    assert set(cached.get_prompts()) == set(inner.get_prompts())
+    cached.query("How old is the Sun?")
+    cached.update_prompts({key: PromptTemplate("Context:\n{context_str}\nAnswer briefly: {query_str}?\n")})
+    assert "Answer briefly" in inner.get_prompts()[key].get_template()
+    cached.query("How old is the Sun?")  # another prompt: not the old answer
+    assert len(log.calls) == 2
