@@ -177,6 +177,8 @@ class PromptFacts:
     words: frozenset[str] = frozenset()
     #: Every candidate base of every word ("locked" -> "lock"), for antonyms and prefixes.
     lemmas: frozenset[str] = frozenset()
+    #: The parts of hyphenated words, with their bases ("thread-unsafe" -> "thread", "unsafe").
+    parts: frozenset[str] = frozenset()
     antonyms: frozenset[tuple[int, str]] = frozenset()
     degrees: tuple[tuple[str, frozenset[str]], ...] = ()
     #: "comparative" / "superlative" for each of "more", "most", "less", "least"... present.
@@ -264,12 +266,13 @@ class SemanticGuard:
 # -- the checks: each True when the two prompts differ ---------------------------------------------
 def _prefix_negates(a: PromptFacts, b: PromptFacts) -> bool:
     """A word of ``a`` is a word of ``b`` with a negating prefix or suffix ("unsafe" / "safe")."""
-    for word in a.lemmas - b.lemmas:
+    b_words = b.lemmas | b.parts
+    for word in (a.lemmas | a.parts) - b_words:
         if word in _PREFIX_EXCEPTIONS or word in STOPWORDS or word.replace("-", "") in b.words:
             continue
         for prefix, min_stem in _PREFIXES.items():
             stem = word[len(prefix) :].lstrip("-")
-            if word.startswith(prefix) and len(stem) >= min_stem and stem in b.lemmas and stem not in a.lemmas:
+            if word.startswith(prefix) and len(stem) >= min_stem and stem in b_words and stem not in a.lemmas:
                 return True
         for positive, negative in _R["negating_suffixes"]:
             for x, y in ((positive, negative), (negative, positive)):
@@ -502,6 +505,7 @@ def _facts_cached(prompt: str, _vocab_id: int, vocab_ref: _VocabRef) -> PromptFa
     entities: set[str] = set()
     words: set[str] = set()
     lemmas: set[str] = set()
+    parts: set[str] = set()
     antonyms: set[tuple[int, str]] = set()
     degrees: dict[str, set[str]] = {}
     degree_markers: set[str] = set()
@@ -585,6 +589,9 @@ def _facts_cached(prompt: str, _vocab_id: int, vocab_ref: _VocabRef) -> PromptFa
         )
         forms = _lemmas(lower)
         lemmas.update(forms)
+        if "-" in lower:
+            for part in lower.split("-"):
+                parts.update(_lemmas(part) if part else ())
         for form in forms:
             antonyms.update(_ANTONYMS.get(form, ()))
         if i + 1 < len(tokens) and tokens[i + 1].kind == "word":  # "log in" / "log out"
@@ -636,6 +643,7 @@ def _facts_cached(prompt: str, _vocab_id: int, vocab_ref: _VocabRef) -> PromptFa
         entities=frozenset(entities),
         words=frozenset(words),
         lemmas=frozenset(lemmas),
+        parts=frozenset(parts),
         antonyms=frozenset(antonyms),
         degrees=tuple(sorted((k, frozenset(v)) for k, v in degrees.items())),
         degree_markers=frozenset(degree_markers),

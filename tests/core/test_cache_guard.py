@@ -48,6 +48,7 @@ ISSUE_PAIRS = [
     ("Is 40 °C cold?", "Is -40 °C cold?", "numbers"),
     ("What does `WHERE id IN (1, 2)` do?", "What does `WHERE id in (1, 2)` do?", "code"),
     ("Is it safe to eat raw eggs?", "Is it unsafe to eat raw eggs?", "negating prefix"),
+    ("How do I make my code thread-safe?", "How do I make my code thread-unsafe?", "negating prefix"),
     ("Should I use global variables?", "Should I avoid global variables?", "antonyms"),
     ("Which is bigger, Mars or Venus?", "Which is smaller, Mars or Venus?", "antonyms"),
     ("How long is a day on Mars?", "How long is a year on Mars?", "units"),
