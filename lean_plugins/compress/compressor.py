@@ -605,8 +605,10 @@ class LeanCompressor:
 # budget allows), sentences near the top come next, and names and number words in relevant sentences (capitalised words and
 # "two", the usual answers to who/where/how-many questions) outrank the words around them.
 TOP_SENTENCE_BONUS = 1.0
-# Added to a number's score (it and its group then rank with the best words).
-NUMBER_BONUS = 0.5
+# Added to a number's score (it and its group then rank with the best words). 0.25 of
+# {0, 0.25, 0.5}: keep-F1 on the validation pairs 0.837 / 0.834 / 0.826, answer survival at
+# 0.5 without a question over the 13 SQuAD articles 63.1% / 67.7% / 68.0%.
+NUMBER_BONUS = 0.25
 NAME_BONUS = 0.5
 NEAR_TOP = 0.6
 NEAR_TOP_BONUS = 1.0

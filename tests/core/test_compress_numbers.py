@@ -104,3 +104,41 @@ def test_figures_of_other_sentences_give_way_to_the_answer(compressor: LeanCompr
 def test_a_relevant_figure_survives_with_its_noun(compressor: LeanCompressor) -> None:
     out = compressor.compress(EARTH, rate=0.33, query="How large is the diameter of Earth?").text
     assert "12,742 kilometres." in out and "diameter" in out, out
+
+
+def test_long_input_embeds_only_the_sentences_sharing_the_question_words(
+    compressor: LeanCompressor, monkeypatch
+) -> None:
+    from lean_plugins.embeddings import get_encoder
+
+    filler = [f"Report {i} of the harbour board lists the weather, the tides and the ferry times." for i in range(99)]
+    answer = "The lighthouse was designed by the engineer Margaret Holloway of Leith."
+    text = " ".join([*filler[:60], answer, *filler[60:]])
+    encoder = get_encoder()
+    seen: list[list[str]] = []
+    real_encode = encoder.encode
+
+    def spy(texts, **kwargs):
+        seen.append(list(texts))
+        return real_encode(texts, **kwargs)
+
+    monkeypatch.setattr(encoder, "encode", spy)
+    out = compressor.compress(text, rate=0.2, query="Who designed the lighthouse?").text
+    assert answer in out
+    assert len(seen) == 1 and len(seen[0]) == 1 + 32  # the question and 32 of the 100 sentences
+    assert answer in seen[0]
+
+
+NAMES = (
+    "After the war the old harbour was rebuilt by the city, and in the following years the engineer "
+    "Margaret Holloway and the mayor Thomas Reid opened two new piers for the ferries to Leith and Kirkwall."
+)
+
+
+def test_without_a_question_names_and_number_words_rank_higher(compressor: LeanCompressor) -> None:
+    plain = LeanCompressor(record_ledger=False, answer_word_bonus=0.0)
+    plain._prompt_compressor = compressor.prompt_compressor
+    names = {"Margaret", "Holloway", "Thomas", "Reid", "two", "Leith", "Kirkwall."}
+    with_bonus = names & set(compressor.compress(NAMES, rate=0.35).text.split())
+    without = names & set(plain.compress(NAMES, rate=0.35).text.split())
+    assert with_bonus > without, (with_bonus, without)
