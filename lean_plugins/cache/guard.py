@@ -619,7 +619,8 @@ def _facts_cached(prompt: str, _vocab_id: int, vocab_ref: _VocabRef) -> PromptFa
         words.add(folded)
         folded_seq.append(folded)
         sequence.append(lower if lower in STOPWORDS or lower in _SYMMETRIC else folded)
-        words.update(_word_forms(text))
+        if "-" in text or "." in text or "_" in text:
+            words.update(_word_forms(text))
         # Units and currencies are compared by their own rules ("Celsius" is "°C"), not as names.
         if folded and not measure and lower not in STOPWORDS and lower not in NUMBER_WORDS and bare not in NEGATIONS:
             rare = bool(vocabulary) and lower.isalpha() and not _known_word(lower, vocabulary)
@@ -653,7 +654,8 @@ def _facts_cached(prompt: str, _vocab_id: int, vocab_ref: _VocabRef) -> PromptFa
         unit_words=frozenset(unit_words),
         currencies=frozenset(currencies),
         code_spans=tuple(sorted(code_spans.items())),
-        code_case=tuple(sorted((k, frozenset(v)) for k, v in code_case.items())),
+        # Spellings matter only in code: prose skips the work.
+        code_case=tuple((k, frozenset(v)) for k, v in code_case.items()) if looks_like_code else (),
         looks_like_code=looks_like_code,
         identifiers=frozenset(identifiers),
         shouted=frozenset(shouted),
