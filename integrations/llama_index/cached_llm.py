@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import Field
@@ -96,16 +97,26 @@ def chat_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
     return out
 
 
-def _chat_key(messages: Sequence[ChatMessage]) -> tuple[RequestKey, int]:
+@dataclass(frozen=True)
+class _Request:
+    """One call as the cache sees it: its key, and its input tokens (what a hit saves)."""
+
+    key: RequestKey
+    input_tokens: int
+
+
+def _chat_key(messages: Sequence[ChatMessage]) -> _Request:
     dicts = chat_messages(messages)
-    tokens = sum(count_tokens(d["content"] if isinstance(d["content"], str) else canonical_json(d["content"])) for d in dicts)
-    return request_key(dicts), tokens
+    tokens = sum(
+        count_tokens(d["content"] if isinstance(d["content"], str) else canonical_json(d["content"])) for d in dicts
+    )
+    return _Request(request_key(dicts), tokens)
 
 
-def _completion_key(prompt: str) -> tuple[RequestKey, int]:
+def _completion_key(prompt: str) -> _Request:
     if not isinstance(prompt, str):
         raise TypeError(f"CachedLLM: prompt must be a str, got {type(prompt).__name__}.")
-    return completion_key(prompt), count_tokens(prompt)
+    return _Request(completion_key(prompt), count_tokens(prompt))
 
 
 def _text_only(message: ChatMessage) -> bool:
@@ -151,14 +162,14 @@ class CachedLLM(LLM):
         raw = f"{llm_identity(self.llm)}\x00{kind}\x00{canonical_json(kwargs)}"
         return namespace_for(hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest(), self.tenant)
 
-    def _lookup_kwargs(self, key: RequestKey, tokens: int, namespace: str) -> dict[str, Any]:
+    def _lookup_kwargs(self, request: _Request, namespace: str) -> dict[str, Any]:
         return {
             "namespace": namespace,
             "model": self.llm.metadata.model_name,
             "tenant": self.tenant,
-            "scope": key.scope,
-            "semantic": key.semantic,
-            "input_tokens": tokens,
+            "scope": request.key.scope,
+            "semantic": request.key.semantic,
+            "input_tokens": request.input_tokens,
         }
 
     @staticmethod
@@ -166,17 +177,20 @@ class CachedLLM(LLM):
         """The cached text of a core cache hit (``None`` on a miss)."""
         return None if hit is None else hit.response
 
-    def _lookup(self, key: tuple[RequestKey, int], namespace: str) -> str | None:
-        return self._hit(self.cache.lookup(key[0].text, **self._lookup_kwargs(*key, namespace)))
+    def _lookup(self, request: _Request, namespace: str) -> str | None:
+        return self._hit(self.cache.lookup(request.key.text, **self._lookup_kwargs(request, namespace)))
 
-    async def _alookup(self, key: tuple[RequestKey, int], namespace: str) -> str | None:
-        return self._hit(await self.cache.alookup(key[0].text, **self._lookup_kwargs(*key, namespace)))
+    async def _alookup(self, request: _Request, namespace: str) -> str | None:
+        return self._hit(await self.cache.alookup(request.key.text, **self._lookup_kwargs(request, namespace)))
 
-    def _put(self, key: tuple[RequestKey, int], text: str, namespace: str) -> None:
-        self.cache.put(key[0].text, text, namespace=namespace, scope=key[0].scope, semantic=key[0].semantic)
+    def _put_kwargs(self, request: _Request, namespace: str) -> dict[str, Any]:
+        return {"namespace": namespace, "scope": request.key.scope, "semantic": request.key.semantic}
 
-    async def _aput(self, key: tuple[RequestKey, int], text: str, namespace: str) -> None:
-        await self.cache.aput(key[0].text, text, namespace=namespace, scope=key[0].scope, semantic=key[0].semantic)
+    def _put(self, request: _Request, text: str, namespace: str) -> None:
+        self.cache.put(request.key.text, text, **self._put_kwargs(request, namespace))
+
+    async def _aput(self, request: _Request, text: str, namespace: str) -> None:
+        await self.cache.aput(request.key.text, text, **self._put_kwargs(request, namespace))
 
     @staticmethod
     def _chat_response(text: str, delta: str | None = None) -> ChatResponse:
@@ -190,18 +204,20 @@ class CachedLLM(LLM):
     # -- completion ------------------------------------------------------------------------------
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        namespace, key = self._namespace("complete", {**kwargs, "formatted": formatted}), _completion_key(prompt)
-        cached = self._lookup(key, namespace)
+        request = _completion_key(prompt)
+        namespace = self._namespace("complete", {**kwargs, "formatted": formatted})
+        cached = self._lookup(request, namespace)
         if cached is not None:
             return CompletionResponse(text=cached, additional_kwargs=mark_cache_hit())
         response = self.llm.complete(prompt, formatted=formatted, **kwargs)
-        self._put(key, response.text, namespace)
+        self._put(request, response.text, namespace)
         return response
 
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
-        namespace, key = self._namespace("complete", {**kwargs, "formatted": formatted}), _completion_key(prompt)
-        cached = self._lookup(key, namespace)
+        request = _completion_key(prompt)
+        namespace = self._namespace("complete", {**kwargs, "formatted": formatted})
+        cached = self._lookup(request, namespace)
 
         def gen() -> CompletionResponseGen:
             if cached is not None:
@@ -214,26 +230,28 @@ class CachedLLM(LLM):
             for chunk in self.llm.stream_complete(prompt, formatted=formatted, **kwargs):
                 text += chunk.delta or ""
                 yield CompletionResponse(text=text, delta=chunk.delta, raw=chunk.raw)
-            self._put(key, text, namespace)
+            self._put(request, text, namespace)
 
         return gen()
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        namespace, key = self._namespace("complete", {**kwargs, "formatted": formatted}), _completion_key(prompt)
-        cached = await self._alookup(key, namespace)
+        request = _completion_key(prompt)
+        namespace = self._namespace("complete", {**kwargs, "formatted": formatted})
+        cached = await self._alookup(request, namespace)
         if cached is not None:
             return CompletionResponse(text=cached, additional_kwargs=mark_cache_hit())
         response = await self.llm.acomplete(prompt, formatted=formatted, **kwargs)
-        await self._aput(key, response.text, namespace)
+        await self._aput(request, response.text, namespace)
         return response
 
     @llm_completion_callback()
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        namespace, key = self._namespace("complete", {**kwargs, "formatted": formatted}), _completion_key(prompt)
-        cached = await self._alookup(key, namespace)
+        request = _completion_key(prompt)
+        namespace = self._namespace("complete", {**kwargs, "formatted": formatted})
+        cached = await self._alookup(request, namespace)
 
         async def gen() -> CompletionResponseAsyncGen:
             text = ""
@@ -245,26 +263,26 @@ class CachedLLM(LLM):
             async for chunk in await self.llm.astream_complete(prompt, formatted=formatted, **kwargs):
                 text += chunk.delta or ""
                 yield CompletionResponse(text=text, delta=chunk.delta, raw=chunk.raw)
-            await self._aput(key, text, namespace)
+            await self._aput(request, text, namespace)
 
         return gen()
 
     # -- chat ------------------------------------------------------------------------------------
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        namespace, key = self._namespace("chat", kwargs), _chat_key(messages)
-        cached = self._lookup(key, namespace)
+        request, namespace = _chat_key(messages), self._namespace("chat", kwargs)
+        cached = self._lookup(request, namespace)
         if cached is not None:
             return self._chat_response(cached)
         response = self.llm.chat(messages, **kwargs)
         if _text_only(response.message):
-            self._put(key, response.message.content or "", namespace)
+            self._put(request, response.message.content or "", namespace)
         return response
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        namespace, key = self._namespace("chat", kwargs), _chat_key(messages)
-        cached = self._lookup(key, namespace)
+        request, namespace = _chat_key(messages), self._namespace("chat", kwargs)
+        cached = self._lookup(request, namespace)
 
         def gen() -> ChatResponseGen:
             text = ""
@@ -278,25 +296,25 @@ class CachedLLM(LLM):
                 text += last.delta or ""
                 yield last
             if last is None or _text_only(last.message):
-                self._put(key, text, namespace)
+                self._put(request, text, namespace)
 
         return gen()
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        namespace, key = self._namespace("chat", kwargs), _chat_key(messages)
-        cached = await self._alookup(key, namespace)
+        request, namespace = _chat_key(messages), self._namespace("chat", kwargs)
+        cached = await self._alookup(request, namespace)
         if cached is not None:
             return self._chat_response(cached)
         response = await self.llm.achat(messages, **kwargs)
         if _text_only(response.message):
-            await self._aput(key, response.message.content or "", namespace)
+            await self._aput(request, response.message.content or "", namespace)
         return response
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        namespace, key = self._namespace("chat", kwargs), _chat_key(messages)
-        cached = await self._alookup(key, namespace)
+        request, namespace = _chat_key(messages), self._namespace("chat", kwargs)
+        cached = await self._alookup(request, namespace)
 
         async def gen() -> ChatResponseAsyncGen:
             text = ""
@@ -310,6 +328,6 @@ class CachedLLM(LLM):
                 text += last.delta or ""
                 yield last
             if last is None or _text_only(last.message):
-                await self._aput(key, text, namespace)
+                await self._aput(request, text, namespace)
 
         return gen()
