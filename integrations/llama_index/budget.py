@@ -28,6 +28,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, field_serializer
 from lean_plugins.budget import BudgetResult, OutputBudget
 from lean_plugins.budget.call import MAX_TOKENS_FIELDS, BudgetedCall, capped_limits, is_local_model
 from lean_plugins.budget.tracker import CallTracker
+from lean_plugins.errors import ConfigurationError
 from lean_plugins.ledger import is_cache_hit
 from lean_plugins.tokens import count_tokens
 from llama_index.core.base.llms.types import (
@@ -56,7 +57,8 @@ from llama_index.core.instrumentation.events.llm import (
     LLMCompletionStartEvent,
 )
 from llama_index.core.instrumentation.events.span import SpanDropEvent
-from llama_index.core.llms.llm import LLM
+from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.core.llms.llm import LLM, ToolSelection
 
 __all__ = [
     "MAX_TOKENS_FIELDS",
@@ -263,9 +265,14 @@ def _delta(response: Any, seen: str) -> str:
     return text[len(seen) :] if text.startswith(seen) else ""
 
 
-class BudgetedLLM(LLM):
+class BudgetedLLM(FunctionCallingLLM):
     """A LlamaIndex LLM whose every call stops at its output budget; see
-    :func:`with_output_budget`."""
+    :func:`with_output_budget`.
+
+    Tool calling (``chat_with_tools``, ``predict_and_call``, function-calling agents) goes
+    through the wrapped LLM's own tool handling when it is a ``FunctionCallingLLM``; the tool
+    calls it returns are kept, only the text is cut.
+    """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
     llm: LLM = Field(description="The LLM that generates.")
@@ -283,6 +290,24 @@ class BudgetedLLM(LLM):
     def _budget_settings(self, budget: OutputBudget) -> dict[str, Any]:
         # what a cache keys on (CachedLLM hashes to_dict()): the budget, not an object address
         return budget.settings()
+
+    # -- tool calling: the wrapped LLM's own -----------------------------------------------------
+    def _tool_llm(self) -> FunctionCallingLLM:
+        if not isinstance(self.llm, FunctionCallingLLM):
+            raise ConfigurationError(
+                f"{type(self.llm).__name__} does not call tools (it is not a FunctionCallingLLM), so "
+                "its budgeted version cannot either: use a function-calling LLM."
+            )
+        return self.llm
+
+    def _prepare_chat_with_tools(self, tools: Sequence[Any], **kwargs: Any) -> dict[str, Any]:
+        return self._tool_llm()._prepare_chat_with_tools(tools, **kwargs)
+
+    def _validate_chat_with_tools_response(self, response: ChatResponse, tools: Sequence[Any], **kwargs: Any) -> ChatResponse:
+        return self._tool_llm()._validate_chat_with_tools_response(response, tools, **kwargs)
+
+    def get_tool_calls_from_response(self, response: ChatResponse, **kwargs: Any) -> list[ToolSelection]:
+        return self._tool_llm().get_tool_calls_from_response(response, **kwargs)
 
     @property
     def metadata(self) -> LLMMetadata:

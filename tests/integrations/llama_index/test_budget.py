@@ -277,3 +277,86 @@ async def test_async_budget_over_a_cache(tmp_path: Any) -> None:
     again = [r async for r in await budgeted.astream_complete("q")]
     assert first.text == again[-1].text == first_tokens(ANSWER, 9)
     assert again[-1].additional_kwargs["cache_hit"] is True
+
+
+# -- tool calling through the budget (issue 14) -------------------------------------------------
+def weather(city: str) -> str:
+    """The weather in a city."""
+    return f"sunny in {city}"
+
+
+def _tool_fake() -> Any:
+    from llama_index.core.base.llms.types import ChatResponse, MessageRole
+    from llama_index.core.llms.function_calling import FunctionCallingLLM
+    from llama_index.core.llms.llm import ToolSelection
+
+    class ToolFake(FunctionCallingLLM, CustomLLM):
+        """A function-calling provider fake: streams ANSWER, then calls the first tool bound."""
+
+        max_tokens: int | None = None
+
+        @property
+        def metadata(self) -> LLMMetadata:
+            return LLMMetadata(model_name="tool-fake", is_function_calling_model=True, is_chat_model=True)
+
+        @llm_completion_callback()
+        def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+            return CompletionResponse(text=ANSWER)
+
+        @llm_completion_callback()
+        def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+            raise NotImplementedError
+
+        def stream_chat(self, messages: Any, tools: Any = None, **kwargs: Any) -> Any:
+            words = first_tokens(ANSWER, self.max_tokens).split(" ") if self.max_tokens else ANSWER.split(" ")
+
+            def gen() -> Any:
+                text = ""
+                for i, word in enumerate(words):
+                    piece = word if i == 0 else " " + word
+                    text += piece
+                    extra = {}
+                    if tools and i == len(words) - 1:
+                        extra = {"tool_calls": [{"id": "call_1", "name": tools[0], "args": {"city": "Paris"}}]}
+                    message = ChatMessage(role=MessageRole.ASSISTANT, content=text, additional_kwargs=extra)
+                    yield ChatResponse(message=message, delta=piece)
+
+            return gen()
+
+        def chat(self, messages: Any, **kwargs: Any) -> Any:
+            return list(self.stream_chat(messages, **kwargs))[-1]
+
+        def _prepare_chat_with_tools(self, tools: Any, user_msg: Any = None, chat_history: Any = None, **kwargs: Any) -> dict:
+            messages = [*(chat_history or []), ChatMessage(role="user", content=str(user_msg))]
+            return {"messages": messages, "tools": [t.metadata.name for t in tools]}
+
+        def get_tool_calls_from_response(self, response: Any, error_on_no_tool_call: bool = True, **kwargs: Any) -> list:
+            calls = response.message.additional_kwargs.get("tool_calls", [])
+            return [ToolSelection(tool_id=c["id"], tool_name=c["name"], tool_kwargs=c["args"]) for c in calls]
+
+    return ToolFake(max_tokens=200)
+
+
+def test_tool_calls_go_through_the_budget() -> None:
+    from llama_index.core.tools import FunctionTool
+
+    tool = FunctionTool.from_defaults(fn=weather)
+    budgeted = with_output_budget(_tool_fake(), OutputBudget(10, soft_window=0.0, record_usage=False))
+    response = budgeted.chat_with_tools([tool], user_msg="Weather in Paris, and who were the Normans?")
+    assert response.message.content == first_tokens(ANSWER, 10)
+    assert response.additional_kwargs["stop_reason"] == "budget"
+    # Old code: BudgetedLLM was not a FunctionCallingLLM, and its reply dropped the tool calls.
+    calls = budgeted.get_tool_calls_from_response(response)
+    assert [(c.tool_name, c.tool_kwargs) for c in calls] == [("weather", {"city": "Paris"})]
+    answer = budgeted.predict_and_call([tool], user_msg="Weather in Paris?")
+    assert str(answer) == "sunny in Paris"
+
+
+def test_a_budgeted_llm_that_cannot_call_tools_says_so() -> None:
+    from llama_index.core.tools import FunctionTool
+
+    from lean_plugins.errors import ConfigurationError
+
+    budgeted = with_output_budget(ScriptedLLM(produced=[]), 10)
+    with pytest.raises(ConfigurationError, match="FunctionCallingLLM"):
+        budgeted.chat_with_tools([FunctionTool.from_defaults(fn=weather)], user_msg="q")
