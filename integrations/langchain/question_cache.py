@@ -99,8 +99,6 @@ def _describe_hook(value: Any, recurse: Callable[[Any], Any]) -> Any:
             "vectorstore": _vectorstore_identity(value.vectorstore, recurse),
         }
     if isinstance(value, BaseRetriever | Runnable):
-        # Runnable graphs (sequences, parallels, bindings, lambdas, prompts) by their fields;
-        # LangChain's own serialisation first where the class supports it.
         # Prompts and parsers by LangChain's own serialisation where the class supports it;
         # composite runnables (sequences, parallels, bindings) field by field, so each part
         # they hold goes through this hook too.
