@@ -18,8 +18,32 @@ from langchain_core.outputs import ChatGeneration, Generation
 from langchain_tests.integration_tests import AsyncCacheTestSuite, SyncCacheTestSuite
 from lean_plugins.langchain import LeanCache
 
-from lean_plugins.ledger import Ledger
+from lean_plugins.ledger import CACHE_HIT_KEY, Ledger
 from lean_plugins.tokens import count_tokens
+
+
+def served(generations: list[Generation] | None) -> list[Generation] | None:
+    """What a lookup returned, less the cache-hit mark (``lean_plugins.ledger.CACHE_HIT_KEY``),
+    which it must carry on every generation: a hit is the stored value, marked as served."""
+    if generations is None:
+        return None
+    out = []
+    for g in generations:
+        assert (g.generation_info or {}).get(CACHE_HIT_KEY) is True
+        info = {k: v for k, v in g.generation_info.items() if k != CACHE_HIT_KEY} or None
+        g = g.model_copy(update={"generation_info": info})
+        if isinstance(g, ChatGeneration):
+            meta = {k: v for k, v in g.message.response_metadata.items() if k != CACHE_HIT_KEY}
+            g = g.model_copy(update={"message": g.message.model_copy(update={"response_metadata": meta})})
+        out.append(g)
+    return out
+
+
+#: Why three standard tests are expected to fail: they compare a hit with the stored value
+#: for equality, and LeanCache returns it marked as served (the cache-hit contract of
+#: lean_plugins.ledger, so budgets and usage accounting do not book a hit as a model call).
+#: ``test_hits_are_the_stored_generations_marked_as_served`` checks the same hits less the mark.
+MARKED = pytest.mark.xfail(reason="a hit carries cache_hit=True (lean_plugins.ledger.CACHE_HIT_KEY)", strict=True)
 
 
 class TestLeanCacheSync(SyncCacheTestSuite):
@@ -27,11 +51,52 @@ class TestLeanCacheSync(SyncCacheTestSuite):
     def cache(self, tmp_path: Path) -> LeanCache:
         return LeanCache(path=tmp_path / "lc")
 
+    @MARKED
+    def test_update_cache(self, cache: LeanCache) -> None:
+        super().test_update_cache(cache)
+
+    @MARKED
+    def test_cache_hit(self, cache: LeanCache) -> None:
+        super().test_cache_hit(cache)
+
+    @MARKED
+    def test_update_cache_with_multiple_generations(self, cache: LeanCache) -> None:
+        super().test_update_cache_with_multiple_generations(cache)
+
 
 class TestLeanCacheAsync(AsyncCacheTestSuite):
     @pytest.fixture
     async def cache(self, tmp_path: Path) -> LeanCache:
         return LeanCache(path=tmp_path / "lc")
+
+    @MARKED
+    async def test_update_cache(self, cache: LeanCache) -> None:
+        await super().test_update_cache(cache)
+
+    @MARKED
+    async def test_cache_hit(self, cache: LeanCache) -> None:
+        await super().test_cache_hit(cache)
+
+    @MARKED
+    async def test_update_cache_with_multiple_generations(self, cache: LeanCache) -> None:
+        await super().test_update_cache_with_multiple_generations(cache)
+
+
+@pytest.mark.parametrize(
+    "generations",
+    [
+        [Generation(text="Sample generated text.", generation_info={"reason": "test"})],
+        [ChatGeneration(message=AIMessage("Paris.", response_metadata={"x": 1})), Generation(text="Another.")],
+    ],
+)
+async def test_hits_are_the_stored_generations_marked_as_served(
+    tmp_path: Path, generations: list[Generation]
+) -> None:
+    cache = LeanCache(path=tmp_path / "lc")
+    cache.update("Sample prompt for testing.", "llm", generations)
+    assert served(cache.lookup("Sample prompt for testing.", "llm")) == generations
+    await cache.aupdate("Another prompt.", "llm", generations)
+    assert served(await cache.alookup("Another prompt.", "llm")) == generations
 
 
 @pytest.fixture
@@ -78,7 +143,7 @@ def test_stores_full_generations_as_json_and_records_the_saving(lc_cache: LeanCa
     ]
     lc_cache.update("How tall is the Eiffel Tower?", '{"model_name": "gpt-4o-mini"}', gens)
     with Ledger() as ledger:
-        assert lc_cache.lookup("How tall is the Eiffel Tower?", '{"model_name": "gpt-4o-mini"}') == gens
+        assert served(lc_cache.lookup("How tall is the Eiffel Tower?", '{"model_name": "gpt-4o-mini"}')) == gens
     (event,) = [e for e in ledger.events if e.layer == "cache"]
     assert event.model == "gpt-4o-mini"
     assert event.output_before == count_tokens("The capital is Paris.") + count_tokens("second") == 6
@@ -90,9 +155,9 @@ def test_tenants_are_isolated(tmp_path: Path) -> None:
     b = LeanCache(cache=a.cache, tenant="b")
     a.update("q", "llm", [Generation(text="for a")])
     assert b.lookup("q", "llm") is None
-    assert a.lookup("q", "llm") == [Generation(text="for a")]
+    assert served(a.lookup("q", "llm")) == [Generation(text="for a")]
     b.clear(llm_string="llm")
-    assert a.lookup("q", "llm") == [Generation(text="for a")]
+    assert served(a.lookup("q", "llm")) == [Generation(text="for a")]
 
 
 # -- keys hold everything that changes the answer (issue 13) ----------------------------------------
