@@ -85,6 +85,7 @@ _SCALES = frozenset({"celsius", "fahrenheit", "kelvin"})
 _INFIX_ONLY = frozenset(_R["infix_only_operators"])
 _MODAL_FREE_AFTER = frozenset(_R["modal_free_after"])
 _QUESTION_WORDS = frozenset(_R["question_words"])
+_EMPHASIS = frozenset(_R["emphasis_words"])
 
 #: The checks, in the order :meth:`SemanticGuard.refusal` runs them (its return values).
 CHECKS = (
@@ -288,8 +289,13 @@ def _antonyms_differ(a: PromptFacts, b: PromptFacts) -> bool:
 
 
 def _is_adjective(word: str) -> bool:
-    """A gradable adjective of the table, or a word with an adjective ending ("useful")."""
-    return word in _ADJECTIVES or (len(word) > 4 and word.endswith(tuple(_R["adjective_suffixes"])))
+    """A gradable adjective of the table (or its -er / -est form), or a word with an adjective
+    ending ("useful")."""
+    return (
+        word in _ADJECTIVES
+        or _degree(word) is not None
+        or (len(word) > 4 and word.endswith(tuple(_R["adjective_suffixes"])))
+    )
 
 
 def _degrees_differ(a: PromptFacts, b: PromptFacts) -> bool:
@@ -313,7 +319,10 @@ def _spans_found(spans: tuple[tuple[str, int], ...], text: str) -> bool:
 def _code_differs(a: PromptFacts, b: PromptFacts) -> bool:
     if not (_spans_found(a.code_spans, b.text) and _spans_found(b.code_spans, a.text)):
         return True
-    if (a.shouted - b.shouted) & b.lowercase_words or (b.shouted - a.shouted) & a.lowercase_words:
+    shouted_a, shouted_b = a.shouted, b.shouted
+    if not (a.looks_like_code or b.looks_like_code):  # "the ONE thing", "STILL believe": emphasis
+        shouted_a, shouted_b = shouted_a - _EMPHASIS, shouted_b - _EMPHASIS
+    if (shouted_a - b.shouted) & b.lowercase_words or (shouted_b - a.shouted) & a.lowercase_words:
         return True
     if not (a.looks_like_code or b.looks_like_code):
         return False
@@ -736,8 +745,12 @@ def _word_classes(
             found.add(table[key])
             measure = True
     following = tokens[i + 1].value if i + 1 < len(tokens) else ""
-    if lower in _R["quantifiers"] and not (lower in _R["degree_markers"] and _is_adjective(following)):
-        quantifiers.add(_R["quantifiers"][lower])  # "most people", not "most useful"
+    # "most people" counts; "the most useful", "most amazing", "enjoy it most" are degrees.
+    degree_use = lower in _R["degree_markers"] and (
+        not following or _is_adjective(following) or (i > 0 and tokens[i - 1].value == "the")
+    )
+    if lower in _R["quantifiers"] and not degree_use:
+        quantifiers.add(_R["quantifiers"][lower])
     if i + 1 < len(tokens):
         phrase = f"{lower} {tokens[i + 1].value}"
         if phrase in _MULTIWORD_MODALS:

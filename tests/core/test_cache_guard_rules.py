@@ -34,7 +34,7 @@ TESTED_TABLES = {
     "operator_words", "operators", "symmetric_connectors", "code_markers", "weak_quantifiers",
     "modal_free_after", "adjective_suffixes", "infix_only_operators", "degree_exempt", "weak_times",
     "time_words_after_number_only", "currencies_after_number_only", "determiners", "method_nouns",
-    "question_words",
+    "question_words", "emphasis_words",
 }  # fmt: skip
 
 
@@ -282,6 +282,16 @@ def test_symmetric_connector(connector: str) -> None:
     # "cats and dogs" / "dogs and cats" ask the same; "cats chase dogs" / "dogs chase cats" do not.
     assert not refuses("order", f"Compare cats {connector} dogs", f"Compare dogs {connector} cats")
     assert refuses("order", "Why do cats chase dogs?", "Why do dogs chase cats?")
+
+
+@pytest.mark.parametrize("word", R["emphasis_words"])
+def test_emphasis_word(word: str) -> None:
+    # "the ONE thing" in prose is emphasis; in code a capitalised common word is another name.
+    guard = SemanticGuard(vocabulary=VOCAB | {word, "path"}, skip=[c for c in CHECKS if c != "code"])
+    assert guard.refusal(f"Is it {word.upper()} good?", f"Is it {word} good?") is None
+    assert guard.refusal(f"Is `x` {word.upper()} good?", f"Is `x` {word} good?") == "code"
+    assert guard.facts(f"Is it {word.upper()} good?").shouted == {word}
+    assert guard.refusal("Is PATH set?", "Is path set?") == "code"  # not an emphasis word
 
 
 @pytest.mark.parametrize("determiner", R["determiners"])
