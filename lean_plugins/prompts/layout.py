@@ -33,7 +33,8 @@ _VARIABLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # Words that tie a sentence to its place: moving it would change what it points at.
 _POSITIONAL = re.compile(
     r"\b(?:above|below|following|follows|preceding|previous|previously|earlier|later|before|after|"
-    r"then|now|finally|next|aforementioned|here|there|these|those|this|it|they|them)\b",
+    r"then|now|finally|lastly|last|next|again|remember|reminder|aforementioned|here|there|these|those|"
+    r"this|it|they|them)\b",
     re.IGNORECASE,
 )
 _CUE_WORDS = 8  # a closing line this short ("Helpful Answer:") is the cue the answer follows
@@ -56,13 +57,39 @@ def _is_label(line: str) -> bool:
     return line.rstrip().endswith(":")
 
 
+# A list item: reordering it would renumber or regroup its list.
+_LIST_ITEM = re.compile(r"^\s*(?:[-*•+]|\d+[.)]|[a-zA-Z][.)])\s")
+# Markup or a heading: it frames the text around it ("<context>", "[END]", "# Task", a fence).
+_MARKUP = re.compile(r"^\s*(?:[<\[#`|>]|[-=_*~]{3})")
+
+
+def _frames_next(line: str) -> bool:
+    """A label, heading, markup line or list item: it belongs with the lines after it."""
+    stripped = line.strip()
+    return _is_label(stripped) or bool(_MARKUP.match(stripped) or _LIST_ITEM.match(stripped)) or not stripped
+
+
+def _sentence_line(line: str) -> bool:
+    """A whole instruction sentence on its own: starts with a capital letter, at least two
+    words, ends with . ! or ?; not a list item, markup, heading or label."""
+    stripped = line.strip()
+    return (
+        len(stripped.split()) >= 2
+        and stripped[:1].isupper()
+        and stripped[-1:] in ".!?"
+        and not _LIST_ITEM.match(stripped)
+        and not _MARKUP.match(stripped)
+    )
+
+
 def _movable(lines: list[str]) -> bool:
+    """A run of lines moves only if every line is a free-standing instruction sentence that
+    does not point at its place: anything else (a heading, a closing tag, a list item, a
+    label) frames or belongs to the text around it."""
     text = "\n".join(lines)
     if not text.strip() or _POSITIONAL.search(text):
         return False
-    first = lines[0].lstrip()
-    # A line that starts in lower case continues the sentence before it.
-    return not (first[:1].islower())
+    return all(_sentence_line(line) for line in lines)
 
 
 def stable_first(template: str, *, slow_variables: Collection[str] = ()) -> str:
@@ -80,8 +107,10 @@ def stable_first(template: str, *, slow_variables: Collection[str] = ()) -> str:
     first_call = kinds.index("call")
     last_call = len(kinds) - 1 - kinds[::-1].index("call")
     start = first_call
-    while start > 0 and kinds[start - 1] == "fixed" and _is_label(lines[start - 1]):
-        start -= 1  # the label introducing the first per-call value stays with it
+    # Moved text goes before the block the first per-call value sits in: its labels, heading
+    # and the list it is an item of stay together.
+    while start > 0 and kinds[start - 1] == "fixed" and _frames_next(lines[start - 1]):
+        start -= 1
     # Blocks after `start`: runs of fixed lines between variable lines, and the variable lines.
     moved_fixed: list[str] = []
     moved_slow: list[str] = []
@@ -132,7 +161,12 @@ def _trailing_labels(kept: list[str]) -> list[str]:
 
 
 def _movable_slow(kept: list[str], line: str) -> bool:
-    return not _POSITIONAL.search("\n".join([*_trailing_labels(kept), line]))
+    """A slow block moves only as "Label:" lines plus a line that is just the variable, or a
+    "Label: {variable}" line, and only if it does not point at its place."""
+    if _POSITIONAL.search("\n".join([*_trailing_labels(kept), line])):
+        return False
+    body = line.strip()
+    return len(body) == 1 or bool(re.fullmatch(r"[A-Z][\w #/-]{0,40}: ?.", body))
 
 
 def _first_call_offset(template: str, slow_variables: Collection[str]) -> int | None:

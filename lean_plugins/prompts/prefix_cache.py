@@ -213,7 +213,8 @@ def prefix_cache_report(
         lean = simulate_prefix_cache(lean_prompts, rule)
         lines.append(
             f"simulated prefix cache [{rule.name}]: plain {plain.cached_tokens:,} of {plain.input_tokens:,} "
-            f"input tokens cached ({plain.saved_share:.1%} of the input bill saved), lean {lean.cached_tokens:,} "
-            f"of {lean.input_tokens:,} ({lean.saved_share:.1%})"
+            f"input tokens cached, billed as {plain.billed_input_tokens:,.0f} ({plain.saved_share:.1%} saved); "
+            f"lean {lean.cached_tokens:,} of {lean.input_tokens:,}, billed as {lean.billed_input_tokens:,.0f} "
+            f"({lean.saved_share:.1%} saved)"
         )
     return lines

@@ -81,3 +81,17 @@ def test_lean_prompt_examples_picked_per_input_count_as_per_call() -> None:
     assert list(prompt.section_texts()) == ["task", "examples", "input"]
     fixed = LeanPrompt(task="Classify.", context="{text}", examples=[("great", "positive")])
     assert list(fixed.section_texts()) == ["task", "examples", "context"]
+
+
+def test_frames_lists_and_reminders_stay_in_place() -> None:
+    # Closing tags, bracket markers and headings belong to the value they frame.
+    framed = "[CONTENT]\n{input}\n[END CONTENT]\n<ctx>\n{c}\n</ctx>\nTopic\n{topic}\nQuery\n{query}"
+    assert stable_first(framed) == framed
+    # A list item is never lifted out of its list; moved text goes before the whole list.
+    listed = "Rules:\n1. Use the path.\n2. Open with {fence}.\n3. Close the fence.\nCode: {code}\nUse the full path always."
+    assert stable_first(listed) == (
+        "Use the full path always.\nRules:\n1. Use the path.\n2. Open with {fence}.\n3. Close the fence.\nCode: {code}"
+    )
+    # A closing reminder is meant to come last.
+    reminder = "Q: {q}\nREMINDER - Cite the sources.\nAnswer:"
+    assert stable_first(reminder) == reminder
