@@ -663,6 +663,10 @@ def backends_at_scale(n: int, emb: EmbeddingStore, n_queries: int) -> list[str]:
         try:
             embed = QueryEmbedding(known)
             writer = make(embed)
+            if writer.backend == "redis":  # a bulk fill on a busy machine: each reply may be slow
+                import redis
+
+                writer._redis = redis.Redis.from_url(writer.url, socket_timeout=120.0)
             for start in range(0, len(texts), 20_000):
                 chunk = texts[start : start + 20_000]
                 writer.put_many(chunk, [f"answer to: {t}" for t in chunk], namespace=namespace)
