@@ -104,6 +104,11 @@ class LeanPrompt:
     input (MiniLM cosine; the input is the values of ``example_query_variables``, by default
     those of the ``input`` section) that fit the budget.
 
+    ``layout="stable_first"`` (default) renders sections without variables first, then those
+    with only ``slow_variables`` (values that rarely change: a tool list, a shared document),
+    then those with per-call variables, so providers' prefix caches can reuse the start;
+    ``"as_written"`` keeps the order above.
+
     Each :meth:`format` records a ledger event (layer "prompts", kind "render"):
     ``input_before`` is the render of ``source_template`` (when the prompt came from
     :meth:`from_template`) or else the render with every example, ``input_after`` the lean
@@ -176,8 +181,10 @@ class LeanPrompt:
 
         The text is shortened by :func:`~lean_plugins.prompts.minify` (rules only), or with
         ``lean=True`` by :func:`~lean_plugins.prompts.lean_text` (rules, concise rewrites,
-        compact examples, the compressor for long instructions). The original is kept as
-        ``source_template`` for :meth:`token_report` and the ledger.
+        compact examples, the compressor for long instructions), then laid out stable-first
+        (:func:`~lean_plugins.prompts.layout.stable_first`; ``layout="as_written"`` keeps the
+        order). The original is kept as ``source_template`` for :meth:`token_report` and the
+        ledger.
         """
         from lean_plugins.prompts.lean import lean_text
         from lean_plugins.prompts.minifier import minify
