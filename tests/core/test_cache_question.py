@@ -130,3 +130,26 @@ def test_no_ledger_event_when_the_cache_does_not_record(tmp_path) -> None:
     with Ledger() as ledger:
         assert qc.lookup("How old is the Sun?") is not None
     assert ledger.events == []
+
+
+@pytest.mark.redis
+def test_two_app_processes_share_answers_on_redis() -> None:
+    import os
+    import uuid
+
+    url = os.environ.get("LEAN_PLUGINS_REDIS_URL")
+    if not url:
+        pytest.skip("LEAN_PLUGINS_REDIS_URL is not set; scripts/test.sh starts Redis and sets it")
+    pytest.importorskip("redis")
+    namespace = question_namespace({"pipeline": uuid.uuid4().hex})
+    writer = QuestionCache(LeanCache(backend="redis", url=url), namespace=namespace)
+    reader = QuestionCache(LeanCache(backend="redis", url=url), namespace=namespace)
+    try:
+        writer.store("How long is a year on Mars?", "687 Earth days")
+        hit = reader.lookup("What is the length of a year on Mars?")
+        assert hit is not None and hit.value == "687 Earth days" and hit.match == "semantic"
+        assert reader.lookup("How long is a day on Mars?") is None
+    finally:
+        writer.clear()
+        writer.cache.close()
+        reader.cache.close()
