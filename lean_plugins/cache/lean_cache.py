@@ -534,6 +534,7 @@ class LeanCache:
 
     def count(self, namespace: str = "default") -> int:
         """Entries stored in ``namespace`` (expired ones not yet removed included)."""
+        _check_text("count", "namespace", namespace)
         ok, n = self._guarded("count", lambda: self._store(namespace).count())
         return int(n) if ok else 0
 

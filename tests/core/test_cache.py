@@ -339,6 +339,8 @@ def test_bad_input_is_the_callers_error_and_never_switches_the_cache_off(cache: 
         cache.lookup(42)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="response must be a str"):
         cache.put("q", None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="namespace must be a str"):
+        cache.count(7)  # type: ignore[arg-type]
     with caplog.at_level(logging.WARNING, logger="lean_plugins.cache"):
         assert cache.get("How old is the Sun\ud800?") is None  # a lone surrogate: a miss
         cache.put("Why is the sky blue\udc00?", "Rayleigh scattering.")  # not storable: skipped
