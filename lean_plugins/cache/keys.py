@@ -124,22 +124,26 @@ def _folder_digest(folder: str, files: tuple[tuple[str, int, int], ...]) -> str:
 
 def loaded_model_fingerprint(model: Any, tokenizer: Any = None) -> str:
     """A short hash of an already loaded model (config, each weight's name, shape and a strided
-    sample of its values) and of its tokenizer's chat template; computed once per model object.
+    sample of its values) and of its tokenizer's chat template.
 
     Two models with one config but other weights (a dense and a pruned copy, two fine-tunes)
-    get different identities.
+    get different identities. Computed once per model object and config: a model pruned in
+    place (its config changes) gets a new identity; one whose weights are trained in place keeps
+    its old one, so clear the cache after that.
     """
     global _fingerprints
     if _fingerprints is None:
         _fingerprints = weakref.WeakKeyDictionary()
-    try:
-        return _fingerprints[model]
-    except (KeyError, TypeError):
-        pass
-    digest = hashlib.sha256()
     config = getattr(model, "config", None)
     to_json = getattr(config, "to_json_string", None)
-    digest.update((to_json() if callable(to_json) else repr(config)).encode("utf-8", "surrogatepass"))
+    config_text = to_json() if callable(to_json) else repr(config)
+    try:
+        seen_config, value = _fingerprints[model]
+        if seen_config == config_text:
+            return value
+    except (KeyError, TypeError):
+        pass
+    digest = hashlib.sha256(config_text.encode("utf-8", "surrogatepass"))
     named = getattr(model, "named_parameters", None)
     for name, param in named() if callable(named) else ():
         flat = param.detach().reshape(-1)
@@ -148,7 +152,7 @@ def loaded_model_fingerprint(model: Any, tokenizer: Any = None) -> str:
     digest.update(str(getattr(tokenizer, "chat_template", None)).encode("utf-8", "surrogatepass"))
     value = digest.hexdigest()[:16]
     try:
-        _fingerprints[model] = value
+        _fingerprints[model] = (config_text, value)
     except TypeError:  # not weak-referenceable: recomputed next time
         pass
     return value

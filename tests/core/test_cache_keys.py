@@ -203,3 +203,24 @@ def test_folder_fingerprint_changes_with_config_and_weights(tmp_path: Path) -> N
     (tmp_path / "model.safetensors").write_bytes(b"\1" * 10)
     assert folder_fingerprint(tmp_path) != second
     assert folder_fingerprint("some-org/some-hub-model") is None
+
+
+def test_loaded_model_fingerprint_tells_weights_apart_and_follows_in_place_pruning() -> None:
+    torch = pytest.importorskip("torch")
+    from lean_plugins.cache.keys import loaded_model_fingerprint
+    from lean_plugins.pruning import load_model
+    from lean_plugins.pruning.pruner import drop_layers
+    from tests.stories260k import stories_dir
+
+    def load():  # one fresh copy of the same checkpoint
+        model, tokenizer, _ = load_model(str(stories_dir()), device="cpu")
+        return model, tokenizer
+
+    (a, tokenizer), (b, _), (tuned, _) = load(), load(), load()
+    assert loaded_model_fingerprint(a, tokenizer) == loaded_model_fingerprint(b, tokenizer)
+    with torch.no_grad():  # same config, other weights (a fine-tune)
+        tuned.lm_head.weight.mul_(1.5)
+    assert loaded_model_fingerprint(tuned, tokenizer) != loaded_model_fingerprint(a, tokenizer)
+    dense = loaded_model_fingerprint(a, tokenizer)
+    drop_layers(a, [a.config.num_hidden_layers - 1])  # pruned in place: the config changes
+    assert loaded_model_fingerprint(a, tokenizer) != dense
