@@ -1,17 +1,19 @@
 """LangChain adapter of the output budget (layer 4).
 
+* :func:`with_output_budget`: the way to stop a call and keep the text. A chat model becomes
+  a :class:`BudgetedChatModel` (still a chat model: tool calls, usage, metadata, the model's
+  cache kept), a text-completion LLM a :class:`BudgetedTextLLM`, and a chain around a model a
+  :class:`BudgetedChain` with the model inside it budgeted. Each call sets the model's
+  max-tokens field to its budget, reads the stream itself and closes it at the budget, and
+  returns the kept text with its ``stop_reason``; callbacks see the call end with
+  ``on_llm_end``. No exception reaches the caller unless they ask (``raise_on_stop=True``).
 * :class:`OutputBudgetCallbackHandler`: a callback handler that counts each LLM call's
-  streamed tokens exactly, accounts every call (streamed or not) in the ledger, and stops a
-  stream at the budget by raising from ``on_llm_new_token``.
-* :func:`with_output_budget`: the way to keep the text. A raise from a callback throws the
-  streamed text away (langchain issue #11959), so the wrapper sets the provider's
-  ``max_tokens`` to the budget up front, installs the handler in non-raising mode, reads the
-  stream itself and closes it at the budget, and returns the partial answer with its
-  ``stop_reason``: an ``AIMessage`` (``response_metadata["stop_reason"]`` and
-  ``["output_budget"]``) for chat models, a :class:`BudgetedText` (a ``str``) for LLMs and
-  string chains. No exception reaches the caller unless they ask (``raise_on_stop=True``).
+  streamed tokens exactly, judges it against the budget and accounts it in the ledger (with
+  ``stop_stream=True`` it also stops a stream by raising, which loses the streamed text:
+  langchain issue #11959).
 
-The logic (counting, stopping, prediction, accounting) is in :mod:`lean_plugins.budget`.
+The logic (the budgeted call, counting, stopping, prediction, accounting) is in
+:mod:`lean_plugins.budget`.
 """
 
 from __future__ import annotations
@@ -28,20 +30,25 @@ from langchain_core.callbacks import (
     CallbackManagerForLLMRun,
 )
 from langchain_core.globals import get_llm_cache
-from langchain_core.language_models import BaseChatModel, BaseLanguageModel, LanguageModelInput
+from langchain_core.language_models import BaseChatModel, BaseLanguageModel, BaseLLM, LanguageModelInput
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
     BaseMessage,
-    BaseMessageChunk,
     message_chunk_to_message,
 )
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
-from langchain_core.prompt_values import PromptValue
+from langchain_core.outputs import (
+    ChatGeneration,
+    ChatGenerationChunk,
+    ChatResult,
+    Generation,
+    GenerationChunk,
+    LLMResult,
+)
 from langchain_core.prompts import BasePromptTemplate
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, RunnableSequence
 from langchain_core.runnables.config import ensure_config
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from lean_plugins.budget import BudgetResult, BudgetRun, OutputBudget, route_for_template
 from lean_plugins.budget.call import MAX_TOKENS_FIELDS, BudgetedCall, capped_limits, is_local_model
@@ -52,9 +59,10 @@ from lean_plugins.tokens import Tokenizer, count_tokens
 
 __all__ = [
     "MAX_TOKENS_FIELDS",
+    "BudgetedChain",
     "BudgetedChatModel",
-    "BudgetedRunnable",
     "BudgetedText",
+    "BudgetedTextLLM",
     "OutputBudgetCallbackHandler",
     "OutputBudgetStop",
     "is_local_model",
@@ -261,27 +269,6 @@ def find_model(runnable: Runnable) -> BaseLanguageModel | None:
     return None
 
 
-def _set_max_tokens(runnable: Runnable, budget: int, criterion: BudgetRun | None = None) -> Runnable:
-    """A copy of ``runnable`` whose model generates at most ``budget`` tokens, where the
-    model has a max-tokens field; otherwise ``runnable`` itself (the handler still stops it).
-    ``criterion``: also bound to the model as its ``stopping_criteria`` (our local models)."""
-    if isinstance(runnable, BaseLanguageModel):
-        update = capped_limits(type(runnable).model_fields, dict(runnable), budget)
-        capped: Runnable = runnable.model_copy(update=update) if update else runnable
-        return capped.bind(stopping_criteria=[criterion]) if criterion is not None else capped
-    if isinstance(runnable, RunnableBinding):
-        bound = _set_max_tokens(runnable.bound, budget, criterion)
-        return runnable if bound is runnable.bound else runnable.model_copy(update={"bound": bound})
-    if isinstance(runnable, RunnableSequence):
-        steps = list(runnable.steps)
-        for i, step in enumerate(steps):
-            replaced = _set_max_tokens(step, budget, criterion)
-            if replaced is not step:
-                steps[i] = replaced
-                return RunnableSequence(*steps, name=runnable.name)
-    return runnable
-
-
 def _with_handler(config: RunnableConfig | None, handler: BaseCallbackHandler) -> RunnableConfig:
     """``config`` with ``handler`` added to its callbacks (inherited by the steps)."""
     config = ensure_config(config)
@@ -317,36 +304,6 @@ def _first_prompt_template(runnable: Runnable) -> BasePromptTemplate | None:
     return None
 
 
-def _prompt_text(value: Any) -> str | None:
-    """The question text of an input, for the budget prediction's query features."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, PromptValue):
-        return value.to_string()
-    if isinstance(value, BaseMessage):
-        return _message_text(value)
-    if isinstance(value, dict):
-        return "\n".join(str(v) for v in value.values() if isinstance(v, (str, int, float)))
-    if isinstance(value, Sequence):
-        for item in reversed(value):
-            if isinstance(item, BaseMessage) and item.type == "human":
-                return _message_text(item)
-            if isinstance(item, (tuple, list)) and len(item) == 2 and item[0] in ("human", "user"):
-                return str(item[1])
-        return "\n".join(str(item) for item in value)
-    return str(value)
-
-
-def _chunk_text(chunk: Any) -> str | None:
-    if isinstance(chunk, str):
-        return chunk
-    if isinstance(chunk, BaseMessageChunk):
-        return _message_text(chunk)
-    return None
-
-
 class _Wrapper(Runnable[Any, Any]):
     """A runnable around ``self.runnable``, typed like it."""
 
@@ -367,172 +324,6 @@ def _route(runnable: Runnable, route: str | None, budget: OutputBudget) -> str |
     return route or budget.route or (route_for_template(template.pretty_repr()) if template else None)
 
 
-class BudgetedRunnable(_Wrapper):
-    """``runnable`` with an output budget; build it with :func:`with_output_budget`."""
-
-    def __init__(
-        self,
-        runnable: Runnable,
-        budget: OutputBudget,
-        *,
-        route: str | None = None,
-        raise_on_stop: bool = False,
-        tokenizer: str | Tokenizer | None = None,
-    ) -> None:
-        self.runnable = runnable
-        self.budget = budget
-        self.route = _route(runnable, route, budget)
-        self.raise_on_stop = raise_on_stop or budget.raise_on_stop
-        self.tokenizer = tokenizer
-
-    # -- shared steps -------------------------------------------------------------------------
-    def _prepare(self, input: Any, config: RunnableConfig | None) -> tuple[Runnable, RunnableConfig, Any]:
-        prompt = _prompt_text(input)
-        tokens = self.budget.budget_for(prompt, route=self.route)
-        criterion = None
-        model = find_model(self.runnable)
-        if model is not None and is_local_model(model):
-            # our local model stops itself at the budget: the run is its stopping criterion
-            criterion = self.budget.start(
-                prompt,
-                route=self.route,
-                budget=tokens,
-                model=self.budget.model or getattr(model, "model_name", None),
-                input_tokens=0,  # the model reports its own prompt tokens (usage_metadata)
-            )
-        handler = OutputBudgetCallbackHandler(
-            self.budget,
-            route=self.route,
-            budget_tokens=tokens,
-            tokenizer=self.tokenizer,
-            stop_stream=False,
-            prompt=prompt,
-            criterion=criterion,
-        )
-        return _set_max_tokens(self.runnable, tokens, criterion), _with_handler(config, handler), handler
-
-    @staticmethod
-    def _step(handler: OutputBudgetCallbackHandler, chunk: Any) -> tuple[str | None, bool]:
-        """Kept text to emit for this output chunk (``None``: not text, pass it through) and
-        whether to stop reading."""
-        text = _chunk_text(chunk)
-        call = handler.tracker.latest
-        if text is None or call is None:
-            return None, False
-        if call.criterion:
-            call.seen += text  # the model stops itself; show what is sure to be kept
-            return call.take(), False
-        if not call.streamed and call.result is None:
-            handler.feed(call, text)  # a model that streams without on_llm_new_token
-        return call.take(), call.stopped
-
-    def _result(self, handler: OutputBudgetCallbackHandler) -> tuple[BudgetResult | None, str]:
-        call = handler.tracker.latest
-        if call is None:
-            return None, ""
-        if call.result is None:
-            handler.tracker.finish(call)
-        rest = call.take()
-        assert call.result is not None
-        if self.raise_on_stop and call.result.stopped:
-            raise call.result.exceeded_error()
-        return call.result, rest
-
-    @staticmethod
-    def _out_chunk(template: Any, text: str, result: BudgetResult | None = None) -> Any:
-        if isinstance(template, BaseMessageChunk):
-            meta = {}
-            if result is not None:
-                meta = {"stop_reason": result.stop_reason, "output_budget": result.to_metadata()}
-            return AIMessageChunk(content=text, id=template.id, response_metadata=meta)
-        return text
-
-    # -- Runnable API -------------------------------------------------------------------------
-    def _run(
-        self, input: Any, config: RunnableConfig | None, sink: list[BudgetResult], **kwargs: Any
-    ) -> Iterator[Any]:
-        target, config, handler = self._prepare(input, config)
-        last = None
-        stream = target.stream(input, config, **kwargs)
-        try:
-            for chunk in stream:
-                text, stop = self._step(handler, chunk)
-                if text is None:
-                    yield chunk
-                    continue
-                last = chunk
-                if text:
-                    yield self._out_chunk(chunk, text)
-                if stop:
-                    break
-        finally:
-            stream.close()  # at the budget: stop the provider's stream (and its billing)
-        result, rest = self._result(handler)
-        if result is not None:
-            sink.append(result)
-            if rest or isinstance(last, BaseMessageChunk):
-                yield self._out_chunk(last, rest, result)
-
-    async def _arun(
-        self, input: Any, config: RunnableConfig | None, sink: list[BudgetResult], **kwargs: Any
-    ) -> AsyncIterator[Any]:
-        target, config, handler = self._prepare(input, config)
-        last = None
-        stream = target.astream(input, config, **kwargs)
-        try:
-            async for chunk in stream:
-                text, stop = self._step(handler, chunk)
-                if text is None:
-                    yield chunk
-                    continue
-                last = chunk
-                if text:
-                    yield self._out_chunk(chunk, text)
-                if stop:
-                    break
-        finally:
-            await stream.aclose()
-        result, rest = self._result(handler)
-        if result is not None:
-            sink.append(result)
-            if rest or isinstance(last, BaseMessageChunk):
-                yield self._out_chunk(last, rest, result)
-
-    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
-        """Stream the kept text; the last chunk of a chat model carries ``stop_reason``."""
-        yield from self._run(input, config, [], **kwargs)
-
-    async def astream(
-        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> AsyncIterator[Any]:
-        async for chunk in self._arun(input, config, [], **kwargs):
-            yield chunk
-
-    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        sink: list[BudgetResult] = []
-        chunks = list(self._run(input, config, sink, **kwargs))
-        return _collect(chunks, sink[0] if sink else None)
-
-    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        sink: list[BudgetResult] = []
-        chunks = [c async for c in self._arun(input, config, sink, **kwargs)]
-        return _collect(chunks, sink[0] if sink else None)
-
-
-def _collect(chunks: list[Any], result: BudgetResult | None) -> Any:
-    """The invoke() answer from the streamed chunks: an AIMessage or a BudgetedText."""
-    texts = [c for c in chunks if isinstance(c, (str, BaseMessageChunk))]
-    if not texts or result is None:
-        return chunks[-1] if chunks else None
-    if isinstance(texts[-1], BaseMessageChunk):
-        return AIMessage(
-            content=result.text,
-            id=texts[0].id,
-            response_metadata={"stop_reason": result.stop_reason, "output_budget": result.to_metadata()},
-        )
-    return BudgetedText(result.text, result)
-
-
 def with_output_budget(
     runnable: Runnable,
     budget: OutputBudget | int,
@@ -550,7 +341,9 @@ def with_output_budget(
 
     A chat model (or ``model.bind_tools(...)``) becomes a :class:`BudgetedChatModel` (a
     binding of one when tools were bound first): a chat model itself, tool calls and usage kept.
-    An LLM or a chain becomes a :class:`BudgetedRunnable`.
+    A text-completion LLM, or a chain around any model, becomes a :class:`BudgetedChain`: the
+    model inside it replaced by its budgeted version (:class:`BudgetedTextLLM` or
+    :class:`BudgetedChatModel`), a text output returned as a :class:`BudgetedText`.
     """
     if not isinstance(budget, OutputBudget):
         budget = OutputBudget(budget)
@@ -571,18 +364,23 @@ def with_output_budget(
             return wrapped
         return RunnableBinding(bound=wrapped, kwargs=binding.kwargs, config=binding.config)
     model = find_model(runnable)
-    if isinstance(model, BaseChatModel):  # a chain around a chat model: budget the model in it
-        route = _route(runnable, route, budget)
-        wrapped = BudgetedChatModel(
-            model=model,
-            budget=budget,
-            route=route,
-            raise_on_stop=raise_on_stop,
-            tokenizer=tokenizer,
-            cache=model.cache,
+    if model is None:
+        raise ConfigurationError(
+            f"with_output_budget found no language model in {type(runnable).__name__}: pass a chat "
+            "model, an LLM, or a chain (prompt | model | parser) that contains one."
         )
-        return BudgetedChain(_swap_model(runnable, model, wrapped), route=route)
-    return BudgetedRunnable(runnable, budget, route=route, raise_on_stop=raise_on_stop, tokenizer=tokenizer)
+    # a text-completion LLM, or a chain around a model: budget the model inside it
+    route = _route(runnable, route, budget)
+    wrapper_class = BudgetedChatModel if isinstance(model, BaseChatModel) else BudgetedTextLLM
+    wrapped = wrapper_class(
+        model=model,
+        budget=budget,
+        route=route,
+        raise_on_stop=raise_on_stop,
+        tokenizer=tokenizer,
+        cache=model.cache,
+    )
+    return BudgetedChain(_swap_model(runnable, model, wrapped), route=route)
 
 
 class _Verdicts(BaseCallbackHandler):
@@ -596,6 +394,7 @@ class _Verdicts(BaseCallbackHandler):
             for generation in generations:
                 message = getattr(generation, "message", None)
                 meta = (getattr(message, "response_metadata", None) or {}).get("output_budget")
+                meta = meta or (generation.generation_info or {}).get("output_budget")
                 if meta:
                     self.verdicts.append(meta)
 
@@ -664,7 +463,68 @@ def _pass_through(chunk: ChatGenerationChunk, text: str) -> AIMessageChunk:
     return message.model_copy(update=update)  # type: ignore[return-value]
 
 
-class BudgetedChatModel(BaseChatModel):
+def _begin_call(
+    wrapper: Any, prompt: str, input_tokens: int, run_manager: Any
+) -> tuple[Any, BudgetedCall, dict[str, Any]]:
+    """One call of a budgeted model (``wrapper.model`` under ``wrapper.budget``): the model
+    capped at the call's budget, the call, and the extra call arguments (a local model gets
+    the run as its stopping criterion)."""
+    for handler in getattr(run_manager, "handlers", None) or []:
+        if isinstance(handler, OutputBudgetCallbackHandler) and handler.stop_stream:
+            raise ConfigurationError(
+                "An OutputBudgetCallbackHandler with stop_stream=True is passed to a budgeted "
+                "model: its stop would throw the answer away. The budget is already "
+                "with_output_budget(...)'s; pass the handler with stop_stream=False to only "
+                "account calls, or drop it."
+            )
+    model, budget = wrapper.model, wrapper.budget
+    route = wrapper.route or budget.route
+    tokens = budget.budget_for(prompt, route=route)
+    local = is_local_model(model)
+    run = budget.start(
+        prompt,
+        route=route,
+        budget=tokens,
+        model=budget.model or _chat_model_name(model),
+        # a local model reports its own prompt count; a provider's is counted unless reported
+        input_tokens=0 if local else input_tokens,
+        tokenizer=wrapper.tokenizer,
+    )
+    update = capped_limits(type(model).model_fields, dict(model), tokens)
+    inner = model.model_copy(update=update) if update else model
+    extra = {"stopping_criteria": [run]} if local else {}
+    return inner, BudgetedCall(run, criterion=local, capped=bool(update)), extra
+
+
+def _verdict(result: BudgetResult, provider_reason: Any) -> dict[str, Any]:
+    """What a budgeted answer's metadata says about how it ended."""
+    return {
+        "finish_reason": "length" if result.stopped else (provider_reason or "stop"),
+        "stop_reason": result.stop_reason,
+        "output_budget": result.to_metadata(),
+    }
+
+
+class _BudgetSettings(BaseModel):
+    """What a budgeted model adds to the model it wraps (``model``, a field of each wrapper)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    budget: OutputBudget = Field(description="The fixed or predicted per-call output budget.")
+    route: str | None = Field(default=None, description="Route name the budgets are learned under.")
+    raise_on_stop: bool = Field(
+        default=False, description="Raise BudgetExceededError (with partial_text) at a budget stop."
+    )
+    tokenizer: Any = Field(
+        default=None, description="Counts streamed text (default: the budget's; cl100k_base)."
+    )
+
+    @property
+    def _llm_type(self) -> str:
+        return f"budgeted-{self.model._llm_type}"  # type: ignore[attr-defined]
+
+
+class BudgetedChatModel(_BudgetSettings, BaseChatModel):
     """A chat model whose every call stops at its output budget; build it with
     :func:`with_output_budget`.
 
@@ -678,25 +538,11 @@ class BudgetedChatModel(BaseChatModel):
     and ``["output_budget"]`` holds the budget, the tokens used and generated, and their unit.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
     model: BaseChatModel = Field(description="The chat model that generates.")
-    budget: OutputBudget = Field(description="The fixed or predicted per-call output budget.")
-    route: str | None = Field(default=None, description="Route name the budgets are learned under.")
-    raise_on_stop: bool = Field(
-        default=False, description="Raise BudgetExceededError (with partial_text) at a budget stop."
-    )
-    tokenizer: Any = Field(
-        default=None, description="Counts streamed text (default: the budget's; cl100k_base)."
-    )
 
     @classmethod
     def class_name(cls) -> str:
         return "BudgetedChatModel"
-
-    @property
-    def _llm_type(self) -> str:
-        return f"budgeted-{self.model._llm_type}"
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
@@ -746,31 +592,9 @@ class BudgetedChatModel(BaseChatModel):
     def _begin(
         self, messages: list[BaseMessage], kwargs: dict[str, Any], run_manager: Any
     ) -> tuple[BaseChatModel, BudgetedCall, dict[str, Any]]:
-        for handler in getattr(run_manager, "handlers", None) or []:
-            if isinstance(handler, OutputBudgetCallbackHandler) and handler.stop_stream:
-                raise ConfigurationError(
-                    "An OutputBudgetCallbackHandler with stop_stream=True is passed to a budgeted "
-                    "model: its stop would throw the answer away. The budget is already "
-                    "with_output_budget(...)'s; pass the handler with stop_stream=False to only "
-                    "account calls, or drop it."
-                )
         prompt = next((_message_text(m) for m in reversed(messages) if m.type == "human"), "")
-        route = self.route or self.budget.route
-        tokens = self.budget.budget_for(prompt, route=route)
-        local = is_local_model(self.model)
-        run = self.budget.start(
-            prompt,
-            route=route,
-            budget=tokens,
-            model=self.budget.model or _chat_model_name(self.model),
-            # a local model reports its own prompt count; a provider's is counted unless reported
-            input_tokens=0 if local else sum(count_tokens(_message_text(m)) for m in messages),
-            tokenizer=self.tokenizer,
-        )
-        update = capped_limits(type(self.model).model_fields, dict(self.model), tokens)
-        inner = self.model.model_copy(update=update) if update else self.model
-        extra = {"stopping_criteria": [run]} if local else {}
-        return inner, BudgetedCall(run, criterion=local, capped=bool(update)), extra
+        input_tokens = sum(count_tokens(_message_text(m)) for m in messages)
+        return _begin_call(self, prompt, input_tokens, run_manager)
 
     def _last_chunk(self, call: BudgetedCall, merged: AIMessageChunk | None) -> ChatGenerationChunk:
         """The closing chunk: the rest of the kept text, the budget's verdict, the usage."""
@@ -784,12 +608,7 @@ class BudgetedChatModel(BaseChatModel):
         )
         if self.raise_on_stop and result.stopped:
             raise result.exceeded_error()
-        provider_reason = meta.get("finish_reason") or meta.get("stop_reason")
-        response_metadata = {
-            "finish_reason": "length" if result.stopped else (provider_reason or "stop"),
-            "stop_reason": result.stop_reason,
-            "output_budget": result.to_metadata(),
-        }
+        response_metadata = _verdict(result, meta.get("finish_reason") or meta.get("stop_reason"))
         message = AIMessageChunk(content=call.take(), response_metadata=response_metadata, chunk_position="last")
         if usage is None:  # the stream was closed before the provider's usage: ours, one unit
             run = call.run
@@ -911,3 +730,92 @@ class BudgetedChatModel(BaseChatModel):
     ) -> ChatResult:
         chunks = [c async for c in self._astream(messages, stop=stop, run_manager=run_manager, **kwargs)]
         return self._collect(chunks)
+
+
+class BudgetedTextLLM(_BudgetSettings, BaseLLM):
+    """A text-completion LLM whose every call stops at its output budget; build it with
+    :func:`with_output_budget`. The same call as :class:`BudgetedChatModel` (capped model,
+    stream closed at the budget, a model that cannot stream cut whole, callbacks ending with
+    ``on_llm_end``, the cache keyed with the budget); the verdict is in the generation's
+    ``generation_info`` and, through :func:`with_output_budget`, on the :class:`BudgetedText`."""
+
+    model: BaseLLM = Field(description="The LLM that generates.")
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "BudgetedTextLLM"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "model_name": _chat_model_name(self.model),
+            "output_budget": self.budget.settings(),
+            "route": self.route,
+            "wrapped": f"{type(self.model).__name__}:{sorted(self.model._identifying_params.items())}",
+        }
+
+    def get_num_tokens(self, text: str) -> int:
+        return self.model.get_num_tokens(text)
+
+    def _last(self, call: BudgetedCall, info: dict[str, Any], usage: dict[str, Any]) -> GenerationChunk:
+        result = call.finish(
+            output_tokens=usage.get("completion_tokens"),
+            input_tokens=usage.get("prompt_tokens"),
+            finish_reason=info.get("finish_reason"),
+            cached=is_cache_hit(info),
+        )
+        if self.raise_on_stop and result.stopped:
+            raise result.exceeded_error()
+        return GenerationChunk(text=call.take(), generation_info=_verdict(result, info.get("finish_reason")))
+
+    def _stream(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[GenerationChunk]:
+        inner, call, extra = _begin_call(self, prompt, count_tokens(prompt), run_manager)
+        info: dict[str, Any] = {}
+        usage: dict[str, Any] = {}
+        if type(inner)._stream is BaseLLM._stream:  # cannot stream: judged whole, cut to the budget
+            result = inner._generate([prompt], stop=stop, **kwargs, **extra)
+            generation = result.generations[0][0]
+            info = dict(generation.generation_info or {})
+            usage = dict((result.llm_output or {}).get("token_usage") or {})
+            call.finish(generation.text, output_tokens=usage.get("completion_tokens"), finish_reason=info.get("finish_reason"))
+        else:
+            stream = inner._stream(prompt, stop=stop, **kwargs, **extra)
+            try:
+                for chunk in stream:
+                    info.update(chunk.generation_info or {})
+                    piece = call.step(chunk.text)
+                    if piece:
+                        out = GenerationChunk(text=piece)
+                        if run_manager:
+                            run_manager.on_llm_new_token(piece, chunk=out)
+                        yield out
+                    if call.should_close:
+                        break
+            finally:
+                stream.close()  # at the budget: stop the provider's stream (and its billing)
+        last = self._last(call, info, usage)
+        if run_manager and last.text:
+            run_manager.on_llm_new_token(last.text, chunk=last)
+        yield last
+
+    def _generate(
+        self,
+        prompts: list[str],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        generations = []
+        for prompt in prompts:
+            chunks = list(self._stream(prompt, stop=stop, run_manager=run_manager, **kwargs))
+            merged = chunks[0]
+            for chunk in chunks[1:]:
+                merged = merged + chunk
+            generations.append([Generation(text=merged.text, generation_info=merged.generation_info)])
+        return LLMResult(generations=generations)

@@ -399,3 +399,44 @@ def test_an_accounting_handler_in_config_does_not_count_a_budgeted_call_twice() 
     budget = OutputBudget(10, accountant=accountant)
     with_output_budget(chat_model(), budget).invoke("q", config={"callbacks": [handler]})
     assert accountant.totals().calls == 1 and handler.last_result is None
+
+
+def test_a_streaming_text_llm_is_cut_and_its_callbacks_end_normally() -> None:
+    from langchain_core.language_models import BaseLLM
+    from langchain_core.outputs import Generation, GenerationChunk, LLMResult
+
+    class WordLLM(BaseLLM):
+        streamed: list[str] = Field(default_factory=list)
+        max_tokens: int | None = None
+
+        @property
+        def _llm_type(self) -> str:
+            return "words"
+
+        def _generate(self, prompts, stop=None, run_manager=None, **kwargs):
+            return LLMResult(generations=[[Generation(text=ANSWER)] for _ in prompts])
+
+        def _stream(self, prompt, stop=None, run_manager=None, **kwargs):
+            for i, word in enumerate(ANSWER.split(" ")):
+                piece = word if i == 0 else " " + word
+                self.streamed.append(piece)
+                yield GenerationChunk(text=piece)
+
+    class Events(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        def on_llm_end(self, response: Any, **kwargs: Any) -> None:
+            self.seen.append("end:" + response.generations[0][0].generation_info["stop_reason"])
+
+        def on_llm_error(self, error: BaseException, **kwargs: Any) -> None:
+            self.seen.append(f"error:{type(error).__name__}")
+
+    llm, events = WordLLM(), Events()
+    budgeted = with_output_budget(llm, OutputBudget(9, soft_window=0.0))
+    text = budgeted.invoke("q", config={"callbacks": [events]})
+    streamed = "".join(budgeted.stream("q", config={"callbacks": [events]}))
+    assert text == streamed == first_tokens(ANSWER, 9) and text.stop_reason == "budget"
+    # Old code: the wrapper closed the LLM's own run, so tracers saw on_llm_error(GeneratorExit).
+    assert events.seen == ["end:budget", "end:budget"]
+    assert len("".join(llm.streamed)) < 2 * len(ANSWER), "both streams were closed at the budget"
