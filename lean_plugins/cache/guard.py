@@ -569,8 +569,9 @@ def _facts_cached(prompt: str, _vocab_id: int, vocab_ref: _VocabRef) -> PromptFa
             after_number = is_number(i - 2)  # "40 degrees Celsius": the scale is the number's unit
         bare = lower.replace("'", "")
         if text.endswith(("++", "#")) or "_" in text or "." in text.strip(".") or any(c.isupper() for c in text[1:]):
-            identifiers.add(lower)  # "myVar" is not "myvar"; "Datasets" and "datasets" are one word
             looks_like_code = looks_like_code or "_" in text or text.endswith(("++", "#"))
+            if not text.endswith(("++", "#")):  # "C++" / "c++" name one language
+                identifiers.add(lower)  # "myVar" is not "myvar"; "Datasets" and "datasets" are one word
         # A capital that only starts a sentence is not a different spelling.
         spelling = lower if tok.sentence_start and text[1:] == text[1:].lower() else text
         code_case.setdefault(lower, set()).add(spelling)

@@ -102,6 +102,7 @@ def test_signs_dates_and_code_spans(guard: SemanticGuard) -> None:
     # Case is meaning in code, not in prose.
     assert guard.refusal("Why does myVar = 1 fail?", "Why does myvar = 1 fail?") == "code"
     assert guard.refusal("What does NASA do?", "What does Nasa do?") is None
+    assert guard.refusal("How do I learn C++?", "How do I learn c++?") is None
 
 
 def test_skip_switches_a_check_off_and_unknown_names_fail(guard: SemanticGuard) -> None:
