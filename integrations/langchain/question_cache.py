@@ -117,7 +117,26 @@ def _describe_hook(value: Any, recurse: Callable[[Any], Any]) -> Any:
 
 def describe_runnable(runnable: Any) -> Any:
     """A stable description of ``runnable`` and everything that decides its output."""
-    return describe(runnable, _describe_hook)
+    return _describe_watching(runnable)[0]
+
+
+def _describe_watching(runnable: Any) -> tuple[Any, list[dict]]:
+    """The description, and the in-memory vector stores' contents it hashed (they can change)."""
+    watched: list[dict] = []
+
+    def hook(value: Any, recurse: Callable[[Any], Any]) -> Any:
+        if isinstance(value, VectorStoreRetriever):
+            contents = getattr(value.vectorstore, "store", None)
+            if isinstance(contents, dict):
+                watched.append(contents)
+        return _describe_hook(value, recurse)
+
+    return describe(runnable, hook), watched
+
+
+def _fingerprint(watched: list[dict]) -> tuple:
+    """Cheap per-call check of the watched stores: documents added, deleted or replaced."""
+    return tuple((len(c), hash(tuple(map(id, c.values())))) for c in watched)
 
 
 def _model_name(description: Any) -> str | None:
@@ -236,6 +255,10 @@ class CachedRunnable(RunnableSerializable[Any, Any]):
         "str), a dict field name, or a callable input -> str.",
     )
     question_cache: Any = Field(description="The core QuestionCache holding this chain's entries.", exclude=True)
+    tenant: str | None = Field(default=None, description="Tenant id mixed into the namespace.")
+    label: str | None = Field(default=None, description="The user's extra namespace label.")
+    watched: list = Field(default_factory=list, exclude=True, description="In-memory stores' contents.")
+    fingerprint: tuple = Field(default=(), exclude=True, description="The watched stores when described.")
 
     @classmethod
     def is_lc_serializable(cls) -> bool:
@@ -275,7 +298,36 @@ class CachedRunnable(RunnableSerializable[Any, Any]):
         collector = UsageCollector()
         return merge_configs(ensure_config(config), {"callbacks": [_UsageHandler(collector)]}), collector
 
-    def _store(self, question: str, output: Any, collector: UsageCollector) -> None:
+    def _scope(self, value: Any, config: RunnableConfig | None) -> str:
+        """The namespace of one call: the chain's, narrowed by what else decides this answer.
+
+        With ``key="field"`` the input's other fields (``{"language": "German"}``) and, always,
+        the run-time ``configurable`` values (another model chosen with
+        ``configurable_alternatives``, a session id) are part of the namespace: an answer is
+        shared only between calls where they are equal.
+        """
+        if self.watched and _fingerprint(self.watched) != self.fingerprint:
+            # Documents were added to (or removed from) a store since the chain was described:
+            # a new namespace, so no answer made over the old documents is served.
+            description, self.watched = _describe_watching(self.runnable)
+            self.fingerprint = _fingerprint(self.watched)
+            self.question_cache.namespace = question_namespace(
+                description, tenant=self.tenant, namespace=self.label
+            )
+        context: dict[str, Any] = {}
+        if isinstance(self.key, str) and isinstance(value, dict):
+            others = {k: v for k, v in value.items() if k != self.key}
+            if others:
+                context["input"] = others
+        # LangChain's and LangGraph's internal entries ("__pregel_...") are machinery, not choices.
+        configurable = {
+            k: v for k, v in ((config or {}).get("configurable") or {}).items() if not str(k).startswith("__")
+        }
+        if configurable:
+            context["configurable"] = configurable
+        return self.question_cache.scoped(context)
+
+    def _store(self, question: str, output: Any, collector: UsageCollector, namespace: str) -> None:
         value = _serialise(output)
         if value is None:
             logger.warning(
@@ -283,10 +335,10 @@ class CachedRunnable(RunnableSerializable[Any, Any]):
                 type(output).__name__,
             )
             return
-        self.question_cache.store(question, value, collector)
+        self.question_cache.store(question, value, collector, namespace=namespace)
 
-    def _hit(self, question: str) -> tuple[bool, Any]:
-        answer = self.question_cache.lookup(question)
+    def _hit(self, question: str, namespace: str) -> tuple[bool, Any]:
+        answer = self.question_cache.lookup(question, namespace=namespace)
         if answer is None:
             return False, None
         try:
@@ -295,38 +347,38 @@ class CachedRunnable(RunnableSerializable[Any, Any]):
             logger.warning("with_cache: dropping an unreadable cached output (%s); treated as a miss.", exc)
             return False, None
 
-    async def _ahit(self, question: str) -> tuple[bool, Any]:
+    async def _ahit(self, question: str, namespace: str) -> tuple[bool, Any]:
         import asyncio
 
-        return await asyncio.to_thread(self._hit, question)
+        return await asyncio.to_thread(self._hit, question, namespace)
 
     # -- invoke ----------------------------------------------------------------------------------
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        question = self._question(input)
-        found, output = self._hit(question)
+        question, namespace = self._question(input), self._scope(input, config)
+        found, output = self._hit(question, namespace)
         if found:
             return output
         run_config, collector = self._config(config)
         output = self.runnable.invoke(input, run_config, **kwargs)
-        self._store(question, output, collector)
+        self._store(question, output, collector, namespace)
         return output
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         import asyncio
 
-        question = self._question(input)
-        found, output = await self._ahit(question)
+        question, namespace = self._question(input), self._scope(input, config)
+        found, output = await self._ahit(question, namespace)
         if found:
             return output
         run_config, collector = self._config(config)
         output = await self.runnable.ainvoke(input, run_config, **kwargs)
-        await asyncio.to_thread(self._store, question, output, collector)
+        await asyncio.to_thread(self._store, question, output, collector, namespace)
         return output
 
     # -- stream ----------------------------------------------------------------------------------
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
-        question = self._question(input)
-        found, output = self._hit(question)
+        question, namespace = self._question(input), self._scope(input, config)
+        found, output = self._hit(question, namespace)
         if found:
             yield from _stream_pieces(output)
             return
@@ -337,15 +389,15 @@ class CachedRunnable(RunnableSerializable[Any, Any]):
             yield chunk
         # Reached only when the consumer read the whole stream: a cut stream is not cached.
         if total is not None:
-            self._store(question, total, collector)
+            self._store(question, total, collector, namespace)
 
     async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
         import asyncio
 
-        question = self._question(input)
-        found, output = await self._ahit(question)
+        question, namespace = self._question(input), self._scope(input, config)
+        found, output = await self._ahit(question, namespace)
         if found:
             for piece in _stream_pieces(output):
                 yield piece
@@ -356,7 +408,7 @@ class CachedRunnable(RunnableSerializable[Any, Any]):
             total = _add(total, chunk)
             yield chunk
         if total is not None:
-            await asyncio.to_thread(self._store, question, total, collector)
+            await asyncio.to_thread(self._store, question, total, collector, namespace)
 
 
 def with_cache(
@@ -373,7 +425,10 @@ def with_cache(
         runnable: the chain, e.g. ``{"context": retriever | format_docs, "question":
             RunnablePassthrough()} | prompt | model | StrOutputParser()``.
         key: ``None`` when the input is the question (a str); a field name (``"question"``) for
-            a dict input; or a callable ``input -> str``.
+            a dict input, whose other fields are then part of the namespace (an answer made for
+            ``language="French"`` is never served for ``"German"``); or a callable
+            ``input -> str`` (then the key is all it returns: include what changes the answer).
+            Run-time ``configurable`` values are always part of the namespace.
         cache: a core :class:`lean_plugins.cache.LeanCache` (or the LangChain ``LeanCache``
             adapter, whose core cache is used); default: a local exact + semantic one.
         tenant: tenant id; tenants never share entries.
@@ -392,14 +447,22 @@ def with_cache(
     if key is not None and not isinstance(key, str) and not callable(key):
         raise TypeError(f"key must be None, a field name or a callable, got {type(key).__name__}.")
     core = getattr(cache, "cache", cache)  # the LangChain BaseCache adapter holds a core cache
-    config = describe_runnable(runnable)
+    config, watched = _describe_watching(runnable)
     question_cache = QuestionCache(
         core,
         namespace=question_namespace(config, tenant=tenant, namespace=namespace),
         model=_model_name(config),
         tenant=tenant,
     )
-    return CachedRunnable(runnable=runnable, key=key, question_cache=question_cache)
+    return CachedRunnable(
+        runnable=runnable,
+        key=key,
+        question_cache=question_cache,
+        tenant=tenant,
+        label=namespace,
+        watched=watched,
+        fingerprint=_fingerprint(watched),
+    )
 
 
 __all__ = ["CachedRunnable", "describe_runnable", "with_cache"]

@@ -163,7 +163,28 @@ def _describe_hook(value: Any, recurse: Callable[[Any], Any]) -> Any:
 
 def describe_engine(engine: Any) -> Any:
     """A stable description of a query engine and everything that decides its answers."""
-    return describe(engine, _describe_hook)
+    return _describe_watching(engine)[0]
+
+
+def _describe_watching(engine: Any) -> tuple[Any, list[dict]]:
+    """The description, and the node tables of the indexes it hashed (an insert changes them)."""
+    watched: list[dict] = []
+
+    def hook(value: Any, recurse: Callable[[Any], Any]) -> Any:
+        if isinstance(value, BaseIndex):
+            # The index struct's own table, changed in place by insert / delete (the docstore's
+            # ``docs`` is a fresh copy at every access).
+            nodes = getattr(value.index_struct, "nodes_dict", None)
+            if isinstance(nodes, dict):
+                watched.append(nodes)
+        return _describe_hook(value, recurse)
+
+    return describe(engine, hook), watched
+
+
+def _fingerprint(watched: list[dict]) -> tuple:
+    """Cheap per-call check of the watched node tables: nodes inserted, deleted or replaced."""
+    return tuple((len(d), hash(tuple(d))) for d in watched)
 
 
 def _model_name(engine: Any) -> str | None:
@@ -240,7 +261,23 @@ class CachedQueryEngine(BaseQueryEngine):
         return "CachedQueryEngine"
 
     def _namespace(self) -> str:
-        return question_namespace(describe_engine(self.query_engine), tenant=self.tenant, namespace=self.label)
+        description, self._watched = _describe_watching(self.query_engine)
+        self._fingerprint = _fingerprint(self._watched)
+        return question_namespace(description, tenant=self.tenant, namespace=self.label)
+
+    def _scope(self, query_bundle: QueryBundle) -> str:
+        """The namespace of one query: the engine's (described again when its index changed),
+        narrowed by the bundle's own retrieval strings or embedding when it has them."""
+        if self._watched and _fingerprint(self._watched) != self._fingerprint:
+            self.question_cache.namespace = self._namespace()
+        context: dict[str, Any] = {}
+        if query_bundle.custom_embedding_strs:
+            context["embedding_strs"] = list(query_bundle.custom_embedding_strs)
+        if query_bundle.embedding is not None:
+            context["embedding"] = hashlib.sha256(json.dumps(list(query_bundle.embedding)).encode()).hexdigest()
+        if getattr(query_bundle, "image_path", None):
+            context["image_path"] = query_bundle.image_path
+        return self.question_cache.scoped(context)
 
     @property
     def streaming(self) -> bool:
@@ -287,14 +324,14 @@ class CachedQueryEngine(BaseQueryEngine):
             return AsyncStreamingResponse(response_gen=agen(), source_nodes=nodes, metadata=metadata)
         return StreamingResponse(response_gen=iter(_pieces(text)), source_nodes=nodes, metadata=metadata)
 
-    def _store(self, question: str, response: Any, text: str, usage: UsageCollector) -> None:
+    def _store(self, question: str, namespace: str, response: Any, text: str, usage: UsageCollector) -> None:
         value = _encode(text, list(response.source_nodes or []), response.metadata)
-        self.question_cache.store(question, value, usage)
+        self.question_cache.store(question, value, usage, namespace=namespace)
 
     # -- query -----------------------------------------------------------------------------------
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
-        question = query_bundle.query_str
-        answer = self.question_cache.lookup(question)
+        question, namespace = query_bundle.query_str, self._scope(query_bundle)
+        answer = self.question_cache.lookup(question, namespace=namespace)
         if answer is not None:
             hit = self._hit(answer, asynchronous=False)
             if hit is not None:
@@ -302,14 +339,14 @@ class CachedQueryEngine(BaseQueryEngine):
         context, usage = collecting_context()
         response = context.run(self.query_engine.query, query_bundle)
         if isinstance(response, StreamingResponse) and response.response_gen is not None:
-            response.response_gen = self._stream_then_store(question, response, response.response_gen, context, usage)
+            response.response_gen = self._stream_then_store(question, namespace, response, response.response_gen, context, usage)
         elif isinstance(response, Response | PydanticResponse):
-            self._store(question, response, str(response), usage)
+            self._store(question, namespace, response, str(response), usage)
         return response
 
     async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
-        question = query_bundle.query_str
-        answer = await self.question_cache.alookup(question)
+        question, namespace = query_bundle.query_str, self._scope(query_bundle)
+        answer = await self.question_cache.alookup(question, namespace=namespace)
         if answer is not None:
             hit = self._hit(answer, asynchronous=True)
             if hit is not None:
@@ -317,15 +354,21 @@ class CachedQueryEngine(BaseQueryEngine):
         context, usage = collecting_context()
         response = await asyncio.create_task(self.query_engine.aquery(query_bundle), context=context)
         if isinstance(response, AsyncStreamingResponse) and response.response_gen is not None:
-            response.response_gen = self._astream_then_store(question, response, response.response_gen, context, usage)
+            response.response_gen = self._astream_then_store(question, namespace, response, response.response_gen, context, usage)
         elif isinstance(response, StreamingResponse) and response.response_gen is not None:
-            response.response_gen = self._stream_then_store(question, response, response.response_gen, context, usage)
+            response.response_gen = self._stream_then_store(question, namespace, response, response.response_gen, context, usage)
         elif isinstance(response, Response | PydanticResponse):
-            await asyncio.to_thread(self._store, question, response, str(response), usage)
+            await asyncio.to_thread(self._store, question, namespace, response, str(response), usage)
         return response
 
     def _stream_then_store(
-        self, question: str, response: Any, inner: Any, context: contextvars.Context, usage: UsageCollector
+        self,
+        question: str,
+        namespace: str,
+        response: Any,
+        inner: Any,
+        context: contextvars.Context,
+        usage: UsageCollector,
     ) -> Generator[str, None, None]:
         """The engine's token stream; cached once it has been read to the end."""
         text = ""
@@ -340,10 +383,16 @@ class CachedQueryEngine(BaseQueryEngine):
         except GeneratorExit:  # the reader stopped: end the engine's stream too, cache nothing
             context.run(inner.close)
             raise
-        self._store(question, response, text, usage)
+        self._store(question, namespace, response, text, usage)
 
     async def _astream_then_store(
-        self, question: str, response: Any, inner: Any, context: contextvars.Context, usage: UsageCollector
+        self,
+        question: str,
+        namespace: str,
+        response: Any,
+        inner: Any,
+        context: contextvars.Context,
+        usage: UsageCollector,
     ) -> AsyncGenerator[str, None]:
         text = ""
         try:
@@ -357,4 +406,4 @@ class CachedQueryEngine(BaseQueryEngine):
         except GeneratorExit:
             await inner.aclose()
             raise
-        await asyncio.to_thread(self._store, question, response, text, usage)
+        await asyncio.to_thread(self._store, question, namespace, response, text, usage)

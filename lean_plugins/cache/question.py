@@ -269,6 +269,7 @@ class QuestionCache:
             )
         self.cache = cache if cache is not None else LeanCache()
         self.namespace = namespace
+        self._scopes: set[str] = set()
         self.model = model
         self.tenant = tenant
 
@@ -278,10 +279,27 @@ class QuestionCache:
             raise TypeError(f"The question-level cache key must be a str, got {type(question).__name__}.")
         return question
 
-    def lookup(self, question: str) -> CachedAnswer | None:
-        """The cached answer to ``question`` (or a paraphrase of it), or ``None``; books the hit."""
+    def scoped(self, context: Any) -> str:
+        """The namespace for one call whose answer also depends on ``context`` (the input's other
+        fields, run-time configuration): entries are shared only between calls with equal
+        context, and paraphrases match only within it."""
+        if not context:
+            return self.namespace
+        scoped = question_namespace({"pipeline": self.namespace, "context": describe(context)})
+        self._scopes.add(scoped)
+        return scoped
+
+    def lookup(self, question: str, *, namespace: str | None = None) -> CachedAnswer | None:
+        """The cached answer to ``question`` (or a paraphrase of it), or ``None``; books the hit.
+
+        ``namespace`` overrides this pipeline's namespace for one call (see :meth:`scoped`).
+        """
         hit = self.cache.lookup(
-            self._check(question), namespace=self.namespace, model=self.model, tenant=self.tenant, record=False
+            self._check(question),
+            namespace=namespace or self.namespace,
+            model=self.model,
+            tenant=self.tenant,
+            record=False,
         )
         if hit is None:
             return None
@@ -301,12 +319,14 @@ class QuestionCache:
         self._record(answer)
         return answer
 
-    async def alookup(self, question: str) -> CachedAnswer | None:
+    async def alookup(self, question: str, *, namespace: str | None = None) -> CachedAnswer | None:
         """Async :meth:`lookup` (runs in a worker thread)."""
         self._check(question)
-        return await asyncio.to_thread(self.lookup, question)
+        return await asyncio.to_thread(lambda: self.lookup(question, namespace=namespace))
 
-    def store(self, question: str, value: str, usage: UsageCollector | None = None) -> None:
+    def store(
+        self, question: str, value: str, usage: UsageCollector | None = None, *, namespace: str | None = None
+    ) -> None:
         """Cache ``value`` (the serialised output) for ``question`` with what making it cost."""
         from lean_plugins.tokens import count_tokens
 
@@ -319,15 +339,19 @@ class QuestionCache:
             {"value": value, "input_tokens": input_tokens, "output_tokens": output_tokens},
             ensure_ascii=False,
         )
-        self.cache.put(question, entry, namespace=self.namespace, output_tokens=output_tokens)
+        self.cache.put(question, entry, namespace=namespace or self.namespace, output_tokens=output_tokens)
 
-    async def astore(self, question: str, value: str, usage: UsageCollector | None = None) -> None:
+    async def astore(
+        self, question: str, value: str, usage: UsageCollector | None = None, *, namespace: str | None = None
+    ) -> None:
         """Async :meth:`store` (runs in a worker thread)."""
-        await asyncio.to_thread(self.store, question, value, usage)
+        await asyncio.to_thread(lambda: self.store(question, value, usage, namespace=namespace))
 
     def clear(self) -> None:
-        """Delete this pipeline's entries (other pipelines and tenants keep theirs)."""
-        self.cache.clear(self.namespace)
+        """Delete this pipeline's entries (other pipelines and tenants keep theirs), with those of
+        the scoped namespaces this process has used."""
+        for namespace in {self.namespace, *self._scopes}:
+            self.cache.clear(namespace)
 
     def _record(self, answer: CachedAnswer) -> None:
         if not self.cache.record_hits:

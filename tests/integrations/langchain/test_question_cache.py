@@ -101,11 +101,15 @@ def test_key_picks_the_question_from_a_dict_input(store, cache) -> None:
     log = CallLog()
     inner = rag_chain(store, log, [])
     chain = with_cache(RunnableLambda(lambda x: x["question"]) | inner, key="question", cache=cache)
-    chain.invoke({"question": "How old is the Sun?", "user": "a"})
-    chain.invoke({"question": "How old is the Sun?", "user": "b"})
+    chain.invoke({"question": "How old is the Sun?", "language": "English"})
+    chain.invoke({"question": "How old is the Sun?", "language": "English"})
     assert len(log.calls) == 1
+    # The input's other fields can change the answer: they are part of the namespace.
+    chain.invoke({"question": "How old is the Sun?", "language": "German"})
+    assert len(log.calls) == 2
     by_callable = with_cache(inner, key=lambda q: q.strip(), cache=cache)
     by_callable.invoke("  How hot is Venus?  ")
+    assert len(log.calls) == 3
     with pytest.raises(TypeError, match="dict input with a 'question' field"):
         chain.invoke("How old is the Sun?")
     with pytest.raises(TypeError, match="key='field'"):
@@ -158,4 +162,17 @@ def test_async_and_batch(store, cache) -> None:
     assert again[0] == first and "".join(streamed) == again[1]
     assert len(log.calls) == 2
     assert chain.batch(["How old is the Sun?", "How hot is Venus?"]) == again
+    assert len(log.calls) == 2
+
+
+def test_documents_added_after_wrapping_move_to_a_new_namespace(sections, cache) -> None:
+    docs = [Document(page_content=s.text, metadata={"title": s.title}) for s in sections[:2]]
+    store = InMemoryVectorStore.from_documents(docs, MiniLMEmbeddings())
+    log = CallLog()
+    chain = with_cache(rag_chain(store, log, []), cache=cache)
+    chain.invoke("How old is the Sun?")
+    chain.invoke("How old is the Sun?")
+    assert len(log.calls) == 1
+    store.add_documents([Document(page_content=sections[2].text, metadata={"title": sections[2].title})])
+    chain.invoke("How old is the Sun?")  # the store changed: the chain runs again
     assert len(log.calls) == 2

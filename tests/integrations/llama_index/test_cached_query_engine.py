@@ -144,3 +144,26 @@ def test_prompts_are_the_engines_and_updating_them_changes_the_namespace(index, 
     assert "Answer briefly" in inner.get_prompts()[key].get_template()
     cached.query("How old is the Sun?")  # another prompt: not the old answer
     assert len(log.calls) == 2
+
+
+def test_an_insert_into_the_index_moves_to_a_new_namespace(sections, cache) -> None:
+    index = build_index(sections[:2])
+    log = CallLog()
+    cached = CachedQueryEngine(engine(index, log), cache=cache)
+    cached.query("How old is the Sun?")
+    cached.query("How old is the Sun?")
+    assert len(log.calls) == 1
+    index.insert(Document(text=sections[2].text))
+    cached.query("How old is the Sun?")  # the index changed: the engine runs again
+    assert len(log.calls) == 2
+
+
+def test_a_bundle_with_its_own_retrieval_strings_is_its_own_entry(index, cache) -> None:
+    from llama_index.core.schema import QueryBundle
+
+    log = CallLog()
+    cached = CachedQueryEngine(engine(index, log), cache=cache)
+    cached.query(QueryBundle("How many moons does it have?", custom_embedding_strs=["Mars moons"]))
+    cached.query(QueryBundle("How many moons does it have?", custom_embedding_strs=["Uranus moons"]))
+    cached.query(QueryBundle("How many moons does it have?", custom_embedding_strs=["Mars moons"]))
+    assert len(log.calls) == 2
