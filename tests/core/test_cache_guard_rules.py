@@ -145,12 +145,24 @@ def test_adjective_suffix(suffix: str) -> None:
     assert refuses("degree", f"Is it more {word}?", f"Is it {word}?")
 
 
-@pytest.mark.parametrize(("word", "cls"), sorted(R["quantifiers"].items()))
-def test_quantifier(word: str, cls: str) -> None:
-    weak = cls in R["weak_quantifiers"]
-    assert refuses("quantifiers", f"Do {word} birds fly?", "Do birds fly?") != weak
-    other = "few" if cls != "few" else "all"
-    assert refuses("quantifiers", f"Do {word} birds fly?", f"Do {other} birds fly?")
+#: Word -> class tables: the check, the table, its weak classes, a question template, and two
+#: words of other classes to compare with.
+CLASS_TABLES = {
+    "quantifiers": ("quantifiers", "weak_quantifiers", "Do {}birds fly?", ("few", "all")),
+    "time": ("time_words", "weak_times", "What happens {}here?", ("tomorrow", "yesterday")),
+}
+CLASS_CASES = [
+    (check, word, cls) for check, spec in CLASS_TABLES.items() for word, cls in sorted(R[spec[0]].items())
+]
+
+
+@pytest.mark.parametrize(("check", "word", "cls"), CLASS_CASES)
+def test_class_word(check: str, word: str, cls: str) -> None:
+    table, weak_table, template, (other, fallback) = CLASS_TABLES[check]
+    weak = cls in R[weak_table]
+    assert refuses(check, template.format(word + " "), template.format("")) != weak
+    other = other if R[table][other] != cls else fallback
+    assert refuses(check, template.format(word + " "), template.format(other + " "))
 
 
 @pytest.mark.parametrize("word", R["weak_quantifiers"])
@@ -190,14 +202,6 @@ def test_modal_free_after(word: str) -> None:
     # "How should I ..." asks for a way, as "How can I ..." does; "Should I ..." asks for advice.
     assert not refuses("modals", f"{word.title()} should I learn Go?", f"{word.title()} can I learn Go?")
     assert refuses("modals", "Should I learn Go?", "Can I learn Go?")
-
-
-@pytest.mark.parametrize(("word", "cls"), sorted(R["time_words"].items()))
-def test_time_word(word: str, cls: str) -> None:
-    weak = cls in R["weak_times"]
-    assert refuses("time", f"What happens {word} here?", "What happens here?") != weak
-    other = "tomorrow" if cls != "tomorrow" else "yesterday"
-    assert refuses("time", f"What happens {word} here?", f"What happens {other} here?")
 
 
 @pytest.mark.parametrize("word", R["weak_times"])
