@@ -665,6 +665,10 @@ class BudgetedChatModel(_BudgetSettings, BaseChatModel):
                         break
             finally:
                 stream.close()  # at the budget: stop the provider's stream (and its billing)
+            if merged is None:  # the stream gave nothing (a model that streams only text): whole
+                whole = self._whole(call, inner._generate(messages, stop=stop, **kwargs, **extra))
+                merged = whole.message  # type: ignore[assignment]
+                out = [_pass_through(whole, "")]
         last = self._last_chunk(call, merged)
         if run_manager and last.text:
             run_manager.on_llm_new_token(last.text, chunk=last)
@@ -698,6 +702,10 @@ class BudgetedChatModel(_BudgetSettings, BaseChatModel):
                         break
             finally:
                 await stream.aclose()
+            if merged is None:  # the stream gave nothing (a model that streams only text): whole
+                whole = self._whole(call, await inner._agenerate(messages, stop=stop, **kwargs, **extra))
+                merged = whole.message  # type: ignore[assignment]
+                out = [_pass_through(whole, "")]
         last = self._last_chunk(call, merged)
         if run_manager and last.text:
             await run_manager.on_llm_new_token(last.text, chunk=last)

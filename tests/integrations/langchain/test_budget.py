@@ -440,3 +440,21 @@ def test_a_streaming_text_llm_is_cut_and_its_callbacks_end_normally() -> None:
     # Old code: the wrapper closed the LLM's own run, so tracers saw on_llm_error(GeneratorExit).
     assert events.seen == ["end:budget", "end:budget"]
     assert len("".join(llm.streamed)) < 2 * len(ANSWER), "both streams were closed at the budget"
+
+
+async def test_a_tool_call_only_reply_survives_every_path() -> None:
+    call = {"name": "weather", "args": {"city": "Paris"}, "id": "call_1", "type": "tool_call"}
+
+    def budgeted() -> Any:
+        model = GenericFakeChatModel(messages=itertools.repeat(AIMessage(content="", tool_calls=[call])))
+        return with_output_budget(model, OutputBudget(100))
+
+    # This fake streams only text: its stream of a tool-call-only reply is empty, so the
+    # wrapper asks for the whole answer (old code: an empty answer, the tool call lost).
+    assert budgeted().invoke("q").tool_calls == [call]
+    assert (await budgeted().ainvoke("q")).tool_calls == [call]
+    chunks = list(budgeted().stream("q"))
+    merged = chunks[0]
+    for chunk in chunks[1:]:
+        merged = merged + chunk
+    assert merged.tool_call_chunks[0]["name"] == "weather" and merged.content == ""
