@@ -81,7 +81,8 @@ class LocalModelSettings(BaseModel):
     def pop_call_settings(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Remove the generation settings a call passed as keyword arguments from ``kwargs`` and
         return them as field values (``max_new_tokens`` -> ``max_tokens``)."""
-        settings = {field: kwargs.pop(field) for field in ("max_tokens", "temperature", "top_p") if field in kwargs}
+        fields = ("max_tokens", "temperature", "top_p")
+        settings = {field: kwargs.pop(field) for field in fields if field in kwargs}
         if "max_new_tokens" in kwargs:
             settings.setdefault("max_tokens", kwargs.pop("max_new_tokens"))
         return settings

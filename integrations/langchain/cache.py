@@ -75,7 +75,8 @@ def prompt_key(prompt: str) -> tuple[RequestKey, int]:
     messages = prompt_messages(prompt)
     if messages is None:
         return completion_key(prompt), count_tokens(prompt)
-    tokens = sum(count_tokens(message_text(m.get("content")) or json.dumps(m.get("content"))) for m in messages)
+    texts = (message_text(m.get("content")) or json.dumps(m.get("content")) for m in messages)
+    tokens = sum(count_tokens(text) for text in texts)
     return request_key(messages), tokens
 
 
@@ -119,7 +120,9 @@ class LeanCache(BaseCache):
             "input_tokens": tokens,
         }
 
-    def _update_args(self, prompt: str, llm_string: str, return_val: Sequence[Any]) -> tuple[str, str, dict[str, Any]]:
+    def _update_args(
+        self, prompt: str, llm_string: str, return_val: Sequence[Any]
+    ) -> tuple[str, str, dict[str, Any]]:
         key, _ = prompt_key(prompt)
         value = dumps(list(return_val))
         output_tokens = sum(count_tokens(getattr(g, "text", "") or "") for g in return_val)
@@ -148,7 +151,7 @@ class LeanCache(BaseCache):
             logger.warning(
                 "Ignoring a cached LangChain entry that is not a non-empty list of generations (got %s); "
                 "calling the model, whose answer replaces it.",
-                type(generations).__name__ if not isinstance(generations, list) else f"{len(generations)} items",
+                f"{len(generations)} items" if isinstance(generations, list) else type(generations).__name__,
             )
             return None
         for generation in generations:  # the cache-hit contract (lean_plugins.ledger.CACHE_HIT_KEY)

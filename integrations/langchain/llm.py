@@ -36,7 +36,9 @@ class LeanLLM(LocalModelSettings, LLM):
     # call's keyword arguments; a per-call ``max_tokens`` or ``temperature`` therefore becomes a
     # copy of the model with that setting, so it is in the key (a short answer is never served
     # for a long one).
-    def generate(self, prompts: list[str], stop: list[str] | None = None, callbacks: Any = None, **kwargs: Any) -> Any:
+    def generate(
+        self, prompts: list[str], stop: list[str] | None = None, callbacks: Any = None, **kwargs: Any
+    ) -> Any:
         settings = self.pop_call_settings(kwargs)
         if settings:
             return self.model_copy(update=settings).generate(prompts, stop, callbacks, **kwargs)

@@ -107,9 +107,8 @@ class _Request:
 
 def _chat_key(messages: Sequence[ChatMessage]) -> _Request:
     dicts = chat_messages(messages)
-    tokens = sum(
-        count_tokens(d["content"] if isinstance(d["content"], str) else canonical_json(d["content"])) for d in dicts
-    )
+    texts = (d["content"] if isinstance(d["content"], str) else canonical_json(d["content"]) for d in dicts)
+    tokens = sum(count_tokens(text) for text in texts)
     return _Request(request_key(dicts), tokens)
 
 

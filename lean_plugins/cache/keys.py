@@ -148,7 +148,8 @@ def loaded_model_fingerprint(model: Any, tokenizer: Any = None) -> str:
     for name, param in named() if callable(named) else ():
         flat = param.detach().reshape(-1)
         sample = flat[:: max(1, flat.numel() // 64)][:64].double()
-        digest.update(f"{name}:{tuple(param.shape)}:{float(sample.sum()):.9e}:{float(sample.abs().sum()):.9e}".encode())
+        summary = f"{name}:{tuple(param.shape)}:{float(sample.sum()):.9e}:{float(sample.abs().sum()):.9e}"
+        digest.update(summary.encode())
     digest.update(str(getattr(tokenizer, "chat_template", None)).encode("utf-8", "surrogatepass"))
     value = digest.hexdigest()[:16]
     try:
@@ -235,9 +236,8 @@ class ContextRules:
             path = str(package_data(CONTEXT_RULES_FILE))
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
-        patterns = tuple(
-            (rule["name"], re.compile(rule["pattern"], re.IGNORECASE | re.MULTILINE)) for rule in data["patterns"]
-        )
+        flags = re.IGNORECASE | re.MULTILINE
+        patterns = tuple((rule["name"], re.compile(rule["pattern"], flags)) for rule in data["patterns"])
         return cls(max_words=int(data["max_words"]), max_lines=int(data["max_lines"]), patterns=patterns)
 
 

