@@ -253,3 +253,14 @@ def test_with_cache_callable_key_keeps_conversations_apart(tmp_path: Path) -> No
 
     assert chain.invoke(conversation("Rome")) == "about Rome"
     assert chain.invoke(conversation("Athens")) == "about Athens"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the semantic guard treats scale words as plain words: 'in billions' is served the "
+    "answer cached for 'in trillions' (lean_plugins/data/cache_guard_rules.json has no scale table)",
+)
+def test_cache_does_not_serve_a_trillions_answer_for_billions(tmp_path: Path) -> None:
+    cache = LeanCache(path=tmp_path / "c")
+    cache.put("What is the GDP of the US in trillions?", "About 27 trillion dollars.", namespace="gdp")
+    assert cache.lookup("What is the GDP of the US in billions?", namespace="gdp") is None
