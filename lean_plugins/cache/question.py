@@ -177,6 +177,8 @@ def _describe(value: Any, hook: Hook | None, _depth: int, _seen: frozenset[int])
             "function": f"{func.__module__}.{func.__qualname__}",
             "code": _code_digest(code) if code is not None else None,
             "closure": recurse(cells),
+            "defaults": recurse(list(func.__defaults__ or ())),
+            "kwdefaults": recurse(func.__kwdefaults__ or {}),
             "self": recurse(value.__self__) if inspect.ismethod(value) else None,
         }
     if inspect.isclass(value) or inspect.isbuiltin(value) or inspect.ismodule(value):
@@ -184,6 +186,11 @@ def _describe(value: Any, hook: Hook | None, _depth: int, _seen: frozenset[int])
     fields = _fields(value)
     if fields is not None:
         return {"class": kind, "fields": recurse(fields)}
+    if type(value).__repr__ is object.__repr__ and hasattr(value, "__dict__"):
+        # A plain object (a callable instance, a bound method's self): its repr says nothing
+        # but its class, so it is described by its attributes.
+        attrs = {k: v for k, v in vars(value).items() if not k.startswith("__")}
+        return {"class": kind, "attrs": recurse(attrs)}
     return {"class": kind, "repr": _ADDRESS.sub("", repr(value))}
 
 
