@@ -57,7 +57,8 @@ def test_with_cache_key_field_keeps_the_other_input_fields_apart(tmp_path: Path)
 
 @pytest.mark.xfail(
     strict=True,
-    reason="the semantic guard has no soft/hard antonym: 'soft yolk' is served for 'hard yolk'",
+    reason="the guard's antonyms pair 'hard' with 'easy' only, not 'soft': 'soft yolk' is served "
+    "for 'hard yolk' (cache_guard_rules.json)",
 )
 def test_cache_does_not_serve_a_soft_yolk_answer_for_a_hard_yolk_question(tmp_path: Path) -> None:
     cache = LeanCache(path=tmp_path / "c")
@@ -257,8 +258,8 @@ def test_with_cache_callable_key_keeps_conversations_apart(tmp_path: Path) -> No
 
 @pytest.mark.xfail(
     strict=True,
-    reason="the semantic guard treats scale words as plain words: 'in billions' is served the "
-    "answer cached for 'in trillions' (lean_plugins/data/cache_guard_rules.json has no scale table)",
+    reason="the guard's number words know 'billion' / 'trillion' but not the plurals: 'in "
+    "billions' is served the answer cached for 'in trillions' (cache_guard_rules.json)",
 )
 def test_cache_does_not_serve_a_trillions_answer_for_billions(tmp_path: Path) -> None:
     cache = LeanCache(path=tmp_path / "c")
