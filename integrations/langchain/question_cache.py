@@ -139,6 +139,17 @@ def _fingerprint(watched: list[dict]) -> tuple:
     return tuple((len(c), hash(tuple(map(id, c.values())))) for c in watched)
 
 
+def _without_question(description: Any, question: str) -> Any:
+    """A described input with every text that holds the question replaced by a placeholder."""
+    if isinstance(description, str):
+        return "<question>" if question.strip() and question.strip() in description else description
+    if isinstance(description, dict):
+        return {k: _without_question(v, question) for k, v in description.items()}
+    if isinstance(description, list):
+        return [_without_question(v, question) for v in description]
+    return description
+
+
 def _model_name(description: Any) -> str | None:
     """Model name of the first model in a described chain, for the ledger's prices."""
     from lean_plugins.langchain.cache import model_from_llm_string
@@ -298,12 +309,13 @@ class CachedRunnable(RunnableSerializable[Any, Any]):
         collector = UsageCollector()
         return merge_configs(ensure_config(config), {"callbacks": [_UsageHandler(collector)]}), collector
 
-    def _scope(self, value: Any, config: RunnableConfig | None) -> str:
+    def _scope(self, value: Any, question: str, config: RunnableConfig | None) -> str:
         """The namespace of one call: the chain's, narrowed by what else decides this answer.
 
-        With ``key="field"`` the input's other fields (``{"language": "German"}``) and, always,
-        the run-time ``configurable`` values (another model chosen with
-        ``configurable_alternatives``, a session id) are part of the namespace: an answer is
+        The rest of the input (with ``key="field"`` the other fields, ``{"language": "German"}``;
+        with a callable key everything but the text holding the question, e.g. the earlier
+        messages of a conversation) and the run-time ``configurable`` values (another model chosen
+        with ``configurable_alternatives``, a session id) are part of the namespace: an answer is
         shared only between calls where they are equal.
         """
         if self.watched and _fingerprint(self.watched) != self.fingerprint:
@@ -319,6 +331,8 @@ class CachedRunnable(RunnableSerializable[Any, Any]):
             others = {k: v for k, v in value.items() if k != self.key}
             if others:
                 context["input"] = others
+        elif callable(self.key):
+            context["input"] = _without_question(describe_runnable(value), question)
         # LangChain's and LangGraph's internal entries ("__pregel_...") are machinery, not choices.
         configurable = {
             k: v for k, v in ((config or {}).get("configurable") or {}).items() if not str(k).startswith("__")
@@ -354,7 +368,8 @@ class CachedRunnable(RunnableSerializable[Any, Any]):
 
     # -- invoke ----------------------------------------------------------------------------------
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        question, namespace = self._question(input), self._scope(input, config)
+        question = self._question(input)
+        namespace = self._scope(input, question, config)
         found, output = self._hit(question, namespace)
         if found:
             return output
@@ -366,7 +381,8 @@ class CachedRunnable(RunnableSerializable[Any, Any]):
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         import asyncio
 
-        question, namespace = self._question(input), self._scope(input, config)
+        question = self._question(input)
+        namespace = self._scope(input, question, config)
         found, output = await self._ahit(question, namespace)
         if found:
             return output
@@ -377,7 +393,8 @@ class CachedRunnable(RunnableSerializable[Any, Any]):
 
     # -- stream ----------------------------------------------------------------------------------
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
-        question, namespace = self._question(input), self._scope(input, config)
+        question = self._question(input)
+        namespace = self._scope(input, question, config)
         found, output = self._hit(question, namespace)
         if found:
             yield from _stream_pieces(output)
@@ -396,7 +413,8 @@ class CachedRunnable(RunnableSerializable[Any, Any]):
     ) -> AsyncIterator[Any]:
         import asyncio
 
-        question, namespace = self._question(input), self._scope(input, config)
+        question = self._question(input)
+        namespace = self._scope(input, question, config)
         found, output = await self._ahit(question, namespace)
         if found:
             for piece in _stream_pieces(output):
@@ -427,8 +445,9 @@ def with_cache(
         key: ``None`` when the input is the question (a str); a field name (``"question"``) for
             a dict input, whose other fields are then part of the namespace (an answer made for
             ``language="French"`` is never served for ``"German"``); or a callable
-            ``input -> str`` (then the key is all it returns: include what changes the answer).
-            Run-time ``configurable`` values are always part of the namespace.
+            ``input -> str``, e.g. ``lambda x: x["messages"][-1].content`` (the rest of the input,
+            every text but the one holding the question, such as the earlier messages of a
+            conversation, is part of the namespace). Run-time ``configurable`` values always are.
         cache: a core :class:`lean_plugins.cache.LeanCache` (or the LangChain ``LeanCache``
             adapter, whose core cache is used); default: a local exact + semantic one.
         tenant: tenant id; tenants never share entries.

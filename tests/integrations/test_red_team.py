@@ -232,11 +232,6 @@ def test_cached_llm_tells_llms_apart_by_their_private_settings(tmp_path: Path) -
     assert CachedLLM(robot, cache=cache).complete(QUESTION).text == "the robot answers"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with_cache(key=callable), docs/cache.md's own key=lambda x: x['messages'][-1].content, "
-    "keys on the last message only: the answer about Rome is served for the same follow-up about Athens",
-)
 def test_with_cache_callable_key_keeps_conversations_apart(tmp_path: Path) -> None:
     from langchain_core.messages import HumanMessage
 
