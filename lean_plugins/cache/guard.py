@@ -581,6 +581,8 @@ def _facts_cached(prompt: str, _vocab_id: int, vocab_ref: _VocabRef) -> PromptFa
             lowercase_words.add(lower)
         if lower in NUMBER_WORDS:
             numbers.add(NUMBER_WORDS[lower])
+        elif lower.endswith("s") and NUMBER_WORDS.get(lower[:-1], "x").replace("e", "").isdigit():
+            numbers.add(NUMBER_WORDS[lower[:-1]])  # "in billions" / "in trillions"; not "seconds" (2nd)
         skip_by = 2 if i + 1 < len(tokens) and tokens[i + 1].value == "by" else 1  # "divided by"
         if lower in _R["operator_words"] and after_number and is_number(i + skip_by):
             operators[_R["operator_words"][lower]] += 1

@@ -62,6 +62,14 @@ def test_number_word(word: str, value: str) -> None:
         assert not refuses("numbers", f"Are there {word} cats?", f"Are there {value} cats?")
 
 
+@pytest.mark.parametrize(("word", "value"), [(w, v) for w, v in sorted(R["number_words"].items()) if v.replace("e", "").isdigit()])
+def test_number_word_plural(word: str, value: str) -> None:
+    # "in billions" is not "in trillions"; "seconds" (an ordinal's plural) is a unit, not a number.
+    assert refuses("numbers", f"Is it in {word}s?", "Is it in units?")
+    assert only("numbers").facts(f"Is it in {word}s?").numbers == {value}
+    assert only("numbers").facts("How many seconds?").numbers == frozenset()
+
+
 PREFIX_EXAMPLES = {
     "un": "safe", "dis": "connect", "non": "profit", "anti": "virus", "mis": "use", "in": "valid",
     "im": "possible", "il": "legal", "ir": "regular", "de": "activate", "a": "typical",

@@ -55,11 +55,6 @@ def test_with_cache_key_field_keeps_the_other_input_fields_apart(tmp_path: Path)
     assert answer == "Human: Answer in German: Say hello"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the guard's antonyms pair 'hard' with 'easy' only, not 'soft': 'soft yolk' is served "
-    "for 'hard yolk' (cache_guard_rules.json)",
-)
 def test_cache_does_not_serve_a_soft_yolk_answer_for_a_hard_yolk_question(tmp_path: Path) -> None:
     cache = LeanCache(path=tmp_path / "c")
     cache.put("How long should I boil an egg for a soft yolk?", "About 6 minutes.", namespace="eggs")
@@ -251,11 +246,6 @@ def test_with_cache_callable_key_keeps_conversations_apart(tmp_path: Path) -> No
     assert chain.invoke(conversation("Athens")) == "about Athens"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the guard's number words know 'billion' / 'trillion' but not the plurals: 'in "
-    "billions' is served the answer cached for 'in trillions' (cache_guard_rules.json)",
-)
 def test_cache_does_not_serve_a_trillions_answer_for_billions(tmp_path: Path) -> None:
     cache = LeanCache(path=tmp_path / "c")
     cache.put("What is the GDP of the US in trillions?", "About 27 trillion dollars.", namespace="gdp")
