@@ -25,10 +25,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from lean_plugins.cache import LeanCache, namespace_for
 from lean_plugins.cache.keys import RequestKey, canonical_json, completion_key, request_key
+from lean_plugins.errors import ConfigurationError
 from lean_plugins.ledger import mark_cache_hit
 from lean_plugins.tokens import count_tokens
 from llama_index.core.base.llms.types import (
@@ -44,7 +45,8 @@ from llama_index.core.base.llms.types import (
     TextBlock,
 )
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
-from llama_index.core.llms.llm import LLM
+from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.core.llms.llm import LLM, ToolSelection
 
 _CHUNK = re.compile(r"\s*\S+|\s+$")
 
@@ -73,15 +75,35 @@ def _without_secrets(value: Any) -> Any:
     return value
 
 
-def llm_identity(llm: LLM) -> str:
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _plain_private_settings(llm: LLM) -> dict[str, Any]:
+    """The wrapped LLM's private attributes that are plain values (a persona, a mode, a path):
+    ``to_dict()`` leaves private attributes out, yet they can change the answer. Clients,
+    locks and other objects are skipped (they are not settings and have no stable value)."""
+    private = getattr(llm, "__pydantic_private__", None) or {}
+    out: dict[str, Any] = {}
+    for name, value in private.items():
+        if isinstance(value, _PLAIN) or (
+            isinstance(value, (list, tuple)) and all(isinstance(v, _PLAIN) for v in value)
+        ):
+            out[name] = list(value) if isinstance(value, tuple) else value
+    return _without_secrets({k.lstrip("_"): v for k, v in out.items()})
+
+
+def llm_identity(llm: LLM, private: dict[str, Any] | None = None) -> str:
     """What identifies ``llm``'s answers: its class, its own serialised configuration without
-    secrets (``to_dict()``), and its metadata."""
+    secrets (``to_dict()``), its plain private settings (``private``, default: as they are
+    now), and its metadata."""
     try:
         config = llm.to_dict()
     except Exception:  # a field that does not serialise: fall back to the raw field values
         config = {name: getattr(llm, name, None) for name in type(llm).model_fields}
     meta = llm.metadata.model_dump(mode="json")
-    return canonical_json({"class": llm.class_name(), "config": _without_secrets(config), "metadata": meta})
+    return canonical_json({"class": llm.class_name(), "config": _without_secrets(config),
+                           "private": _plain_private_settings(llm) if private is None else private,
+                           "metadata": meta})  # fmt: skip
 
 
 def chat_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
@@ -122,14 +144,19 @@ def _text_only(message: ChatMessage) -> bool:
     return not message.additional_kwargs and all(isinstance(b, TextBlock) for b in message.blocks)
 
 
-class CachedLLM(LLM):
+class CachedLLM(FunctionCallingLLM):
     """Any LlamaIndex LLM behind an exact + semantic response cache.
 
     The namespace of every entry is a hash of the wrapped LLM's class, its own configuration
-    without secrets (``llm.to_dict()``: model, temperature, system prompt, ...), its metadata,
-    the call's keyword arguments and ``tenant``, so two models, two settings of one model, or
-    two tenants never share answers. Paraphrases are served only for a plain final user
-    question after identical earlier messages (see the module docstring).
+    without secrets (``llm.to_dict()``: model, temperature, system prompt, ...), its plain
+    private settings, its metadata, the call's keyword arguments (tool specs included) and
+    ``tenant``, so two models, two settings of one model, or two tenants never share answers.
+    Paraphrases are served only for a plain final user question after identical earlier
+    messages (see the module docstring).
+
+    Tool calling (``chat_with_tools``, function-calling agents) goes through the wrapped LLM's
+    own tool handling when it is a ``FunctionCallingLLM``; replies that call tools are passed
+    through uncached.
     """
 
     llm: LLM = Field(description="The LLM whose responses are cached.")
@@ -138,6 +165,7 @@ class CachedLLM(LLM):
         description="The core lean_plugins.cache.LeanCache; default: a local one in the user cache dir.",
     )
     tenant: str | None = Field(default=None, description="Tenant id mixed into the cache namespace.")
+    _private_settings: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     def __init__(
         self, llm: LLM, cache: LeanCache | None = None, tenant: str | None = None, **kwargs: Any
@@ -146,6 +174,10 @@ class CachedLLM(LLM):
         # The tenant's entries are stored apart, so a tenant's clear() removes only its own.
         cache = cache if tenant is None else cache.for_tenant(tenant)
         super().__init__(llm=llm, cache=cache, tenant=tenant, **kwargs)
+        # Private attributes are read once, here: they may hold settings (a persona) that
+        # to_dict() leaves out, but also counters that move on every call and must not move
+        # the namespace with them.
+        self._private_settings = _plain_private_settings(llm)
 
     @classmethod
     def class_name(cls) -> str:
@@ -155,10 +187,30 @@ class CachedLLM(LLM):
     def metadata(self) -> LLMMetadata:
         return self.llm.metadata
 
+    # -- tool calling: the wrapped LLM's own -----------------------------------------------------
+    def _tool_llm(self) -> FunctionCallingLLM:
+        if not isinstance(self.llm, FunctionCallingLLM):
+            raise ConfigurationError(
+                f"{type(self.llm).__name__} does not call tools (it is not a FunctionCallingLLM), so "
+                "its cached version cannot either: wrap a function-calling LLM."
+            )
+        return self.llm
+
+    def _prepare_chat_with_tools(self, tools: Sequence[Any], **kwargs: Any) -> dict[str, Any]:
+        return self._tool_llm()._prepare_chat_with_tools(tools, **kwargs)
+
+    def _validate_chat_with_tools_response(
+        self, response: ChatResponse, tools: Sequence[Any], **kwargs: Any
+    ) -> ChatResponse:
+        return self._tool_llm()._validate_chat_with_tools_response(response, tools, **kwargs)
+
+    def get_tool_calls_from_response(self, response: ChatResponse, **kwargs: Any) -> list[ToolSelection]:
+        return self._tool_llm().get_tool_calls_from_response(response, **kwargs)
+
     # -- keys ------------------------------------------------------------------------------------
     def _namespace(self, kind: str, kwargs: dict[str, Any]) -> str:
         # Computed per call: the wrapped LLM's fields (temperature, system prompt) may change.
-        raw = f"{llm_identity(self.llm)}\x00{kind}\x00{canonical_json(kwargs)}"
+        raw = f"{llm_identity(self.llm, self._private_settings)}\x00{kind}\x00{canonical_json(kwargs)}"
         return namespace_for(hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest(), self.tenant)
 
     def _lookup_kwargs(self, request: _Request, namespace: str) -> dict[str, Any]:

@@ -175,11 +175,6 @@ def test_with_cache_tells_functions_apart_by_their_state(make, tmp_path: Path) -
 
 
 # -- LlamaIndex: CachedLLM around tool-calling and custom LLMs ------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="CachedLLM is a plain LLM, not a FunctionCallingLLM: CachedLLM(with_output_budget(llm, "
-    "n)) (docs/budget.md's recommended order) has no chat_with_tools, so agents cannot call tools",
-)
 def test_cached_budgeted_function_calling_llm_still_calls_tools(tmp_path: Path) -> None:
     from lean_plugins.llama_index import CachedLLM
     from lean_plugins.llama_index import with_output_budget as li_with_output_budget
@@ -193,11 +188,6 @@ def test_cached_budgeted_function_calling_llm_still_calls_tools(tmp_path: Path) 
     assert [call.tool_name for call in calls] == ["weather"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CachedLLM keys a LlamaIndex LLM by llm.to_dict(), which leaves out private attributes: "
-    "two LLMs that differ only in a PrivateAttr share answers",
-)
 def test_cached_llm_tells_llms_apart_by_their_private_settings(tmp_path: Path) -> None:
     from lean_plugins.llama_index import CachedLLM
     from llama_index.core.llms import CompletionResponse, LLMMetadata
