@@ -218,7 +218,7 @@ def test_model_that_is_not_a_token_classifier() -> None:
 
     with pytest.raises(ModelLoadError, match="not a token classifier"):
         LeanCompressor(model=str(default_model_path())).compress(ARTICLE)
-    with pytest.raises(ModelLoadError, match="Could not load"):
+    with pytest.raises(ModelLoadError, match="compressor does not exist"):
         LeanCompressor(model="/nonexistent/compressor").compress(ARTICLE)
 
 
