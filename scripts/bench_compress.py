@@ -192,7 +192,7 @@ def validation_f1(memo: dict, val, bonus: float) -> float:
 def answer_survival(data: Path, quick: bool, val):
     """Per article and setting: answers kept, with the relevance weights fitted on the other
     articles (question given) and the query-free answer-word bonus chosen on them, among the
-    bonuses that keep keep-F1 on the validation pairs at or above the target."""
+    bonuses that do not lower keep-F1 on the validation pairs (against no bonus)."""
     articles = load_squad_articles([data / f for f in SQUAD_FILES])
     if quick:
         articles = [(title, items[:25]) for title, items in articles[:4]]
@@ -221,7 +221,8 @@ def answer_survival(data: Path, quick: bool, val):
             for title, items in articles
         }
     val_f1 = {b: validation_f1(memo, val, b) for b in FREE_BONUS_GRID}
-    eligible = [b for b in FREE_BONUS_GRID if val_f1[b] >= TARGET_F1] or [0.0]
+    # "without losing keep-F1": a bonus may not lower keep-F1 on the validation pairs
+    eligible = [b for b in FREE_BONUS_GRID if val_f1[b] >= val_f1[0.0]]
     chosen = {}
     for title, _ in articles:
         score = {b: sum(free[b][t][setting_name(0.5, False)] for t, _ in articles if t != title) for b in eligible}
@@ -514,7 +515,7 @@ def markdown(q, n_quality, t_quality, table, counts, coherence, chosen, no_bonus
         + ".",
         "",
         "Query-free answer-word bonus (names and number words), all 13 articles, and keep-F1 on the 425 "
-        "validation pairs (the choice requires >= the keep-F1 target there):",
+        "validation pairs (a bonus may be chosen only if it does not lower keep-F1 there):",
         "",
         "| Bonus | Survival at 0.5, no question | at 0.33 | Validation keep-F1 |",
         "|---:|---:|---:|---:|",
