@@ -48,12 +48,17 @@ class SentenceEncoder:
         device: str = "cpu",
         batch_size: int = 64,
         max_length: int = 256,
+        dtype: str = "float32",
     ) -> None:
         self.model_name = DEFAULT_MODEL if model is None else str(model)
         self.model_path = resolve_model_path(model)
         self.device = device
         self.batch_size = batch_size
         self.max_length = max_length
+        #: Weights' dtype name. The cache's thresholds were calibrated on float32 vectors, so
+        #: the default stays float32; the compressor's relevance ranking asks for bfloat16
+        #: where the CPU has it (``devices.resolve_dtype``).
+        self.dtype = dtype
         self._tokenizer: Any = None
         self._model: Any = None
         self._lock = threading.RLock()
@@ -75,7 +80,9 @@ class SentenceEncoder:
                 f"({type(exc).__name__}: {exc}). Pass a local sentence-transformers folder, or leave "
                 "the model unset to use the bundled all-MiniLM-L6-v2."
             ) from exc
-        self._model = model.to(self.device).eval()
+        from lean_plugins.devices import resolve_dtype
+
+        self._model = model.to(self.device, dtype=resolve_dtype(self.dtype, self.device, extra="embeddings")).eval()
 
     @property
     def dimension(self) -> int:
@@ -115,7 +122,7 @@ class SentenceEncoder:
                         max_length=self.max_length,
                         return_tensors="pt",
                     ).to(self.device)
-                    hidden = self._model(**batch).last_hidden_state
+                    hidden = self._model(**batch).last_hidden_state.float()  # pool in float32
                     mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                     pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                     pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
@@ -123,20 +130,20 @@ class SentenceEncoder:
         return out[0] if single else out
 
     def __repr__(self) -> str:
-        return f"SentenceEncoder(model={self.model_name!r}, device={self.device!r})"
+        return f"SentenceEncoder(model={self.model_name!r}, device={self.device!r}, dtype={self.dtype!r})"
 
 
-_encoders: dict[tuple[str, str], SentenceEncoder] = {}
+_encoders: dict[tuple[str, str, str], SentenceEncoder] = {}
 _encoders_lock = threading.Lock()
 
 
-def get_encoder(model: str | Path | None = None, *, device: str = "cpu") -> SentenceEncoder:
-    """The process-wide encoder for ``model`` (default all-MiniLM-L6-v2), created once."""
-    key = (resolve_model_path(model), device)
+def get_encoder(model: str | Path | None = None, *, device: str = "cpu", dtype: str = "float32") -> SentenceEncoder:
+    """The process-wide encoder for ``model`` (default all-MiniLM-L6-v2) in ``dtype``, created once."""
+    key = (resolve_model_path(model), device, dtype)
     with _encoders_lock:
         encoder = _encoders.get(key)
         if encoder is None:
-            encoder = _encoders[key] = SentenceEncoder(model, device=device)
+            encoder = _encoders[key] = SentenceEncoder(model, device=device, dtype=dtype)
         return encoder
 
 

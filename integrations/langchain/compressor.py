@@ -40,6 +40,9 @@ class LeanCompressor(BaseDocumentCompressor, BaseDocumentTransformer):
     """LLMLingua-2 model name or folder; None uses the embedded all-MiniLM-L6-v2 model (offline)."""
     device: str = "cpu"
     """Torch device of the model."""
+    dtype: str = "auto"
+    """Weights' dtype: ``auto`` is bfloat16 on a GPU and on CPUs with bfloat16 in hardware,
+    float32 elsewhere; or ``float32`` / ``bfloat16`` / ``float16``."""
     rate: float = 0.5
     """Share of tokens to keep, in (0, 1]."""
     target_tokens: int | None = None
@@ -83,6 +86,7 @@ class LeanCompressor(BaseDocumentCompressor, BaseDocumentTransformer):
                 force_tokens=self.force_tokens,
                 protected_patterns=self.protected_patterns,
                 relevance_weight=self.relevance_weight,
+                dtype=self.dtype,
             )
         return self._core
 

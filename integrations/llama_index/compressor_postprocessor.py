@@ -48,6 +48,7 @@ def build_core(component: Any) -> CoreCompressor:
         force_tokens=component.force_tokens,
         protected_patterns=component.protected_patterns,
         relevance_weight=component.relevance_weight,
+        dtype=component.dtype,
     )
 
 
@@ -73,6 +74,11 @@ class LeanCompressorPostprocessor(BaseNodePostprocessor):
         default=None, description="LLMLingua-2 model name or folder; None: embedded MiniLM model."
     )
     device: str = Field(default="cpu", description="Torch device of the model.")
+    dtype: str = Field(
+        default="auto",
+        description="Weights' dtype: auto is bfloat16 on a GPU and on CPUs with bfloat16 in hardware, "
+        "float32 elsewhere; or float32 / bfloat16 / float16.",
+    )
     rate: float = Field(default=0.5, description="Share of tokens to keep, in (0, 1].")
     target_tokens: int | None = Field(
         default=None, description="Token budget for all nodes of a query (wins over rate)."

@@ -33,6 +33,11 @@ class LeanCompressorTransform(TransformComponent):
         default=None, description="LLMLingua-2 model name or folder; None: embedded MiniLM model."
     )
     device: str = Field(default="cpu", description="Torch device of the model.")
+    dtype: str = Field(
+        default="auto",
+        description="Weights' dtype: auto is bfloat16 on a GPU and on CPUs with bfloat16 in hardware, "
+        "float32 elsewhere; or float32 / bfloat16 / float16.",
+    )
     rate: float = Field(default=0.5, description="Share of tokens to keep in each node, in (0, 1].")
     force_tokens: list[str] = Field(
         default_factory=list, description="Strings whose words are never dropped."

@@ -25,6 +25,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default=None, help="LLMLingua-2 model name or folder (default: embedded)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        help="weights' dtype (auto: bfloat16 on a GPU or a CPU with bfloat16 in hardware, else float32)",
+    )
+    parser.add_argument(
         "--force-token", action="append", default=[], help="never drop words holding this (repeat)"
     )
     parser.add_argument("--json", action="store_true", help="print a JSON object with the token counts")
@@ -47,7 +53,7 @@ def _run(args: argparse.Namespace) -> int:
             )
             return 2
     try:
-        compressor = LeanCompressor(args.model, args.device, force_tokens=args.force_token)
+        compressor = LeanCompressor(args.model, args.device, force_tokens=args.force_token, dtype=args.dtype)
         compressor.progress = True  # a long text takes minutes on CPU: show how far it is
         result = compressor.compress(text, rate=args.rate, target_tokens=args.target_tokens, query=args.query)
     except LeanPluginsError as exc:

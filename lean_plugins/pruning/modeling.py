@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lean_plugins._optional import require
+from lean_plugins.devices import resolve_device, resolve_dtype
 from lean_plugins.errors import ConfigurationError, ModelLoadError
 
 logger = logging.getLogger("lean_plugins.pruning")
@@ -27,28 +28,6 @@ logger = logging.getLogger("lean_plugins.pruning")
 PRUNING_KEY = "lean_pruning"
 
 ATTENTION_BACKENDS = ("auto", "flash_attention_2", "sdpa", "eager")
-
-
-def resolve_device(device: str | None = "auto") -> str:
-    torch = require("torch", "local")
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
-
-
-def resolve_dtype(dtype: Any, device: str) -> Any:
-    """``auto``: bfloat16 on a GPU, float32 on CPU."""
-    torch = require("torch", "local")
-    if dtype in (None, "auto"):
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    if isinstance(dtype, str):
-        value = getattr(torch, dtype, None)
-        if not isinstance(value, torch.dtype):
-            raise ConfigurationError(
-                f"Unknown dtype {dtype!r}; use 'auto', 'float32', 'bfloat16' or 'float16'."
-            )
-        return value
-    return dtype
 
 
 def resolve_attention(attention: str, device: str) -> str:

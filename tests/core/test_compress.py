@@ -306,3 +306,40 @@ def test_the_answer_sentence_survives_whole(compressor: LeanCompressor, rate: fl
     out = compressor.compress(text, rate=rate, query="Who designed the lighthouse?").text
     assert LIGHTHOUSE_ANSWER in out, out
     assert count_tokens(out) <= rate * count_tokens(text) * 1.05 + 1
+
+
+def test_dtype_auto_follows_the_cpu_and_bfloat16_agrees_with_float32() -> None:
+    """``auto`` is bfloat16 only where the CPU multiplies it in hardware; its keep scores and
+    its choice of words agree with float32 (the speed-up must not change what is kept)."""
+    import torch
+
+    from lean_plugins.devices import cpu_has_native_bfloat16
+
+    auto = LeanCompressor(record_ledger=False)
+    expected = torch.bfloat16 if cpu_has_native_bfloat16() else torch.float32
+    assert next(auto.prompt_compressor.model.parameters()).dtype == expected
+    full = LeanCompressor(dtype="float32", record_ledger=False)
+    half = LeanCompressor(dtype="bfloat16", record_ledger=False)
+    assert next(full.prompt_compressor.model.parameters()).dtype == torch.float32
+    assert next(half.prompt_compressor.model.parameters()).dtype == torch.bfloat16
+    p32, p16 = full.word_keep_probabilities(ARTICLE), half.word_keep_probabilities(ARTICLE)
+    assert np.corrcoef(p32, p16)[0, 1] > 0.995 and np.abs(p32 - p16).max() < 0.05
+    query = "Who was the leader of the Norse raiders?"
+    a = full.compress(ARTICLE, rate=0.5, query=query).text.split()
+    b = half.compress(ARTICLE, rate=0.5, query=query).text.split()
+    assert "Rollo," in a and "Rollo," in b
+    assert len(set(a) ^ set(b)) <= 0.1 * len(a)
+
+
+def test_bad_dtype_names_the_choices() -> None:
+    with pytest.raises(ConfigurationError, match="float32"):
+        LeanCompressor(dtype="fp8")
+
+
+def test_the_shared_sentence_encoder_stays_float32() -> None:
+    """The cache's thresholds were calibrated on float32 vectors: the compressor's bfloat16
+    relevance encoder is a separate instance, never the cache's."""
+    from lean_plugins.embeddings import get_encoder
+
+    assert get_encoder().dtype == "float32"
+    assert get_encoder(dtype="bfloat16") is not get_encoder()
