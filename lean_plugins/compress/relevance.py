@@ -2,7 +2,8 @@
 
 The features are the MiniLM cosine to the question (and how far it is from the best and the
 mean sentence of the call), the share of the question's content words a sentence holds (plain
-and IDF-weighted over the call's sentences, so a word every sentence repeats counts little),
+and IDF-weighted over the call's sentences, so a word every sentence repeats counts little;
+words are compared by stem, so "called" matches "call"),
 shared word pairs, position and length, and whether the sentence holds what the question type
 asks for (a figure for "how many", a year for "when", a name for "who"/"where"). The weights
 and the question-type patterns live in ``lean_plugins/data/compressor/relevance.json``, fitted
@@ -49,8 +50,26 @@ _YEAR = re.compile(r"\b(?:1\d{3}|20\d\d)s?\b|\bcentur(?:y|ies)\b", re.IGNORECASE
 _NAME_INSIDE = re.compile(r"\s[A-Z][a-z]")
 
 
+@lru_cache(maxsize=1)
+def _stem_rules() -> tuple[tuple[str, ...], int]:
+    """Suffixes stripped from content words before they are compared (longest first) and the
+    shortest stem left: "established" and "establish", "called" and "call" then match."""
+    spec = json.loads(relevance_path().read_text())
+    return tuple(sorted(spec["stem_suffixes"], key=len, reverse=True)), int(spec["stem_min_length"])
+
+
+def stem(word: str) -> str:
+    """``word`` without the first of the stem suffixes (relevance.json) that leaves a stem of
+    at least ``stem_min_length`` characters; a crude, table-driven stemmer."""
+    suffixes, shortest = _stem_rules()
+    for suffix in suffixes:
+        if word.endswith(suffix) and len(word) - len(suffix) >= shortest:
+            return word[: -len(suffix)]
+    return word
+
+
 def _content_terms(text: str) -> list[str]:
-    return [w for w in _WORD.findall(fold(text)) if w not in ENGLISH_STOPWORDS]
+    return [stem(w) for w in _WORD.findall(fold(text)) if w not in ENGLISH_STOPWORDS]
 
 
 def question_type(query: str, patterns: dict[str, list[re.Pattern[str]]]) -> str | None:

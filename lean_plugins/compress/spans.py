@@ -42,6 +42,13 @@ NUMBER_UNIT_WORDS: frozenset[str] = frozenset(
 _UNIT_WORD = re.compile(r"[^\w%$€£¥]*([\w%$€£¥.]+?)[^\w%]*$")
 
 _SENTENCE_END = re.compile(r"([.!?][\"')\]]*)\s+|\n\s*")
+# A period after an initial or a title before a name does not end a sentence: "G. H. Hardy",
+# "James O. McKinsey", "E.I. du Pont", "U.S. Academy", "Rep. Joe Barton". Split there, the
+# name was cut from its sentence and 17 of the 2,172 SQuAD answers crossed a "sentence".
+NAME_TITLES: frozenset[str] = frozenset(
+    "Mr Mrs Ms Dr St Rep Sen Gov Gen Col Lt Capt Sgt Adm Prof Rev Fr Mt Pres Hon".split()
+)
+_INITIALS = re.compile(r"[(\"'“‘]*(?:[A-Z]\.)+")
 
 
 def compile_patterns(
@@ -81,10 +88,18 @@ def protected_word_mask(
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """``(start, end)`` of each sentence (split after . ! ? and at line breaks), blanks skipped."""
+    """``(start, end)`` of each sentence (split after . ! ? and at line breaks), blanks skipped.
+
+    A period right after an initial ("G. H. Hardy", "U.S.") or a title (``NAME_TITLES``:
+    "Dr.", "Rep.") is not a sentence end.
+    """
     spans: list[tuple[int, int]] = []
     start = 0
     for match in _SENTENCE_END.finditer(text):
+        if match.group(1) == ".":
+            word = text[start : match.start() + 1].split()[-1]
+            if _INITIALS.fullmatch(word) or word[:-1].lstrip("(\"'“‘") in NAME_TITLES:
+                continue
         end = match.end(1) if match.group(1) else match.start()
         if end > start and text[start:end].strip():
             spans.append((start, end))

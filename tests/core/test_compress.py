@@ -308,6 +308,27 @@ def test_the_answer_sentence_survives_whole(compressor: LeanCompressor, rate: fl
     assert count_tokens(out) <= rate * count_tokens(text) * 1.05 + 1
 
 
+HARDY = (
+    "In particular, number theorists such as British mathematician G. H. Hardy prided themselves on "
+    "doing work that had absolutely no military significance."
+)
+
+
+def test_a_name_with_initials_stays_in_its_sentence(compressor: LeanCompressor) -> None:
+    # Split at "G." and "H." (before the initials rule), "Hardy prided ..." was a sentence of
+    # its own and the answer came back as "G. Hardy" (SQuAD, Prime number).
+    text = (
+        "For a long time, number theory in general, and the study of prime numbers in particular, "
+        "was seen as the canonical example of pure mathematics, with no applications outside of the "
+        f"self-interest of studying the topic. {HARDY} This vision was shattered in the 1970s, when "
+        "it was publicly announced that prime numbers could be used as the basis for the creation of "
+        "public key cryptography algorithms."
+    )
+    question = "What British mathematician took pride in doing work that he felt had no military benefit?"
+    out = compressor.compress(text, rate=0.5, query=question).text
+    assert "G. H. Hardy" in out, out
+
+
 def test_dtype_auto_follows_the_cpu_and_bfloat16_agrees_with_float32() -> None:
     """``auto`` is bfloat16 only where the CPU multiplies it in hardware; its keep scores and
     its choice of words agree with float32 (the speed-up must not change what is kept)."""

@@ -46,6 +46,17 @@ def test_a_term_every_sentence_repeats_counts_less() -> None:
     assert features[0, idf_share] < 0.5 < features[1, idf_share]
 
 
+def test_words_are_compared_by_stem() -> None:
+    from lean_plugins.compress.relevance import stem, term_shares
+
+    assert stem("called") == stem("call") and stem("established") == stem("establish")
+    assert stem("species") == "speci" and stem("was") == "was"  # a stem keeps 4 letters at least
+    share, _, pairs = term_shares(
+        "What did Davies call the system?", ["He called the system packet switching.", "Davies met Roberts."]
+    )
+    assert np.allclose(share, [2 / 3, 1 / 3]) and pairs[0] == 0.5  # ("call", "system") of two pairs
+
+
 def test_question_type_features_need_the_matching_sentence() -> None:
     sentences = ["It was founded in 1891 by Rockefeller.", "It is a large school."]
     year = FEATURE_NAMES.index("year_for_when")

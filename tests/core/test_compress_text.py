@@ -91,6 +91,19 @@ def test_sentence_spans() -> None:
     ]
 
 
+def test_initials_and_titles_do_not_end_a_sentence() -> None:
+    text = (
+        "Number theorists such as G. H. Hardy prided themselves. The founder was James O. McKinsey. "
+        "E.I. du Pont made arms in the U.S. Rep. Joe Barton wrote letters. (Dr. Smith) agreed."
+    )
+    assert [text[a:b] for a, b in sentence_spans(text)] == [
+        "Number theorists such as G. H. Hardy prided themselves.",
+        "The founder was James O. McKinsey.",
+        "E.I. du Pont made arms in the U.S. Rep. Joe Barton wrote letters.",  # "U.S." ends none
+        "(Dr. Smith) agreed.",
+    ]
+
+
 def test_language_check() -> None:
     assert looks_english("The committee approved the budget for the next year after a long debate on taxes.")
     assert not looks_english(

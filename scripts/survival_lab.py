@@ -1,0 +1,222 @@
+"""Fast answer-survival experiments: the benchmark's survival figures in seconds per variant.
+
+The classifier's word scores do not depend on the question, and a sentence's embedding does
+not depend on the call, so both are computed once (for the 435 SQuAD paragraphs, their
+sentences and questions, and the 425 validation pairs) and cached on disk. Every call after
+that runs the library's own ``compress`` (relevance, bonuses, selection) with the cached
+scores and vectors, so a variant of the scoring or selection constants is measured on all
+2,172 questions, with the relevance weights refitted with each article left out, and on the
+validation keep-F1, in about a minute.
+
+    python scripts/survival_lab.py [--cache /tmp/survival_lab.pkl] [--per-article]
+    python scripts/survival_lab.py --set NEAR_TOP=0.5 --set NAME_BONUS=0.25
+
+``--set NAME=VALUE`` changes a constant of ``lean_plugins.compress.compressor`` for the run.
+The figures are the benchmark's (``scripts/bench_compress.py``: ``answer_survival`` and the
+validation keep-F1 of ``validation_f1``) for the shipped choices; the benchmark itself runs
+the grid of query-free bonuses, which this script does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import collections
+import pickle
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lean_plugins.compress import LeanCompressor
+from lean_plugins.compress import compressor as core
+from lean_plugins.compress.data import (
+    PAIRS_FILE,
+    SQUAD_FILES,
+    QuestionItem,
+    keep_f1,
+    load_pairs,
+    load_squad_articles,
+    split_pairs,
+    words,
+)
+from lean_plugins.compress.relevance import fit_relevance, shipped_relevance_model, training_rows
+from lean_plugins.compress.spans import sentence_spans
+from lean_plugins.embeddings import get_encoder as _real_get_encoder
+from lean_plugins.paths import shared_data_dir
+
+SETTINGS = [(0.5, True), (0.33, True), (0.5, False), (0.33, False)]
+
+
+def kept_mask(original_words: list[str], output_words: list[str]) -> list[bool]:
+    mask = [False] * len(original_words)
+    j = 0
+    for i, w in enumerate(original_words):
+        if j < len(output_words) and output_words[j] == w:
+            mask[i] = True
+            j += 1
+    return mask
+
+
+class CachedEncoder:
+    """Stands in for the shared MiniLM encoder: vectors from the cache, new texts encoded."""
+
+    def __init__(self, vectors: dict[str, np.ndarray]) -> None:
+        self.vectors = vectors
+        self._real = None
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.vectors]
+        if missing:
+            if self._real is None:
+                self._real = _real_get_encoder()
+            self.vectors.update(zip(missing, self._real.encode(missing), strict=False))
+        return np.stack([self.vectors[t] for t in texts])
+
+
+class LabCompressor(LeanCompressor):
+    """The public compressor with cached word scores (computed on a miss)."""
+
+    def __init__(self, memo: dict[str, np.ndarray], **options) -> None:
+        options.setdefault("answer_word_bonus", core.ANSWER_WORD_BONUS)  # as --set left it
+        super().__init__(record_ledger=False, **options)
+        self._memo = memo
+
+    def _score(self, texts: list[str]) -> list[np.ndarray]:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._memo]
+        if missing:
+            self._memo.update(zip(missing, super()._score(missing), strict=False))
+        return [self._memo[t].copy() for t in texts]
+
+
+def load_cache(path: Path, articles, val) -> tuple[dict, dict]:
+    if path.exists():
+        scores, vectors = pickle.loads(path.read_bytes())
+    else:
+        scores, vectors = {}, {}
+    texts = sorted({it.context for _, items in articles for it in items} | {p.original for p in val})
+    missing = [t for t in texts if t not in scores]
+    sentences = sorted(
+        {it.context[a:b] for _, items in articles for it in items for a, b in sentence_spans(it.context)}
+        | {it.question for _, items in articles for it in items}
+    )
+    missing_vectors = [s for s in sentences if s not in vectors]
+    if missing or missing_vectors:
+        started = time.time()
+        scorer = LeanCompressor(record_ledger=False)
+        for k in range(0, len(missing), 64):
+            scores.update(zip(missing[k : k + 64], scorer._score(missing[k : k + 64]), strict=False))
+        CachedEncoder(vectors).encode(missing_vectors)
+        path.write_bytes(pickle.dumps((scores, vectors)))
+        print(f"cached {len(missing)} texts, {len(missing_vectors)} vectors in {time.time() - started:.0f}s",
+              file=sys.stderr)
+    return scores, vectors
+
+
+def survival(compressor: LeanCompressor, items: list[QuestionItem], rate: float, with_question: bool,
+             outputs: dict | None = None) -> list[bool]:
+    done: dict = {}
+    hits = []
+    for item in items:
+        query = item.question if with_question else None
+        key = (item.context, query)
+        if key not in done:
+            done[key] = compressor.compress(item.context, rate=rate, query=query).text
+        hits.append(any(a in done[key] for a in item.answers))
+        if outputs is not None:
+            outputs[(item.context, item.question, rate, with_question)] = done[key]
+    return hits
+
+
+def validation_f1(compressor: LeanCompressor, val) -> float:
+    out = []
+    for pair in val:
+        ws = words(pair.original)
+        text = compressor.compress(pair.original, rate=sum(pair.labels) / len(ws)).text
+        out.append(keep_f1(kept_mask(ws, words(text)), pair.labels))
+    return float(np.mean(out))
+
+
+def run(articles, val, memo, settings=SETTINGS, outputs: dict | None = None,
+        relevance_models: list | None = None) -> dict:
+    """Per article and setting, the list of hits (question given: relevance refitted without
+    the article); and the validation keep-F1."""
+    table: dict[str, dict[tuple[float, bool], list[bool]]] = collections.defaultdict(dict)
+    free = LabCompressor(memo)
+    for k, (title, items) in enumerate(articles):
+        for rate, with_q in settings:
+            compressor = LabCompressor(memo, relevance_model=relevance_models[k]) if with_q else free
+            table[title][(rate, with_q)] = survival(compressor, items, rate, with_q, outputs)
+    return {"table": table, "val_f1": validation_f1(free, val) if any(not q for _, q in settings) else None}
+
+
+def left_out_models(articles, encoder: CachedEncoder) -> list:
+    shipped = shipped_relevance_model()
+    rows = [training_rows(items, encoder.encode, shipped) for _, items in articles]
+    return [
+        fit_relevance([r for j, rs in enumerate(rows) if j != k for r in rs], shipped.question_types)
+        for k in range(len(articles))
+    ]
+
+
+def report(result: dict, articles, per_article: bool) -> str:
+    lines = []
+    header = "  ".join(f"{r} {'q' if q else 'noq'}".rjust(8) for r, q in SETTINGS)
+    if per_article:
+        lines.append(f"{'article':40s} {'n':>4s}  {header}")
+        for title, items in articles:
+            row = result["table"][title]
+            cells = "  ".join(
+                f"{np.mean(row[s]):8.1%}" if s in row else " " * 8 for s in SETTINGS
+            )
+            lines.append(f"{title[:40]:40s} {len(items):4d}  {cells}")
+    n = sum(len(items) for _, items in articles)
+    cells = []
+    for s in SETTINGS:
+        hits = [h for title, _ in articles for h in result["table"][title].get(s, [])]
+        cells.append(f"{np.mean(hits):8.1%}" if hits else " " * 8)
+    lines.append(f"{'all':40s} {n:4d}  " + "  ".join(cells))
+    if result["val_f1"] is not None:
+        lines.append(f"validation keep-F1 {result['val_f1']:.4f}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/survival_lab.pkl"))
+    parser.add_argument("--per-article", action="store_true")
+    parser.add_argument("--set", action="append", default=[], help="NAME=VALUE: a compressor constant")
+    args = parser.parse_args()
+    data = shared_data_dir()
+    if data is None:
+        print("evaluation data not found (../shared/data or LEAN_PLUGINS_DATA)", file=sys.stderr)
+        return 2
+    import torch
+
+    torch.set_num_threads(1)
+    articles = load_squad_articles([data / f for f in SQUAD_FILES])
+    _, val, _ = split_pairs(load_pairs(data / PAIRS_FILE))
+    memo, vectors = load_cache(args.cache, articles, val)
+    encoder = CachedEncoder(vectors)
+    import lean_plugins.embeddings as embeddings
+
+    embeddings.get_encoder = lambda *a, **k: encoder  # the compressor imports it at call time
+    for assignment in args.set:
+        name, value = assignment.split("=", 1)
+        if not hasattr(core, name):
+            parser.error(f"compressor has no constant {name}")
+        setattr(core, name, ast.literal_eval(value))
+    started = time.time()
+    known = len(vectors)
+    result = run(articles, val, memo, relevance_models=left_out_models(articles, encoder))
+    print(report(result, articles, args.per_article))
+    if len(vectors) > known:  # sentences new to the cache (another sentence split)
+        args.cache.write_bytes(pickle.dumps((memo, vectors)))
+    print(f"({time.time() - started:.0f}s)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
