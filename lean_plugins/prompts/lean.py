@@ -14,7 +14,11 @@
    example still shows the format, at a fraction of the tokens;
 4. the layer-1 compressor (``lean_plugins.compress.LeanCompressor``, when installed) on long
    instruction paragraphs that hold no variable, code, JSON or quoted text;
-5. ``dedupe`` and ``tidy`` again, since rewrites can make two sentences equal.
+5. with ``prose_rate``, :func:`lean_plugins.prompts.prose.compress_prose`: layer 1's token
+   classifier on instruction prose only, negations, restrictions, numbers, labels and every
+   protected span kept, format lines and examples left whole; under ``min_cosine`` (MiniLM
+   cosine of the template before and after) the rate is raised, then the example cap dropped;
+6. ``dedupe`` and ``tidy`` again, since rewrites can make two sentences equal.
 
 Variables, code, ``{{escaped JSON}}`` and quoted text are masked through every step, and
 the result is checked to hold the same variables as the source; if it does not, the
@@ -395,6 +399,10 @@ def lean_text(
     tokenizer: str = "cl100k_base",
     rewrites: Sequence[Rewrite] = CONCISE_REWRITES,
     max_example_tokens: int | None = None,
+    prose_rate: float | None = None,
+    prose_min_words: int = 6,
+    prose_scorer: object | None = None,
+    min_cosine: float | None = 0.85,
 ) -> str:
     """The lean form of ``template_text`` (see the module doc for the steps).
 
@@ -404,9 +412,56 @@ def lean_text(
     docs/prompts.md); or pass any ``text -> text`` callable. ``rewrites``: the concise
     rewrites to use (default: the whole phrasebook; the benchmark passes subsets to measure
     rules on projects they were not admitted from).
+
+    ``prose_rate``: share of instruction-prose tokens to keep with layer 1's token classifier
+    (:func:`lean_plugins.prompts.prose.compress_prose`; e.g. 0.6), or None (default) to leave
+    prose to the rules. Only lines of at least ``prose_min_words`` words that are not format
+    lines, examples or data are touched; variables, negations, numbers, quoted text, code,
+    JSON, labels and tags are always kept. ``prose_scorer``: a ``LeanCompressor``, a compressor
+    model folder or name, or a callable text -> keep probability per word, to use instead of
+    the shipped classifier. Without
+    the ``compress`` extra or its model the prose is left to the rules (one warning logged).
+    ``min_cosine``: with a lossy step on (``prose_rate`` or ``max_example_tokens``), when the
+    MiniLM cosine of the template before and after falls below it, the prose is compressed
+    less (``prose_rate`` + 0.1, + 0.2, ... up to none), then the examples are kept whole too,
+    until it holds (:func:`lean_plugins.prompts.prose.guarded_settings`); None turns the check
+    off. Without the encoder (no torch) the check is skipped (one warning logged).
     """
     if not isinstance(template_text, str):
         raise TypeError(f"lean_text() takes the template text as a str, got {type(template_text).__name__}")
+    prose = None
+    if prose_rate is not None:
+        from lean_plugins.prompts.prose import as_scorer, check_prose_rate
+
+        prose_rate = check_prose_rate(prose_rate)
+        if isinstance(prose_min_words, bool) or not isinstance(prose_min_words, int) or prose_min_words < 1:
+            raise ConfigurationError(f"prose_min_words must be a positive int, got {prose_min_words!r}.")
+        prose = as_scorer(prose_scorer)
+    if (prose is None or prose_rate is None or prose_rate >= 1) and max_example_tokens is None:
+        return _lean_text(template_text, example_tokens, compressor, tokenizer, rewrites, None, None)
+    from lean_plugins.prompts.prose import check_min_cosine, guarded_settings, shared_encoder, template_cosine
+
+    floor = check_min_cosine(min_cosine)
+    encoder = shared_encoder() if floor is not None else None
+    out = template_text
+    for rate, cap in guarded_settings(prose_rate if prose is not None else None, max_example_tokens):
+        settings = (rate, prose_min_words, prose) if rate is not None and prose is not None else None
+        out = _lean_text(template_text, example_tokens, compressor, tokenizer, rewrites, cap, settings)
+        if encoder is None or floor is None or template_cosine(template_text, out, encoder) >= floor:
+            return out
+        logger.info("lean_text: cosine below min_cosine=%s with prose rate %s, example cap %s; relaxing", floor, rate, cap)
+    return out
+
+
+def _lean_text(
+    template_text: str,
+    example_tokens: int,
+    compressor: str | Callable[[str], str] | None,
+    tokenizer: str,
+    rewrites: Sequence[Rewrite],
+    max_example_tokens: int | None,
+    prose: tuple[float, int, Callable[[str], Sequence[float]]] | None,
+) -> str:
     source_text = template_text
     if max_example_tokens is not None:
         # Before masking: whole examples go, quoted text in them included.
@@ -435,6 +490,17 @@ def lean_text(
                 "compressor",
                 "layer-1 compressor on long paragraphs",
                 lambda t: compress_long_paragraphs(t, run),
+            )
+        )
+    if prose is not None and prose[0] < 1:
+        from lean_plugins.prompts.prose import compress_prose
+
+        rate, min_words, scorer = prose
+        steps.append(
+            Rule(
+                "compress_prose",
+                "layer-1 classifier on instruction prose",
+                lambda t: compress_prose(t, rate, scorer, min_words=min_words, tokenizer=tokenizer),
             )
         )
     steps += [Rule("dedupe", "", dedupe), Rule("tidy", "", tidy)]
