@@ -300,7 +300,8 @@ def lean_from(prompt: BasePromptTemplate, **kwargs: Any) -> BasePromptTemplate:
     stable-first (:func:`lean_plugins.prompts.layout.stable_first`; ``layout="as_written"``
     keeps the order), with ``slow_variables`` counted as stable. ``cache_breakpoint=True``
     (chat prompts) marks the end of the stable prefix for Anthropic's prompt cache. Other
-    ``kwargs`` go to :func:`lean_plugins.prompts.lean_text` (``example_tokens``, ``compressor``).
+    ``kwargs`` go to :func:`lean_plugins.prompts.lean_text` (``example_tokens``, ``compressor``,
+    ``prose_rate``, ``min_cosine``, ``max_example_tokens``).
     """
     if isinstance(prompt, (LeanPromptTemplate, LeanChatPromptTemplate)):
         return prompt

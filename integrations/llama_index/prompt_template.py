@@ -164,7 +164,8 @@ def lean_from(prompt: BasePromptTemplate, **kwargs: Any) -> BasePromptTemplate:
     rewritten; ``SelectorPromptTemplate`` -> the same selector over lean templates. Each text
     is laid out stable-first (``layout="as_written"`` keeps the order; ``slow_variables`` count
     as stable); ``cache_breakpoint=True`` makes a ``PromptTemplate``'s lean form mark its stable
-    prefix with a ``CachePoint``. Other ``kwargs`` go to :func:`lean_plugins.prompts.lean_text`.
+    prefix with a ``CachePoint``. Other ``kwargs`` go to :func:`lean_plugins.prompts.lean_text`
+    (``prose_rate``, ``min_cosine``, ``max_example_tokens``, ...).
     """
     if isinstance(prompt, LeanPromptTemplate):
         return prompt

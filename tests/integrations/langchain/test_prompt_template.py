@@ -311,3 +311,27 @@ def test_breakpoint_at_the_end_of_a_stable_system_message() -> None:
     system, human = lean_from(source, cache_breakpoint=True).format_messages(question="Why?")
     assert system.content == [{"type": "text", "text": "Answer briefly.", "cache_control": {"type": "ephemeral"}}]
     assert human.content == "Why?"
+
+
+PROSE_SOURCE = (
+    "You are a very helpful and extremely knowledgeable assistant that always tries its best for the user.\n"
+    "Please read the following document carefully and thoroughly before you answer the user's question.\n"
+    "You must never make up facts that are not stated in the document, and you should not guess at all.\n"
+    "Document: {document}\nQuestion: {question}\nAnswer:"
+)
+
+
+def test_lean_from_passes_prose_rate_to_lean_text_and_renders_in_a_chain() -> None:
+    pytest.importorskip("llmlingua")
+    from lean_plugins.prompts import lean_text
+
+    source = PromptTemplate.from_template(PROSE_SOURCE)
+    prompt = lean_from(source, prose_rate=0.5, min_cosine=None, layout="as_written")
+    assert prompt.template == lean_text(PROSE_SOURCE, prose_rate=0.5, min_cosine=None)
+    rules_only = lean_from(source, layout="as_written").template
+    assert count_tokens(strip_variables(prompt.template)) < count_tokens(strip_variables(rules_only))
+    values = {"document": "Paris is in France.", "question": "Where is Paris?"}
+    llm = FakeListLLM(responses=["ok"])
+    assert (prompt | llm).invoke(values) == "ok"
+    rendered = prompt.format(**values)
+    assert "never" in rendered and "not" in rendered and "Where is Paris?" in rendered

@@ -182,3 +182,21 @@ def test_lean_from_lays_out_the_default_text_qa_prompt_stable_first() -> None:
     assert report.stable_prefix_tokens > report.source_stable_prefix_tokens
     as_written = lean_from(DEFAULT_TEXT_QA_PROMPT, layout="as_written").token_report()
     assert as_written.stable_prefix_tokens <= report.source_stable_prefix_tokens
+
+
+def test_lean_from_passes_prose_rate_to_lean_text() -> None:
+    pytest.importorskip("llmlingua")
+    from llama_index.core.prompts import PromptTemplate as LlamaPromptTemplate
+
+    from lean_plugins.prompts import lean_text
+
+    source = (
+        "You are a very helpful and extremely knowledgeable assistant that always tries its best for the user.\n"
+        "You must never make up facts that are not stated in the context, and you should not guess at all.\n"
+        "Context: {context_str}\nQuery: {query_str}\nAnswer:"
+    )
+    lean = lean_from(LlamaPromptTemplate(source), prose_rate=0.5, min_cosine=None, layout="as_written")
+    assert lean.get_template() == lean_text(source, prose_rate=0.5, min_cosine=None)
+    assert lean.get_template() != lean_from(LlamaPromptTemplate(source), layout="as_written").get_template()
+    rendered = lean.format(context_str="Paris is in France.", query_str="Where is Paris?")
+    assert "never" in rendered and "Where is Paris?" in rendered
