@@ -168,3 +168,37 @@ def test_guarded_settings_raise_the_rate_then_drop_the_cap() -> None:
     assert guarded_settings(0.7, None) == [(0.7, None), (0.8, None), (0.9, None), (None, None)]
     assert guarded_settings(None, 100) == [(None, 100), (None, None)]
     assert guarded_settings(0.9, 50) == [(0.9, 50), (None, 50), (0.9, None), (None, None)]
+
+
+def _bench_module():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "bench_prompts.py"
+    spec = importlib.util.spec_from_file_location("bench_prompts_under_test", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[spec.name] = module  # type: ignore[union-attr]  # dataclasses look their module up
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_the_benchmarks_never_lost_check_names_what_is_missing() -> None:
+    never_lost = _bench_module().never_lost
+    source = (
+        'Do not guess. Give 3 reasons. Say "unknown" if unsure.\n```py\nx = 1\n```\n'
+        '{{"answer": "..."}}\nQuestion: {question}\n## Example 1\nText: 42 apples'
+    )
+    assert never_lost(source, source) == []
+    lost = never_lost(source, "Guess. Give reasons.\n{{}}\nQuestion:")
+    assert lost == [
+        "variable question",
+        "number 1",
+        "number 3",
+        'quoted "..."',
+        'quoted "answer"',
+        'quoted "unknown"',
+        "negation not",
+        "code fence",
+        "JSON key answer",
+    ]
