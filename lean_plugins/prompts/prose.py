@@ -53,7 +53,7 @@ _STRIP = ".,;:!?\"'()[]“”‘’"
 _CLOSING = ".!?;:"
 # Each sentence keeps at least this many of its words, and this share (its best-scored ones).
 MIN_WORDS_PER_SENTENCE = 2
-SENTENCE_FLOOR = 0.2
+SENTENCE_FLOOR = 0.3
 # Added to the classifier's keep probability of a content word (not an English stop word).
 CONTENT_BONUS = 0.3
 
