@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from bench_compress import MemoCompressor, figure_context, kept_mask  # scripts/, beside this file
 
 from lean_plugins.compress import LeanCompressor
 from lean_plugins.compress import compressor as core
@@ -50,16 +51,6 @@ from lean_plugins.paths import shared_data_dir
 SETTINGS = [(0.5, True), (0.33, True), (0.5, False), (0.33, False)]
 
 
-def kept_mask(original_words: list[str], output_words: list[str]) -> list[bool]:
-    mask = [False] * len(original_words)
-    j = 0
-    for i, w in enumerate(original_words):
-        if j < len(output_words) and output_words[j] == w:
-            mask[i] = True
-            j += 1
-    return mask
-
-
 class CachedEncoder:
     """Stands in for the shared MiniLM encoder: vectors from the cache, new texts encoded."""
 
@@ -76,19 +67,13 @@ class CachedEncoder:
         return np.stack([self.vectors[t] for t in texts])
 
 
-class LabCompressor(LeanCompressor):
-    """The public compressor with cached word scores (computed on a miss)."""
+class LabCompressor(MemoCompressor):
+    """The benchmark's compressor with cached word scores, and the answer-word bonus as
+    ``--set`` left it (the constructor's default is bound at import)."""
 
     def __init__(self, memo: dict[str, np.ndarray], **options) -> None:
-        options.setdefault("answer_word_bonus", core.ANSWER_WORD_BONUS)  # as --set left it
-        super().__init__(record_ledger=False, **options)
-        self._memo = memo
-
-    def _score(self, texts: list[str]) -> list[np.ndarray]:
-        missing = [t for t in dict.fromkeys(texts) if t not in self._memo]
-        if missing:
-            self._memo.update(zip(missing, super()._score(missing), strict=False))
-        return [self._memo[t].copy() for t in texts]
+        options.setdefault("answer_word_bonus", core.ANSWER_WORD_BONUS)
+        super().__init__(memo, **options)
 
 
 def load_cache(path: Path, articles, val) -> tuple[dict, dict]:
@@ -116,7 +101,9 @@ def load_cache(path: Path, articles, val) -> tuple[dict, dict]:
 
 
 def survival(compressor: LeanCompressor, items: list[QuestionItem], rate: float, with_question: bool,
-             outputs: dict | None = None) -> list[bool]:
+             outputs: dict | None = None, figures: list | None = None) -> list[bool]:
+    """Per question: is an answer verbatim in the compressed paragraph; ``figures`` collects the
+    benchmark's (kept numbers, of them with a content word in their sentence) per call."""
     done: dict = {}
     hits = []
     for item in items:
@@ -124,6 +111,8 @@ def survival(compressor: LeanCompressor, items: list[QuestionItem], rate: float,
         key = (item.context, query)
         if key not in done:
             done[key] = compressor.compress(item.context, rate=rate, query=query).text
+            if figures is not None:
+                figures.append(figure_context(item.context, done[key]))
         hits.append(any(a in done[key] for a in item.answers))
         if outputs is not None:
             outputs[(item.context, item.question, rate, with_question)] = done[key]
@@ -144,12 +133,14 @@ def run(articles, val, memo, settings=SETTINGS, outputs: dict | None = None,
     """Per article and setting, the list of hits (question given: relevance refitted without
     the article); and the validation keep-F1."""
     table: dict[str, dict[tuple[float, bool], list[bool]]] = collections.defaultdict(dict)
+    figures: dict[tuple[float, bool], list] = collections.defaultdict(list)
     free = LabCompressor(memo)
     for k, (title, items) in enumerate(articles):
         for rate, with_q in settings:
             compressor = LabCompressor(memo, relevance_model=relevance_models[k]) if with_q else free
-            table[title][(rate, with_q)] = survival(compressor, items, rate, with_q, outputs)
-    return {"table": table, "val_f1": validation_f1(free, val) if any(not q for _, q in settings) else None}
+            table[title][(rate, with_q)] = survival(compressor, items, rate, with_q, outputs, figures[(rate, with_q)])
+    val_f1 = validation_f1(free, val) if val and any(not q for _, q in settings) else None
+    return {"table": table, "val_f1": val_f1, "figures": figures}
 
 
 def left_out_models(articles, encoder: CachedEncoder) -> list:
@@ -178,6 +169,11 @@ def report(result: dict, articles, per_article: bool) -> str:
         hits = [h for title, _ in articles for h in result["table"][title].get(s, [])]
         cells.append(f"{np.mean(hits):8.1%}" if hits else " " * 8)
     lines.append(f"{'all':40s} {n:4d}  " + "  ".join(cells))
+    coherent = []
+    for s in SETTINGS:
+        kept = sum(k for k, _ in result["figures"].get(s, []))
+        coherent.append(f"{sum(c for _, c in result['figures'][s]) / kept:8.1%}" if kept else " " * 8)
+    lines.append(f"{'figures kept with a content word':45s}  " + "  ".join(coherent))
     if result["val_f1"] is not None:
         lines.append(f"validation keep-F1 {result['val_f1']:.4f}")
     return "\n".join(lines)

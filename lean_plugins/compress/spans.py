@@ -109,8 +109,9 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-# Words that may join two numbers into one figure: "75,000 to 100,000", "July 8, 1905".
-_NUMBER_LINKS = frozenset("to and or - – — x by".split())
+# Words that may join two numbers into one figure: "75,000 to 100,000", "July 8, 1905",
+# "2p + 1", "n = 2".
+_NUMBER_LINKS = frozenset("to and or - – — x by + − × = / ± ·".split())
 # Unit words that may come before their number ("July 8", "USD 5"); the rest only follow it.
 _LEADING_UNITS = frozenset(
     """january february march april may june july august september october november december

@@ -329,6 +329,24 @@ def test_a_name_with_initials_stays_in_its_sentence(compressor: LeanCompressor) 
     assert "G. H. Hardy" in out, out
 
 
+BANKAMERICARD = (
+    "In September 1958, Bank of America launched a new product called BankAmericard in Fresno. After a "
+    "troubled gestation during which its creator resigned, BankAmericard went on to become the first "
+    "successful credit card; that is, a financial instrument that was usable across a large number of "
+    "merchants and also allowed cardholders to revolve a balance (earlier financial products could do one "
+    "or the other but not both). In 1976, BankAmericard was renamed and spun off into a separate company "
+    "known today as Visa Inc."
+)
+
+
+def test_a_long_top_sentence_is_thinned_away_from_the_question_words(compressor: LeanCompressor) -> None:
+    # The top sentence is too long to keep whole at 0.5; without the proximity bonus the answer
+    # next to the question's words was thinned ("allowed cardholders to revolve a (earlier ...").
+    question = "What did the BankAmericard allow customers do that they couldn't do with previous financial instruments?"
+    out = compressor.compress(BANKAMERICARD, rate=0.5, query=question).text
+    assert "cardholders to revolve a balance" in out, out
+
+
 def test_dtype_auto_follows_the_cpu_and_bfloat16_agrees_with_float32() -> None:
     """``auto`` is bfloat16 only where the CPU multiplies it in hardware; its keep scores and
     its choice of words agree with float32 (the speed-up must not change what is kept)."""

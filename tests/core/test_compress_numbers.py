@@ -39,6 +39,12 @@ def test_a_figure_groups_its_units_and_the_word_it_measures() -> None:
     ]
 
 
+def test_a_formula_is_one_figure() -> None:
+    # Before "+" linked numbers, "2p 1" could be kept without its operator (SQuAD, Prime number).
+    text = "Sophie Germain primes are of the form 2p + 1 with p prime. It has 3 × 5 = 15 cells."
+    assert groups_of(text) == [["2p", "+", "1", "form"], ["3", "×", "5", "=", "15", "cells."]]
+
+
 def test_units_switch_leaves_unit_words_out_of_the_group() -> None:
     text = "It formed 4.6 billion years ago."
     spans = word_spans(text)

@@ -91,6 +91,15 @@ def test_sentence_spans() -> None:
     ]
 
 
+def test_and_between_names_is_part_of_the_name() -> None:
+    from lean_plugins.compress.compressor import _answer_words
+
+    text = "The San Joaquin Light & Power Building, Charles Huggins and Janet Rowley, bread and butter."
+    spans = word_spans(text)
+    marked = [text[a:b] for (a, b), m in zip(spans, _answer_words(text, spans), strict=False) if m]
+    assert marked == ["San", "Joaquin", "Light", "&", "Power", "Building,", "Charles", "Huggins", "and", "Janet", "Rowley,"]
+
+
 def test_initials_and_titles_do_not_end_a_sentence() -> None:
     text = (
         "Number theorists such as G. H. Hardy prided themselves. The founder was James O. McKinsey. "
