@@ -16,8 +16,9 @@
   terms, list markers, labels, and every placeholder) are always kept;
 * the other words are kept by descending probability until the prose's cl100k tokens reach
   ``rate`` of what they were (one budget over all prose lines of the template, so dense
-  lines keep more), each line keeping at least its two best words, in their order, with a
-  sentence's closing punctuation carried over a dropped last word.
+  lines keep more; content words get :data:`CONTENT_BONUS`), each sentence keeping at least
+  :data:`SENTENCE_FLOOR` of its words (two at least), in their order, with a sentence's
+  closing punctuation carried over a dropped last word.
 
 The result is deterministic for a given scorer (ties broken by position).
 """
