@@ -283,7 +283,9 @@ def load_scorer(model: str | None = None) -> Scorer | None:
     try:
         from lean_plugins.compress import LeanCompressor
 
-        compressor = LeanCompressor(model, record_ledger=False)
+        # float32 on every machine: a template's lean form must not depend on the CPU
+        # (dtype="auto" would score in bfloat16 where the hardware has it).
+        compressor = LeanCompressor(model, record_ledger=False, dtype="float32")
         compressor.word_keep_probabilities("Load the model now.")
     except Exception as exc:  # a missing extra or model: the rules still run
         logger.warning(

@@ -145,7 +145,7 @@ def test_a_missing_model_falls_back_to_the_rules_with_one_warning(tmp_path, capl
 def test_a_lean_compressor_can_be_passed_as_the_scorer(scorer) -> None:
     from lean_plugins.compress import LeanCompressor
 
-    compressor = LeanCompressor(record_ledger=False)
+    compressor = LeanCompressor(record_ledger=False, dtype="float32")  # as the shipped scorer
     assert lean_text(TEMPLATE, prose_rate=0.5, prose_scorer=compressor, min_cosine=None) == lean_text(
         TEMPLATE, prose_rate=0.5, min_cosine=None
     )
