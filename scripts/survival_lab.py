@@ -167,8 +167,10 @@ def report(result: dict, articles, per_article: bool) -> str:
     cells = []
     for s in SETTINGS:
         hits = [h for title, _ in articles for h in result["table"][title].get(s, [])]
-        cells.append(f"{np.mean(hits):8.1%}" if hits else " " * 8)
+        cells.append(f"{np.mean(hits):8.2%}" if hits else " " * 8)  # 95.0% could be 94.98%
     lines.append(f"{'all':40s} {n:4d}  " + "  ".join(cells))
+    answered = [sum(h for title, _ in articles for h in result["table"][title].get(s, [])) for s in SETTINGS]
+    lines.append(f"{'answers kept':45s}  " + "  ".join(f"{a:8d}" for a in answered))
     coherent = []
     for s in SETTINGS:
         kept = sum(k for k, _ in result["figures"].get(s, []))
