@@ -641,9 +641,14 @@ NEAR_TOP_BONUS = 1.0
 # word: when the top sentence is too long to keep whole, it is thinned away from the answer
 # (which sits next to the words the question repeats) rather than at its end. Chosen from
 # {0, 0.3, 0.5, 0.8} x {5, 10, 15, 20} words on the SQuAD development articles, each left out
-# in turn (survival at 0.5 + 0.33 with the question; docs/compressor-model.md).
+# in turn (survival at 0.5 + 0.33 with the question; docs/compressor-model.md). A word before
+# the question word counts PROXIMITY_BEFORE times as far (answers mostly follow the words the
+# question repeats: "allowed cardholders to revolve a balance"); from {1, 1.5, 2, 3} the same
+# way, 3 for 11 of the 13 left-out articles (left out: 95.07% / 89.55% against 94.98% / 89.55%
+# with 1, on 2,172 questions).
 PROXIMITY_BONUS = 0.8
 PROXIMITY_WORDS = 15
+PROXIMITY_BEFORE = 3.0
 _QUERY_WORD = re.compile(r"\w+")
 _NUMBER_WORDS = frozenset(
     """one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen
@@ -677,7 +682,8 @@ def _focus_bonus(text: str, spans: list[tuple[int, int]], rel: np.ndarray, query
             asked[k] = bool(core) and core[0] not in ENGLISH_STOPWORDS and stem(core[0]) in stems
         if asked.any() and not asked.all():
             others, at = in_top[~asked], in_top[asked]
-            distance = np.abs(others[:, None] - at[None, :]).min(axis=1)
+            offset = others[:, None] - at[None, :]  # > 0: after the question word
+            distance = np.where(offset > 0, offset, -offset * PROXIMITY_BEFORE).min(axis=1)
             bonus[others] += PROXIMITY_BONUS * np.clip(1.0 - distance / PROXIMITY_WORDS, 0.0, None)
     return bonus
 
