@@ -8,10 +8,12 @@ scores and vectors, so a variant of the scoring or selection constants is measur
 2,172 questions, with the relevance weights refitted with each article left out, and on the
 validation keep-F1, in about a minute.
 
-    python scripts/survival_lab.py [--cache /tmp/survival_lab.pkl] [--per-article]
+    python scripts/survival_lab.py [--per-article] [--dtype auto|float32|bfloat16] [--cache PATH]
     python scripts/survival_lab.py --set NEAR_TOP=0.5 --set NAME_BONUS=0.25
 
 ``--set NAME=VALUE`` changes a constant of ``lean_plugins.compress.compressor`` for the run.
+``--dtype`` is the compressor's (``auto``: bfloat16 on CPUs that have it in hardware, as the
+benchmark runs); the relevance weights are fitted on float32 vectors, as in the benchmark.
 The figures are the benchmark's (``scripts/bench_compress.py``: ``answer_survival`` and the
 validation keep-F1 of ``validation_f1``) for the shipped choices; the benchmark itself runs
 the grid of query-free bonuses, which this script does not.
@@ -52,17 +54,18 @@ SETTINGS = [(0.5, True), (0.33, True), (0.5, False), (0.33, False)]
 
 
 class CachedEncoder:
-    """Stands in for the shared MiniLM encoder: vectors from the cache, new texts encoded."""
+    """Stands in for the shared MiniLM encoder in ``dtype``: vectors from the cache, new texts encoded."""
 
-    def __init__(self, vectors: dict[str, np.ndarray]) -> None:
+    def __init__(self, vectors: dict[str, np.ndarray], dtype: str = "float32") -> None:
         self.vectors = vectors
+        self.dtype = dtype
         self._real = None
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         missing = [t for t in dict.fromkeys(texts) if t not in self.vectors]
         if missing:
             if self._real is None:
-                self._real = _real_get_encoder()
+                self._real = _real_get_encoder(dtype=self.dtype)
             self.vectors.update(zip(missing, self._real.encode(missing), strict=False))
         return np.stack([self.vectors[t] for t in texts])
 
@@ -71,12 +74,17 @@ class LabCompressor(MemoCompressor):
     """The benchmark's compressor with cached word scores, and the answer-word bonus as
     ``--set`` left it (the constructor's default is bound at import)."""
 
+    dtype = "auto"
+
     def __init__(self, memo: dict[str, np.ndarray], **options) -> None:
         options.setdefault("answer_word_bonus", core.ANSWER_WORD_BONUS)
+        options.setdefault("dtype", LabCompressor.dtype)
         super().__init__(memo, **options)
 
 
-def load_cache(path: Path, articles, val) -> tuple[dict, dict]:
+def load_cache(path: Path, articles, val, dtype: str = "float32") -> tuple[dict, dict[str, dict]]:
+    """Word scores per text (the compressor in ``dtype``) and sentence vectors per encoder dtype
+    (float32 for the relevance fit, ``dtype`` for the calls)."""
     if path.exists():
         scores, vectors = pickle.loads(path.read_bytes())
     else:
@@ -87,16 +95,20 @@ def load_cache(path: Path, articles, val) -> tuple[dict, dict]:
         {it.context[a:b] for _, items in articles for it in items for a, b in sentence_spans(it.context)}
         | {it.question for _, items in articles for it in items}
     )
-    missing_vectors = [s for s in sentences if s not in vectors]
-    if missing or missing_vectors:
+    missing_vectors = {
+        name: [s for s in sentences if s not in vectors.get(name, {})] for name in {"float32", dtype}
+    }
+    if missing or any(missing_vectors.values()):
         started = time.time()
-        scorer = LeanCompressor(record_ledger=False)
+        scorer = LeanCompressor(record_ledger=False, dtype=dtype)
         for k in range(0, len(missing), 64):
             scores.update(zip(missing[k : k + 64], scorer._score(missing[k : k + 64]), strict=False))
-        CachedEncoder(vectors).encode(missing_vectors)
+        for name, todo in missing_vectors.items():
+            if todo:
+                CachedEncoder(vectors.setdefault(name, {}), name).encode(todo)
         path.write_bytes(pickle.dumps((scores, vectors)))
-        print(f"cached {len(missing)} texts, {len(missing_vectors)} vectors in {time.time() - started:.0f}s",
-              file=sys.stderr)
+        print(f"cached {len(missing)} texts, {sum(map(len, missing_vectors.values()))} vectors "
+              f"in {time.time() - started:.0f}s", file=sys.stderr)
     return scores, vectors
 
 
@@ -183,7 +195,8 @@ def report(result: dict, articles, per_article: bool) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/survival_lab.pkl"))
+    parser.add_argument("--cache", type=Path, default=None, help="default /tmp/survival_lab_<dtype>.pkl")
+    parser.add_argument("--dtype", default="auto", help="the compressor's dtype (default auto, as shipped)")
     parser.add_argument("--per-article", action="store_true")
     parser.add_argument("--set", action="append", default=[], help="NAME=VALUE: a compressor constant")
     args = parser.parse_args()
@@ -196,21 +209,25 @@ def main() -> int:
     torch.set_num_threads(1)
     articles = load_squad_articles([data / f for f in SQUAD_FILES])
     _, val, _ = split_pairs(load_pairs(data / PAIRS_FILE))
-    memo, vectors = load_cache(args.cache, articles, val)
-    encoder = CachedEncoder(vectors)
+    dtype = LeanCompressor(record_ledger=False, dtype=args.dtype)._encoder_dtype()
+    LabCompressor.dtype = dtype
+    args.cache = args.cache or Path(f"/tmp/survival_lab_{dtype}.pkl")
+    memo, vectors = load_cache(args.cache, articles, val, dtype)
+    encoders = {name: CachedEncoder(v, name) for name, v in vectors.items()}
     import lean_plugins.embeddings as embeddings
 
-    embeddings.get_encoder = lambda *a, **k: encoder  # the compressor imports it at call time
+    embeddings.get_encoder = lambda *a, dtype="float32", **k: encoders[dtype]  # imported at call time
     for assignment in args.set:
         name, value = assignment.split("=", 1)
         if not hasattr(core, name):
             parser.error(f"compressor has no constant {name}")
         setattr(core, name, ast.literal_eval(value))
     started = time.time()
-    known = len(vectors)
-    result = run(articles, val, memo, relevance_models=left_out_models(articles, encoder))
+    known = sum(map(len, vectors.values()))
+    result = run(articles, val, memo, relevance_models=left_out_models(articles, encoders["float32"]))
     print(report(result, articles, args.per_article))
-    if len(vectors) > known:  # sentences new to the cache (another sentence split)
+    print(f"compressor dtype {dtype}", file=sys.stderr)
+    if sum(map(len, vectors.values())) > known:  # sentences new to the cache (another sentence split)
         args.cache.write_bytes(pickle.dumps((memo, vectors)))
     print(f"({time.time() - started:.0f}s)", file=sys.stderr)
     return 0
