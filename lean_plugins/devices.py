@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from lean_plugins._optional import require
@@ -18,6 +19,7 @@ def resolve_device(device: str | None = "auto", *, extra: str = "local") -> str:
     return str(device)
 
 
+@functools.cache  # the hardware does not change; asked on every query-aware compress call
 def cpu_has_native_bfloat16() -> bool:
     """True when this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX).
 

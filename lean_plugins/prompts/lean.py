@@ -135,11 +135,15 @@ def load_phrasebook(path: str | Path = PHRASEBOOK_PATH) -> tuple[Rewrite, ...]:
         if not rewrite.examples:
             raise ConfigurationError(f"Phrasebook {path}: {rewrite.name!r} needs at least one example pair.")
         rewrites.append(rewrite)
-    names = [r.name for r in rewrites]
+    check_unique_names([r.name for r in rewrites], f"Phrasebook {path}")
+    return tuple(rewrites)
+
+
+def check_unique_names(names: Sequence[str], source: str) -> None:
+    """A rule table's names are how tests and ``seen_in`` refer to its rules: one name, one rule."""
     doubled = sorted({n for n in names if names.count(n) > 1})
     if doubled:
-        raise ConfigurationError(f"Phrasebook {path}: rule name(s) {doubled} appear more than once; rename them.")
-    return tuple(rewrites)
+        raise ConfigurationError(f"{source}: rule name(s) {doubled} appear more than once; rename them.")
 
 
 CONCISE_REWRITES: tuple[Rewrite, ...] = load_phrasebook()

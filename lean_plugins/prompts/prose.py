@@ -37,6 +37,7 @@ from typing import Any
 
 from lean_plugins.errors import ConfigurationError
 from lean_plugins.paths import package_data
+from lean_plugins.prompts.lean import check_unique_names
 from lean_plugins.tokens import count_tokens
 
 logger = logging.getLogger("lean_plugins.prompts")
@@ -112,10 +113,7 @@ def load_prose_guard(path: str | Path = PROSE_GUARD_PATH) -> tuple[GuardRule, ..
         if not rule.examples:
             raise ConfigurationError(f"Prose guard {path}: {rule.name!r} needs at least one example.")
         rules.append(rule)
-    names = [r.name for r in rules]
-    doubled = sorted({n for n in names if names.count(n) > 1})
-    if doubled:
-        raise ConfigurationError(f"Prose guard {path}: rule name(s) {doubled} appear more than once; rename them.")
+    check_unique_names([r.name for r in rules], f"Prose guard {path}")
     return tuple(rules)
 
 
