@@ -581,6 +581,25 @@ def stable_prefix_summary(rows: list) -> list[tuple[str, int, int, int, int, int
     ]
 
 
+def before_after(title: str, before: str, after: str) -> list[str]:
+    """Markdown lines: ``title``, the source folded away, the lean form shown."""
+    return [
+        title,
+        "",
+        "<details><summary>before</summary>",
+        "",
+        "```text",
+        before.replace("```", "'''"),
+        "```",
+        "</details>",
+        "",
+        "```text",
+        after.replace("```", "'''"),
+        "```",
+        "",
+    ]
+
+
 def generalisation_markdown(result: dict, prefix_summary: list) -> list[str]:
     out = ["", "## Lean prompt templates: generalisation to projects left out (layer 2)", ""]
     folds = result["folds"]
@@ -668,22 +687,12 @@ def generalisation_markdown(result: dict, prefix_summary: list) -> list[str]:
     prose_rows = result["left_out_prose"]
     lowest, largest = min(prose_rows, key=lambda r: r.cosine), max(prose_rows, key=lambda r: r.before)
     for r in [lowest] if lowest is largest else [lowest, largest]:
-        out += [
+        out += before_after(
             f"**`{r.template.id}`** ({r.template.kind}): {r.before} -> {r.after} fixed tokens "
             f"({reduction(r.before, r.after):.1%}), cosine {r.cosine:.3f}",
-            "",
-            "<details><summary>before</summary>",
-            "",
-            "```text",
-            r.template.text.replace("```", "'''"),
-            "```",
-            "</details>",
-            "",
-            "```text",
-            r.lean.replace("```", "'''"),
-            "```",
-            "",
-        ]
+            r.template.text,
+            r.lean,
+        )
     out += [
         "Folds (left-out project: rules admitted, example budget, prose rate chosen): "
         + ", ".join(f"{p}: {n}, {b}, {r}" for p, n, b, r in folds)
@@ -893,21 +902,11 @@ def markdown(
     ]
     for r in sorted(counted, key=lambda r: -fixed(r.source))[:5]:
         b, a = fixed(r.source), fixed(r.lean)
-        out += [
+        out += before_after(
             f"**`{r.name}`**: {b} -> {a} fixed tokens ({reduction(b, a):.1%}), cosine {r.cosine:.3f}",
-            "",
-            "<details><summary>before</summary>",
-            "",
-            "```text",
-            r.source.replace("```", "'''"),
-            "```",
-            "</details>",
-            "",
-            "```text",
-            r.lean.replace("```", "'''"),
-            "```",
-            "",
-        ]
+            r.source,
+            r.lean,
+        )
     return "\n".join(out) + "\n"
 
 
