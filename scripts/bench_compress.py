@@ -178,15 +178,19 @@ def figure_context(original: str, output: str) -> tuple[int, int]:
     return len(kept_numbers), sum(has_content[s] for s in kept_numbers)
 
 
-def validation_f1(memo: dict, val, bonus: float) -> float:
-    """Keep-F1 on the validation pairs (not the test split) with ``answer_word_bonus=bonus``."""
-    compressor = MemoCompressor(memo, answer_word_bonus=bonus)
+def reference_rate_f1(compressor: LeanCompressor, pairs) -> float:
+    """Mean keep-F1 of ``compress(text, rate=r)`` over ``pairs``, r = the reference's word keep ratio."""
     scores = []
-    for pair in val:
+    for pair in pairs:
         ws = words(pair.original)
         out = compressor.compress(pair.original, rate=sum(pair.labels) / len(ws)).text
         scores.append(keep_f1(kept_mask(ws, words(out)), pair.labels))
     return float(np.mean(scores))
+
+
+def validation_f1(memo: dict, val, bonus: float) -> float:
+    """Keep-F1 on the validation pairs (not the test split) with ``answer_word_bonus=bonus``."""
+    return reference_rate_f1(MemoCompressor(memo, answer_word_bonus=bonus), val)
 
 
 def answer_survival(data: Path, quick: bool, val):

@@ -15,7 +15,7 @@ validation keep-F1, in about a minute.
 ``--dtype`` is the compressor's (``auto``: bfloat16 on CPUs that have it in hardware, as the
 benchmark runs); the relevance weights are fitted on float32 vectors, as in the benchmark.
 The figures are the benchmark's (``scripts/bench_compress.py``: ``answer_survival`` and the
-validation keep-F1 of ``validation_f1``) for the shipped choices; the benchmark itself runs
+validation keep-F1 of ``reference_rate_f1``) for the shipped choices; the benchmark itself runs
 the grid of query-free bonuses, which this script does not.
 """
 
@@ -24,14 +24,13 @@ from __future__ import annotations
 import argparse
 import ast
 import collections
-import pickle
+import json
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from bench_compress import MemoCompressor, figure_context, kept_mask  # scripts/, beside this file
+from bench_compress import MemoCompressor, figure_context, reference_rate_f1  # scripts/, beside this file
 
 from lean_plugins.compress import LeanCompressor
 from lean_plugins.compress import compressor as core
@@ -39,16 +38,18 @@ from lean_plugins.compress.data import (
     PAIRS_FILE,
     SQUAD_FILES,
     QuestionItem,
-    keep_f1,
     load_pairs,
     load_squad_articles,
     split_pairs,
-    words,
 )
-from lean_plugins.compress.relevance import fit_relevance, shipped_relevance_model, training_rows
+from lean_plugins.compress.relevance import (
+    caching_encoder,
+    fit_relevance,
+    shipped_relevance_model,
+    training_rows,
+)
 from lean_plugins.compress.spans import sentence_spans
-from lean_plugins.embeddings import get_encoder as _real_get_encoder
-from lean_plugins.paths import shared_data_dir
+from lean_plugins.paths import cache_dir, shared_data_dir
 
 SETTINGS = [(0.5, True), (0.33, True), (0.5, False), (0.33, False)]
 
@@ -59,15 +60,8 @@ class CachedEncoder:
     def __init__(self, vectors: dict[str, np.ndarray], dtype: str = "float32") -> None:
         self.vectors = vectors
         self.dtype = dtype
-        self._real = None
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        missing = [t for t in dict.fromkeys(texts) if t not in self.vectors]
-        if missing:
-            if self._real is None:
-                self._real = _real_get_encoder(dtype=self.dtype)
-            self.vectors.update(zip(missing, self._real.encode(missing), strict=False))
-        return np.stack([self.vectors[t] for t in texts])
+        # built before main() swaps embeddings.get_encoder for these stand-ins
+        self.encode = caching_encoder(vectors, dtype=dtype)
 
 
 class LabCompressor(MemoCompressor):
@@ -82,13 +76,45 @@ class LabCompressor(MemoCompressor):
         super().__init__(memo, **options)
 
 
+def read_cache(path: Path) -> tuple[dict, dict[str, dict]]:
+    """(word scores per text, sentence vectors per encoder dtype) from an ``.npz`` written by
+    :func:`write_cache`: plain arrays and a JSON index, nothing that runs code when read (the
+    cache sits in a shared folder; a pickle there would run whatever was put in its place)."""
+    if not path.exists():
+        return {}, {}
+    with np.load(path, allow_pickle=False) as stored:
+        index = json.loads(bytes(stored["index"]).decode("utf-8"))
+        flat = stored["scores"]
+        ends = np.cumsum(index["score_lengths"])
+        scores = dict(zip(index["texts"], np.split(flat, ends[:-1]), strict=True)) if index["texts"] else {}
+        vectors = {
+            name: dict(zip(keys, stored[f"vectors_{name}"], strict=True)) for name, keys in index["vectors"].items()
+        }
+    return scores, vectors
+
+
+def write_cache(path: Path, scores: dict, vectors: dict[str, dict]) -> None:
+    texts = list(scores)
+    index = {
+        "texts": texts,
+        "score_lengths": [len(scores[t]) for t in texts],
+        "vectors": {name: list(v) for name, v in vectors.items()},
+    }
+    arrays = {f"vectors_{name}": np.stack(list(v.values())) for name, v in vectors.items() if v}
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(
+        tmp,
+        index=np.frombuffer(json.dumps(index).encode("utf-8"), dtype=np.uint8),
+        scores=np.concatenate([scores[t] for t in texts]) if texts else np.zeros(0),
+        **arrays,
+    )
+    tmp.replace(path)  # a run stopped mid-write leaves the old cache whole
+
+
 def load_cache(path: Path, articles, val, dtype: str = "float32") -> tuple[dict, dict[str, dict]]:
     """Word scores per text (the compressor in ``dtype``) and sentence vectors per encoder dtype
     (float32 for the relevance fit, ``dtype`` for the calls)."""
-    if path.exists():
-        scores, vectors = pickle.loads(path.read_bytes())
-    else:
-        scores, vectors = {}, {}
+    scores, vectors = read_cache(path)
     texts = sorted({it.context for _, items in articles for it in items} | {p.original for p in val})
     missing = [t for t in texts if t not in scores]
     sentences = sorted(
@@ -106,7 +132,7 @@ def load_cache(path: Path, articles, val, dtype: str = "float32") -> tuple[dict,
         for name, todo in missing_vectors.items():
             if todo:
                 CachedEncoder(vectors.setdefault(name, {}), name).encode(todo)
-        path.write_bytes(pickle.dumps((scores, vectors)))
+        write_cache(path, scores, vectors)
         print(f"cached {len(missing)} texts, {sum(map(len, missing_vectors.values()))} vectors "
               f"in {time.time() - started:.0f}s", file=sys.stderr)
     return scores, vectors
@@ -131,15 +157,6 @@ def survival(compressor: LeanCompressor, items: list[QuestionItem], rate: float,
     return hits
 
 
-def validation_f1(compressor: LeanCompressor, val) -> float:
-    out = []
-    for pair in val:
-        ws = words(pair.original)
-        text = compressor.compress(pair.original, rate=sum(pair.labels) / len(ws)).text
-        out.append(keep_f1(kept_mask(ws, words(text)), pair.labels))
-    return float(np.mean(out))
-
-
 def run(articles, val, memo, settings=SETTINGS, outputs: dict | None = None,
         relevance_models: list | None = None) -> dict:
     """Per article and setting, the list of hits (question given: relevance refitted without
@@ -151,7 +168,7 @@ def run(articles, val, memo, settings=SETTINGS, outputs: dict | None = None,
         for rate, with_q in settings:
             compressor = LabCompressor(memo, relevance_model=relevance_models[k]) if with_q else free
             table[title][(rate, with_q)] = survival(compressor, items, rate, with_q, outputs, figures[(rate, with_q)])
-    val_f1 = validation_f1(free, val) if val and any(not q for _, q in settings) else None
+    val_f1 = reference_rate_f1(free, val) if val and any(not q for _, q in settings) else None
     return {"table": table, "val_f1": val_f1, "figures": figures}
 
 
@@ -195,7 +212,7 @@ def report(result: dict, articles, per_article: bool) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cache", type=Path, default=None, help="default /tmp/survival_lab_<dtype>.pkl")
+    parser.add_argument("--cache", type=Path, default=None, help="default survival_lab_<dtype>.npz in the lean-plugins cache dir")
     parser.add_argument("--dtype", default="auto", help="the compressor's dtype (default auto, as shipped)")
     parser.add_argument("--per-article", action="store_true")
     parser.add_argument("--set", action="append", default=[], help="NAME=VALUE: a compressor constant")
@@ -211,7 +228,7 @@ def main() -> int:
     _, val, _ = split_pairs(load_pairs(data / PAIRS_FILE))
     dtype = LeanCompressor(record_ledger=False, dtype=args.dtype)._encoder_dtype()
     LabCompressor.dtype = dtype
-    args.cache = args.cache or Path(f"/tmp/survival_lab_{dtype}.pkl")
+    args.cache = args.cache or cache_dir("survival_lab") / f"survival_lab_{dtype}.npz"
     memo, vectors = load_cache(args.cache, articles, val, dtype)
     encoders = {name: CachedEncoder(v, name) for name, v in vectors.items()}
     import lean_plugins.embeddings as embeddings
@@ -228,7 +245,7 @@ def main() -> int:
     print(report(result, articles, args.per_article))
     print(f"compressor dtype {dtype}", file=sys.stderr)
     if sum(map(len, vectors.values())) > known:  # sentences new to the cache (another sentence split)
-        args.cache.write_bytes(pickle.dumps((memo, vectors)))
+        write_cache(args.cache, memo, vectors)
     print(f"({time.time() - started:.0f}s)", file=sys.stderr)
     return 0
 

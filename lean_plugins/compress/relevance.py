@@ -191,12 +191,15 @@ def fit_logistic(features: np.ndarray, labels: np.ndarray, l2: float = 1.0, step
     return w[:-1], float(w[-1])
 
 
-def caching_encoder() -> Callable[[list[str]], np.ndarray]:
-    """``encode(texts)`` with the shared MiniLM encoder and a per-call-site cache: a paragraph's
-    sentences repeat across its questions."""
+def caching_encoder(
+    cache: dict[str, np.ndarray] | None = None, *, dtype: str = "float32"
+) -> Callable[[list[str]], np.ndarray]:
+    """``encode(texts)`` with the shared MiniLM encoder in ``dtype`` and a cache (a fresh one per
+    call site, or ``cache``, filled in place): a paragraph's sentences repeat across its questions."""
     from lean_plugins.embeddings import get_encoder
 
-    encoder, cache = get_encoder(), {}
+    encoder = get_encoder(dtype=dtype)
+    cache = {} if cache is None else cache
 
     def encode(texts: list[str]) -> np.ndarray:
         missing = [t for t in dict.fromkeys(texts) if t not in cache]
