@@ -94,10 +94,11 @@ def _add_lora(model: Any, rank: int, alpha: float, generator: Any) -> list[tuple
             self.base = base
             r = min(rank, base.in_features, base.out_features)
             self.scale = alpha / r
-            a = torch.empty(r, base.in_features, dtype=base.weight.dtype, device=base.weight.device)
-            # Kaiming-uniform like nn.Linear, drawn from the run's own generator (reproducible).
+            # Kaiming-uniform like nn.Linear, drawn from the run's own generator (reproducible);
+            # drawn on the CPU, where the generator lives, then moved: the same start on any device.
             bound = 1.0 / math.sqrt(base.in_features)
-            a.uniform_(-bound, bound, generator=generator)
+            a = torch.empty(r, base.in_features).uniform_(-bound, bound, generator=generator)
+            a = a.to(dtype=base.weight.dtype, device=base.weight.device)
             self.lora_a = nn.Parameter(a)
             self.lora_b = nn.Parameter(torch.zeros(base.out_features, r, dtype=a.dtype, device=a.device))
 
