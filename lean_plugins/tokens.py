@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import shutil
 import threading
@@ -18,6 +19,8 @@ from typing import Any, Protocol
 
 from lean_plugins.errors import TokenizerError
 from lean_plugins.paths import cache_dir, package_data
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_TOKENIZER = "cl100k_base"
 
@@ -65,16 +68,18 @@ def cl100k_file() -> Path:
     return path
 
 
-def tiktoken_cache_dir() -> Path:
+def tiktoken_cache_dir(target_dir: Path | None = None) -> Path:
     """A ``TIKTOKEN_CACHE_DIR`` holding cl100k_base under the name tiktoken looks for.
 
     tiktoken caches a downloaded file under ``sha1(url)``; putting our verified copy there lets
     third-party code that calls ``tiktoken.get_encoding("cl100k_base")`` (llmlingua does, at
     construction) run offline. Set ``os.environ["TIKTOKEN_CACHE_DIR"]`` to the result.
+    ``target_dir`` defaults to lean-plugins' own cache folder.
     """
-    target_dir = cache_dir("tiktoken")
+    target_dir = target_dir or cache_dir("tiktoken")
     target = target_dir / hashlib.sha1(CL100K_URL.encode()).hexdigest()
     if not target.is_file():
+        target_dir.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(f".tmp{os.getpid()}")
         shutil.copyfile(cl100k_file(), tmp)
         os.replace(tmp, target)  # atomic: a concurrent reader never sees half a file
@@ -82,9 +87,30 @@ def tiktoken_cache_dir() -> Path:
 
 
 def use_offline_tiktoken() -> None:
-    """Point tiktoken's cache at our verified copy unless the user set one already."""
-    if not os.environ.get("TIKTOKEN_CACHE_DIR"):
+    """Make cl100k_base load offline through tiktoken's own cache.
+
+    Unset ``TIKTOKEN_CACHE_DIR``: point it at our verified copy. Set by the user (or by a
+    machine image) to a folder without cl100k_base: put our copy there, as tiktoken itself
+    would after a download; if that folder is not writable, point the variable at ours and say
+    so. Set to "" (the user turned tiktoken's cache off): left alone.
+    """
+    user_dir = os.environ.get("TIKTOKEN_CACHE_DIR")
+    if user_dir is None:
         os.environ["TIKTOKEN_CACHE_DIR"] = str(tiktoken_cache_dir())
+        return
+    if not user_dir:
+        return
+    try:
+        tiktoken_cache_dir(Path(user_dir))
+    except OSError as exc:
+        ours = tiktoken_cache_dir()
+        logger.warning(
+            "TIKTOKEN_CACHE_DIR=%s lacks cl100k_base and cannot take a copy (%s); using %s instead",
+            user_dir,
+            exc,
+            ours,
+        )
+        os.environ["TIKTOKEN_CACHE_DIR"] = str(ours)
 
 
 class _HFTokenizer:

@@ -105,3 +105,41 @@ def test_truncate_to_tokens() -> None:
 def test_count_tokens_rejects_non_str() -> None:
     with pytest.raises(TypeError, match="str"):
         tokens.count_tokens(None)  # type: ignore[arg-type]
+
+
+def _fresh_get_encoding() -> tiktoken.Encoding:
+    """tiktoken.get_encoding without its in-process memo, so the cache folder is read again."""
+    import tiktoken.registry
+
+    with tiktoken.registry._lock:
+        tiktoken.registry.ENCODINGS.pop("cl100k_base", None)
+    return tiktoken.get_encoding("cl100k_base")
+
+
+def test_offline_tiktoken_fills_a_cache_dir_the_user_set(tmp_path, monkeypatch, no_network) -> None:
+    # A machine image may set TIKTOKEN_CACHE_DIR to a folder without cl100k_base; offline,
+    # llmlingua's get_encoding then failed (found on the lent GPU machine).
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "image-cache"))
+    tokens.use_offline_tiktoken()
+    assert os.environ["TIKTOKEN_CACHE_DIR"] == str(tmp_path / "image-cache")
+    assert _fresh_get_encoding().encode("hello world") == [15339, 1917]
+
+
+def test_offline_tiktoken_unwritable_user_dir_falls_back_to_ours(tmp_path, monkeypatch, caplog) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(blocker / "cache"))  # cannot be created
+    tokens.use_offline_tiktoken()
+    assert os.environ["TIKTOKEN_CACHE_DIR"] == str(tokens.tiktoken_cache_dir())
+    assert "cannot take a copy" in caplog.text
+    disable_socket()
+    try:
+        assert _fresh_get_encoding().encode("hello world") == [15339, 1917]
+    finally:
+        enable_socket()
+
+
+def test_offline_tiktoken_leaves_a_disabled_cache_alone(monkeypatch) -> None:
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
+    tokens.use_offline_tiktoken()
+    assert os.environ["TIKTOKEN_CACHE_DIR"] == ""
