@@ -6,12 +6,17 @@ is installed, SDPA with its flash kernel forced, eager), at 2k and 8k tokens of 
 prefill tokens/s, decode tokens/s at batch 1 and 16, peak GPU memory; and time to first token
 with and without a cached 2k-token prefix; then the pruned model healed for ``--heal-steps``
 steps (LoRA merged back, distilled from the dense copy on random-token windows: this times
-healing and checks the speed is kept; a random model has no quality to recover). Writes
-``gpu_report.md`` and ``gpu_report.json``.
+healing and checks the speed is kept; a random model has no quality to recover). Last, the
+layer-1 compressor's tokens/s on the GPU (bfloat16 and float32, with and without a question, at
+2k and 20k tokens) beside ``llmlingua.PromptCompressor.compress_prompt`` with a randomly
+initialised model of the official LLMLingua-2 base size (mBERT), on texts prepared here with
+``--prepare-compress-texts`` (the evaluation data does not travel). Writes ``gpu_report.md`` and
+``gpu_report.json``, the JSON after every step, so a run cut short keeps what it measured.
 
     python scripts/gpu_check.py --out DIR            # on the GPU machine (bash scripts/gpu_check.sh)
     python scripts/gpu_check.py --out DIR --tiny     # dry run of every step, tiny model, CPU ok
     python scripts/gpu_check.py --import-report DIR/gpu_report.md   # splice into docs/benchmarks.md
+    python scripts/gpu_check.py --prepare-compress-texts .gpu_carry/compress_texts.json  # here, first
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import argparse
 import contextlib
 import datetime as dt
 import json
+import os
 import platform
 import sys
 import time
@@ -30,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SECTION = "pruning_gpu"
+COMPRESS_TEXTS = ROOT / ".gpu_carry" / "compress_texts.json"
 
 
 def log(msg: str) -> None:
@@ -62,7 +69,12 @@ def set_attention(model: Any, impl: str) -> None:
 
 
 def measure_model(
-    torch: Any, model: Any, label: str, args: argparse.Namespace, on_cuda: bool, contexts: list[int] | None = None
+    torch: Any,
+    model: Any,
+    label: str,
+    args: argparse.Namespace,
+    on_cuda: bool,
+    contexts: list[int] | None = None,
 ) -> list[dict]:
     from lean_plugins.pruning.speed import measure_speed
 
@@ -112,9 +124,24 @@ def main() -> int:
     parser.add_argument(
         "--import-report", type=Path, help="splice a gpu_report.md into docs/benchmarks.md and exit"
     )
+    parser.add_argument(
+        "--compress-texts", type=Path, default=COMPRESS_TEXTS, help="texts for the compressor step"
+    )
+    parser.add_argument(
+        "--prepare-compress-texts",
+        type=Path,
+        help="write the compressor step's texts (needs the evaluation data) and exit",
+    )
+    parser.add_argument(
+        "--compressor-only",
+        action="store_true",
+        help="run only the layer-1 step and merge it into an existing gpu_report.json in --out",
+    )
     args = parser.parse_args()
     if args.import_report:
         return import_report(args.import_report)
+    if args.prepare_compress_texts:
+        return prepare_compress_texts(args.prepare_compress_texts)
 
     import torch
     import transformers
@@ -146,8 +173,11 @@ def main() -> int:
         "dtype": str(dtype).removeprefix("torch."),
         "tiny": args.tiny,
     }
-    log(f"device {info}")
+    log(f"device {info}; TIKTOKEN_CACHE_DIR={os.environ.get('TIKTOKEN_CACHE_DIR')!r}")
+    if args.compressor_only:
+        return compressor_only(args, device, info)
     start = time.perf_counter()
+    partial = args.out / "gpu_report.json"  # rewritten after each step: a run cut short keeps its figures
     model = random_llama(LLAMA_TINY if args.tiny else LLAMA_1B, dtype=dtype, device=device)
     params = {"dense": count_parameters(model)}
     log(f"dense model: {params['dense'] / 1e6:.1f}M parameters ({time.perf_counter() - start:.0f}s)")
@@ -165,6 +195,7 @@ def main() -> int:
     del llm
 
     rows = measure_model(torch, model, "dense", args, on_cuda)
+    partial.write_text(json.dumps({"info": info, "ttft": ttft, "rows": rows}, indent=2))
     import copy
 
     teacher = copy.deepcopy(model)
@@ -173,17 +204,112 @@ def main() -> int:
     shape = report.layer_shapes[0]
     log(f"pruned to {params['pruned'] / 1e6:.1f}M parameters, per layer {shape}")
     rows += measure_model(torch, model, "pruned 30%", args, on_cuda)
+    partial.write_text(json.dumps({"info": info, "ttft": ttft, "rows": rows}, indent=2))
     healing = heal_check(torch, model, teacher, args, on_cuda)
     del teacher
     rows += measure_model(torch, model, "pruned 30% + healed", args, on_cuda, contexts=args.contexts[-1:])
+    partial.write_text(json.dumps({"info": info, "ttft": ttft, "rows": rows, "heal": healing}, indent=2))
+    del model
+    if on_cuda:
+        torch.cuda.empty_cache()
+    compressor = compressor_check(args, device)  # last: layer 3 is what this check is for
     result = {"info": info, "params": params, "pruned_shape": shape, "rows": rows, "ttft": ttft,
-              "heal": healing, "seconds": time.perf_counter() - start}  # fmt: skip
+              "heal": healing, "compressor": compressor, "seconds": time.perf_counter() - start}  # fmt: skip
     (args.out / "gpu_report.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     md = markdown(result)
     (args.out / "gpu_report.md").write_text(md, encoding="utf-8")
     print(md)
     log(f"wrote {args.out}/gpu_report.md in {time.perf_counter() - start:.0f}s")
     return 0
+
+
+def compressor_only(args: argparse.Namespace, device: str, info: dict) -> int:
+    """Rerun just the layer-1 step; merged into ``--out``'s gpu_report.json when one is there."""
+    path = args.out / "gpu_report.json"
+    result = json.loads(path.read_text()) if path.is_file() else {"info": info}
+    result["compressor"] = compressor_check(args, device)
+    result["compressor_info"] = info
+    path.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    if "rows" in result:
+        (args.out / "gpu_report.md").write_text(markdown(result), encoding="utf-8")
+    print(json.dumps(result["compressor"], indent=2))
+    return 0 if "tokens_per_s" in result["compressor"] else 1
+
+
+def prepare_compress_texts(path: Path) -> int:
+    """Texts of about 2k and 20k tokens, as the CPU benchmark builds them, for the GPU machine."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_compress
+
+    from lean_plugins.compress.data import load_pairs, split_pairs
+    from lean_plugins.paths import shared_data_dir
+
+    data = shared_data_dir()
+    if data is None:
+        print("evaluation data not found (../shared/data or LEAN_PLUGINS_DATA)", file=sys.stderr)
+        return 2
+    _, _, test = split_pairs(load_pairs(data / bench_compress.PAIRS_FILE))
+    texts = {str(n): bench_compress.make_long_text(test, n) for n in (2000, 20000)}
+    source = f"bench_compress.make_long_text over the held-out split of {bench_compress.PAIRS_FILE}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"source": source, "question": bench_compress.QUESTION, "texts": texts}))
+    print(f"wrote {path}")
+    return 0
+
+
+def compressor_check(args: argparse.Namespace, device: str) -> dict:
+    """Layer 1 on the GPU: LeanCompressor (auto = bfloat16 there, and float32) vs mBERT-size llmlingua."""
+    if not args.compress_texts.is_file():
+        log(f"compressor step skipped: no {args.compress_texts} (run --prepare-compress-texts here first)")
+        return {"skipped": f"no {args.compress_texts.name}"}
+    try:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from bench_compress import random_mbert_folder, tokens_per_second
+        from llmlingua import PromptCompressor
+
+        from lean_plugins.compress import LeanCompressor
+        from lean_plugins.tokens import count_tokens, use_offline_tiktoken
+
+        spec = json.loads(args.compress_texts.read_text())
+        question = spec["question"]
+        texts = {int(n): t for n, t in spec["texts"].items()}
+        if args.tiny:
+            texts = {n: t[:3000] for n, t in list(texts.items())[:1]}
+        repeats = 1 if args.tiny else 3
+        out: dict[str, Any] = {
+            "tokens": {n: count_tokens(t) for n, t in texts.items()},
+            "repeats": repeats,
+            "tokens_per_s": {},
+        }
+        for dtype in ("auto", "float32"):
+            ours = LeanCompressor(device=device, dtype=dtype, record_ledger=False)
+            label = f"LeanCompressor ({ours._encoder_dtype()})"
+            for n, text in texts.items():
+                out["tokens_per_s"].setdefault(f"{label}, no question", {})[n] = tokens_per_second(
+                    lambda t, c=ours: c.compress(t, rate=0.5), text, repeats
+                )
+                out["tokens_per_s"].setdefault(f"{label}, question given", {})[n] = tokens_per_second(
+                    lambda t, c=ours: c.compress(t, rate=0.5, query=question), text, repeats
+                )
+                log(
+                    f"compressor {label} {n}: {out['tokens_per_s'][f'{label}, question given'][n]:,.0f} tok/s with q"
+                )
+        use_offline_tiktoken()
+        folder = random_mbert_folder(
+            str(ours.prompt_compressor.model.config._name_or_path or ours.model_name)
+        )
+        baseline = PromptCompressor(
+            model_name=folder, device_map=device, model_config={}, use_llmlingua2=True
+        )
+        for n, text in texts.items():
+            out["tokens_per_s"].setdefault(
+                "PromptCompressor.compress_prompt, mBERT-size (random), float32", {}
+            )[n] = tokens_per_second(lambda t: baseline.compress_prompt([t], rate=0.5), text, repeats)
+        log(f"compressor {out}")
+        return out
+    except Exception as exc:  # record and go on to layer 3
+        log(f"compressor step failed: {type(exc).__name__}: {exc}")
+        return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
 
 
 def heal_check(torch: Any, model: Any, teacher: Any, args: argparse.Namespace, on_cuda: bool) -> dict:
@@ -195,7 +321,9 @@ def heal_check(torch: Any, model: Any, teacher: Any, args: argparse.Namespace, o
     batch, seq_len = (2, 32) if args.tiny else (8, 1024)
     gen = torch.Generator().manual_seed(0)
     vocab = model.config.vocab_size
-    texts = [" ".join(map(str, torch.randint(3, vocab, (seq_len * 4,), generator=gen).tolist())) for _ in range(64)]
+    texts = [
+        " ".join(map(str, torch.randint(3, vocab, (seq_len * 4,), generator=gen).tolist())) for _ in range(64)
+    ]
     if on_cuda:
         torch.cuda.reset_peak_memory_stats()
     rep = heal(model, IdTokenizer(), texts, teacher=teacher, steps=steps, batch_size=batch, seq_len=seq_len,
@@ -265,6 +393,17 @@ def markdown(r: dict) -> str:
             + (f", peak {h['peak_gib']:.1f} GiB" if "peak_gib" in h else "")
             + f"); loss {h['loss'][0]:.3f} -> {h['loss'][1]:.3f}; the healed rows above show the speed kept"
         )
+    c = r.get("compressor") or {}
+    if c.get("tokens_per_s"):
+        sizes = sorted({int(n) for by in c["tokens_per_s"].values() for n in by})
+        out += ["", f"Layer-1 compressor on this device, rate 0.5, best of {c.get('repeats', 3)} (tokens of context per second):", "",
+                "| compressor | " + " | ".join(f"{n:,} tokens" for n in sizes) + " |",
+                "|---|" + "---:|" * len(sizes)]  # fmt: skip
+        for name, by in c["tokens_per_s"].items():
+            by = {int(n): v for n, v in by.items()}  # JSON keys are strings
+            out.append(f"| {name} | " + " | ".join(f"{by[n]:,.0f}" if n in by else "" for n in sizes) + " |")
+    elif c:
+        out += ["", f"Layer-1 compressor step: {c.get('error') or c.get('skipped')}"]
     out += [
         "",
         "Targets: pruned decode >= 1.3x dense; flash/SDPA-flash prefill >= 2x eager at 8k; prefix-cache TTFT >= 5x.",
