@@ -372,6 +372,13 @@ def speed(compressor: LeanCompressor, test, sizes: list[int], repeats: int) -> d
     return results
 
 
+def speed_dtype() -> str:
+    """What ``dtype="auto"`` (the compressor's default, used by the speed runs) is on this CPU."""
+    from lean_plugins.devices import resolve_dtype
+
+    return str(resolve_dtype("auto", "cpu", cpu_auto="native_bfloat16", extra="compress")).removeprefix("torch.")
+
+
 def pct(hits: int, n: int) -> str:
     return f"{hits / n:.1%}" if n else "n/a"
 
@@ -555,7 +562,7 @@ def markdown(q, n_quality, t_quality, table, counts, coherence, chosen, no_bonus
         "",
         f"Worst error {worst_rate:.1%} (target: within 2%).",
         "",
-        f"### Speed (end to end, rate 0.5, CPU, torch threads {threads}, load average {load[0]:.1f} at the start "
+        f"### Speed (end to end, rate 0.5, CPU, dtype auto = {speed_dtype()}, torch threads {threads}, load average {load[0]:.1f} at the start "
         f"and {load[1]:.1f} at the end of the run)",
         "",
         "| Compressor | " + " | ".join(f"{n:,} tokens" for n in speed_sizes) + " |",
