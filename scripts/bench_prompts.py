@@ -348,7 +348,13 @@ def never_lost(source: str, lean: str, max_example_tokens: int | None = None) ->
     quoted = re.findall(r"\"[^\"\n]{1,400}\"|“[^”\n]{1,400}”|(?<![\w'])'[^'\n]{1,400}'(?![\w])", source)
     lost += [f"quoted {q}" for q in sorted(set(quoted)) if q not in lean]
     negations = next(r.words for r in PROSE_GUARD if r.name == "negation")
-    words = lambda text: {w.strip(".,;:!?\"'()[]*").lower().replace("’", "'") for w in text.split()}  # noqa: E731
+
+    def words(text: str) -> set[str]:
+        # A contraction is the same negation: "do not" -> "Don't" keeps it ("won't" -> "will not").
+        text = text.lower().replace("’", "'").replace("won't", "will not").replace("can't", "can not")
+        text = text.replace("cannot", "can not").replace("n't", " not")
+        return {w.strip(".,;:!?\"'()[]*") for w in text.split()}
+
     lost += [f"negation {w}" for w in sorted(words(source) & negations) if w not in words(lean)]
     if lean.count("```") < source.count("```"):
         lost.append("code fence")

@@ -202,3 +202,11 @@ def test_the_benchmarks_never_lost_check_names_what_is_missing() -> None:
         "code fence",
         "JSON key answer",
     ]
+
+
+def test_the_never_lost_check_reads_a_contraction_as_the_same_negation() -> None:
+    never_lost = _bench_module().never_lost
+    assert never_lost("Do not guess. You cannot skip it.", "Don't guess. You can't skip it.") == []
+    assert never_lost("Don't guess.", "Do not guess.") == []
+    assert never_lost("Don't guess. Never skip.", "Guess. Never skip.") == ["negation not"]
+    assert never_lost("Won't help.", "Will help.") == ["negation not"]
