@@ -133,6 +133,12 @@ def main() -> int:
         help="write the compressor step's texts (needs the evaluation data) and exit",
     )
     parser.add_argument(
+        "--graphs-only",
+        action="store_true",
+        help="only batch-1 decode of the dense and 30%%-pruned model with a static KV cache and the decode "
+        "step captured (torch.compile mode reduce-overhead: CUDA graphs), beside the plain loop",
+    )
+    parser.add_argument(
         "--compressor-only",
         action="store_true",
         help="run only the layer-1 step and merge it into an existing gpu_report.json in --out",
@@ -176,6 +182,8 @@ def main() -> int:
     log(f"device {info}; TIKTOKEN_CACHE_DIR={os.environ.get('TIKTOKEN_CACHE_DIR')!r}")
     if args.compressor_only:
         return compressor_only(args, device, info)
+    if args.graphs_only:
+        return graphs_only(args, device, dtype, info)
     start = time.perf_counter()
     partial = args.out / "gpu_report.json"  # rewritten after each step: a run cut short keeps its figures
     model = random_llama(LLAMA_TINY if args.tiny else LLAMA_1B, dtype=dtype, device=device)
@@ -220,6 +228,70 @@ def main() -> int:
     (args.out / "gpu_report.md").write_text(md, encoding="utf-8")
     print(md)
     log(f"wrote {args.out}/gpu_report.md in {time.perf_counter() - start:.0f}s")
+    return 0
+
+
+def graph_decode_tokens_per_s(torch: Any, model: Any, context: int, steps: int, compiled: bool) -> float:
+    """Batch-1 greedy decode after a ``context``-token prompt with a StaticCache; the decode
+    step compiled with CUDA graphs when ``compiled`` (median step time after warm-up)."""
+    import statistics
+
+    from transformers import StaticCache
+
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(0)
+    prompt = torch.randint(3, model.config.vocab_size, (1, context), generator=gen).to(device)
+    step = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True) if compiled else model.forward
+
+    def run() -> list[float]:
+        cache = StaticCache(config=model.config, max_cache_len=context + steps + 1)
+        times = []
+        with torch.inference_mode():
+            logits = model(input_ids=prompt, past_key_values=cache, use_cache=True, logits_to_keep=1,
+                           cache_position=torch.arange(context, device=device)).logits  # fmt: skip
+            token = logits[:, -1:].argmax(-1)
+            for k in range(steps):
+                position = torch.tensor([context + k], device=device)
+                start = time.perf_counter()
+                out = step(input_ids=token, past_key_values=cache, use_cache=True, cache_position=position,
+                           position_ids=position.unsqueeze(0)).logits  # fmt: skip
+                token = out[:, -1:].argmax(-1).clone()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - start)
+        return times
+
+    run()  # warm-up (and compilation)
+    return 1.0 / statistics.median(run()[2:])
+
+
+def graphs_only(args: argparse.Namespace, device: str, dtype: Any, info: dict) -> int:
+    """Dense vs 30%-pruned batch-1 decode, plain loop vs the step captured in CUDA graphs."""
+    import torch
+
+    from lean_plugins.pruning import prune
+    from lean_plugins.pruning.speed import LLAMA_1B, LLAMA_TINY, random_llama
+
+    context, steps = (64, 8) if args.tiny else (2048, 64)
+    compiled_modes = [False] if args.tiny and device == "cpu" else [False, True]
+    model = random_llama(LLAMA_TINY if args.tiny else LLAMA_1B, dtype=dtype, device=device)
+    set_attention(model, "sdpa")
+    rows = []
+    for label in ("dense", "pruned 30%"):
+        if label != "dense":
+            prune(model, None, ratio=0.3, method="magnitude")
+        for compiled in compiled_modes:
+            row: dict[str, Any] = {"model": label, "context": context, "captured": compiled}
+            started = time.perf_counter()
+            try:
+                row["decode_1"] = graph_decode_tokens_per_s(torch, model, context, steps, compiled)
+            except Exception as exc:  # record and go on
+                row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            row["seconds"] = time.perf_counter() - started
+            log(json.dumps(row))
+            rows.append(row)
+            (args.out / "graphs_report.json").write_text(json.dumps({"info": info, "rows": rows}, indent=2))
+            torch._dynamo.reset()
     return 0
 
 
