@@ -59,6 +59,12 @@ EMBED_SHARE = 0.25
 # Without a query: added to the score of names and number words (``_answer_words``); the
 # value the SQuAD development articles chose, each left out in turn (docs/compress.md).
 ANSWER_WORD_BONUS = 0.15
+# Without a query: subtracted from the score of a content word (not a stop word or number)
+# whose stem already occurred earlier in the text, so the budget goes to words said once
+# rather than to the paragraph's topic repeated. 0.05 of {0, 0.025, 0.05, 0.075, 0.1}, the
+# choice on every 12 of the 13 SQuAD development articles (answer survival at 0.5 without a
+# question, left out: 68.92% against 68.42%; validation keep-F1 0.8335 against 0.8334).
+REPEATED_WORD_PENALTY = 0.05
 
 # llmlingua picks its word-merging code from a substring of ``model_name`` and raises a bare
 # NotImplementedError for any other name; these are the two names it knows, by tokenizer style.
@@ -568,6 +574,9 @@ class LeanCompressor:
         elif self.answer_word_bonus:
             for s, t, sp in zip(scores, texts, spans_of, strict=False):
                 s += self.answer_word_bonus * _answer_words(t, sp)
+        if not (query and self.relevance_weight) and REPEATED_WORD_PENALTY:
+            for s, t, sp in zip(scores, texts, spans_of, strict=False):
+                s -= REPEATED_WORD_PENALTY * _repeated_words(t, sp)
         groups = [list(range(len(texts)))] if shared else [[i] for i in range(len(texts))]
         outputs: list[str] = [""] * len(texts)
         kept: list[int] = [0] * len(texts)
@@ -700,6 +709,20 @@ def _answer_words(text: str, spans: list[tuple[int, int]]) -> np.ndarray:
     for i, b in enumerate(bare):
         particle = b in _NAME_PARTICLES and 0 < i < len(words) - 1 and capital[i - 1] and capital[i + 1]
         out[i] = capital[i] or particle or b in _NUMBER_WORDS
+    return out
+
+
+def _repeated_words(text: str, spans: list[tuple[int, int]]) -> np.ndarray:
+    """Content words (not stop words, not numbers) whose stem occurred earlier in ``text``."""
+    out = np.zeros(len(spans), dtype=bool)
+    seen: set[str] = set()
+    for i, (a, b) in enumerate(spans):
+        core = _QUERY_WORD.findall(fold(text[a:b]))
+        if not core or core[0] in ENGLISH_STOPWORDS or core[0].isdigit():
+            continue
+        key = stem(core[0])
+        out[i] = key in seen
+        seen.add(key)
     return out
 
 

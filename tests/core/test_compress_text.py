@@ -182,3 +182,24 @@ def test_cli_reads_stdin_for_dash_and_names_a_missing_file(monkeypatch, capsys, 
     missing = tmp_path / "nope.txt"
     assert main(["compress", str(missing)]) == 2
     assert f"cannot read {missing}" in capsys.readouterr().err
+
+
+def test_repeated_words_are_content_words_seen_before() -> None:
+    from lean_plugins.compress.compressor import _repeated_words
+
+    text = "The rainforest grows. Rainforests burn, and the 2 rivers feed the rainforest's trees 2 times."
+    spans = word_spans(text)
+    marked = [text[a:b] for (a, b), m in zip(spans, _repeated_words(text, spans), strict=False) if m]
+    assert marked == ["Rainforests", "rainforest's"]  # stop words and numbers never count
+
+
+def test_without_a_question_a_repeated_word_goes_before_a_word_said_once(monkeypatch) -> None:
+    import numpy as np
+
+    from lean_plugins.compress import LeanCompressor
+
+    text = "river lake river hill river sea"
+    lean = LeanCompressor(record_ledger=False, answer_word_bonus=0.0)
+    monkeypatch.setattr(lean, "_score", lambda texts: [np.full(len(word_spans(t)), 0.5) for t in texts])
+    out = lean.compress(text, target_tokens=4).text
+    assert out == "river lake hill sea"  # equal classifier scores: the shipped penalty decides
