@@ -374,9 +374,7 @@ def speed(compressor: LeanCompressor, test, sizes: list[int], repeats: int) -> d
 
 def speed_dtype() -> str:
     """What ``dtype="auto"`` (the compressor's default, used by the speed runs) is on this CPU."""
-    from lean_plugins.devices import resolve_dtype
-
-    return str(resolve_dtype("auto", "cpu", cpu_auto="native_bfloat16", extra="compress")).removeprefix("torch.")
+    return LeanCompressor(record_ledger=False).resolved_dtype
 
 
 def pct(hits: int, n: int) -> str:

@@ -185,7 +185,10 @@ def main() -> int:
     if args.graphs_only:
         return graphs_only(args, device, dtype, info)
     start = time.perf_counter()
-    partial = args.out / "gpu_report.json"  # rewritten after each step: a run cut short keeps its figures
+
+    def save_partial(**parts: Any) -> None:  # after each step: a run cut short keeps its figures
+        (args.out / "gpu_report.json").write_text(json.dumps({"info": info, **parts}, indent=2))
+
     model = random_llama(LLAMA_TINY if args.tiny else LLAMA_1B, dtype=dtype, device=device)
     params = {"dense": count_parameters(model)}
     log(f"dense model: {params['dense'] / 1e6:.1f}M parameters ({time.perf_counter() - start:.0f}s)")
@@ -203,7 +206,7 @@ def main() -> int:
     del llm
 
     rows = measure_model(torch, model, "dense", args, on_cuda)
-    partial.write_text(json.dumps({"info": info, "ttft": ttft, "rows": rows}, indent=2))
+    save_partial(ttft=ttft, rows=rows)
     import copy
 
     teacher = copy.deepcopy(model)
@@ -212,11 +215,11 @@ def main() -> int:
     shape = report.layer_shapes[0]
     log(f"pruned to {params['pruned'] / 1e6:.1f}M parameters, per layer {shape}")
     rows += measure_model(torch, model, "pruned 30%", args, on_cuda)
-    partial.write_text(json.dumps({"info": info, "ttft": ttft, "rows": rows}, indent=2))
+    save_partial(ttft=ttft, rows=rows)
     healing = heal_check(torch, model, teacher, args, on_cuda)
     del teacher
     rows += measure_model(torch, model, "pruned 30% + healed", args, on_cuda, contexts=args.contexts[-1:])
-    partial.write_text(json.dumps({"info": info, "ttft": ttft, "rows": rows, "heal": healing}, indent=2))
+    save_partial(ttft=ttft, rows=rows, heal=healing)
     del model
     if on_cuda:
         torch.cuda.empty_cache()
@@ -355,7 +358,7 @@ def compressor_check(args: argparse.Namespace, device: str) -> dict:
         }
         for dtype in ("auto", "float32"):
             ours = LeanCompressor(device=device, dtype=dtype, record_ledger=False)
-            label = f"LeanCompressor ({ours._encoder_dtype()})"
+            label = f"LeanCompressor ({ours.resolved_dtype})"
             for n, text in texts.items():
                 out["tokens_per_s"].setdefault(f"{label}, no question", {})[n] = tokens_per_second(
                     lambda t, c=ours: c.compress(t, rate=0.5), text, repeats

@@ -226,7 +226,7 @@ def main() -> int:
     torch.set_num_threads(1)
     articles = load_squad_articles([data / f for f in SQUAD_FILES])
     _, val, _ = split_pairs(load_pairs(data / PAIRS_FILE))
-    dtype = LeanCompressor(record_ledger=False, dtype=args.dtype)._encoder_dtype()
+    dtype = LeanCompressor(record_ledger=False, dtype=args.dtype).resolved_dtype
     LabCompressor.dtype = dtype
     args.cache = args.cache or cache_dir("survival_lab") / f"survival_lab_{dtype}.npz"
     memo, vectors = load_cache(args.cache, articles, val, dtype)

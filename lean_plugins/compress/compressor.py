@@ -304,7 +304,10 @@ class LeanCompressor:
     def _torch_dtype(self) -> Any:
         return resolve_dtype(self.dtype, self.device, cpu_auto="native_bfloat16", extra="compress")
 
-    def _encoder_dtype(self) -> str:
+    @property
+    def resolved_dtype(self) -> str:
+        """The dtype the classifier and the relevance encoder run in here (``"auto"`` resolved
+        for this device and CPU): ``"bfloat16"``, ``"float32"`` or ``"float16"``."""
         return str(self._torch_dtype()).removeprefix("torch.")
 
     # ----------------------------------------------------------------- public API
@@ -526,7 +529,7 @@ class LeanCompressor:
         flat = [t[a:b] for t, spans in zip(texts, sentence_lists, strict=False) for a, b in spans]
         if not flat or not query.strip():
             return [np.zeros(len(word_spans(t))) for t in texts]
-        encoder = get_encoder(self.encoder_model, device=self.device, dtype=self._encoder_dtype())
+        encoder = get_encoder(self.encoder_model, device=self.device, dtype=self.resolved_dtype)
         # Embedding every sentence of a long input costs more than the classifier pass; only
         # the sentences that share the most of the question's words (IDF-weighted) are
         # embedded, the rest get the lowest similarity found among those.
@@ -571,12 +574,12 @@ class LeanCompressor:
         if query and self.relevance_weight:
             for s, rel, t, sp in zip(scores, self._relevance(texts, query), texts, spans_of, strict=False):
                 s += self.relevance_weight * (rel + _focus_bonus(t, sp, rel, query))
-        elif self.answer_word_bonus:
+        else:
             for s, t, sp in zip(scores, texts, spans_of, strict=False):
-                s += self.answer_word_bonus * _answer_words(t, sp)
-        if not (query and self.relevance_weight) and REPEATED_WORD_PENALTY:
-            for s, t, sp in zip(scores, texts, spans_of, strict=False):
-                s -= REPEATED_WORD_PENALTY * _repeated_words(t, sp)
+                if self.answer_word_bonus:
+                    s += self.answer_word_bonus * _answer_words(t, sp)
+                if REPEATED_WORD_PENALTY:
+                    s -= REPEATED_WORD_PENALTY * _repeated_words(t, sp)
         groups = [list(range(len(texts)))] if shared else [[i] for i in range(len(texts))]
         outputs: list[str] = [""] * len(texts)
         kept: list[int] = [0] * len(texts)

@@ -120,7 +120,7 @@ def test_long_input_embeds_only_the_sentences_sharing_the_question_words(
     filler = [f"Report {i} of the harbour board lists the weather, the tides and the ferry times." for i in range(99)]
     answer = "The lighthouse was designed by the engineer Margaret Holloway of Leith."
     text = " ".join([*filler[:60], answer, *filler[60:]])
-    encoder = get_encoder(dtype=compressor._encoder_dtype())  # the compressor's own instance
+    encoder = get_encoder(dtype=compressor.resolved_dtype)  # the compressor's own instance
     seen: list[list[str]] = []
     real_encode = encoder.encode
 
