@@ -46,6 +46,7 @@ EXTRAS: dict[str, dict[str, str]] = {
         "accelerate": "accelerate",
         "sentencepiece": "sentencepiece",
         "protobuf": "google.protobuf",
+        "gguf": "gguf",
     },
     "gpu": {"flash-attn": "flash_attn"},
 }

@@ -4,8 +4,12 @@ transformers' progress bars while it loads.
 A name that is not an existing path is taken as a hub id only when it looks like one
 (``name`` or ``org/name``); anything else is a missing local path and says so. Before a hub id
 is handed to transformers, one TCP connection with a short timeout checks that the hub can be
-reached; if not, the local hub cache is used when it holds the model, and otherwise the load
-fails at once with a message, instead of transformers' retries (about 23 s per attempt).
+reached; if not, the local hub cache is used when it holds the model, then a copy that ships in
+an installed package (:mod:`lean_plugins.packaged_models`), and otherwise the load fails at once
+with a message, instead of transformers' retries (about 23 s per attempt).
+
+A packaged model's short name (``smollm2-135m-instruct``) never touches the network: it is the
+package's GGUF file, converted once into a Hugging Face folder in the user cache.
 """
 
 from __future__ import annotations
@@ -72,15 +76,46 @@ def _cached_snapshot(repo_id: str) -> str | None:
         return None
 
 
+def _packaged_copy(hub_id: str) -> str | None:
+    """The converted folder of an installed package's copy of ``hub_id``, or ``None`` when no
+    package ships it or it is not installed (the caller then reports the hub as unreachable)."""
+    from lean_plugins import packaged_models
+    from lean_plugins.errors import MissingDependencyError
+
+    packaged = packaged_models.packaged_model_for_hub_id(hub_id)
+    if packaged is None:
+        return None
+    try:
+        return str(packaged_models.prepared_folder(packaged))
+    except MissingDependencyError:
+        return None
+
+
+def _packaged_hint(hub_id: str) -> str:
+    from lean_plugins import packaged_models
+
+    packaged = packaged_models.packaged_model_for_hub_id(hub_id)
+    if packaged is None:
+        return ""
+    return f" An offline copy of this model ships in a package: `{packaged.install_command}`."
+
+
 def resolve_model_source(name_or_path: str | Path) -> tuple[str, bool]:
     """``(source, local_files_only)`` for ``from_pretrained``, or a :class:`ModelLoadError` now.
 
-    An existing folder is used as it is. A missing path is reported as missing. A hub id is
-    used from the hub when it is reachable, else as its folder in the local hub cache; when
-    neither can give it, the error says so at once.
+    An existing folder is used as it is. A packaged model's name (``smollm2-135m-instruct``) is
+    its converted folder in the user cache. A missing path is reported as missing. A hub id is
+    used from the hub when it is reachable, else as its folder in the local hub cache, else as
+    the packaged copy of the same model when one is installed; when none can give it, the error
+    says so at once.
     """
+    from lean_plugins import packaged_models
+
     text = str(name_or_path)
     path = Path(text).expanduser()
+    packaged = packaged_models.packaged_model(text)
+    if packaged is not None and not path.exists():
+        return str(packaged_models.prepared_folder(packaged)), True
     if path.exists():
         if not path.is_dir():
             raise ModelLoadError(
@@ -99,24 +134,24 @@ def resolve_model_source(name_or_path: str | Path) -> tuple[str, bool]:
             "name such as 'org/model'."
         )
     if hub_offline():
-        cached = _cached_snapshot(text)
+        cached = _cached_snapshot(text) or _packaged_copy(text)
         if cached is not None:
             return cached, True
         raise ModelLoadError(
             f"{text!r} is neither a local folder nor in the local Hugging Face cache, and hub "
             "access is off (HF_HUB_OFFLINE). Download it where the hub can be reached, or pass "
-            "a local model folder."
+            f"a local model folder.{_packaged_hint(text)}"
         )
     if hub_reachable():
         return text, False
-    cached = _cached_snapshot(text)
+    cached = _cached_snapshot(text) or _packaged_copy(text)
     if cached is not None:  # a local folder: nothing downstream tries the network for it
         return cached, True
     raise ModelLoadError(
         f"{text!r} is not a local folder, and the Hugging Face hub ({hub_endpoint()}) cannot be "
         f"reached from this machine (no connection within {HUB_TIMEOUT_S:g} s). Pass a local "
         "model folder, or download the model where the hub can be reached (it is then used from "
-        "the local cache)."
+        f"the local cache).{_packaged_hint(text)}"
     )
 
 
