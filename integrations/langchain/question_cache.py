@@ -13,14 +13,17 @@ messages (tool calls included), documents and dicts or lists of those.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import re
+import types
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.documents import Document
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel, BaseLLM
 from langchain_core.load import dumpd, load
 from langchain_core.messages import (
@@ -37,11 +40,21 @@ from langchain_core.prompts import BasePromptTemplate
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import ensure_config, merge_configs
+from langchain_core.runnables.history import RunnableWithMessageHistory
 from langchain_core.vectorstores import VectorStoreRetriever
 from pydantic import ConfigDict, Field
 
 from lean_plugins.cache import LeanCache as CoreLeanCache
-from lean_plugins.cache.question import QuestionCache, UsageCollector, describe, question_namespace
+from lean_plugins.cache.question import (
+    QuestionCache,
+    Retrieval,
+    RetrieverRegistry,
+    UsageCollector,
+    callers_on_stack,
+    describe,
+    document_mark,
+    question_namespace,
+)
 from lean_plugins.ledger import mark_cache_hit
 
 logger = logging.getLogger("lean_plugins.cache")
@@ -120,8 +133,13 @@ def describe_runnable(runnable: Any) -> Any:
     return _describe_watching(runnable)[0]
 
 
-def _describe_watching(runnable: Any) -> tuple[Any, list[dict]]:
-    """The description, and the in-memory vector stores' contents it hashed (they can change)."""
+def _describe_watching(runnable: Any, registry: RetrieverRegistry | None = None) -> tuple[Any, list[dict]]:
+    """The description, and the in-memory vector stores' contents it hashed (they can change).
+
+    Every retriever met on the way (a step, a closure variable, a module-level global that a
+    function of the chain reads) goes into ``registry``: entries from another process that
+    depend on it can then be checked without running the chain first.
+    """
     watched: list[dict] = []
 
     def hook(value: Any, recurse: Callable[[Any], Any]) -> Any:
@@ -129,9 +147,32 @@ def _describe_watching(runnable: Any) -> tuple[Any, list[dict]]:
             contents = getattr(value.vectorstore, "store", None)
             if isinstance(contents, dict):
                 watched.append(contents)
+        if registry is not None:
+            if isinstance(value, BaseRetriever):
+                registry.register(value)
+            elif inspect.isfunction(value) or inspect.ismethod(value):
+                for retriever in _global_retrievers(value):
+                    registry.register(retriever)
         return _describe_hook(value, recurse)
 
     return describe(runnable, hook), watched
+
+
+def _global_retrievers(function: Any) -> list[BaseRetriever]:
+    """Retrievers a function reads from its module's globals (the README's ``def context(q):
+    ... retriever.invoke(q)`` shape), nested functions' reads included."""
+    func = getattr(function, "__func__", function)
+    code, namespace = getattr(func, "__code__", None), getattr(func, "__globals__", {})
+    found: list[BaseRetriever] = []
+    codes = [code] if code is not None else []
+    while codes:
+        current = codes.pop()
+        for name in current.co_names:
+            value = namespace.get(name)
+            if isinstance(value, BaseRetriever):
+                found.append(value)
+        codes.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
+    return found
 
 
 def _fingerprint(watched: list[dict]) -> tuple:
@@ -139,15 +180,91 @@ def _fingerprint(watched: list[dict]) -> tuple:
     return tuple((len(c), hash(tuple(map(id, c.values())))) for c in watched)
 
 
-def _without_question(description: Any, question: str) -> Any:
-    """A described input with every text that holds the question replaced by a placeholder."""
-    if isinstance(description, str):
-        return "<question>" if question.strip() and question.strip() in description else description
-    if isinstance(description, dict):
-        return {k: _without_question(v, question) for k, v in description.items()}
-    if isinstance(description, list):
-        return [_without_question(v, question) for v in description]
-    return description
+# A marker no input text can equal (it holds NUL characters), standing for the question.
+_QUESTION = "\x00lean_plugins:question\x00"
+
+
+def _question_marked(description: Any, question: str) -> Any:
+    """A described input with the question's own text, and nothing else, replaced by a marker.
+
+    The question is the *last* text in the input equal to it (a conversation's latest message);
+    every other text stays, whole: an earlier message that merely contains the question's
+    words ("no" inside "now", or an earlier "no") is context, so two conversations share an
+    answer only when everything but the question is equal. If no text equals the question
+    (a key callable that rewrites it), nothing is replaced and only exact repeats of the whole
+    input can hit.
+    """
+    paths: list[tuple] = []
+
+    def find(value: Any, path: tuple) -> None:
+        if isinstance(value, str):
+            if value.strip() == question.strip():
+                paths.append(path)
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                find(v, (*path, k))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                find(v, (*path, i))
+
+    find(description, ())
+    if not paths:
+        return description
+
+    def replace(value: Any, path: tuple) -> Any:
+        if not path:
+            return _QUESTION
+        head, rest = path[0], path[1:]
+        if isinstance(value, dict):
+            return {k: replace(v, rest) if k == head else v for k, v in value.items()}
+        return [replace(v, rest) if i == head else v for i, v in enumerate(value)]
+
+    return replace(description, paths[-1])
+
+
+def _history_runnable(runnable: Runnable) -> RunnableWithMessageHistory | None:
+    """The ``RunnableWithMessageHistory`` that ``runnable`` is (under ``with_config`` bindings)."""
+    while not isinstance(runnable, RunnableWithMessageHistory):
+        bound = getattr(runnable, "bound", None)
+        if not isinstance(bound, Runnable) or type(runnable).__name__ != "RunnableBinding":
+            return None
+        runnable = bound
+    return runnable
+
+
+def _nested_history_runnables(runnable: Runnable, top: RunnableWithMessageHistory | None) -> list[Any]:
+    """Message-history runnables inside ``runnable`` other than ``top``."""
+    found: list[Any] = []
+
+    def hook(value: Any, recurse: Callable[[Any], Any]) -> Any:
+        if isinstance(value, RunnableWithMessageHistory) and value is not top:
+            found.append(value)
+        return _describe_hook(value, recurse)
+
+    describe(runnable, hook)
+    return found
+
+
+def _message_key(message: BaseMessage) -> dict[str, Any]:
+    """What of a history message can change the next answer (not its random id or usage)."""
+    key: dict[str, Any] = {"type": message.type, "content": message.content, "name": message.name}
+    if isinstance(message, AIMessage) and message.tool_calls:
+        key["tool_calls"] = [{"name": c["name"], "args": c["args"], "id": c.get("id")} for c in message.tool_calls]
+    if getattr(message, "tool_call_id", None):
+        key["tool_call_id"] = message.tool_call_id  # type: ignore[attr-defined]
+    return key
+
+
+def _marks(documents: list[Document]) -> list[tuple[str, str]]:
+    return [document_mark(d.id, d.page_content, d.metadata) for d in documents]
+
+
+def _rerun(retriever: Any, retrieval: Retrieval) -> list[tuple[str, str]]:
+    return _marks(retriever.invoke(retrieval.query, **retrieval.options))
+
+
+async def _arerun(retriever: Any, retrieval: Retrieval) -> list[tuple[str, str]]:
+    return _marks(await retriever.ainvoke(retrieval.query, **retrieval.options))
 
 
 def _model_name(description: Any) -> str | None:
@@ -169,14 +286,40 @@ def _model_name(description: Any) -> str | None:
     return None
 
 
+_RETRIEVER_CALLS = frozenset({"invoke", "ainvoke"})
+
+
 class _UsageHandler(BaseCallbackHandler):
-    """Reports each model call of the wrapped chain to the question cache's collector."""
+    """Reports each model call and each retrieval of the wrapped chain to the question cache's
+    collector: what a hit avoids, and what the answer depended on.
+
+    Retrievals are seen however the chain reaches the retriever (a step, a function reading a
+    closure or a global): LangChain passes the run's callbacks to every runnable invoked inside
+    it. The callback says which query and documents, not which retriever object; that is the
+    ``self`` of the ``invoke`` on the stack, so the handler runs inline (also in async runs).
+    """
 
     raise_error = False
+    run_inline = True
 
     def __init__(self, collector: UsageCollector) -> None:
         self.collector = collector
         self.prompts: dict[Any, str] = {}
+        self.retrievals: dict[Any, tuple[Any, str, dict[str, Any], list[Any]]] = {}
+
+    def on_retriever_start(self, serialized: Any, query: str, *, run_id: Any, **kw: Any) -> None:
+        callers = callers_on_stack(BaseRetriever, _RETRIEVER_CALLS)
+        retriever, options = (callers[0][0], callers[0][1].get("kwargs") or {}) if callers else (None, {})
+        self.retrievals[run_id] = (retriever, query, dict(options), [c for c, _ in callers[1:]])
+
+    def on_retriever_end(self, documents: Any, *, run_id: Any, **kw: Any) -> None:
+        started = self.retrievals.pop(run_id, None)
+        if started is not None:
+            retriever, query, options, outer = started
+            self.collector.retrievals.add(retriever, query, _marks(list(documents)), options, outer)
+
+    def on_retriever_error(self, error: BaseException, *, run_id: Any, **kw: Any) -> None:
+        self.retrievals.pop(run_id, None)
 
     def on_chat_model_start(self, serialized: Any, messages: list[list[BaseMessage]], *, run_id: Any, **kw: Any) -> None:
         self.prompts[run_id] = "\n".join(m.text for batch in messages for m in batch)
@@ -270,6 +413,18 @@ class CachedRunnable(RunnableSerializable[Any, Any]):
     label: str | None = Field(default=None, description="The user's extra namespace label.")
     watched: list = Field(default_factory=list, exclude=True, description="In-memory stores' contents.")
     fingerprint: tuple = Field(default=(), exclude=True, description="The watched stores when described.")
+    retrievers: Any = Field(
+        default_factory=RetrieverRegistry,
+        exclude=True,
+        description="The retrievers found in the chain or seen running in it; a hit is served only "
+        "if they still return the documents its answer was made from.",
+    )
+    history: Any = Field(
+        default=None,
+        exclude=True,
+        description="The RunnableWithMessageHistory being cached, if it is one: its history is part "
+        "of the key, and a hit is written into it.",
+    )
 
     @classmethod
     def is_lc_serializable(cls) -> bool:
@@ -313,15 +468,17 @@ class CachedRunnable(RunnableSerializable[Any, Any]):
         """The namespace of one call: the chain's, narrowed by what else decides this answer.
 
         The rest of the input (with ``key="field"`` the other fields, ``{"language": "German"}``;
-        with a callable key everything but the text holding the question, e.g. the earlier
-        messages of a conversation) and the run-time ``configurable`` values (another model chosen
-        with ``configurable_alternatives``, a session id) are part of the namespace: an answer is
-        shared only between calls where they are equal.
+        with a callable key the whole input with the question's own text marked, see
+        :func:`_question_marked`, e.g. the earlier messages of a conversation), the conversation
+        so far when the chain is a ``RunnableWithMessageHistory``, and the run-time
+        ``configurable`` values (another model chosen with ``configurable_alternatives``, a
+        session id) are part of the namespace: an answer is shared only between calls where they
+        are equal.
         """
         if self.watched and _fingerprint(self.watched) != self.fingerprint:
             # Documents were added to (or removed from) a store since the chain was described:
             # a new namespace, so no answer made over the old documents is served.
-            description, self.watched = _describe_watching(self.runnable)
+            description, self.watched = _describe_watching(self.runnable, self.retrievers)
             self.fingerprint = _fingerprint(self.watched)
             self.question_cache.namespace = question_namespace(
                 description, tenant=self.tenant, namespace=self.label
@@ -332,16 +489,35 @@ class CachedRunnable(RunnableSerializable[Any, Any]):
             if others:
                 context["input"] = others
         elif callable(self.key):
-            context["input"] = _without_question(describe_runnable(value), question)
+            context["input"] = _question_marked(describe_runnable(value), question)
+        session_keys: set[str] = set()
+        if self.history is not None:
+            # The conversation so far decides the answer ("What is my name?"): it is part of the
+            # key, in place of the session id that only says where it is kept (two conversations
+            # at the same point share answers, as two callers of a plain chain do).
+            context["history"] = [_message_key(m) for m in self._session(config).messages]
+            session_keys = {spec.id for spec in self.history.history_factory_config}
         # LangChain's and LangGraph's internal entries ("__pregel_...") are machinery, not choices.
         configurable = {
-            k: v for k, v in ((config or {}).get("configurable") or {}).items() if not str(k).startswith("__")
+            k: v
+            for k, v in ((config or {}).get("configurable") or {}).items()
+            if not str(k).startswith("__") and k not in session_keys
         }
         if configurable:
             context["configurable"] = configurable
         return self.question_cache.scoped(context)
 
+    def _session(self, config: RunnableConfig | None) -> Any:
+        """The message history this call reads and writes (as the history runnable finds it)."""
+        return self.history._merge_configs(ensure_config(config))["configurable"]["message_history"]
+
+    def _turn(self, input: Any, output: Any) -> list[BaseMessage]:
+        """The messages the history runnable would add for this input and output."""
+        return self.history._get_input_messages(input) + self.history._get_output_messages(output)
+
     def _store(self, question: str, output: Any, collector: UsageCollector, namespace: str) -> None:
+        for retriever in collector.retrievals.retrievers:
+            self.retrievers.register(retriever)
         value = _serialise(output)
         if value is None:
             logger.warning(
@@ -351,26 +527,44 @@ class CachedRunnable(RunnableSerializable[Any, Any]):
             return
         self.question_cache.store(question, value, collector, namespace=namespace)
 
-    def _hit(self, question: str, namespace: str) -> tuple[bool, Any]:
-        answer = self.question_cache.lookup(question, namespace=namespace)
-        if answer is None:
-            return False, None
+    def _holds(self, retrievals: tuple[Retrieval, ...]) -> bool:
+        return self.retrievers.holds(retrievals, _rerun)
+
+    async def _aholds(self, retrievals: tuple[Retrieval, ...]) -> bool:
+        return await self.retrievers.aholds(retrievals, _arerun)
+
+    def _read(self, value: str) -> tuple[bool, Any]:
         try:
-            return True, _marked(_deserialise(answer.value))
+            return True, _deserialise(value)
         except Exception as exc:
             logger.warning("with_cache: dropping an unreadable cached output (%s); treated as a miss.", exc)
             return False, None
 
-    async def _ahit(self, question: str, namespace: str) -> tuple[bool, Any]:
-        import asyncio
+    def _hit(self, input: Any, question: str, namespace: str, config: RunnableConfig | None) -> tuple[bool, Any]:
+        """The cached output for this call (written into the conversation's history, as the
+        history runnable would), or ``(False, None)``."""
+        answer = self.question_cache.lookup(question, namespace=namespace, holds=self._holds)
+        if answer is None:
+            return False, None
+        found, output = self._read(answer.value)
+        if found and self.history is not None:
+            self._session(config).add_messages(self._turn(input, output))
+        return found, _marked(output) if found else None
 
-        return await asyncio.to_thread(self._hit, question, namespace)
+    async def _ahit(self, input: Any, question: str, namespace: str, config: RunnableConfig | None) -> tuple[bool, Any]:
+        answer = await self.question_cache.alookup(question, namespace=namespace, aholds=self._aholds)
+        if answer is None:
+            return False, None
+        found, output = self._read(answer.value)
+        if found and self.history is not None:
+            await self._session(config).aadd_messages(self._turn(input, output))
+        return found, _marked(output) if found else None
 
     # -- invoke ----------------------------------------------------------------------------------
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         question = self._question(input)
         namespace = self._scope(input, question, config)
-        found, output = self._hit(question, namespace)
+        found, output = self._hit(input, question, namespace, config)
         if found:
             return output
         run_config, collector = self._config(config)
@@ -383,7 +577,7 @@ class CachedRunnable(RunnableSerializable[Any, Any]):
 
         question = self._question(input)
         namespace = self._scope(input, question, config)
-        found, output = await self._ahit(question, namespace)
+        found, output = await self._ahit(input, question, namespace, config)
         if found:
             return output
         run_config, collector = self._config(config)
@@ -395,7 +589,7 @@ class CachedRunnable(RunnableSerializable[Any, Any]):
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
         question = self._question(input)
         namespace = self._scope(input, question, config)
-        found, output = self._hit(question, namespace)
+        found, output = self._hit(input, question, namespace, config)
         if found:
             yield from _stream_pieces(output)
             return
@@ -415,7 +609,7 @@ class CachedRunnable(RunnableSerializable[Any, Any]):
 
         question = self._question(input)
         namespace = self._scope(input, question, config)
-        found, output = await self._ahit(question, namespace)
+        found, output = await self._ahit(input, question, namespace, config)
         if found:
             for piece in _stream_pieces(output):
                 yield piece
@@ -446,8 +640,9 @@ def with_cache(
             a dict input, whose other fields are then part of the namespace (an answer made for
             ``language="French"`` is never served for ``"German"``); or a callable
             ``input -> str``, e.g. ``lambda x: x["messages"][-1].content`` (the rest of the input,
-            every text but the one holding the question, such as the earlier messages of a
-            conversation, is part of the namespace). Run-time ``configurable`` values always are.
+            every text but the question's own, such as the earlier messages of a conversation,
+            is part of the namespace). Run-time ``configurable`` values always are; so is the
+            history when ``runnable`` is a ``RunnableWithMessageHistory`` (a hit is written into it).
         cache: a core :class:`lean_plugins.cache.LeanCache` (or the LangChain ``LeanCache``
             adapter, whose core cache is used); default: a local exact + semantic one.
         tenant: tenant id; tenants never share entries.
@@ -466,7 +661,16 @@ def with_cache(
     if key is not None and not isinstance(key, str) and not callable(key):
         raise TypeError(f"key must be None, a field name or a callable, got {type(key).__name__}.")
     core = getattr(cache, "cache", cache)  # the LangChain BaseCache adapter holds a core cache
-    config, watched = _describe_watching(runnable)
+    history = _history_runnable(runnable)
+    nested = _nested_history_runnables(runnable, history)
+    if nested:
+        raise ValueError(
+            "with_cache: the chain holds a RunnableWithMessageHistory inside it; a cached answer "
+            "could not be written into its history. Wrap the history runnable itself instead: "
+            "with_cache(RunnableWithMessageHistory(chain, get_session_history, ...), key=...)."
+        )
+    retrievers = RetrieverRegistry()
+    config, watched = _describe_watching(runnable, retrievers)
     question_cache = QuestionCache(
         core,
         namespace=question_namespace(config, tenant=tenant, namespace=namespace),
@@ -481,6 +685,8 @@ def with_cache(
         label=namespace,
         watched=watched,
         fingerprint=_fingerprint(watched),
+        retrievers=retrievers,
+        history=history,
     )
 
 

@@ -14,6 +14,15 @@ What a hit saves is what the pipeline's model calls cost when the entry was made
 report each model call (:func:`report_llm_call`) while the wrapped pipeline runs under
 :func:`collecting`, and the entry keeps those counts, so the ledger books one ``cache`` event
 per hit with the input and output it avoided.
+
+Fresh by construction: an entry also records what its answer depended on, each retrieval the
+pipeline made (which retriever, the query it was given, the ids and content hashes of the
+documents it returned; see :class:`Retrieval`). A hit is served only if those retrievals,
+run again at lookup, still return the same documents with the same content
+(:class:`RetrieverRegistry`): a document edited in place, deleted, or outranked by a new one
+turns the entry into a miss. The adapters observe retrievals through the framework's own
+events (LangChain callbacks, LlamaIndex instrumentation), so a retriever is seen however the
+pipeline reaches it: a step of the chain, a function's closure or a module-level global.
 """
 
 from __future__ import annotations
@@ -27,9 +36,10 @@ import inspect
 import json
 import logging
 import re
+import sys
 import threading
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,8 +52,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("lean_plugins.cache")
 
 #: Version of the stored entry format (part of every namespace, so a new format never reads an
-#: old entry).
-ENTRY_FORMAT = 1
+#: old entry). 2: entries record their retrievals.
+ENTRY_FORMAT = 2
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 # Fields never described (or hashed) into a namespace: credentials.
@@ -58,9 +68,183 @@ _RUNTIME_STATE: tuple[type, ...] = (
 )
 
 
+# -- what an answer depended on ---------------------------------------------------------------
+#: A document as an entry remembers it: (id or "", sha256 of its content and metadata).
+DocumentMark = tuple[str, str]
+
+
+def document_mark(doc_id: Any, content: str, metadata: Any = None) -> DocumentMark:
+    """How an entry remembers one retrieved document: its id and a hash of what it says.
+
+    The content hash catches an edit that keeps the id (a vector store updated in place); the
+    metadata is in the hash because prompts often show it (a title, a date, a source).
+    """
+    digest = hashlib.sha256(content.encode("utf-8"))
+    if metadata:
+        digest.update(b"\x00" + json.dumps(metadata, sort_keys=True, default=str).encode("utf-8"))
+    return ("" if doc_id is None else str(doc_id), digest.hexdigest())
+
+
+def source_key(retriever: Any) -> str:
+    """The name under which an entry refers to a retriever: its class (stable across processes;
+    which object of that class is meant is settled by running them, see :class:`RetrieverRegistry`)."""
+    return f"{type(retriever).__module__}.{type(retriever).__qualname__}"
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """One retrieval a pipeline made while it produced an answer."""
+
+    source: str
+    """The retriever (:func:`source_key`)."""
+    query: str
+    """The query the retriever was given (a rewritten query, if the pipeline rewrote it)."""
+    documents: tuple[DocumentMark, ...]
+    """What it returned, in order (:func:`document_mark`)."""
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """Extra keyword arguments of the call (JSON values; the adapter passes them again)."""
+
+    def still_returns(self, documents: Sequence[DocumentMark]) -> bool:
+        """Whether ``documents`` (a new run) say what the recorded ones said, in the same order.
+
+        Compared by content hash, not id: the model read the documents' text and metadata, never
+        their ids, and stores such as LangChain's in-memory one give the same document a new
+        random id in each process (the ids are kept to say which document changed).
+        """
+        return tuple(h for _, h in documents) == tuple(h for _, h in self.documents)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "query": self.query, "documents": [list(d) for d in self.documents],
+                "options": dict(self.options)}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Retrieval:
+        documents = tuple((str(i), str(h)) for i, h in data["documents"])
+        return cls(str(data["source"]), str(data["query"]), documents, dict(data.get("options") or {}))
+
+
+def callers_on_stack(kind: type | tuple[type, ...], methods: frozenset[str]) -> list[tuple[Any, dict[str, Any]]]:
+    """``(self, locals)`` of every running call of one of ``methods`` on a ``kind`` object,
+    innermost first (the callers of the code that asks).
+
+    Framework events say *that* a retriever ran, not *which object* it was; the object is the
+    one whose ``invoke`` / ``retrieve`` is on the stack while its event is handled. Coroutines
+    awaited one by another are on the same stack, so this holds for async runs too.
+    """
+    found: list[tuple[Any, dict[str, Any]]] = []
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name in methods:
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, kind) and not any(owner is f for f, _ in found):
+                found.append((owner, dict(frame.f_locals)))
+        frame = frame.f_back
+    return found
+
+
+class RetrievalLog:
+    """The retrievals seen while a wrapped pipeline runs (the adapters report them).
+
+    Only the innermost retrievals are kept: a retriever that called other retrievers (a
+    multi-query or ensemble retriever) is checked through them, so a check never re-runs the
+    model a query-rewriting retriever calls. A retrieval whose retriever could not be told, or
+    whose options are not plain JSON, makes the answer *unverifiable*: it is not cached.
+    """
+
+    def __init__(self) -> None:
+        self._runs: list[tuple[Any, Retrieval]] = []
+        self._outer: set[int] = set()
+        self.retrievers: list[Any] = []
+        self.unverifiable: str | None = None
+        self._lock = threading.Lock()
+
+    def add(self, retriever: Any, query: str, documents: Iterable[DocumentMark],
+            options: Mapping[str, Any] | None = None, outer: Iterable[Any] = ()) -> None:  # fmt: skip
+        """One finished retrieval by ``retriever`` (``None``: not found), made inside the
+        retrievals of ``outer`` (retrievers further up the stack)."""
+        with self._lock:
+            self._outer.update(id(o) for o in outer)
+            if retriever is None:
+                self.unverifiable = "a retriever ran that could not be found to run again"
+                return
+            try:
+                options = json.loads(json.dumps(dict(options or {})))
+            except (TypeError, ValueError):
+                self.unverifiable = f"{source_key(retriever)} was called with options that are not JSON"
+                return
+            if not any(r is retriever for r in self.retrievers):
+                self.retrievers.append(retriever)
+            self._runs.append((retriever, Retrieval(source_key(retriever), query, tuple(documents), options)))
+
+    def retrievals(self) -> tuple[Retrieval, ...]:
+        """The innermost retrievals, each once, in the order they ran."""
+        with self._lock:
+            kept: list[Retrieval] = []
+            for retriever, retrieval in self._runs:
+                if id(retriever) not in self._outer and retrieval not in kept:
+                    kept.append(retrieval)
+            return tuple(kept)
+
+
+class RetrieverRegistry:
+    """The retrievers a pipeline can run again, by :func:`source_key`; checks an entry's retrievals.
+
+    The adapters register the retrievers they find in the wrapped pipeline when it is wrapped
+    (steps, closures, module-level globals its functions read) and every one they see run. An
+    entry recorded in another process whose retriever this one has not met is a miss (the run
+    that follows registers it).
+    """
+
+    def __init__(self) -> None:
+        self._by_source: dict[str, list[Any]] = {}
+        self._lock = threading.Lock()
+
+    def register(self, retriever: Any) -> None:
+        with self._lock:
+            known = self._by_source.setdefault(source_key(retriever), [])
+            if not any(r is retriever for r in known):
+                known.append(retriever)
+
+    def candidates(self, source: str) -> list[Any]:
+        with self._lock:
+            return list(self._by_source.get(source, ()))
+
+    def holds(self, retrievals: Sequence[Retrieval], run: Callable[[Any, Retrieval], Sequence[DocumentMark]]) -> bool:
+        """Whether every recorded retrieval, run again (``run(retriever, retrieval)``), returns
+        documents with the same content, in the same order (:meth:`Retrieval.still_returns`)."""
+        return all(self._one_holds(r, run) for r in retrievals)
+
+    def _one_holds(self, retrieval: Retrieval, run: Callable[[Any, Retrieval], Sequence[DocumentMark]]) -> bool:
+        for retriever in self.candidates(retrieval.source):
+            try:
+                if retrieval.still_returns(run(retriever, retrieval)):
+                    return True
+            except Exception as exc:  # the real run that follows the miss raises it to the caller
+                logger.warning("Freshness check: %s failed (%s); treated as a miss.", retrieval.source, exc)
+        return False
+
+    async def aholds(
+        self, retrievals: Sequence[Retrieval], arun: Callable[[Any, Retrieval], Awaitable[Sequence[DocumentMark]]]
+    ) -> bool:
+        """Async :meth:`holds`."""
+        for retrieval in retrievals:
+            held = False
+            for retriever in self.candidates(retrieval.source):
+                try:
+                    held = retrieval.still_returns(await arun(retriever, retrieval))
+                except Exception as exc:
+                    logger.warning("Freshness check: %s failed (%s); treated as a miss.", retrieval.source, exc)
+                if held:
+                    break
+            if not held:
+                return False
+        return True
+
+
 # -- what a hit avoided ------------------------------------------------------------------------
 class UsageCollector:
-    """Model calls seen while a wrapped pipeline runs: prompt text -> response text.
+    """Model calls seen while a wrapped pipeline runs: prompt text -> response text; and the
+    retrievals the answer depends on (:attr:`retrievals`).
 
     Calls are de-duplicated by prompt, so wrappers that pass one call through to an inner model
     (an output budget, an LLM-level cache) count it once.
@@ -69,6 +253,7 @@ class UsageCollector:
     def __init__(self) -> None:
         self._calls: dict[str, str] = {}
         self._lock = threading.Lock()
+        self.retrievals = RetrievalLog()
 
     def add(self, prompt: str, response: str) -> None:
         with self._lock:
@@ -114,6 +299,14 @@ def report_llm_call(prompt: str, response: str) -> None:
     """Tell every active :func:`collecting` block about one model call."""
     for collector in _COLLECTORS.get():
         collector.add(prompt, response)
+
+
+def report_retrieval(retriever: Any, query: str, documents: Iterable[DocumentMark],
+                     options: Mapping[str, Any] | None = None, outer: Iterable[Any] = ()) -> None:  # fmt: skip
+    """Tell every active :func:`collecting_context` about one finished retrieval."""
+    documents, outer = tuple(documents), tuple(outer)
+    for collector in _COLLECTORS.get():
+        collector.retrievals.add(retriever, query, documents, options, outer)
 
 
 # -- namespaces --------------------------------------------------------------------------------
@@ -245,6 +438,13 @@ class CachedAnswer:
     input_tokens: int
     """Model input the pipeline spent making the entry (what this hit avoided)."""
     output_tokens: int
+    retrievals: tuple[Retrieval, ...] = ()
+    """What the answer depended on (checked before the answer is served)."""
+
+
+#: ``holds(retrievals)``: whether an entry's retrievals still return what they returned.
+Holds = Callable[[tuple[Retrieval, ...]], bool]
+AsyncHolds = Callable[[tuple[Retrieval, ...]], Awaitable[bool]]
 
 
 class QuestionCache:
@@ -279,6 +479,8 @@ class QuestionCache:
         self._scopes: set[str] = set()
         self.model = model
         self.tenant = tenant
+        #: Entries found but not served because their retrievals changed (this process).
+        self.stale = 0
 
     @staticmethod
     def _check(question: Any) -> str:
@@ -296,11 +498,7 @@ class QuestionCache:
         self._scopes.add(scoped)
         return scoped
 
-    def lookup(self, question: str, *, namespace: str | None = None) -> CachedAnswer | None:
-        """The cached answer to ``question`` (or a paraphrase of it), or ``None``; books the hit.
-
-        ``namespace`` overrides this pipeline's namespace for one call (see :meth:`scoped`).
-        """
+    def _find(self, question: str, namespace: str | None) -> CachedAnswer | None:
         hit = self.cache.lookup(
             self._check(question),
             namespace=namespace or self.namespace,
@@ -312,38 +510,83 @@ class QuestionCache:
             return None
         try:
             entry = json.loads(hit.response)
-            answer = CachedAnswer(
+            return CachedAnswer(
                 value=str(entry["value"]),
                 question=hit.cached_prompt,
                 match=hit.match,
                 similarity=float(hit.similarity),
                 input_tokens=int(entry["input_tokens"]),
                 output_tokens=int(entry["output_tokens"]),
+                retrievals=tuple(Retrieval.from_json(r) for r in entry.get("retrievals", ())),
             )
         except (ValueError, KeyError, TypeError) as exc:
             logger.warning("Dropping an unreadable question-level cache entry (%s); treated as a miss.", exc)
             return None
+
+    def _stale(self, answer: CachedAnswer) -> None:
+        self.stale += 1
+        logger.info(
+            "Question-level entry %r not served: its retrieved documents changed (a miss; the "
+            "pipeline runs and the entry is replaced).",
+            answer.question,
+        )
+
+    def lookup(
+        self, question: str, *, namespace: str | None = None, holds: Holds | None = None
+    ) -> CachedAnswer | None:
+        """The cached answer to ``question`` (or a paraphrase of it), or ``None``; books the hit.
+
+        ``namespace`` overrides this pipeline's namespace for one call (see :meth:`scoped`).
+        ``holds`` checks the entry's retrievals (the adapter runs them again); an entry whose
+        retrievals no longer return the same documents is a miss (counted in :attr:`stale`).
+        Without ``holds`` an entry that recorded retrievals is never served.
+        """
+        answer = self._find(question, namespace)
+        if answer is None:
+            return None
+        if answer.retrievals and (holds is None or not holds(answer.retrievals)):
+            self._stale(answer)
+            return None
         self._record(answer)
         return answer
 
-    async def alookup(self, question: str, *, namespace: str | None = None) -> CachedAnswer | None:
-        """Async :meth:`lookup` (runs in a worker thread)."""
+    async def alookup(
+        self, question: str, *, namespace: str | None = None, aholds: AsyncHolds | None = None
+    ) -> CachedAnswer | None:
+        """Async :meth:`lookup` (the store is read in a worker thread; ``aholds`` is awaited)."""
         self._check(question)
-        return await asyncio.to_thread(lambda: self.lookup(question, namespace=namespace))
+        answer = await asyncio.to_thread(self._find, question, namespace)
+        if answer is None:
+            return None
+        if answer.retrievals and (aholds is None or not await aholds(answer.retrievals)):
+            self._stale(answer)
+            return None
+        self._record(answer)
+        return answer
 
     def store(
         self, question: str, value: str, usage: UsageCollector | None = None, *, namespace: str | None = None
     ) -> None:
-        """Cache ``value`` (the serialised output) for ``question`` with what making it cost."""
+        """Cache ``value`` (the serialised output) for ``question`` with what making it cost and
+        the retrievals it depended on (both from ``usage``)."""
         from lean_plugins.tokens import count_tokens
 
         self._check(question)
+        if usage is not None and usage.retrievals.unverifiable:
+            logger.info("Not caching the answer to %r: %s.", question, usage.retrievals.unverifiable)
+            return
         if usage is not None and usage.calls:
             input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
         else:  # no model call was reported: count the question and the answer themselves
             input_tokens, output_tokens = count_tokens(question), count_tokens(value)
+        retrievals = usage.retrievals.retrievals() if usage is not None else ()
         entry = json.dumps(
-            {"value": value, "input_tokens": input_tokens, "output_tokens": output_tokens},
+            {
+                "value": value,
+                "input_tokens": input_tokens,
+                "output_tokens": output_tokens,
+                "retrievals": [r.to_json() for r in retrievals],
+            },
             ensure_ascii=False,
         )
         self.cache.put(question, entry, namespace=namespace or self.namespace, output_tokens=output_tokens)
