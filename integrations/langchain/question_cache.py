@@ -1,8 +1,11 @@
 """``with_cache``: a LangChain Runnable that caches a whole chain's output, keyed on its input.
 
 Put it around a RAG chain (``with_cache(retriever | prompt | model | parser)``): a hit skips
-retrieval, compression and the model together, and paraphrases of an earlier question can hit
-(the core :class:`~lean_plugins.cache.LeanCache`'s semantic path with its guard and verifier).
+compression and the model together, and paraphrases of an earlier question can hit (the core
+:class:`~lean_plugins.cache.LeanCache`'s semantic path with its guard and verifier). A hit is
+fresh: the retrievals its answer was made from (seen through LangChain's callbacks, however the
+chain reached the retriever) are run again and must return documents with the same content, and
+a ``RunnableWithMessageHistory`` is keyed on its history (see :mod:`lean_plugins.cache.question`).
 The namespace of the entries is a stable description of the wrapped chain (each model's
 LangChain cache key, each retriever's search settings and vector store contents, prompts and
 functions), so two chains never share answers. Outputs are stored with LangChain's own

@@ -1,9 +1,12 @@
 """``CachedQueryEngine``: a LlamaIndex query engine whose answers are cached per question.
 
 Wrap a configured engine (``CachedQueryEngine(index.as_query_engine(...))``): a hit returns the
-cached answer text with its source nodes (ids, text, metadata, scores) without retrieval,
-node postprocessors or any LLM call, and paraphrases of an earlier question can hit (the core
-:class:`~lean_plugins.cache.LeanCache`'s semantic path with its guard and verifier). The
+cached answer text with its source nodes (ids, text, metadata, scores) without node
+postprocessors or any LLM call, and paraphrases of an earlier question can hit (the core
+:class:`~lean_plugins.cache.LeanCache`'s semantic path with its guard and verifier). A hit is
+fresh: the retrievals the answer was made from are run again (the retriever only, no
+postprocessor) and must return nodes with the same content (see
+:mod:`lean_plugins.cache.question`). The
 namespace of the entries is a stable description of the engine: retriever class and settings
 (``similarity_top_k``, filters, query mode), the index's contents (a hash of its nodes'
 content hashes), the embedding model, node postprocessors, prompts and the LLM's configuration
@@ -25,14 +28,20 @@ from lean_plugins.cache import LeanCache
 from lean_plugins.cache.question import (
     CachedAnswer,
     QuestionCache,
+    Retrieval,
+    RetrieverRegistry,
     UsageCollector,
+    callers_on_stack,
     collecting_context,
     describe,
+    document_mark,
     question_namespace,
     report_llm_call,
+    report_retrieval,
 )
 from lean_plugins.ledger import mark_cache_hit
 from llama_index.core.base.base_query_engine import BaseQueryEngine
+from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.base.response.schema import (
     RESPONSE_TYPE,
@@ -47,6 +56,7 @@ from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMCompletionEndEvent
+from llama_index.core.instrumentation.events.retrieval import RetrievalEndEvent
 from llama_index.core.llms.llm import LLM
 from llama_index.core.prompts.base import BasePromptTemplate
 from llama_index.core.prompts.mixin import PromptDictType, PromptMixinType
@@ -71,9 +81,50 @@ _NOISE = frozenset(
 )
 
 
-# -- what a hit avoided: every LLM call of the wrapped engine --------------------------------
+# -- what a hit avoided (every LLM call) and what it depends on (every retrieval) -------------
+_RETRIEVER_CALLS = frozenset({"retrieve", "aretrieve"})
+
+
+def _marks(nodes: list[NodeWithScore]) -> list[tuple[str, str]]:
+    return [document_mark(n.node.node_id, n.node.get_content(), n.node.metadata) for n in nodes]
+
+
+def _bundle(retrieval: Retrieval) -> QueryBundle:
+    options = retrieval.options
+    return QueryBundle(
+        query_str=retrieval.query,
+        custom_embedding_strs=options.get("embedding_strs"),
+        embedding=options.get("embedding"),
+    )
+
+
+def _rerun(retriever: Any, retrieval: Retrieval) -> list[tuple[str, str]]:
+    return _marks(retriever.retrieve(_bundle(retrieval)))
+
+
+async def _arerun(retriever: Any, retrieval: Retrieval) -> list[tuple[str, str]]:
+    return _marks(await retriever.aretrieve(_bundle(retrieval)))
+
+
+def _report_retrieval(event: RetrievalEndEvent) -> None:
+    """One finished retrieval, with the retriever that made it (the ``self`` of the
+    ``retrieve`` on the stack: the event does not name it) and the query it was given."""
+    callers = callers_on_stack(BaseRetriever, _RETRIEVER_CALLS)
+    query = event.str_or_query_bundle
+    options: dict[str, Any] = {}
+    if isinstance(query, QueryBundle):
+        if query.custom_embedding_strs:
+            options["embedding_strs"] = list(query.custom_embedding_strs)
+        if query.embedding is not None:
+            options["embedding"] = list(query.embedding)
+        query = query.query_str
+    retriever = callers[0][0] if callers else None
+    report_retrieval(retriever, str(query), _marks(list(event.nodes)), options, [c for c, _ in callers[1:]])
+
+
 class _LLMCallReporter(BaseEventHandler):
-    """Reports each finished LLM call to the question cache's active collector (if any)."""
+    """Reports each finished LLM call and each retrieval to the question cache's active
+    collector (if any)."""
 
     @classmethod
     def class_name(cls) -> str:
@@ -86,6 +137,8 @@ class _LLMCallReporter(BaseEventHandler):
             prompt = "\n".join(m.content or "" for m in event.messages)
             reply = event.response.message.content if event.response is not None else ""
             report_llm_call(prompt, reply or "")
+        elif isinstance(event, RetrievalEndEvent):
+            _report_retrieval(event)
 
 
 _REPORTER = _LLMCallReporter()
@@ -166,11 +219,17 @@ def describe_engine(engine: Any) -> Any:
     return _describe_watching(engine)[0]
 
 
-def _describe_watching(engine: Any) -> tuple[Any, list[dict]]:
-    """The description, and the node tables of the indexes it hashed (an insert changes them)."""
+def _describe_watching(engine: Any, registry: RetrieverRegistry | None = None) -> tuple[Any, list[dict]]:
+    """The description, and the node tables of the indexes it hashed (an insert changes them).
+
+    Every retriever met on the way goes into ``registry``, so entries can be checked (their
+    retrievals run again) before this engine has run once.
+    """
     watched: list[dict] = []
 
     def hook(value: Any, recurse: Callable[[Any], Any]) -> Any:
+        if registry is not None and isinstance(value, BaseRetriever):
+            registry.register(value)
         if isinstance(value, BaseIndex):
             # The index struct's own table, changed in place by insert / delete (the docstore's
             # ``docs`` is a fresh copy at every access).
@@ -250,6 +309,10 @@ class CachedQueryEngine(BaseQueryEngine):
         self.query_engine = query_engine
         self.tenant = tenant
         self.label = namespace
+        # The retrievers whose runs answers depend on: a hit is served only if, run again with
+        # the same query, they return nodes with the same content (an edit in the docstore
+        # under the same id, a deletion, a new better match: a miss).
+        self.retrievers = RetrieverRegistry()
         self.question_cache = QuestionCache(
             cache, namespace=self._namespace(), model=_model_name(query_engine), tenant=tenant
         )
@@ -261,7 +324,7 @@ class CachedQueryEngine(BaseQueryEngine):
         return "CachedQueryEngine"
 
     def _namespace(self) -> str:
-        description, self._watched = _describe_watching(self.query_engine)
+        description, self._watched = _describe_watching(self.query_engine, self.retrievers)
         self._fingerprint = _fingerprint(self._watched)
         return question_namespace(description, tenant=self.tenant, namespace=self.label)
 
@@ -325,13 +388,17 @@ class CachedQueryEngine(BaseQueryEngine):
         return StreamingResponse(response_gen=iter(_pieces(text)), source_nodes=nodes, metadata=metadata)
 
     def _store(self, question: str, namespace: str, response: Any, text: str, usage: UsageCollector) -> None:
+        for retriever in usage.retrievals.retrievers:
+            self.retrievers.register(retriever)
         value = _encode(text, list(response.source_nodes or []), response.metadata)
         self.question_cache.store(question, value, usage, namespace=namespace)
 
     # -- query -----------------------------------------------------------------------------------
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
         question, namespace = query_bundle.query_str, self._scope(query_bundle)
-        answer = self.question_cache.lookup(question, namespace=namespace)
+        answer = self.question_cache.lookup(
+            question, namespace=namespace, holds=lambda r: self.retrievers.holds(r, _rerun)
+        )
         if answer is not None:
             hit = self._hit(answer, asynchronous=False)
             if hit is not None:
@@ -346,7 +413,9 @@ class CachedQueryEngine(BaseQueryEngine):
 
     async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
         question, namespace = query_bundle.query_str, self._scope(query_bundle)
-        answer = await self.question_cache.alookup(question, namespace=namespace)
+        answer = await self.question_cache.alookup(
+            question, namespace=namespace, aholds=lambda r: self.retrievers.aholds(r, _arerun)
+        )
         if answer is not None:
             hit = self._hit(answer, asynchronous=True)
             if hit is not None:

@@ -90,7 +90,7 @@ _EMPHASIS = frozenset(_R["emphasis_words"])
 #: The checks, in the order :meth:`SemanticGuard.refusal` runs them (its return values).
 CHECKS = (
     "numbers", "negation", "negating prefix", "antonyms", "degree", "operators", "units",
-    "currencies", "code", "quantifiers", "modals", "time", "gender", "entities", "order",
+    "currencies", "code", "notation", "quantifiers", "modals", "time", "gender", "entities", "order",
 )  # fmt: skip
 
 
@@ -330,6 +330,21 @@ def _code_differs(a: PromptFacts, b: PromptFacts) -> bool:
     return any(ca[w] != cb[w] for w in (a.identifiers | b.identifiers) & set(ca) & set(cb))
 
 
+# Notation: brackets, braces, quote marks (not an apostrophe inside a word), other symbol runs
+# and numbers, in order. Sentence-final punctuation is left out.
+_NOTATION_TOKEN = re.compile(r"[\[\]{}()]|(?<!\w)['’‘\"“”]|['’‘\"“”](?!\w)|\d+|[^\w\s\[\]{}()'’‘\"“”?!.]+")
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def _notation_differs(a: PromptFacts, b: PromptFacts) -> bool:
+    """Where either prompt writes with brackets or braces (a slice, a JSON object, a list),
+    their symbols, quote marks and numbers must come in the same order: ``x[1:]`` / ``x[:1]``,
+    ``{"a": 1}`` / ``{'a': 1}``."""
+    if not (_BRACKETS.search(a.text) or _BRACKETS.search(b.text)):
+        return False
+    return _NOTATION_TOKEN.findall(a.text) != _NOTATION_TOKEN.findall(b.text)
+
+
 def _classes_differ(a: frozenset[str], b: frozenset[str], weak: Collection[str]) -> bool:
     """Different classes, weak ones left out: "Can I ..." asks what "Do I ..." asks, "What are
     some X" what "What are X" asks."""
@@ -385,6 +400,7 @@ _DIFFERS: dict[str, Callable[[PromptFacts, PromptFacts], bool]] = {
     "units": lambda a, b: a.units != b.units or bool(a.unit_words - b.unit_words and b.unit_words - a.unit_words),
     "currencies": lambda a, b: a.currencies != b.currencies,
     "code": _code_differs,
+    "notation": _notation_differs,
     "quantifiers": lambda a, b: _classes_differ(a.quantifiers, b.quantifiers, _R["weak_quantifiers"]),
     "modals": lambda a, b: _modals_differ(a, b),
     "time": lambda a, b: _classes_differ(a.times, b.times, _R["weak_times"]),

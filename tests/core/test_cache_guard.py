@@ -105,6 +105,26 @@ def test_signs_dates_and_code_spans(guard: SemanticGuard) -> None:
     assert guard.refusal("How do I learn C++?", "How do I learn c++?") is None
 
 
+@pytest.mark.parametrize(
+    ("cached", "query"),
+    [  # issue 26: written with brackets or braces, the symbols' order is the meaning
+        ('{"a": 1}', "{'a': 1}"),
+        ("What does x[1:] return?", "What does x[:1] return?"),
+        ("x[:-1]", "x[-1:]"),
+        ("Is [1, 2,] valid JSON?", "Is [1, 2] valid JSON?"),
+        ("How does df.iloc[:, 1:] work?", "How does df.iloc[1:, :] work?"),
+    ],
+)
+def test_notation_refuses_reordered_brackets_quotes_and_slices(guard: SemanticGuard, cached: str, query: str) -> None:
+    assert guard.refusal(query, cached) == "notation"
+    assert guard.refusal(cached, query) == "notation"
+
+
+def test_notation_passes_the_same_notation_and_prose(guard: SemanticGuard) -> None:
+    assert guard.refusal("What does arr[0] return", "what does arr[0] return?") is None
+    assert guard.refusal("Why is France's GDP (nominal) high?", "Why is the GDP of France (nominal) high?") is None
+
+
 def test_skip_switches_a_check_off_and_unknown_names_fail(guard: SemanticGuard) -> None:
     lenient = SemanticGuard(skip=["antonyms"])
     assert lenient.refusal("Should I use it?", "Should I avoid it?") is None
