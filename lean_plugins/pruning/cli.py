@@ -123,7 +123,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--calib",
         required=True,
-        help="calibration text file (documents split on <|endoftext|> or blank lines)",
+        help="calibration text file (documents split on <|endoftext|> or blank lines) or .jsonl of conversations",
     )
     p.add_argument("--calib-docs", type=int, default=100, help="calibration documents to use (the first N)")
     p.add_argument("--eval", help="text file to measure perplexity on before and after (its last documents)")
@@ -143,7 +143,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--heal-text",
-        help="healing text file or folder of .txt files (default: the --calib file); never the --eval text",
+        help="healing text: a text file, a .jsonl of conversations ({\"messages\": [...]}) or texts, or a folder "
+        "of them (default: the --calib file); never the --eval text or prompts",
     )
     p.add_argument("--heal-docs", type=int, default=0, help="healing documents to use (the first N; 0: all)")
     p.add_argument(

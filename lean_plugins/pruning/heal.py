@@ -34,6 +34,7 @@ from typing import Any
 
 from lean_plugins._optional import require
 from lean_plugins.errors import ConfigurationError
+from lean_plugins.pruning.evaluate import Document, document_ids, is_conversation
 
 #: ``mode="auto"`` fine-tunes every weight of models below this many parameters, LoRA above.
 FULL_FINETUNE_MAX_PARAMS = 300_000_000
@@ -70,15 +71,16 @@ class HealReport:
         return out
 
 
-def token_stream(tokenizer: Any, texts: Sequence[str]) -> list[int]:
-    """The healing texts as one token stream, each text starting with BOS and ending with EOS
-    where the tokenizer has them, so windows that cross a boundary see a real document break."""
+def token_stream(tokenizer: Any, texts: Sequence[Document]) -> list[int]:
+    """The healing documents as one token stream. Texts start with BOS and end with EOS where the
+    tokenizer has them, so windows that cross a boundary see a real document break; conversations
+    are rendered with the chat template, which marks every turn's start and end itself."""
     eos = getattr(tokenizer, "eos_token_id", None)
     stream: list[int] = []
     for text in texts:
-        ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+        ids = document_ids(tokenizer, text)
         stream.extend(ids)
-        if eos is not None and (not ids or ids[-1] != eos):
+        if not is_conversation(text) and eos is not None and (not ids or ids[-1] != eos):
             stream.append(int(eos))
     return stream
 
@@ -128,7 +130,7 @@ def _add_lora(model: Any, rank: int, alpha: float, generator: Any) -> list[tuple
 def heal(
     model: Any,
     tokenizer: Any,
-    texts: Sequence[str],
+    texts: Sequence[Document],
     *,
     teacher: Any | None = None,
     steps: int = 200,
@@ -146,7 +148,9 @@ def heal(
 
     ``teacher`` is the dense model it was pruned from (same tokenizer); without one, healing is
     plain language-model fine-tuning (``kd_weight`` is then ignored). ``texts`` is the healing
-    text, never the text you evaluate on. Windows of ``seq_len`` tokens are drawn from the texts'
+    text, never the text you evaluate on: plain texts, or conversations (lists of ``{"role",
+    "content"}`` messages, e.g. the dense model's own answers to prompts like the model's use),
+    rendered with the tokenizer's chat template, which heals the model for instructions. Windows of ``seq_len`` tokens are drawn from the texts'
     token stream with a generator seeded by ``seed``; ``learning_rate`` defaults to 1e-3 for
     ``full`` and 2e-3 for ``lora``, with a linear warm-up over the first 5% of the steps and a
     cosine decay to a tenth. The model is left in eval mode.
