@@ -11,10 +11,15 @@ import pytest
 from lean_plugins.cache import LeanCache
 from lean_plugins.cache.question import (
     QuestionCache,
+    Retrieval,
+    RetrieverRegistry,
+    callers_on_stack,
     collecting_context,
     describe,
+    document_mark,
     question_namespace,
     report_llm_call,
+    report_retrieval,
 )
 from lean_plugins.ledger import Ledger
 from lean_plugins.tokens import count_tokens
@@ -153,3 +158,117 @@ def test_two_app_processes_share_answers_on_redis() -> None:
         writer.clear()
         writer.cache.close()
         reader.cache.close()
+
+
+# -- freshness ------------------------------------------------------------------------------
+class Shelf:
+    """A plain retriever: returns the documents whose text holds a word of the query."""
+
+    def __init__(self, docs: dict[str, str]) -> None:
+        self.docs = docs
+        self.runs = 0
+
+    def retrieve(self, query: str) -> list[tuple[str, str]]:
+        self.runs += 1
+        report_retrieval(self, query, self.marks(query), outer=[c for c, _ in callers_on_stack(Shelf, frozenset({"retrieve"}))[1:]])
+        return self.marks(query)
+
+    def marks(self, query: str) -> list[tuple[str, str]]:
+        words = set(query.lower().strip("?").split())
+        return [document_mark(i, t) for i, t in sorted(self.docs.items()) if words & set(t.lower().split())]
+
+
+class Fanout(Shelf):
+    """A retriever that asks two others (as an ensemble or multi-query retriever does)."""
+
+    def __init__(self, parts: list[Shelf]) -> None:
+        super().__init__({})
+        self.parts = parts
+
+    def retrieve(self, query: str) -> list[tuple[str, str]]:
+        marks = [m for p in self.parts for m in p.retrieve(query)]
+        report_retrieval(self, query, marks)
+        return marks
+
+
+def rerun(retriever: Shelf, retrieval: Retrieval) -> list[tuple[str, str]]:
+    return retriever.marks(retrieval.query)
+
+
+def answer_with(shelf: Shelf, qc: QuestionCache, question: str) -> None:
+    context, usage = collecting_context()
+    context.run(shelf.retrieve, question)
+    qc.store(question, f"answer from {shelf.docs}", usage)
+
+
+def test_a_document_mark_keeps_the_id_and_hashes_content_and_metadata() -> None:
+    same = document_mark("a", "Mars has two moons.")
+    assert same == document_mark("a", "Mars has two moons.") and same[0] == "a"
+    assert same[1] != document_mark("a", "Mars has three moons.")[1]
+    assert same[1] != document_mark("a", "Mars has two moons.", {"date": "2020"})[1]
+
+
+def test_a_hit_is_served_only_while_its_retrievals_return_the_same_content(cache) -> None:
+    shelf = Shelf({"m": "Mars has two moons", "v": "Venus has no moons"})
+    registry, qc = RetrieverRegistry(), QuestionCache(cache, namespace=question_namespace({"fresh": 1}))
+    registry.register(shelf)
+    answer_with(shelf, qc, "How many moons has Mars?")
+    holds = lambda r: registry.holds(r, rerun)  # noqa: E731
+    hit = qc.lookup("How many moons has Mars?", holds=holds)
+    assert hit is not None and [r.query for r in hit.retrievals] == ["How many moons has Mars?"]
+    assert qc.lookup("How many moons has Mars?") is None  # a dependent entry, nothing to check it with
+    shelf.docs["m"] = "Mars has three moons"  # edited under the same id
+    assert qc.lookup("How many moons has Mars?", holds=holds) is None and qc.stale == 2
+    shelf.docs["m"] = "Mars has two moons"  # back as it was: the entry holds again
+    assert qc.lookup("How many moons has Mars?", holds=holds) is not None
+    del shelf.docs["v"]  # a document the retrieval returned is gone
+    assert qc.lookup("How many moons has Mars?", holds=holds) is None
+    assert RetrieverRegistry().holds(hit.retrievals, rerun) is False  # a retriever never met: a miss
+
+
+def test_only_the_innermost_retrievals_are_recorded_and_checked(cache) -> None:
+    left, right = Shelf({"a": "Mars moons"}), Shelf({"b": "moons of Jupiter"})
+    fanout, qc = Fanout([left, right]), QuestionCache(cache, namespace=question_namespace({"fresh": 2}))
+    answer_with(fanout, qc, "Which moons?")
+    registry = RetrieverRegistry()
+    registry.register(left)
+    hit = qc.lookup("Which moons?", holds=lambda r: registry.holds(r, rerun))
+    assert hit is None  # the right-hand retriever is not known: cannot be checked
+    registry.register(right)
+    hit = qc.lookup("Which moons?", holds=lambda r: registry.holds(r, rerun))
+    assert hit is not None and len(hit.retrievals) == 2  # the two parts, not the fan-out
+
+
+def test_an_answer_that_cannot_be_checked_is_not_cached(cache, caplog) -> None:
+    qc = QuestionCache(cache, namespace=question_namespace({"fresh": 3}))
+    context, usage = collecting_context()
+    context.run(report_retrieval, None, "How old is the Sun?", [document_mark("s", "4.6 billion years")])
+    with caplog.at_level(logging.INFO, logger="lean_plugins.cache"):
+        qc.store("How old is the Sun?", "4.6 billion years", usage)
+    assert cache.count(qc.namespace) == 0 and "could not be found" in caplog.text
+    context, usage = collecting_context()
+    context.run(report_retrieval, Shelf({}), "How old is the Sun?", [], {"filter": object()})
+    qc.store("How old is the Sun?", "4.6 billion years", usage)
+    assert cache.count(qc.namespace) == 0
+
+
+def test_a_failing_check_is_a_miss_with_a_warning(cache, caplog) -> None:
+    shelf = Shelf({"m": "Mars has two moons"})
+    registry, qc = RetrieverRegistry(), QuestionCache(cache, namespace=question_namespace({"fresh": 4}))
+    registry.register(shelf)
+    answer_with(shelf, qc, "How many moons has Mars?")
+
+    def broken(retriever: Shelf, retrieval: Retrieval) -> list[tuple[str, str]]:
+        raise ConnectionError("vector store down")
+
+    with caplog.at_level(logging.WARNING, logger="lean_plugins.cache"):
+        assert qc.lookup("How many moons has Mars?", holds=lambda r: registry.holds(r, broken)) is None
+    assert "vector store down" in caplog.text
+
+    async def arerun(retriever: Shelf, retrieval: Retrieval) -> list[tuple[str, str]]:
+        return rerun(retriever, retrieval)
+
+    import asyncio
+
+    hit = asyncio.run(qc.alookup("How many moons has Mars?", aholds=lambda r: registry.aholds(r, arerun)))
+    assert hit is not None
