@@ -9,6 +9,15 @@ from lean_plugins._optional import require
 from lean_plugins.errors import ConfigurationError
 
 DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
+#: What the encoders (the compressor's classifier, the sentence encoder) accept: the dtypes
+#: above and ``"int8"``, float32 weights whose linear layers are quantised to int8 on CPU
+#: (``lean_plugins.quantize``).
+ENCODER_PRECISIONS = (*DTYPE_NAMES, "int8")
+#: What ``"auto"`` picks for an encoder on a CPU without bfloat16 in hardware. float32, not
+#: int8: torch's dynamic int8 quantisation of the compressor (with SmoothQuant scaling) was
+#: 1.3x faster per CPU-second on a 2k-token text but moved its keep probabilities too far
+#: (correlation 0.94 with float32, against 0.9999 for bfloat16; docs/compress.md).
+CPU_AUTO_WITHOUT_BFLOAT16 = "float32"
 
 
 def resolve_device(device: str | None = "auto", *, extra: str = "local") -> str:
@@ -38,25 +47,49 @@ def cpu_has_native_bfloat16() -> bool:
     return False
 
 
+def resolve_precision(precision: str | None, device: str) -> str:
+    """The precision an encoder runs in: a name of :data:`ENCODER_PRECISIONS` other than ``auto``.
+
+    ``auto`` (or None): bfloat16 on a GPU and on CPUs that have it in hardware
+    (:func:`cpu_has_native_bfloat16`, looked up at call time so tests can replace it; keep
+    scores agree with float32 to a correlation of 0.9999 and compression runs 1.6-1.8x faster
+    there), else :data:`CPU_AUTO_WITHOUT_BFLOAT16`. ``int8`` runs on CPU only.
+    """
+    if precision in (None, "auto"):
+        if str(device).startswith("cuda"):
+            return "bfloat16"
+        return "bfloat16" if cpu_has_native_bfloat16() else CPU_AUTO_WITHOUT_BFLOAT16
+    if precision not in ENCODER_PRECISIONS:
+        raise ConfigurationError(f"dtype must be one of {ENCODER_PRECISIONS}, got {precision!r}.")
+    if precision == "int8" and not str(device).startswith("cpu"):
+        raise ConfigurationError(
+            f"dtype='int8' runs on CPU only (torch's dynamic int8 kernels), got device {device!r}; "
+            "use dtype='auto' or 'bfloat16' on a GPU."
+        )
+    return str(precision)
+
+
+def weight_dtype(precision: str, *, extra: str = "local") -> Any:
+    """The ``torch.dtype`` an encoder's weights load in for ``precision`` (float32 for int8,
+    whose linear layers are quantised after loading)."""
+    torch = require("torch", extra)
+    return torch.float32 if precision == "int8" else getattr(torch, precision)
+
+
 def resolve_dtype(dtype: Any, device: str, *, cpu_auto: str = "float32", extra: str = "local") -> Any:
     """A ``torch.dtype`` from ``"auto"``, a name such as ``"bfloat16"``, or a dtype.
 
-    ``auto``: bfloat16 on a GPU; on CPU ``cpu_auto``, where ``"native_bfloat16"`` means
-    bfloat16 when the CPU has it in hardware (:func:`cpu_has_native_bfloat16`), else float32.
-    Encoders (the compressor, the relevance encoder) use that: their keep scores agree with
-    float32 to a correlation of 0.9999 and run 1.6-1.8x faster. Causal LMs keep float32 on CPU,
-    where generation quality figures were measured.
+    ``auto``: bfloat16 on a GPU, ``cpu_auto`` on CPU. Causal LMs keep float32 on CPU, where
+    generation quality figures were measured; encoders use :func:`resolve_precision`.
     """
     torch = require("torch", extra)
     if dtype in (None, "auto"):
         if str(device).startswith("cuda"):
             return torch.bfloat16
-        if cpu_auto == "native_bfloat16":
-            return torch.bfloat16 if cpu_has_native_bfloat16() else torch.float32
         return getattr(torch, cpu_auto)
     if isinstance(dtype, str):
         value = getattr(torch, dtype, None)
-        if not isinstance(value, torch.dtype):
+        if not isinstance(value, torch.dtype) or not value.is_floating_point:  # int8: resolve_precision
             raise ConfigurationError(
                 f"Unknown dtype {dtype!r}; use 'auto', 'float32', 'bfloat16' or 'float16'."
             )
@@ -66,3 +99,29 @@ def resolve_dtype(dtype: Any, device: str, *, cpu_auto: str = "float32", extra: 
             f"dtype must be a torch.dtype or one of {DTYPE_NAMES}, got {type(dtype).__name__} {dtype!r}."
         )
     return dtype
+
+
+#: The CPU features that decide which encoder path is fast (what ``lscpu`` shows as flags).
+SPEED_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_summary() -> str:
+    """The CPU's model name, its cores and which of :data:`SPEED_CPU_FLAGS` it has (Linux
+    ``/proc/cpuinfo``, the source of ``lscpu``), for benchmark tables."""
+    import os
+    import platform
+
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    name = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    have = [f for f in SPEED_CPU_FLAGS if f in flags]
+    return f"{name}, {os.cpu_count()} cores, flags {' '.join(have) or 'none of ' + ' '.join(SPEED_CPU_FLAGS)}"

@@ -8,12 +8,14 @@ scores and vectors, so a variant of the scoring or selection constants is measur
 2,172 questions, with the relevance weights refitted with each article left out, and on the
 validation keep-F1, in about a minute.
 
-    python scripts/survival_lab.py [--per-article] [--dtype auto|float32|bfloat16] [--cache PATH]
+    python scripts/survival_lab.py [--per-article] [--dtype auto|float32|bfloat16|int8[,...]] [--cache PATH]
     python scripts/survival_lab.py --set NEAR_TOP=0.5 --set NAME_BONUS=0.25
 
 ``--set NAME=VALUE`` changes a constant of ``lean_plugins.compress.compressor`` for the run.
 ``--dtype`` is the compressor's (``auto``: bfloat16 on CPUs that have it in hardware, as the
-benchmark runs); the relevance weights are fitted on float32 vectors, as in the benchmark.
+benchmark runs); several, comma-separated (``--dtype float32,int8``), print one table each in
+the same run, the first as the baseline. The relevance weights are fitted on float32 vectors,
+as in the benchmark.
 The figures are the benchmark's (``scripts/bench_compress.py``: ``answer_survival`` and the
 validation keep-F1 of ``reference_rate_f1``) for the shipped choices; the benchmark itself runs
 the grid of query-free bonuses, which this script does not.
@@ -49,6 +51,7 @@ from lean_plugins.compress.relevance import (
     training_rows,
 )
 from lean_plugins.compress.spans import sentence_spans
+from lean_plugins.embeddings import get_encoder
 from lean_plugins.paths import cache_dir, shared_data_dir
 
 SETTINGS = [(0.5, True), (0.33, True), (0.5, False), (0.33, False)]
@@ -210,10 +213,29 @@ def report(result: dict, articles, per_article: bool) -> str:
     return "\n".join(lines)
 
 
+_REAL_GET_ENCODER = get_encoder
+
+
+def run_dtype(dtype: str, cache: Path, articles, val, per_article: bool, embeddings) -> None:
+    """Print the survival table and validation keep-F1 with the compressor in ``dtype``."""
+    LabCompressor.dtype = dtype
+    embeddings.get_encoder = _REAL_GET_ENCODER  # new vectors come from the real encoders
+    memo, vectors = load_cache(cache, articles, val, dtype)
+    encoders = {name: CachedEncoder(v, name) for name, v in vectors.items()}
+    embeddings.get_encoder = lambda *a, dtype="float32", **k: encoders[dtype]  # imported at call time
+    started = time.time()
+    known = sum(map(len, vectors.values()))
+    result = run(articles, val, memo, relevance_models=left_out_models(articles, encoders["float32"]))
+    print(report(result, articles, per_article), flush=True)
+    if sum(map(len, vectors.values())) > known:  # sentences new to the cache (another sentence split)
+        write_cache(cache, memo, vectors)
+    print(f"({time.time() - started:.0f}s)", file=sys.stderr)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cache", type=Path, default=None, help="default survival_lab_<dtype>.npz in the lean-plugins cache dir")
-    parser.add_argument("--dtype", default="auto", help="the compressor's dtype (default auto, as shipped)")
+    parser.add_argument("--cache", type=Path, default=None, help="default survival_lab_<dtype>.npz in the lean-plugins cache dir (one dtype only)")
+    parser.add_argument("--dtype", default="auto", help="the compressor's dtype, or several comma-separated (default auto, as shipped)")
     parser.add_argument("--per-article", action="store_true")
     parser.add_argument("--set", action="append", default=[], help="NAME=VALUE: a compressor constant")
     args = parser.parse_args()
@@ -226,27 +248,20 @@ def main() -> int:
     torch.set_num_threads(1)
     articles = load_squad_articles([data / f for f in SQUAD_FILES])
     _, val, _ = split_pairs(load_pairs(data / PAIRS_FILE))
-    dtype = LeanCompressor(record_ledger=False, dtype=args.dtype).resolved_dtype
-    LabCompressor.dtype = dtype
-    args.cache = args.cache or cache_dir("survival_lab") / f"survival_lab_{dtype}.npz"
-    memo, vectors = load_cache(args.cache, articles, val, dtype)
-    encoders = {name: CachedEncoder(v, name) for name, v in vectors.items()}
-    import lean_plugins.embeddings as embeddings
-
-    embeddings.get_encoder = lambda *a, dtype="float32", **k: encoders[dtype]  # imported at call time
     for assignment in args.set:
         name, value = assignment.split("=", 1)
         if not hasattr(core, name):
             parser.error(f"compressor has no constant {name}")
         setattr(core, name, ast.literal_eval(value))
-    started = time.time()
-    known = sum(map(len, vectors.values()))
-    result = run(articles, val, memo, relevance_models=left_out_models(articles, encoders["float32"]))
-    print(report(result, articles, args.per_article))
-    print(f"compressor dtype {dtype}", file=sys.stderr)
-    if sum(map(len, vectors.values())) > known:  # sentences new to the cache (another sentence split)
-        write_cache(args.cache, memo, vectors)
-    print(f"({time.time() - started:.0f}s)", file=sys.stderr)
+    dtypes = [LeanCompressor(record_ledger=False, dtype=d.strip()).resolved_dtype for d in args.dtype.split(",")]
+    if args.cache and len(dtypes) > 1:
+        parser.error("--cache takes one --dtype")
+    import lean_plugins.embeddings as embeddings
+
+    for dtype in dtypes:
+        print(f"compressor dtype {dtype}" + (f" (baseline {dtypes[0]} above)" if dtype != dtypes[0] else ""))
+        run_dtype(dtype, args.cache or cache_dir("survival_lab") / f"survival_lab_{dtype}.npz", articles, val,
+                  args.per_article, embeddings)
     return 0
 
 

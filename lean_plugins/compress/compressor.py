@@ -43,7 +43,7 @@ from lean_plugins.compress.spans import (
     protected_word_mask,
     sentence_spans,
 )
-from lean_plugins.devices import DTYPE_NAMES, resolve_dtype
+from lean_plugins.devices import ENCODER_PRECISIONS, resolve_precision, weight_dtype
 from lean_plugins.errors import ConfigurationError, ModelLoadError
 from lean_plugins.tokens import Tokenizer, count_tokens, get_tokenizer, use_offline_tiktoken
 
@@ -167,7 +167,8 @@ class LeanCompressor:
             (default) is bfloat16 on a GPU and on CPUs with bfloat16 in hardware
             (AVX512-BF16 or AMX; keep scores agree with float32 to a correlation of 0.9999 and
             compression runs 1.6-1.8x faster), float32 elsewhere; or ``"float32"``,
-            ``"bfloat16"``, ``"float16"``.
+            ``"bfloat16"``, ``"float16"``, or ``"int8"`` (CPU only: linear layers quantised to
+            int8, faster but less faithful to float32; docs/compress.md).
     """
 
     def __init__(
@@ -194,8 +195,12 @@ class LeanCompressor:
     ) -> None:
         require_extra("compress")  # fail here, where the user wrote it, not at the first call
         _check_rate(rate, None)
-        if dtype not in DTYPE_NAMES:
-            raise ConfigurationError(f"dtype must be one of {DTYPE_NAMES}, got {dtype!r}")
+        if dtype not in ENCODER_PRECISIONS:
+            raise ConfigurationError(
+                f"dtype must be one of {ENCODER_PRECISIONS}, got {dtype!r}; 'auto' picks the fastest "
+                "that keeps float32's quality on this device."
+            )
+        resolve_precision(dtype, device)  # int8 on a GPU fails here, not at the first call
         if on_non_english not in (None, "pass", "compress", "raise"):
             raise ConfigurationError(
                 f"on_non_english must be 'pass', 'compress' or 'raise', got {on_non_english!r}"
@@ -287,8 +292,15 @@ class LeanCompressor:
                 f"{display!r} has no fast tokenizer; LeanCompressor needs character offsets "
                 "(install `tokenizers` and give the folder a tokenizer.json)."
             )
-        dtype = self._torch_dtype()
+        precision = self.resolved_dtype
+        dtype = weight_dtype(precision, extra="compress")
         compressor.model.to(dtype=dtype).eval()
+        if precision == "int8":
+            from lean_plugins.quantize import calibration_texts, quantize_int8
+
+            tok = compressor.tokenizer
+            calibration = tok(" ".join(calibration_texts()), truncation=True, max_length=self.max_seq_len, return_tensors="pt")
+            quantize_int8(compressor.model, [dict(calibration)], skip=("classifier",))
         if dtype != torch.float32:
             # Logits leave the model in float32: llmlingua's own compress_prompt calls .numpy()
             # on them, which has no bfloat16.
@@ -301,14 +313,12 @@ class LeanCompressor:
         logger.info("loaded compressor %s on %s", display, self.device)
         return compressor
 
-    def _torch_dtype(self) -> Any:
-        return resolve_dtype(self.dtype, self.device, cpu_auto="native_bfloat16", extra="compress")
-
     @property
     def resolved_dtype(self) -> str:
-        """The dtype the classifier and the relevance encoder run in here (``"auto"`` resolved
-        for this device and CPU): ``"bfloat16"``, ``"float32"`` or ``"float16"``."""
-        return str(self._torch_dtype()).removeprefix("torch.")
+        """The precision the classifier and the relevance encoder run in here (``"auto"``
+        resolved for this device and CPU): ``"bfloat16"``, ``"float32"``, ``"float16"`` or
+        ``"int8"``."""
+        return resolve_precision(self.dtype, self.device)
 
     # ----------------------------------------------------------------- public API
     #: Show a progress bar (stderr) while a long text (over ``LONG_INPUT_WINDOWS`` model

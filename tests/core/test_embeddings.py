@@ -35,6 +35,39 @@ def test_batching_and_order_do_not_change_vectors() -> None:
     assert enc.encode([]).shape == (0, 384)
 
 
+def test_length_batches_bound_the_padding() -> None:
+    lengths = [5, 78, 9, 12, 6, 40, 41, 44, 7, 13, 60, 8, 39] * 3
+    batches = embeddings.length_batches(lengths, batch_size=8)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))  # each text once
+    for batch in batches:
+        assert len(batch) <= 8
+        width = max(lengths[i] for i in batch)
+        padding = width * len(batch) - sum(lengths[i] for i in batch)
+        assert len(batch) == 1 or padding <= embeddings.MAX_PADDING_SHARE * width * len(batch)
+    # one batch of 39 padded to 78 would be 56% padding; the batches here pad at most 20%
+    assert len(batches) > 1
+
+
+def test_int8_encoder_is_opt_in_and_close_to_float32() -> None:
+    """The shared encoder stays float32 (the cache's thresholds were set on its vectors);
+    ``dtype="int8"`` is a separate instance with quantised linear layers whose vectors stay
+    close to float32's and rank the same neighbour first."""
+    import torch
+
+    default = embeddings.get_encoder()
+    int8 = embeddings.get_encoder(dtype="int8")
+    assert int8 is not default and default.dtype == "float32"
+    default.encode("load")
+    assert not any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in default._model.modules())
+    texts = ["What is the capital of France?", "Which city is France's capital?", "I like green tea.",
+             "How do I reset my password?", "The password reset link is in the settings page."]
+    a, b = default.encode(texts), int8.encode(texts)
+    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in int8._model.modules())
+    assert (a * b).sum(1).min() > 0.97
+    sims_a, sims_b = a @ a.T - 2 * np.eye(5), b @ b.T - 2 * np.eye(5)
+    assert (sims_a.argmax(1) == sims_b.argmax(1)).all()
+
+
 def test_matches_sentence_transformers_reference() -> None:
     st = pytest.importorskip("sentence_transformers")
     ref = st.SentenceTransformer(str(embeddings.default_model_path()), device="cpu")
