@@ -28,13 +28,24 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     model, tokenizer, backend = load_model(args.model, device=args.device, dtype="float32", progress=True)
     calibration = read_documents(args.calib)[: args.calib_docs]
     evaluation = read_documents(args.eval)[-args.eval_docs :] if args.eval else None
-    healing: list[str] = []
+    healing: list = []
+    prompts: list = []
     if args.heal:
-        healing = read_documents(args.heal_text or args.calib)
+        if args.heal_prompts:
+            prompts = read_documents(args.heal_prompts)
+        if args.heal_text or not args.heal_prompts:
+            healing = read_documents(args.heal_text or args.calib)
         healing = healing[: args.heal_docs] if args.heal_docs else healing
+        prompts = prompts[: args.heal_docs] if args.heal_docs else prompts
     if evaluation:
-        check_held_out(evaluation, calib=calibration, heal=healing)
+        check_held_out(evaluation, calib=calibration, heal=[*healing, *prompts])
     teacher = copy.deepcopy(model) if args.heal else None
+    if prompts:
+        from lean_plugins.pruning.heal import teacher_conversations
+
+        # The dense model's own answers: chat healing data that teaches the pruned model its answers.
+        healing += teacher_conversations(model, tokenizer, prompts, max_new_tokens=args.heal_answer_tokens)
+        print(f"dense answers to {len(prompts)} healing prompts generated")
     before = perplexity(model, tokenizer, evaluation, progress=True) if evaluation else None
     print(_describe("before", model, before))
     report = prune(
@@ -143,10 +154,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--heal-text",
-        help="healing text: a text file, a .jsonl of conversations ({\"messages\": [...]}) or texts, or a folder "
+        help='healing text: a text file, a .jsonl of conversations ({"messages": [...]}) or texts, or a folder '
         "of them (default: the --calib file); never the --eval text or prompts",
     )
     p.add_argument("--heal-docs", type=int, default=0, help="healing documents to use (the first N; 0: all)")
+    p.add_argument(
+        "--heal-prompts",
+        help="prompts (text file, or .jsonl of texts or conversations ending with a user turn): the dense "
+        "model answers each greedily and the pruned model is healed on these conversations (instruction "
+        "healing; needs a chat template); with --heal-text, on both",
+    )
+    p.add_argument(
+        "--heal-answer-tokens", type=int, default=64, help="longest dense answer to a --heal-prompts prompt"
+    )
     p.add_argument(
         "--heal-mode", choices=("auto", "full", "lora"), default="auto",
         help="full fine-tuning, or LoRA merged back (auto: full below 300M parameters)",
@@ -162,7 +182,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_prune)
 
     q = sub.add_parser(
-        "ppl", help="perplexity of one or more causal LMs on a text file, side by side (e.g. dense, pruned, healed)"
+        "ppl",
+        help="perplexity of one or more causal LMs on a text file, side by side (e.g. dense, pruned, healed)",
     )
     q.add_argument("model", nargs="+", help="model folders or hub names; ratios are to the first")
     q.add_argument(

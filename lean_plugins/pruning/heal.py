@@ -85,6 +85,39 @@ def token_stream(tokenizer: Any, texts: Sequence[Document]) -> list[int]:
     return stream
 
 
+def teacher_conversations(
+    teacher: Any,
+    tokenizer: Any,
+    prompts: Sequence[Document],
+    *,
+    max_new_tokens: int = 64,
+    batch_size: int = 8,
+) -> list[list[dict[str, str]]]:
+    """Chat healing data: each prompt (a user message, or a conversation ending with one) with the
+    ``teacher``'s greedy answer appended as the assistant turn. Healing a pruned model on these
+    teaches it the dense model's answers to prompts like the ones it will serve (instructions, not
+    only text). Generated through :class:`~lean_plugins.pruning.runtime.LeanLocalLLM` (the chat
+    template the wrappers use), in batches of prompts of similar length."""
+    from lean_plugins.pruning.runtime import LeanLocalLLM
+
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigurationError(
+            "Chat healing data needs a tokenizer with a chat template; heal on plain texts instead."
+        )
+    llm = LeanLocalLLM(teacher, tokenizer, record_usage=False)
+    conversations = [
+        [{"role": "user", "content": p}] if isinstance(p, str) else [dict(m) for m in p] for p in prompts
+    ]
+    ids = [llm.chat_prompt_ids(c)[0] for c in conversations]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        results = llm.generate_batch([ids[i] for i in chunk], max_new_tokens=max_new_tokens)
+        for i, result in zip(chunk, results, strict=True):
+            conversations[i].append({"role": "assistant", "content": result.text.strip()})
+    return conversations
+
+
 def _add_lora(model: Any, rank: int, alpha: float, generator: Any) -> list[tuple[Any, str, Any]]:
     """Wrap every LoRA target of the decoder; returns (parent, name, wrapper) for merging."""
     torch = require("torch", "local")

@@ -190,23 +190,44 @@ def test_jsonl_documents_and_their_errors(tmp_path: Path) -> None:
         token_stream(transformers.PreTrainedTokenizerFast(tokenizer_object=chat_tokenizer()._tokenizer), docs)
 
 
-def test_cli_refuses_to_evaluate_on_healing_chat_prompts(chat_model, tmp_path: Path, capsys) -> None:
+def test_cli_heals_on_the_dense_answers_and_refuses_evaluation_prompts(
+    chat_model, tmp_path: Path, capsys
+) -> None:
     from lean_plugins.cli import main
 
     dense, tokenizer = chat_model
     folder = save_pruned(copy.deepcopy(dense), tokenizer, tmp_path / "dense")
-    heal_file, eval_file = tmp_path / "heal.jsonl", tmp_path / "eval.jsonl"
-    heal_file.write_text("".join(json.dumps({"messages": conversation(300 + i)}) + "\n" for i in range(20)))
+    prompts, eval_file = tmp_path / "prompts.jsonl", tmp_path / "eval.jsonl"
+    prompts.write_text("".join(json.dumps({"messages": conversation(300 + i)[:2]}) + "\n" for i in range(20)))
     eval_file.write_text("".join(json.dumps({"messages": conversation(310 + i)}) + "\n" for i in range(10)))
-    argv = ["prune", str(folder), "--ratio", "0.2", "--calib", str(heal_file), "--calib-docs", "5",
-            "--heal", "2", "--heal-text", str(heal_file), "--eval", str(eval_file), "--out", str(tmp_path / "out")]  # fmt: skip
+    argv = ["prune", str(folder), "--ratio", "0.2", "--calib", str(prompts), "--calib-docs", "5", "--heal", "2",
+            "--heal-prompts", str(prompts), "--heal-answer-tokens", "6", "--eval", str(eval_file),
+            "--out", str(tmp_path / "out")]  # fmt: skip
     assert main(argv) == 2  # a user error: one line, nothing written
     assert "10 of the heal documents" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     eval_file.write_text("".join(json.dumps({"messages": conversation(400 + i)}) + "\n" for i in range(10)))
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "healed  params" in out and "perplexity" in out
-    assert (tmp_path / "out" / "chat_template.jinja").is_file() or "chat_template" in json.loads(
-        (tmp_path / "out" / "tokenizer_config.json").read_text()
-    )
+    assert "dense answers to 20 healing prompts" in out and "healed  params" in out
+    saved = tmp_path / "out"
+    assert transformers.AutoTokenizer.from_pretrained(saved).chat_template == tokenizer.chat_template
+    config = json.loads((saved / "config.json").read_text())
+    assert config["tie_word_embeddings"] and config["lean_pruning"]["heal"]["steps"] == 2
+
+
+def test_teacher_conversations_are_the_dense_greedy_answers(chat_model) -> None:
+    from lean_plugins.pruning.heal import teacher_conversations
+
+    dense, tokenizer = chat_model
+    prompts = ["question w1 w2 w3", conversation(7)[:2]]
+    convs = teacher_conversations(dense, tokenizer, prompts, max_new_tokens=5, batch_size=2)
+    llm = LeanLocalLLM(dense, tokenizer, record_usage=False)
+    for prompt, conv in zip(prompts, convs, strict=True):
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        assert conv[:-1] == messages and conv[-1]["role"] == "assistant"
+        # Batched answers equal one-at-a-time greedy answers.
+        assert (
+            conv[-1]["content"]
+            == llm.generate(llm.chat_prompt_ids(messages)[0], max_new_tokens=5).text.strip()
+        )
