@@ -48,6 +48,7 @@ from langchain_core.outputs import (
 from langchain_core.prompts import BasePromptTemplate
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, RunnableSequence
 from langchain_core.runnables.config import ensure_config
+from lean_plugins.langchain.cache import served_from_cache
 from pydantic import BaseModel, ConfigDict, Field
 
 from lean_plugins.budget import BudgetResult, BudgetRun, OutputBudget, route_for_template
@@ -228,7 +229,7 @@ class OutputBudgetCallbackHandler(BaseCallbackHandler):
                 output_tokens, input_tokens = usage.get("output_tokens"), usage.get("input_tokens")
                 meta = generation.message.response_metadata or {}
                 finish_reason = finish_reason or meta.get("finish_reason") or meta.get("stop_reason")
-                cached = cached or is_cache_hit(meta)
+                cached = cached or is_cache_hit(meta) or served_from_cache(generation)
         token_usage = (response.llm_output or {}).get("token_usage") or {}
         self.tracker.end(
             run_id,

@@ -9,8 +9,13 @@ Keys: each ``llm_string`` (the model's identifying parameters plus the call's ar
 tools included) gets its own namespace, a hash of it and of the optional tenant. Within it, a
 request is keyed by :func:`lean_plugins.cache.keys.request_key` on the messages LangChain
 serialised (roles, names, content parts, tool calls with arguments and ids): an exact match
-needs the whole request equal, and a paraphrase of the final user question is served only
-when every earlier message is identical and the question does not carry retrieved context.
+needs the whole request equal, and a paraphrase is served only when every earlier message is
+identical; the core cache applies its context rules to the final user text
+(:func:`lean_plugins.cache.keys.split_prompt`: a prompt with context is matched on its question
+within identical context, long prompts and pasted text on exact repeats only).
+
+A hit is exactly the stored generations (``BaseCache``'s contract); the core books it in the
+ledger, and LangChain marks a served chat message itself (:func:`served_from_cache`).
 """
 
 from __future__ import annotations
@@ -24,12 +29,11 @@ from typing import Any
 
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.load import dumps, loads
-from langchain_core.outputs import ChatGeneration, Generation
+from langchain_core.outputs import Generation
 
 from lean_plugins.cache import LeanCache as CoreLeanCache
 from lean_plugins.cache import namespace_for
 from lean_plugins.cache.keys import RequestKey, completion_key, message_text, request_key
-from lean_plugins.ledger import mark_cache_hit
 from lean_plugins.tokens import count_tokens
 
 logger = logging.getLogger("lean_plugins.cache")
@@ -78,6 +82,20 @@ def prompt_key(prompt: str) -> tuple[RequestKey, int]:
     texts = (message_text(m.get("content")) or json.dumps(m.get("content")) for m in messages)
     tokens = sum(count_tokens(text) for text in texts)
     return request_key(messages), tokens
+
+
+def served_from_cache(message: Any) -> bool:
+    """True when LangChain served the AI ``message`` (or a ``ChatGeneration``'s) from an LLM
+    cache, whichever ``BaseCache`` it was.
+
+    A hit returns exactly what was stored; LangChain (langchain-core >= 0.3.73) then sets
+    ``usage_metadata["total_cost"] = 0`` on the chat message it serves, a field no model
+    response carries, so callbacks (the output budget's accounting) can tell a hit from a call.
+    Text-completion hits never reach callbacks at all.
+    """
+    message = getattr(message, "message", message)
+    usage = getattr(message, "usage_metadata", None) or {}
+    return "total_cost" in usage and usage["total_cost"] == 0
 
 
 def model_from_llm_string(llm_string: str) -> str | None:
@@ -154,10 +172,9 @@ class LeanCache(BaseCache):
                 f"{len(generations)} items" if isinstance(generations, list) else type(generations).__name__,
             )
             return None
-        for generation in generations:  # the cache-hit contract (lean_plugins.ledger.CACHE_HIT_KEY)
-            generation.generation_info = mark_cache_hit(generation.generation_info)
-            if isinstance(generation, ChatGeneration):
-                generation.message.response_metadata = mark_cache_hit(generation.message.response_metadata)
+        # Served exactly as stored (BaseCache's contract, langchain-tests' cache suites). The
+        # core booked the hit in the ledger; LangChain itself marks a chat hit for callbacks
+        # (served_from_cache).
         return generations
 
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:

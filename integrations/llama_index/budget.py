@@ -95,6 +95,14 @@ def _cache_hit(response: Any) -> bool:
     return is_cache_hit(getattr(response, "additional_kwargs", None), getattr(response, "raw", None))
 
 
+def _accounted_by_budget(response: Any) -> bool:
+    """True when a budgeted LLM (:func:`with_output_budget`) produced ``response`` inside the
+    call the handler follows (an outer wrapper's, e.g. ``CachedLLM(with_output_budget(llm))``
+    on a miss): it accounted the call itself, so the handler must not book it again."""
+    extra = getattr(response, "additional_kwargs", None) or {}
+    return "output_budget" in extra and not _cache_hit(response)
+
+
 def _response_text(response: Any) -> str | None:
     if response is None:
         return None
@@ -169,6 +177,9 @@ class OutputBudgetHandler(BaseEventHandler):
                     delta = text[len(call.run.counter.text) :]
                 self._tracker.feed(call, delta)
         elif isinstance(event, (LLMChatEndEvent, LLMCompletionEndEvent)):
+            if _accounted_by_budget(event.response):
+                self._tracker.discard(key)
+                return
             input_tokens, output_tokens = _usage(event.response)
             self._tracker.end(
                 key,
@@ -234,6 +245,9 @@ class OutputBudgetCallbackHandler(LlamaBaseCallbackHandler):
             return
         payload = payload or {}
         response = payload.get(EventPayload.RESPONSE) or payload.get(EventPayload.COMPLETION)
+        if _accounted_by_budget(response):
+            self.tracker.discard(event_id)
+            return
         input_tokens, output_tokens = _usage(response)
         self.tracker.end(
             event_id,

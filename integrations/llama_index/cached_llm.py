@@ -11,10 +11,14 @@ secrets: model, temperature, system prompt, max tokens, ...), its metadata, the 
 arguments and the tenant. Within it a request is keyed by
 :func:`lean_plugins.cache.keys.request_key` on the full messages (roles, content blocks,
 ``additional_kwargs`` with tool calls): an exact match needs the whole request equal, and a
-paraphrase of the final user question is served only when every earlier message is identical
-and the question does not carry retrieved context. A query engine's prompt (``Context
-information is below ... Query: ...``) carries context, so it is served on exact repeats only;
-for paraphrase hits in RAG, cache at the question level.
+paraphrase is served only when every earlier message is identical; the core cache applies its
+context rules to the final user text (:func:`lean_plugins.cache.keys.split_prompt`). A query
+engine's prompt (``Context information is below ... Query: ...``) is matched on its query,
+within identical retrieved context; long prompts and pasted text on exact repeats only. For
+paraphrase hits across retrievals, cache at the question level.
+
+A streamed answer is rebuilt from each response's ``delta``, or from its running text when an
+LLM sends only that; an empty answer is never cached.
 """
 
 from __future__ import annotations
@@ -53,6 +57,18 @@ _CHUNK = re.compile(r"\s*\S+|\s+$")
 
 def _chunks(text: str) -> list[str]:
     return _CHUNK.findall(text) or [""]
+
+
+def _advance(text: str, delta: str | None, running: str | None) -> tuple[str, str]:
+    """The answer so far and the new piece after one streamed response: its ``delta`` when it
+    has one, else what its running text (``text`` / ``message.content``, all some LLMs send)
+    adds; a running text that does not continue ours replaces it."""
+    if delta is not None:
+        return text + delta, delta
+    running = running or ""
+    if running.startswith(text):
+        return running, running[len(text) :]
+    return running, running
 
 
 #: Configuration fields that never change an answer and may hold secrets.
@@ -252,6 +268,12 @@ class CachedLLM(FunctionCallingLLM):
             additional_kwargs=mark_cache_hit(),
         )
 
+    @staticmethod
+    def _streamed(chunk: CompletionResponse, text: str, delta: str) -> CompletionResponse:
+        """A streamed piece of a miss as the caller sees it: the answer so far and the new
+        piece, with the wrapped LLM's own extras (a budget's verdict, usage) and raw response."""
+        return CompletionResponse(text=text, delta=delta, raw=chunk.raw, additional_kwargs=chunk.additional_kwargs)
+
     # -- completion ------------------------------------------------------------------------------
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
@@ -279,9 +301,10 @@ class CachedLLM(FunctionCallingLLM):
                 return
             text = ""
             for chunk in self.llm.stream_complete(prompt, formatted=formatted, **kwargs):
-                text += chunk.delta or ""
-                yield CompletionResponse(text=text, delta=chunk.delta, raw=chunk.raw)
-            self._put(request, text, namespace)
+                text, delta = _advance(text, chunk.delta, chunk.text)
+                yield self._streamed(chunk, text, delta)
+            if text:  # an empty answer is never cached
+                self._put(request, text, namespace)
 
         return gen()
 
@@ -312,9 +335,10 @@ class CachedLLM(FunctionCallingLLM):
                     yield CompletionResponse(text=text, delta=piece, additional_kwargs=mark_cache_hit())
                 return
             async for chunk in await self.llm.astream_complete(prompt, formatted=formatted, **kwargs):
-                text += chunk.delta or ""
-                yield CompletionResponse(text=text, delta=chunk.delta, raw=chunk.raw)
-            await self._aput(request, text, namespace)
+                text, delta = _advance(text, chunk.delta, chunk.text)
+                yield self._streamed(chunk, text, delta)
+            if text:  # an empty answer is never cached
+                await self._aput(request, text, namespace)
 
         return gen()
 
@@ -344,9 +368,9 @@ class CachedLLM(FunctionCallingLLM):
                 return
             last = None
             for last in self.llm.stream_chat(messages, **kwargs):
-                text += last.delta or ""
+                text, _ = _advance(text, last.delta, last.message.content)
                 yield last
-            if last is None or _text_only(last.message):
+            if text and last is not None and _text_only(last.message):  # an empty answer is never cached
                 self._put(request, text, namespace)
 
         return gen()
@@ -376,9 +400,9 @@ class CachedLLM(FunctionCallingLLM):
                 return
             last = None
             async for last in await self.llm.astream_chat(messages, **kwargs):
-                text += last.delta or ""
+                text, _ = _advance(text, last.delta, last.message.content)
                 yield last
-            if last is None or _text_only(last.message):
+            if text and last is not None and _text_only(last.message):  # an empty answer is never cached
                 await self._aput(request, text, namespace)
 
         return gen()

@@ -125,6 +125,14 @@ class CallTracker:
             cached=cached,
         )
 
+    def discard(self, key: Hashable) -> None:
+        """Stop following the call ``key`` without accounting it (something else accounted it)."""
+        with self._lock:
+            call = self._calls.pop(key, None)
+            self._nested.discard(key)
+        if call is not None and self._active.get() is call:
+            self._active.set(None)
+
     def finish(
         self,
         call: TrackedCall,

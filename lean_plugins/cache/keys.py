@@ -9,10 +9,15 @@ dicts and call :func:`request_key`, which returns
 - ``scope``: a hash of everything else, i.e. every earlier message (role, name, content parts,
   tool calls with their arguments and ids), the final message's other fields and the request
   parameters. An entry is served only to a request with the same scope;
-- ``semantic``: whether a paraphrase of ``text`` may be served. Only when the final message is
-  a plain user text that does not itself carry retrieved or pasted context
-  (:func:`context_reason`): a paraphrase match compares a question with a question, never a
-  prompt whose context outweighs the question.
+- ``semantic``: whether ``text`` may be matched by meaning at all (only a final user text).
+
+The cache itself (:class:`~lean_plugins.cache.LeanCache`, for adapters and direct callers
+alike) then applies one rule set to the text (:func:`split_prompt`, rules in
+``lean_plugins/data/cache_context_rules.json``): a plain question is matched whole; a prompt
+that carries retrieved or pasted context is matched by meaning on its question only, within
+identical context (the context joins the scope, :func:`match_key`); a prompt whose question
+cannot be told apart from its material is served on exact repeats only. A paraphrase match
+compares a question with a question, never a prompt whose context outweighs the question.
 
 The model identity and parameters also go into the namespace (:func:`namespace_for`), which is
 a hash: model identities and tenant ids are never used raw as file, table or key names.
@@ -221,11 +226,13 @@ def message_text(content: Any) -> str | None:
 # -- context detection --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ContextRules:
-    """The rules of :func:`context_reason` (``lean_plugins/data/cache_context_rules.json``)."""
+    """The rules of :func:`context_reason` and :func:`split_prompt`
+    (``lean_plugins/data/cache_context_rules.json``)."""
 
     max_words: int
     max_lines: int
     patterns: tuple[tuple[str, re.Pattern[str]], ...]
+    question_patterns: tuple[tuple[str, re.Pattern[str]], ...] = ()
 
     @classmethod
     def load(cls, path: str | None = None) -> ContextRules:
@@ -237,8 +244,16 @@ class ContextRules:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
         flags = re.IGNORECASE | re.MULTILINE
-        patterns = tuple((rule["name"], re.compile(rule["pattern"], flags)) for rule in data["patterns"])
-        return cls(max_words=int(data["max_words"]), max_lines=int(data["max_lines"]), patterns=patterns)
+
+        def compiled(key: str) -> tuple[tuple[str, re.Pattern[str]], ...]:
+            return tuple((rule["name"], re.compile(rule["pattern"], flags)) for rule in data.get(key, ()))
+
+        return cls(
+            max_words=int(data["max_words"]),
+            max_lines=int(data["max_lines"]),
+            patterns=compiled("patterns"),
+            question_patterns=compiled("question_patterns"),
+        )
 
 
 @functools.lru_cache(maxsize=1)
@@ -247,13 +262,14 @@ def default_context_rules() -> ContextRules:
 
 
 def context_reason(text: str, rules: ContextRules | None = None) -> str | None:
-    """Why the user message ``text`` carries retrieved or pasted context, or ``None``.
+    """Why the prompt ``text`` carries retrieved or pasted context, or ``None``.
 
     The answer is the name of the first rule that fires: ``"long"`` (more than ``max_words``
     words), ``"lines"`` (more than ``max_lines`` non-empty lines), or a pattern of the rule file
     (a blank line, a ``Context:`` or ``Query:`` label, LlamaIndex's and LangChain's RAG template
-    wording, a ruled separator line, a ``<context>`` tag, a code fence). A plain question gets
-    ``None``. The rules err on the side of context: a false alarm only costs a paraphrase hit.
+    wording, a ruled separator line, a ``<context>`` tag, a code fence, "the following ...", an
+    instruction followed by a colon and a block of text). A plain question gets ``None``. The
+    rules err on the side of context: a false alarm only costs a paraphrase hit.
     """
     rules = rules or default_context_rules()
     text = normalize_prompt(text)
@@ -267,6 +283,70 @@ def context_reason(text: str, rules: ContextRules | None = None) -> str | None:
     return None
 
 
+#: Marks where the question stood in a prompt's context (the context is part of the scope).
+_QUESTION_MARK = "\x00question\x00"
+
+
+@dataclass(frozen=True)
+class PromptParts:
+    """A prompt as the cache matches it (:func:`split_prompt`)."""
+
+    question: str
+    """What is matched, exactly or by meaning: the question, or the whole prompt when no
+    question can be told apart from its context."""
+    context: str
+    """The rest of the prompt with the question's place marked; empty for a plain question.
+    It joins the scope: only a prompt with exactly this context finds the entry."""
+    semantic: bool
+    """Whether a paraphrase of ``question`` may be served."""
+    reason: str = ""
+    """Why paraphrase matching is off (empty when it is on)."""
+
+
+def split_prompt(text: str, rules: ContextRules | None = None) -> PromptParts:
+    """The question of the prompt ``text`` and its context: the one rule set of the cache.
+
+    - A plain question (no rule of :func:`context_reason` fires) is matched whole, exactly or
+      by meaning.
+    - A prompt that carries context is matched by meaning on its question only, within
+      identical context: the question is the last match of a question pattern of the rule
+      file (a ``Question:`` / ``Query:`` label; a last line that asks, set apart by a blank
+      line, a ruled line or a closing tag), and it must itself be a plain question (at most
+      ``max_words`` words, no rule firing). The rest of the prompt is the ``context``.
+    - Any other prompt (pasted text with an instruction, a long prompt whose question cannot
+      be told apart) is served on exact repeats only: such prompts can share hundreds of words
+      and differ in the one that matters, which an embedding of the whole cannot see.
+    """
+    rules = rules or default_context_rules()
+    text = normalize_prompt(text)
+    reason = context_reason(text, rules)
+    if reason is None:
+        return PromptParts(text, "", True)
+    for _, pattern in rules.question_patterns:
+        matches = list(pattern.finditer(text))
+        if not matches:
+            continue
+        found = matches[-1]  # the last one: a template's question follows its examples
+        question = found.group("question").strip()
+        start, end = found.span("question")
+        if not question or context_reason(question, rules) is not None:
+            break  # the question found is not plain: exact repeats only
+        context = text[:start] + _QUESTION_MARK + text[end:]
+        return PromptParts(question, context, True)
+    return PromptParts(text, "", False, f"the prompt carries context ({reason}) and no plain question apart from it")
+
+
+def match_key(text: str, scope: str = "", semantic: bool = True) -> tuple[str, str, bool]:
+    """``(question, scope, semantic)`` under which the cache stores and finds ``text``:
+    :func:`split_prompt`'s question, the scope extended by its context, and whether a
+    paraphrase may be served (``semantic`` and the prompt's own rule)."""
+    parts = split_prompt(text)
+    if parts.context:
+        raw = f"{scope}\x00context\x00{parts.context}"
+        scope = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+    return parts.question, scope, semantic and parts.semantic
+
+
 # -- request keys -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RequestKey:
@@ -277,7 +357,8 @@ class RequestKey:
     scope: str
     """sha256 of everything but ``text``: earlier messages, the final message's other fields, params."""
     semantic: bool
-    """Whether a paraphrase of ``text`` may be served."""
+    """Whether ``text`` may be matched by meaning at all: a final user text may (the cache then
+    applies :func:`split_prompt`'s rules to it); any other final message is matched exactly."""
     reason: str = ""
     """Why paraphrase matching is off (empty when it is on)."""
 
@@ -301,13 +382,9 @@ def request_key(messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any]
     if str(final.get("role", "")).lower() not in USER_ROLES or text is None:
         reason = "the final message is not a user's text"
         return RequestKey(canonical_json(final), _scope(earlier, {"final": "whole"}, params), False, reason)
-    reason = context_reason(text)
-    return RequestKey(
-        text,
-        _scope(earlier, meta, params),
-        reason is None,
-        "" if reason is None else f"the final message carries context ({reason})",
-    )
+    # The final user text goes to the cache whole: the cache itself finds its question and
+    # context (split_prompt), for adapters and direct callers alike.
+    return RequestKey(text, _scope(earlier, meta, params), True)
 
 
 def completion_key(prompt: str, params: Mapping[str, Any] | None = None) -> RequestKey:

@@ -24,7 +24,7 @@ import numpy as np
 
 from lean_plugins._optional import is_available
 from lean_plugins.cache.guard import SemanticGuard, word_overlap
-from lean_plugins.cache.keys import has_lone_surrogate, key_hash, storage_id
+from lean_plugins.cache.keys import has_lone_surrogate, key_hash, match_key, split_prompt, storage_id
 from lean_plugins.cache.stores import (
     LocalStore,
     PostgresStore,
@@ -374,15 +374,16 @@ class LeanCache:
             )
             return
         ttl = self.ttl if ttl is None else ttl
+        text, scope, semantic = match_key(prompt, scope, semantic)
 
         def write() -> None:
-            vector = self._embed([prompt])[0] if self.semantic and semantic else None
+            vector = self._embed([text])[0] if self.semantic and semantic else None
             store = self._store(namespace)
             with store.lock:
                 now = time.time()  # after opening the store: a TTL counts from the write
                 expires = None if ttl is None else now + ttl
                 payload = encode_payload(prompt, response, now, expires, output_tokens, scope)
-                store.insert(key_hash(prompt, scope), payload, vector, ttl)
+                store.insert(key_hash(text, scope), payload, vector, ttl)
                 if self.max_entries is not None:
                     store.evict(self.max_entries)
 
@@ -412,17 +413,27 @@ class LeanCache:
         if not prompts:
             return
         ttl = self.ttl if ttl is None else ttl
+        keys = [match_key(p) for p in prompts]
+        # prompts the rules keep to exact repeats are stored without a vector
+        with_vector = [self.semantic and semantic for _, _, semantic in keys]
 
         def write() -> None:
-            vectors = self._embed(list(prompts)) if self.semantic else None
+            vectors = None
+            if any(with_vector):
+                vectors = self._embed([text for (text, _, _), v in zip(keys, with_vector, strict=True) if v])
             store = self._store(namespace)
             with store.lock:
                 now = time.time()
                 expires = None if ttl is None else now + ttl
-                payloads = [
-                    encode_payload(p, r, now, expires) for p, r in zip(prompts, responses, strict=True)
-                ]
-                store.insert_many([key_hash(p) for p in prompts], payloads, vectors, ttl)
+                for vectored in (True, False):
+                    rows = [
+                        (key_hash(text, scope), encode_payload(p, r, now, expires, None, scope))
+                        for p, r, (text, scope, _), v in zip(prompts, responses, keys, with_vector, strict=True)
+                        if v is vectored
+                    ]
+                    if rows:
+                        hashes, payloads = map(list, zip(*rows, strict=True))
+                        store.insert_many(hashes, payloads, vectors if vectored else None, ttl)
                 if self.max_entries is not None:
                     store.evict(self.max_entries)
 
@@ -576,9 +587,12 @@ class LeanCache:
     def _lookup(self, prompt: str, namespace: str, scope: str = "", semantic: bool = True) -> CacheHit | None:
         now = time.time()
         store = self._store(namespace)
+        # One rule set for every caller (keys.split_prompt): a prompt is matched on its
+        # question, its context joins the scope, and some prompts are exact repeats only.
+        question, scope, semantic = match_key(prompt, scope, semantic)
         if self.mode != "semantic" or not semantic:
             with store.lock:
-                records = self._live(store, store.exact(key_hash(prompt, scope)), now)
+                records = self._live(store, store.exact(key_hash(question, scope)), now)
             records = [r for r in records if r.scope == scope]
             if records:
                 same = [r for r in records if r.prompt == prompt]
@@ -590,7 +604,7 @@ class LeanCache:
                 )
         if not (self.semantic and semantic):
             return None
-        vector = self._embed([prompt])[0]
+        vector = self._embed([question])[0]
         with store.lock:
             found = [(s, i) for s, i in store.search(vector, self.top_k) if s >= self.threshold]
             if not found:
@@ -601,12 +615,7 @@ class LeanCache:
             record = records.get(rid)
             if record is None or rid not in live or record.scope != scope:
                 continue
-            if self.verifier is not None:
-                if self.verifier.score(prompt, record.prompt, similarity) < self.verifier.threshold:
-                    continue
-            elif similarity - self.overlap_penalty * word_overlap(prompt, record.prompt) < self.threshold:
-                continue
-            if self.guard is not None and not self.guard.agrees(prompt, record.prompt):
+            if not self._serves(question, split_prompt(record.prompt).question, float(similarity)):
                 continue
             with store.lock:
                 store.touch(rid)
@@ -614,6 +623,18 @@ class LeanCache:
                 record.response, "semantic", float(similarity), record.prompt, record.output_tokens
             )
         return None
+
+    def _serves(self, question: str, cached_question: str, similarity: float) -> bool:
+        """The semantic decision: whether the answer cached for ``cached_question`` may be served
+        to ``question`` (two questions under one scope, whose embeddings have cosine
+        ``similarity`` >= ``threshold``): the pair verifier (or, without one, the overlap
+        rule), then the guard."""
+        if self.verifier is not None:
+            if self.verifier.score(question, cached_question, similarity) < self.verifier.threshold:
+                return False
+        elif similarity - self.overlap_penalty * word_overlap(question, cached_question) < self.threshold:
+            return False
+        return self.guard is None or self.guard.agrees(question, cached_question)
 
     @staticmethod
     def _live(store: Store, records: list[Record], now: float) -> list[Record]:

@@ -15,7 +15,9 @@ from lean_plugins.cache.keys import (
     context_reason,
     folder_fingerprint,
     key_hash,
+    match_key,
     request_key,
+    split_prompt,
 )
 from lean_plugins.paths import package_data
 
@@ -125,11 +127,12 @@ def test_empty_fields_and_key_order_do_not_change_the_key() -> None:
     assert (a.text, a.scope) == (b.text, b.scope)
 
 
-def test_semantic_only_for_a_plain_final_user_question() -> None:
+def test_semantic_for_a_final_user_text_whose_rules_the_cache_applies() -> None:
     plain = request_key([SYSTEM, {"role": "user", "content": "How long is a day on Mars?"}])
     assert plain.semantic and plain.text == "How long is a day on Mars?"
     rag = request_key([{"role": "user", "content": "Context: Mars spins once in 24.6 hours.\nQuery: How long is a day?"}])
-    assert not rag.semantic and "context" in rag.reason
+    # the whole text goes to the cache, which matches it on its question within its context
+    assert rag.semantic and split_prompt(rag.text).question == "How long is a day?"
     prefill = request_key([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Sure,"}])
     assert not prefill.semantic
 
@@ -147,6 +150,8 @@ RULE_EXAMPLES = {
     "separator_line": "Mars has two moons.\n----------\nHow many?",
     "context_tag": "<context>Mars has two moons.</context> How many moons does Mars have?",
     "code_fence": "What does ```x = y or z``` do?",
+    "pasted_material": "Summarize the following email: Hi team, the review moved to Thursday.",
+    "colon_block": "Reply politely to this email: Hi team, the quarterly review moved from Tuesday to Thursday afternoon this week.",
 }
 
 
@@ -162,7 +167,9 @@ def test_every_context_rule_has_an_example() -> None:
 @pytest.mark.parametrize("rule", _rules())
 def test_context_rule_fires_on_its_example(rule: str) -> None:
     assert context_reason(RULE_EXAMPLES[rule]) == rule
-    assert not completion_key(RULE_EXAMPLES[rule]).semantic
+    parts = split_prompt(RULE_EXAMPLES[rule])
+    # either exact repeats only, or matched on a question apart from its context
+    assert not parts.semantic or (parts.context and parts.question in RULE_EXAMPLES[rule])
 
 
 @pytest.mark.parametrize(
@@ -178,7 +185,67 @@ def test_context_rule_fires_on_its_example(rule: str) -> None:
 )
 def test_plain_questions_carry_no_context(question: str) -> None:
     assert context_reason(question) is None
-    assert completion_key(question).semantic
+    parts = split_prompt(question)
+    assert parts.semantic and parts.question == question and not parts.context
+
+
+# -- the question of a prompt that carries context: one test per question pattern ---------------
+QUESTION_EXAMPLES = {
+    "labelled_question": (
+        "Context: Paris is the capital of France. Berlin is the capital of Germany.\n\nQuestion: What is the capital of France?",
+        "What is the capital of France?",
+    ),
+    "final_question": ("Mars has two small moons, Phobos and Deimos.\n\nHow many moons does Mars have?", "How many moons does Mars have?"),
+}
+
+
+def test_every_question_pattern_has_an_example() -> None:
+    data = json.loads(package_data("cache_context_rules.json").read_text(encoding="utf-8"))
+    assert sorted(rule["name"] for rule in data["question_patterns"]) == sorted(QUESTION_EXAMPLES)
+
+
+@pytest.mark.parametrize("rule", sorted(QUESTION_EXAMPLES))
+def test_question_pattern_finds_the_question_and_keeps_the_rest_as_context(rule: str) -> None:
+    prompt, question = QUESTION_EXAMPLES[rule]
+    parts = split_prompt(prompt)
+    assert parts.semantic and parts.question == question
+    assert question not in parts.context and parts.context.replace("\x00question\x00", question) == prompt
+    # another question in the same context: same scope; other context: another scope
+    other = prompt.replace(question, "Who wrote it?")
+    assert match_key(other)[1] == match_key(prompt)[1] != match_key(prompt.replace("Mars", "Venus").replace("Paris", "Lyon"))[1]
+
+
+def test_the_templates_of_both_frameworks_give_their_question() -> None:
+    llama_index = (
+        "Context information is below.\n---------------------\nfile_path: mars.txt\n\nMars has two moons.\n"
+        "---------------------\nGiven the context information and not prior knowledge, answer the query.\n"
+        "Query: How many moons does Mars have?\nAnswer: "
+    )
+    langchain_hub = (
+        "You are an assistant for question-answering tasks. Use the following pieces of retrieved context to "
+        "answer the question.\nQuestion: How many moons does Mars have? \nContext: Mars has two moons. \nAnswer:"
+    )
+    for prompt in (llama_index, langchain_hub):
+        parts = split_prompt(prompt)
+        assert parts.semantic and parts.question == "How many moons does Mars have?"
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        # pasted text with an instruction: no question apart from the material
+        "Summarize the following email:\n\nHi team, the review moved to Thursday.",
+        "Some notes about the product.\n\nPlease explain how to cancel.",
+        # a question found, but not a plain one (too long)
+        "Context: a policy.\nQuestion: " + " ".join(["why"] * 45) + "?",
+        # long, one paragraph, no question apart
+        " ".join(["The subscriber agrees to the terms."] * 12) + " How do I cancel?",
+    ],
+)
+def test_prompts_without_a_plain_question_apart_are_exact_repeats_only(prompt: str) -> None:
+    parts = split_prompt(prompt)
+    assert not parts.semantic and parts.context == "" and parts.reason
+    assert match_key(prompt, "s") == (parts.question, "s", False)
 
 
 def test_rules_load_from_a_file(tmp_path: Path) -> None:

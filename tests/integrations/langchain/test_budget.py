@@ -12,6 +12,7 @@ from langchain_core.messages import AIMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from lean_plugins.langchain import OutputBudgetCallbackHandler, with_output_budget
+from lean_plugins.langchain.cache import served_from_cache
 from pydantic import Field
 
 from lean_plugins.budget import BudgetPredictor, OutputBudget, UsageAccountant
@@ -132,7 +133,7 @@ def test_a_chain_around_a_chat_model_keeps_tool_calls_and_the_cache(tmp_path) ->
     # Old code: the chain wrapper rebuilt AIMessage(content=text) and always streamed (no cache).
     assert first.content == again.content == first_tokens(ANSWER, 12)
     assert first.tool_calls[0]["name"] == again.tool_calls[0]["name"] == "weather"
-    assert len(model.calls) == 1 and again.response_metadata["cache_hit"]
+    assert len(model.calls) == 1 and served_from_cache(again)
     text_chain = with_output_budget(prompt | model | StrOutputParser(), 12)
     streamed = "".join(text_chain.stream({"q": "Normans?"}))
     assert streamed == text_chain.invoke({"q": "Normans?"}) == first_tokens(ANSWER, 12)
@@ -370,7 +371,7 @@ def test_budget_and_cache_compose_and_the_key_includes_the_budget(tmp_path) -> N
     # Old code: the wrapper always streamed, LangChain's stream() skips the cache: 4 model calls.
     assert len(model.calls) == 2, "the repeat and the stream were served from the cache"
     assert first.content == again.content == streamed == first_tokens(ANSWER, 15)
-    assert again.response_metadata["stop_reason"] == "budget" and again.response_metadata["cache_hit"]
+    assert again.response_metadata["stop_reason"] == "budget" and served_from_cache(again)
     assert other.content == first_tokens(ANSWER, 25), "another budget is another key"
     assert ledger.totals("cache")["events"] == 2 and ledger.totals("budget")["events"] == 2
 

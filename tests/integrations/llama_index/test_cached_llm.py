@@ -3,6 +3,7 @@ as Settings.llm under a real VectorStoreIndex query engine with MiniLM embedding
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +13,27 @@ from pydantic import PrivateAttr
 pytest.importorskip("gptcache")
 pytest.importorskip("llama_index.core")
 
-from lean_plugins.llama_index import CachedLLM
+from lean_plugins.llama_index import (
+    CachedLLM,
+    OutputBudgetCallbackHandler,
+    OutputBudgetHandler,
+    with_output_budget,
+)
 from lean_plugins.llama_index.cached_llm import llm_identity
 from llama_index.core import Document, Settings, VectorStoreIndex
 from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.base.llms.types import CompletionResponseGen, LLMMetadata
+from llama_index.core.callbacks import CallbackManager
+from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.llms import ChatMessage, CompletionResponse, MockLLM
+from llama_index.core.llms.callbacks import llm_completion_callback
+from llama_index.core.llms.custom import CustomLLM
 
+from lean_plugins.budget import OutputBudget
 from lean_plugins.cache import LeanCache
 from lean_plugins.embeddings import get_encoder
 from lean_plugins.ledger import Ledger
+from tests.cache_prompts import EMAIL_PAIRS, LONG_PAIRS, RAG_FRANCE, RAG_GERMANY
 
 
 class CountingMockLLM(MockLLM):
@@ -229,7 +242,9 @@ def test_chat_keys_hold_roles_tool_calls_and_blocks(tmp_path: Path) -> None:
     assert len([e for e in ledger.events if e.layer == "cache"]) == 1
 
 
-def test_a_query_engine_prompt_is_served_to_exact_repeats_only(llm: CachedLLM, inner: CountingMockLLM) -> None:
+def test_a_query_engine_prompt_is_matched_on_its_query_within_identical_context(
+    llm: CachedLLM, inner: CountingMockLLM
+) -> None:
     template = (
         "Context information is below.\n---------------------\n{context}\n---------------------\n"
         "Given the context information and not prior knowledge, answer the query.\nQuery: {q}\nAnswer: "
@@ -238,8 +253,33 @@ def test_a_query_engine_prompt_is_served_to_exact_repeats_only(llm: CachedLLM, i
     llm.complete(template.format(context=context, q="How long is a day on Mars?"))
     llm.complete(template.format(context=context, q="How long is a day on Mars?"))
     assert inner.calls == 1
+    # a paraphrase of the query, within the same context: the core's rule (keys.split_prompt)
     llm.complete(template.format(context=context, q="What is the length of a day on Mars?"))
+    assert inner.calls == 1
+    llm.complete(template.format(context=context, q="How long is a year on Mars?"))
     assert inner.calls == 2
+    llm.complete(template.format(context=context.replace("37", "40"), q="How long is a day on Mars?"))
+    assert inner.calls == 3
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [LONG_PAIRS[0], LONG_PAIRS[2], *EMAIL_PAIRS, (RAG_FRANCE, RAG_GERMANY)],
+    ids=["long", "long-instruction-first", "email-following", "email-this", "email-paragraph", "rag-one-string"],
+)
+def test_long_prompts_pasted_text_and_other_questions_are_never_served_each_others_answer(
+    llm: CachedLLM, inner: CountingMockLLM, first: str, second: str
+) -> None:
+    # Old code: "Summarize ..." / "Reply politely to the following email: ..." (a 56-word
+    # single-line message) was served at the LLM level.
+    llm.complete(first)
+    llm.complete(second)
+    assert inner.calls == 2
+    llm.chat([ChatMessage(role="user", content=first)])
+    llm.chat([ChatMessage(role="user", content=second)])
+    assert inner.calls == 4
+    llm.complete(second)
+    assert inner.calls == 4, "an exact repeat is still served"
 
 
 def test_bad_prompts_are_the_callers_error(llm: CachedLLM, inner: CountingMockLLM) -> None:
@@ -278,3 +318,158 @@ def test_zero_config_query_engine_never_serves_another_questions_answer(tmp_path
             assert len(inner.call_log.calls) == calls
     finally:
         Settings._llm, Settings._embed_model = previous_llm, previous_embed
+
+
+# -- streams of running text (issue 26) -----------------------------------------------------------
+class RunningTextLLM(CustomLLM):
+    """Streams the running text only (``delta`` None), as some LLMs do; counts its calls."""
+
+    answer: str = "Rollo led the Normans into Normandy."
+    _calls: int = PrivateAttr(default=0)
+
+    @property
+    def calls(self) -> int:
+        return self._calls
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(model_name="running-text")
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        self._calls += 1
+        return CompletionResponse(text=self.answer)
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        self._calls += 1
+
+        def gen() -> CompletionResponseGen:
+            text = ""
+            for word in self.answer.split(" "):
+                text = f"{text} {word}" if text else word
+                yield CompletionResponse(text=text, delta=None)
+
+        return gen()
+
+
+def test_a_stream_of_running_text_is_rebuilt_and_cached_whole(tmp_path: Path) -> None:
+    inner = RunningTextLLM()
+    llm = CachedLLM(llm=inner, cache=LeanCache(path=tmp_path, mode="exact"))
+    pieces = list(llm.stream_complete("Who led the Normans?"))
+    # Old code: every piece was '' (rebuilt from delta only), and '' was cached and served.
+    assert pieces[-1].text == inner.answer and "".join(p.delta for p in pieces) == inner.answer
+    assert llm.complete("Who led the Normans?").text == inner.answer and inner.calls == 1
+    question = [ChatMessage(role="user", content="Who founded Normandy?")]
+    streamed = list(llm.stream_chat(question))  # CustomLLM streams chat from stream_complete
+    assert streamed[-1].message.content == inner.answer
+    assert llm.chat(question).message.content == inner.answer and inner.calls == 2
+
+
+async def test_an_async_stream_of_running_text_is_rebuilt_and_cached_whole(tmp_path: Path) -> None:
+    inner = RunningTextLLM()
+    llm = CachedLLM(llm=inner, cache=LeanCache(path=tmp_path, mode="exact"))
+    pieces = [p async for p in await llm.astream_complete("Who led the Normans?")]
+    assert pieces[-1].text == inner.answer and "".join(p.delta for p in pieces) == inner.answer
+    assert (await llm.acomplete("Who led the Normans?")).text == inner.answer
+    question = [ChatMessage(role="user", content="Who founded Normandy?")]
+    streamed = [r async for r in await llm.astream_chat(question)]
+    assert streamed[-1].message.content == inner.answer
+    assert (await llm.achat(question)).message.content == inner.answer and inner.calls == 2
+
+
+def test_an_empty_stream_is_never_cached(tmp_path: Path) -> None:
+    inner = RunningTextLLM(answer="")
+    llm = CachedLLM(llm=inner, cache=LeanCache(path=tmp_path, mode="exact"))
+    list(llm.stream_complete("Say nothing."))
+    llm.complete("Say nothing.")
+    assert inner.calls == 2
+
+
+# -- the output budget's handlers book each real call once (issue 26) -------------------------------
+class ScriptedStreamLLM(RunningTextLLM):
+    """Streams word by word with deltas, like a provider."""
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        self._calls += 1
+
+        def gen() -> CompletionResponseGen:
+            text = ""
+            for piece in re.findall(r"\S+\s*", self.answer):
+                text += piece
+                yield CompletionResponse(text=text, delta=piece)
+
+        return gen()
+
+
+@pytest.fixture(params=["event handler", "callback handler"])
+def budget_handler(request: pytest.FixtureRequest):
+    """The README's handler registration: the instrumentation dispatcher, or Settings'
+    CallbackManager (which every LLM built afterwards takes)."""
+    budget = OutputBudget(100, record_usage=True)
+    if request.param == "event handler":
+        handler = OutputBudgetHandler(budget)
+        get_dispatcher().add_event_handler(handler)
+        yield handler
+        get_dispatcher().event_handlers.remove(handler)
+    else:
+        handler = OutputBudgetCallbackHandler(budget)
+        previous = Settings._callback_manager
+        Settings.callback_manager = CallbackManager([handler])
+        yield handler
+        Settings._callback_manager = previous
+
+
+def _llm_events(ledger: Ledger) -> list[str]:
+    return [e.kind for e in ledger.events if e.layer == "llm"]
+
+
+@pytest.mark.parametrize("order", ["cache(budget(llm))", "budget(cache(llm))"])
+def test_a_budgeted_cached_llm_books_each_real_call_once(tmp_path: Path, budget_handler: Any, order: str) -> None:
+    inner = ScriptedStreamLLM()
+    cache = LeanCache(path=tmp_path, mode="exact")
+    if order == "cache(budget(llm))":
+        llm = CachedLLM(with_output_budget(inner, 50), cache=cache)
+    else:
+        llm = with_output_budget(CachedLLM(inner, cache=cache), 50)
+    question = [ChatMessage(role="user", content="Who founded Normandy?")]
+    with Ledger() as ledger:
+        llm.complete("Who led the Normans?")
+        llm.complete("Who led the Normans?")
+        list(llm.stream_complete("Where is Normandy?"))
+        llm.chat(question)
+        list(llm.stream_chat(question))
+    # Old code: 3 real calls booked 6 times in the ledger.
+    assert inner.calls == 3 and len(_llm_events(ledger)) == 3
+    assert [e.kind for e in ledger.events if e.layer == "cache"] == ["hit", "hit"]
+
+
+async def test_async_budgeted_cached_llm_books_each_real_call_once(tmp_path: Path, budget_handler: Any) -> None:
+    inner = ScriptedStreamLLM()
+    llm = CachedLLM(with_output_budget(inner, 50), cache=LeanCache(path=tmp_path, mode="exact"))
+    with Ledger() as ledger:
+        await llm.acomplete("Who led the Normans?")
+        [r async for r in await llm.astream_complete("Where is Normandy?")]
+        await llm.acomplete("Who led the Normans?")
+    assert inner.calls == 2 and len(_llm_events(ledger)) == 2
+    assert [e.kind for e in ledger.events if e.layer == "cache"] == ["hit"]
+
+
+def test_a_budgeted_cached_llm_under_a_query_engine_books_each_real_call_once(
+    tmp_path: Path, budget_handler: Any
+) -> None:
+    from llama_index.core.embeddings import MockEmbedding
+
+    inner = ScriptedStreamLLM()
+    llm = CachedLLM(with_output_budget(inner, 50), cache=LeanCache(path=tmp_path, mode="exact"))
+    index = VectorStoreIndex.from_documents(
+        [Document(text="Rollo led the Normans into Normandy in 911.")], embed_model=MockEmbedding(embed_dim=8)
+    )
+    engine = index.as_query_engine(llm=llm)
+    with Ledger() as ledger:
+        first = engine.query("Who led the Normans?")
+        again = engine.query("Who led the Normans?")
+    assert str(first) == str(again) == inner.answer
+    assert inner.calls == 1 and len(_llm_events(ledger)) == 1
+    assert [e.kind for e in ledger.events if e.layer == "cache"] == ["hit"]
