@@ -271,8 +271,11 @@ def context_reason(text: str, rules: ContextRules | None = None) -> str | None:
     instruction followed by a colon and a block of text). A plain question gets ``None``. The
     rules err on the side of context: a false alarm only costs a paraphrase hit.
     """
-    rules = rules or default_context_rules()
-    text = normalize_prompt(text)
+    return _context_reason(normalize_prompt(text), rules or default_context_rules())
+
+
+def _context_reason(text: str, rules: ContextRules) -> str | None:
+    """:func:`context_reason` of an already normalised ``text``."""
     if len(text.split()) > rules.max_words:
         return "long"
     if sum(1 for line in text.split("\n") if line.strip()) > rules.max_lines:
@@ -319,7 +322,7 @@ def split_prompt(text: str, rules: ContextRules | None = None) -> PromptParts:
     """
     rules = rules or default_context_rules()
     text = normalize_prompt(text)
-    reason = context_reason(text, rules)
+    reason = _context_reason(text, rules)
     if reason is None:
         return PromptParts(text, "", True)
     for _, pattern in rules.question_patterns:
