@@ -62,12 +62,14 @@ def _chunks(text: str) -> list[str]:
 def _advance(text: str, delta: str | None, running: str | None) -> tuple[str, str]:
     """The answer so far and the new piece after one streamed response: its ``delta`` when it
     has one, else what its running text (``text`` / ``message.content``, all some LLMs send)
-    adds; a running text that does not continue ours replaces it."""
-    if delta is not None:
+    adds; a running text that does not continue ours replaces it (when no delta was sent)."""
+    if delta:
         return text + delta, delta
     running = running or ""
     if running.startswith(text):
         return running, running[len(text) :]
+    if delta is not None or not running:  # an empty piece (usage, a finish reason): nothing new
+        return text, ""
     return running, running
 
 

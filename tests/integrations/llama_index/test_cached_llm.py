@@ -19,7 +19,7 @@ from lean_plugins.llama_index import (
     OutputBudgetHandler,
     with_output_budget,
 )
-from lean_plugins.llama_index.cached_llm import llm_identity
+from lean_plugins.llama_index.cached_llm import _advance, llm_identity
 from llama_index.core import Document, Settings, VectorStoreIndex
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.base.llms.types import CompletionResponseGen, LLMMetadata
@@ -376,6 +376,20 @@ async def test_an_async_stream_of_running_text_is_rebuilt_and_cached_whole(tmp_p
     streamed = [r async for r in await llm.astream_chat(question)]
     assert streamed[-1].message.content == inner.answer
     assert (await llm.achat(question)).message.content == inner.answer and inner.calls == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "delta", "running", "expected"),
+    [
+        ("Rollo", " led", "Rollo led", ("Rollo led", " led")),  # a delta: used as it is
+        ("Rollo", None, "Rollo led", ("Rollo led", " led")),  # running text only
+        ("Rollo", "", "Rollo led", ("Rollo led", " led")),  # an empty delta beside the running text
+        ("Rollo led", "", "", ("Rollo led", "")),  # an empty piece (usage, finish reason)
+        ("Rollo led", None, "Rolf led", ("Rolf led", "Rolf led")),  # a running text that restarts
+    ],
+)
+def test_a_streamed_piece_advances_the_answer(text: str, delta: str | None, running: str, expected: tuple) -> None:
+    assert _advance(text, delta, running) == expected
 
 
 def test_an_empty_stream_is_never_cached(tmp_path: Path) -> None:
