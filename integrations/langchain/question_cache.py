@@ -44,7 +44,7 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import ensure_config, merge_configs
 from langchain_core.runnables.history import RunnableWithMessageHistory
-from langchain_core.vectorstores import VectorStoreRetriever
+from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
 from pydantic import ConfigDict, Field
 
 from lean_plugins.cache import LeanCache as CoreLeanCache
@@ -54,6 +54,7 @@ from lean_plugins.cache.question import (
     RetrieverRegistry,
     UsageCollector,
     callers_on_stack,
+    closure_values,
     describe,
     document_mark,
     question_namespace,
@@ -154,28 +155,44 @@ def _describe_watching(runnable: Any, registry: RetrieverRegistry | None = None)
             if isinstance(value, BaseRetriever):
                 registry.register(value)
             elif inspect.isfunction(value) or inspect.ismethod(value):
-                for retriever in _global_retrievers(value):
-                    registry.register(retriever)
+                _read_by_function(value, registry)
         return _describe_hook(value, recurse)
 
     return describe(runnable, hook), watched
 
 
-def _global_retrievers(function: Any) -> list[BaseRetriever]:
-    """Retrievers a function reads from its module's globals (the README's ``def context(q):
-    ... retriever.invoke(q)`` shape), nested functions' reads included."""
+# Vector-store methods that search without a retriever (no retriever callback is emitted).
+_DIRECT_SEARCH = re.compile(r"^a?(similarity_search|max_marginal_relevance_search|search)")
+
+
+def _read_by_function(function: Any, registry: RetrieverRegistry) -> None:
+    """Register the retrievers a function reads from its module's globals (the README's
+    ``def context(q): ... retriever.invoke(q)`` shape; closures are described, so the hook
+    sees those), and warn when it searches a vector store directly: no retriever runs then,
+    so a change to the store's documents could not be noticed."""
     func = getattr(function, "__func__", function)
     code, namespace = getattr(func, "__code__", None), getattr(func, "__globals__", {})
-    found: list[BaseRetriever] = []
+    names: set[str] = set()
     codes = [code] if code is not None else []
-    while codes:
+    while codes:  # the function's code and its nested functions'
         current = codes.pop()
-        for name in current.co_names:
-            value = namespace.get(name)
-            if isinstance(value, BaseRetriever):
-                found.append(value)
+        names.update(current.co_names)
         codes.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
-    return found
+    stores = [v for v in closure_values(func) if isinstance(v, VectorStore)]
+    for name in names:
+        value = namespace.get(name)
+        if isinstance(value, BaseRetriever):
+            registry.register(value)
+        elif isinstance(value, VectorStore):
+            stores.append(value)
+    if stores and any(_DIRECT_SEARCH.match(n) for n in names):
+        logger.warning(
+            "with_cache: %s searches a %s directly, not through a retriever, so a change to its "
+            "documents cannot be noticed and an answer made from them could be served after they "
+            "change. Search through a retriever (store.as_retriever(...).invoke(question)).",
+            getattr(func, "__qualname__", func),
+            type(stores[0]).__name__,
+        )
 
 
 def _fingerprint(watched: list[dict]) -> tuple:

@@ -186,6 +186,14 @@ class RetrievalLog:
             return tuple(kept)
 
 
+def _equal(one: Any, other: Any) -> bool:
+    """Whether two retrievers are configured alike (pydantic models compare field by field)."""
+    try:
+        return bool(one == other)
+    except Exception:  # an __eq__ that cannot compare these: treat them as different
+        return False
+
+
 class RetrieverRegistry:
     """The retrievers a pipeline can run again, by :func:`source_key`; checks an entry's retrievals.
 
@@ -199,11 +207,17 @@ class RetrieverRegistry:
         self._by_source: dict[str, list[Any]] = {}
         self._lock = threading.Lock()
 
+    #: Retrievers kept per class (the latest): a pipeline that builds a retriever per call
+    #: (``store.as_retriever()`` inside a function) must not grow the registry without bound.
+    MAX_PER_SOURCE = 8
+
     def register(self, retriever: Any) -> None:
         with self._lock:
             known = self._by_source.setdefault(source_key(retriever), [])
-            if not any(r is retriever for r in known):
-                known.append(retriever)
+            if any(r is retriever or _equal(r, retriever) for r in known):
+                return
+            known.append(retriever)
+            del known[: -self.MAX_PER_SOURCE]
 
     def candidates(self, source: str) -> list[Any]:
         with self._lock:
@@ -365,7 +379,7 @@ def _describe(value: Any, hook: Hook | None, _depth: int, _seen: frozenset[int])
     if inspect.isfunction(value) or inspect.ismethod(value):
         func = value.__func__ if inspect.ismethod(value) else value
         code = getattr(func, "__code__", None)
-        cells = [c.cell_contents for c in (func.__closure__ or ()) if _cell_filled(c)]
+        cells = closure_values(func)
         return {
             "function": f"{func.__module__}.{func.__qualname__}",
             "code": _code_digest(code) if code is not None else None,
@@ -385,6 +399,11 @@ def _describe(value: Any, hook: Hook | None, _depth: int, _seen: frozenset[int])
         attrs = {k: v for k, v in vars(value).items() if not k.startswith("__")}
         return {"class": kind, "attrs": recurse(attrs)}
     return {"class": kind, "repr": _ADDRESS.sub("", repr(value))}
+
+
+def closure_values(func: Any) -> list[Any]:
+    """The values a function's closure holds (empty cells left out)."""
+    return [c.cell_contents for c in (getattr(func, "__closure__", None) or ()) if _cell_filled(c)]
 
 
 def _cell_filled(cell: Any) -> bool:

@@ -272,3 +272,16 @@ def test_a_failing_check_is_a_miss_with_a_warning(cache, caplog) -> None:
 
     hit = asyncio.run(qc.alookup("How many moons has Mars?", aholds=lambda r: registry.aholds(r, arerun)))
     assert hit is not None
+
+
+def test_the_registry_keeps_one_of_equal_retrievers_and_a_bounded_number_per_class() -> None:
+    registry = RetrieverRegistry()
+    settings = Retriever(top_k=3)  # a dataclass: equal settings compare equal
+    registry.register(settings)
+    registry.register(Retriever(top_k=3))
+    assert registry.candidates("tests.core.test_cache_question.Retriever") == [settings]
+    shelves = [Shelf({str(i): "x"}) for i in range(20)]  # one new retriever per call
+    for shelf in shelves:
+        registry.register(shelf)
+    kept = registry.candidates("tests.core.test_cache_question.Shelf")
+    assert kept == shelves[-RetrieverRegistry.MAX_PER_SOURCE :]

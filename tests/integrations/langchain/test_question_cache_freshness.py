@@ -262,3 +262,27 @@ def test_a_callable_key_keeps_every_earlier_message_whole(cache) -> None:
     twice = [HumanMessage("no"), AIMessage("Do you need the money soon?"), HumanMessage("no")]
     chain.invoke(twice)
     assert model.calls == 3
+
+
+store_read_directly: Any = None
+
+
+def search_directly(question: str) -> str:
+    return "\n".join(d.page_content for d in store_read_directly.similarity_search(question, k=1))
+
+
+def test_a_store_searched_without_a_retriever_is_named_in_a_warning(embeddings, cache, caplog) -> None:
+    global store_read_directly
+    store_read_directly = new_store(embeddings)
+    try:
+        with caplog.at_level("WARNING", logger="lean_plugins.cache"):
+            with_cache({"context": RunnableLambda(search_directly), "question": RunnablePassthrough()} | PROMPT
+                       | StandInChatModel() | StrOutputParser(), cache=cache)  # fmt: skip
+        assert "search_directly searches a InMemoryVectorStore directly" in caplog.text
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="lean_plugins.cache"):  # the README's shape: no warning
+            with_cache({"context": RunnableLambda(context), "question": RunnablePassthrough()} | PROMPT
+                       | StandInChatModel() | StrOutputParser(), cache=cache)  # fmt: skip
+        assert "directly" not in caplog.text
+    finally:
+        store_read_directly = None
