@@ -103,9 +103,9 @@ def quality(args: argparse.Namespace, data: Path) -> dict:
             "calib_docs": len(calib), "eval_docs": len(evaluation)}  # fmt: skip
 
 
-def _peak_rss_child(checkpoint: Path, context: int) -> tuple[float, float]:
+def _peak_rss_child(checkpoint: Path, context: int, batch: int = 1) -> tuple[float, float]:
     """(peak resident MiB, resident MiB after imports) of a fresh process that loads
-    ``checkpoint`` and runs a ``context``-token prefill plus 8 decode steps."""
+    ``checkpoint`` and runs a ``context``-token prefill plus 8 decode steps of ``batch`` rows."""
     code = f"""
 import torch, json
 from transformers import AutoModelForCausalLM
@@ -115,7 +115,7 @@ def status(key):
     return int(next(line for line in open("/proc/self/status") if line.startswith(key)).split()[1]) / 1024
 base = status("VmRSS")
 model = AutoModelForCausalLM.from_pretrained({str(checkpoint)!r}, dtype=torch.float32).eval()
-measure_speed(model, context={context}, decode_tokens=8, repeats=1)
+measure_speed(model, context={context}, decode_tokens=8, batch={batch}, repeats=1)
 # VmHWM: this process's peak resident set (ru_maxrss would include the parent's, from fork).
 print(json.dumps([status("VmHWM"), base]))
 """

@@ -56,6 +56,8 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         calibration=calibration,
         uniform=not args.non_uniform,
         drop_layers_count=args.drop_layers,
+        attention_ratio=args.attention_ratio,
+        mlp_ratio=args.mlp_ratio,
         seed=args.seed,
         progress=True,
     )
@@ -131,6 +133,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--method", choices=METHODS, default=default_method, help=f"importance (default {default_method})"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the random method")
+    p.add_argument(
+        "--attention-ratio",
+        type=float,
+        default=None,
+        help="fraction of the attention parameters to remove (with --mlp-ratio, instead of the even split of --ratio)",
+    )
+    p.add_argument(
+        "--mlp-ratio", type=float, default=None,
+        help="fraction of the MLP parameters to remove; e.g. --attention-ratio 0 --mlp-ratio 0.34 takes 20%% of "
+        "SmolLM2-135M from its MLP channels alone",
+    )  # fmt: skip
     p.add_argument(
         "--calib",
         required=True,

@@ -80,6 +80,10 @@ def best_time(fn: Callable[[], Any], repeats: int, device: Any) -> float:
 class SpeedResult:
     prefill_tokens_per_s: float
     decode_tokens_per_s: float
+    #: Tokens per second of this process's CPU time (all its threads), over every timed run:
+    #: steadier than wall time on a machine shared with other jobs (waiting costs no CPU time).
+    prefill_tokens_per_cpu_s: float = 0.0
+    decode_tokens_per_cpu_s: float = 0.0
 
 
 def measure_speed(
@@ -106,7 +110,9 @@ def measure_speed(
         with torch.inference_mode():
             model(input_ids=x1, use_cache=True, logits_to_keep=1, **{kwarg: new_kv_cache(model)})
 
+    cpu = time.process_time()
     prefill_s = best_time(prefill, repeats, device)
+    prefill_cpu = (time.process_time() - cpu) / (repeats + 1)  # best_time runs it once more to warm up
     with torch.inference_mode():
         cache = new_kv_cache(model)
         logits = model(input_ids=x1, use_cache=True, logits_to_keep=1, **{kwarg: cache}).logits
@@ -131,8 +137,10 @@ def measure_speed(
 
     decode_steps()  # warm-up
     # The median step: robust to bursts of other load on a shared machine.
+    cpu = time.process_time()
     step_s = statistics.median([t for _ in range(repeats) for t in decode_steps()])
-    return SpeedResult(context / prefill_s, batch / step_s)
+    decode_cpu = (time.process_time() - cpu) / (repeats * decode_tokens)
+    return SpeedResult(context / prefill_s, batch / step_s, context / prefill_cpu, batch / decode_cpu)
 
 
 def measure_ttft(

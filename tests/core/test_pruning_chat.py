@@ -200,7 +200,8 @@ def test_cli_heals_on_the_dense_answers_and_refuses_evaluation_prompts(
     prompts, eval_file = tmp_path / "prompts.jsonl", tmp_path / "eval.jsonl"
     prompts.write_text("".join(json.dumps({"messages": conversation(300 + i)[:2]}) + "\n" for i in range(20)))
     eval_file.write_text("".join(json.dumps({"messages": conversation(310 + i)}) + "\n" for i in range(10)))
-    argv = ["prune", str(folder), "--ratio", "0.2", "--calib", str(prompts), "--calib-docs", "5", "--heal", "2",
+    argv = ["prune", str(folder), "--ratio", "0.2", "--attention-ratio", "0", "--mlp-ratio", "0.5",
+            "--calib", str(prompts), "--calib-docs", "5", "--heal", "2",
             "--heal-prompts", str(prompts), "--heal-answer-tokens", "6", "--eval", str(eval_file),
             "--out", str(tmp_path / "out")]  # fmt: skip
     assert main(argv) == 2  # a user error: one line, nothing written
@@ -214,6 +215,12 @@ def test_cli_heals_on_the_dense_answers_and_refuses_evaluation_prompts(
     assert transformers.AutoTokenizer.from_pretrained(saved).chat_template == tokenizer.chat_template
     config = json.loads((saved / "config.json").read_text())
     assert config["tie_word_embeddings"] and config["lean_pruning"]["heal"]["steps"] == 2
+    # Every head kept, half the MLP channels gone (--attention-ratio 0 --mlp-ratio 0.5).
+    assert (config["num_attention_heads"], config["num_key_value_heads"], config["intermediate_size"]) == (
+        6,
+        2,
+        48,
+    )
 
 
 def test_teacher_conversations_are_the_dense_greedy_answers(chat_model) -> None:
