@@ -1,0 +1,598 @@
+"""LangChain v1 agent middleware: the lean layers inside ``create_agent``'s loop.
+
+One small middleware per concern, each usable alone, in any order, with LangChain's built-ins
+(``SummarizationMiddleware``, ``ContextEditingMiddleware``, ``ModelCallLimitMiddleware``, ...),
+sync and async, invoked or streamed::
+
+    from langchain.agents import create_agent
+    from lean_plugins.langchain.middleware import (
+        LeanBudgetMiddleware, LeanCacheMiddleware, LeanCompressMiddleware, LeanPrefixMiddleware,
+    )
+
+    agent = create_agent(model, tools, system_prompt=..., middleware=[
+        LeanBudgetMiddleware(step_tokens=256, run_tokens=2048),  # 4. output budget per step and run
+        LeanCacheMiddleware(),                                   # 5. model calls cached (whole request)
+        LeanCompressMiddleware(),                                # 1. long tool results compressed
+        LeanPrefixMiddleware(),                                  # stable prefix, cache breakpoints
+    ])
+
+The first in the list is the outermost (LangChain's rule). That order is the recommended one:
+the budget outside the cache puts the budget in the cache key, so an answer it cut is cached
+and replayed, and its saving booked again on a replay; the cache outside the compressor keys
+on the original tool results and skips compressing on a hit; the prefix layout innermost marks
+the request as it is finally sent.
+
+What each books in the savings ledger, once per model call: ``compress`` (tool-result tokens
+before and after, at the agent model's price), ``cache / hit`` (the avoided call's input and
+output tokens), ``budget / stop`` and ``llm / call`` (through the core output budget),
+``prefix cache`` (cached tokens the provider reports). The domain logic is in
+:mod:`lean_plugins.agents` and the layers' own core modules; this module only translates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any, Literal, NotRequired
+
+from langchain_core.load import dumps
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from langgraph.channels.untracked_value import UntrackedValue
+from lean_plugins.langchain.budget import BudgetedChatModel, _chat_model_name, with_output_budget
+from lean_plugins.langchain.cache import LeanCache
+from pydantic import BaseModel
+
+from langchain.agents.middleware.types import (
+    AgentMiddleware,
+    AgentState,
+    ModelRequest,
+    ModelResponse,
+    PrivateStateAttr,
+    hook_config,
+)
+from lean_plugins.agents import (
+    AgentBudget,
+    ToolResultCompressor,
+    compact_history,
+    content_text,
+    replayed_budget_event,
+    request_tokens,
+    step_output_budget,
+)
+from lean_plugins.budget.call import capped_limits
+from lean_plugins.cache import namespace_for
+from lean_plugins.cache.keys import request_key
+from lean_plugins.errors import ConfigurationError
+from lean_plugins.ledger import is_cache_hit, mark_cache_hit, record
+from lean_plugins.prompts.prefix_cache import record_prefix_cache
+from lean_plugins.tokens import count_tokens
+
+__all__ = [
+    "LeanBudgetMiddleware",
+    "LeanCacheMiddleware",
+    "LeanCompressMiddleware",
+    "LeanPrefixMiddleware",
+    "plain_messages",
+    "tool_schemas",
+]
+
+Handler = Callable[[ModelRequest], ModelResponse]
+AsyncHandler = Callable[[ModelRequest], Awaitable[ModelResponse]]
+
+
+# -- translation: LangChain objects to the plain data the core takes ------------------------------
+def plain_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
+    """Messages as the core's plain dicts (role, content, tool calls)."""
+    out = []
+    for m in messages:
+        item: dict[str, Any] = {"role": m.type, "content": m.content}
+        calls = getattr(m, "tool_calls", None)
+        if calls:
+            item["tool_calls"] = [{"name": c["name"], "args": c["args"], "id": c.get("id")} for c in calls]
+        out.append(item)
+    return out
+
+
+_SCHEMAS: dict[int, tuple[Any, tuple[Any, ...], dict[str, Any]]] = {}
+
+
+def _schema(tool: Any) -> dict[str, Any]:
+    # Converted once per tool object (every step sends the same tools); a tool whose schema
+    # source changes (a new args_schema) is converted again. Keyed by id, checked by a weak
+    # reference, so a new tool at a reused address is not mistaken for the old one.
+    source = (getattr(tool, "name", None), getattr(tool, "description", None), getattr(tool, "args_schema", None))
+    seen = _SCHEMAS.get(id(tool))
+    if seen is not None and seen[0]() is tool and seen[1] == source:
+        return seen[2]
+    schema = convert_to_openai_tool(tool)
+    try:
+        _SCHEMAS[id(tool)] = (weakref.ref(tool, lambda _r, key=id(tool): _SCHEMAS.pop(key, None)), source, schema)
+    except TypeError:  # not weak-referenceable: converted each time
+        pass
+    return schema
+
+
+def tool_schemas(tools: Sequence[Any]) -> list[dict[str, Any]]:
+    """Bound tools as OpenAI function-format dicts (a provider's built-in tool dict as is)."""
+    return [t if isinstance(t, dict) else _schema(t) for t in tools]
+
+
+def _sent(request: ModelRequest) -> list[BaseMessage]:
+    return [request.system_message, *request.messages] if request.system_message else list(request.messages)
+
+
+#: Message fields that reach the model, besides the role and the content (the cache key holds them).
+_SENT_FIELDS = ("name", "tool_call_id", "status", "additional_kwargs")
+
+
+def _key_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
+    """Messages as the cache key's plain dicts: every field that reaches the model."""
+    out = []
+    for m in messages:
+        item: dict[str, Any] = {"role": m.type, "content": m.content}
+        for name in _SENT_FIELDS:
+            value = getattr(m, name, None)
+            if value:
+                item[name] = value
+        calls = getattr(m, "tool_calls", None)
+        if calls:
+            item["tool_calls"] = [{"name": c["name"], "args": c["args"], "id": c.get("id")} for c in calls]
+        out.append(item)
+    return out
+
+
+def _request_tokens(request: ModelRequest) -> int:
+    return request_tokens(plain_messages(_sent(request)), tool_schemas(request.tools))
+
+
+def _answer(response: ModelResponse | AIMessage) -> AIMessage | None:
+    result = [response] if isinstance(response, AIMessage) else getattr(response, "result", [])
+    return next((m for m in reversed(result) if isinstance(m, AIMessage)), None)
+
+
+def _goal(messages: Sequence[BaseMessage]) -> str | None:
+    """The pending user goal: the text of the latest human message."""
+    for m in reversed(messages):
+        if isinstance(m, HumanMessage):
+            return content_text(m.content) or None
+    return None
+
+
+def _model_name(request: ModelRequest) -> str | None:
+    model = request.model.model if isinstance(request.model, BudgetedChatModel) else request.model
+    return _chat_model_name(model)
+
+
+# -- 1. compression of tool results ---------------------------------------------------------------
+class LeanCompressMiddleware(AgentMiddleware):
+    """Compresses long tool results in each model request, for the pending user goal.
+
+    Only the request sent to the model changes: the agent's state keeps every tool result as
+    the tool returned it (nothing is lost; a later step, another middleware or the user reads
+    the original). Tool-call ids, tool names and statuses are kept; JSON stays JSON with its
+    keys, numbers and short strings untouched; fenced code is kept; numbers are protected
+    (:class:`lean_plugins.agents.ToolResultCompressor`). Each result is compressed once per
+    goal and resent the same on later steps, so a provider's prefix cache keeps hitting.
+
+    Args:
+        compressor: a :class:`~lean_plugins.agents.ToolResultCompressor` (or a core
+            ``LeanCompressor``, wrapped in one); default: a new one.
+        rate: share of a long result's prose to keep (when ``compressor`` is not a
+            ``ToolResultCompressor``).
+        min_tokens: results shorter than this are sent as they are.
+        tenant: recorded with each ledger event.
+    """
+
+    def __init__(
+        self,
+        compressor: Any = None,
+        *,
+        rate: float | None = None,
+        min_tokens: int | None = None,
+        tenant: str | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(compressor, ToolResultCompressor):
+            if rate is not None or min_tokens is not None:
+                raise ConfigurationError(
+                    "LeanCompressMiddleware: rate and min_tokens belong to the ToolResultCompressor you "
+                    "passed; set them there (ToolResultCompressor(rate=..., min_tokens=...))."
+                )
+            self.compressor = compressor
+        else:
+            settings = {k: v for k, v in (("rate", rate), ("min_tokens", min_tokens)) if v is not None}
+            self.compressor = ToolResultCompressor(compressor, **settings)
+        self.tenant = tenant
+
+    def _pending(self, request: ModelRequest) -> bool:
+        """True when some tool result of the request is not compressed yet (work for a thread)."""
+        goal = _goal(request.messages)
+        return any(
+            isinstance(m, ToolMessage) and self.compressor.cached(content_text(m.content), goal) is None
+            for m in request.messages
+        )
+
+    def _edit(self, request: ModelRequest) -> ModelRequest:
+        goal = _goal(request.messages)
+        edited: list[BaseMessage] = []
+        before = after = results = 0
+        for m in request.messages:
+            if isinstance(m, ToolMessage) and _compressible(m.content):
+                done = self.compressor.compress(content_text(m.content), goal)
+                if done.changed:
+                    before += done.original_tokens
+                    after += done.tokens
+                    results += 1
+                    m = m.model_copy(update={"content": _replace_text(m.content, done.text)})
+            edited.append(m)
+        if not results:
+            return request
+        record(
+            layer="compress",
+            kind="tool_result",
+            input_before=before,
+            input_after=after,
+            model=_model_name(request),
+            tenant=self.tenant,
+            meta={"tool_results": results, "query": goal is not None},
+        )
+        return request.override(messages=edited)
+
+    def wrap_model_call(self, request: ModelRequest, handler: Handler) -> ModelResponse:
+        return handler(self._edit(request))
+
+    async def awrap_model_call(self, request: ModelRequest, handler: AsyncHandler) -> ModelResponse:
+        # The compressor is CPU work: off the event loop when there is any to do.
+        edited = await asyncio.to_thread(self._edit, request) if self._pending(request) else self._edit(request)
+        return await handler(edited)
+
+
+def _compressible(content: Any) -> bool:
+    """A string, or a list of text parts only (other parts, e.g. images, are left alone)."""
+    if isinstance(content, str):
+        return True
+    return isinstance(content, list) and bool(content) and all(
+        isinstance(p, dict) and p.get("type") == "text" for p in content
+    )
+
+
+def _replace_text(content: Any, text: str) -> Any:
+    """New content with ``text``: a string stays a string; text parts become one part that
+    keeps the last part's other keys (a cache breakpoint, for one)."""
+    if isinstance(content, str):
+        return text
+    return [{**content[-1], "type": "text", "text": text}]
+
+
+# -- 5. the model-call cache ------------------------------------------------------------------------
+class LeanCacheMiddleware(AgentMiddleware):
+    """Serves a model call from the cache when the same request was answered before.
+
+    The key is the LLM-level cache's (:func:`lean_plugins.cache.keys.request_key`): every
+    message with its tool calls and ids, the bound tools, tool choice, response format and
+    model settings, and the model's identity (its ``llm_string``), so a hit needs the whole
+    request equal (a paraphrase only of a plain first question, with identical earlier
+    messages). A hit returns the cached message (tool calls and ids kept, a new message id)
+    marked as a hit and booked as ``cache / hit``; structured-output replies are not cached.
+    An answer cut by an output budget is cached only when the budget is part of the key (a
+    :class:`LeanBudgetMiddleware` outside this one).
+
+    Args:
+        cache: a :class:`lean_plugins.langchain.LeanCache` or a core
+            :class:`lean_plugins.cache.LeanCache`; default: a local one in the user cache dir.
+        tenant: tenant id mixed into every namespace.
+    """
+
+    def __init__(self, cache: Any = None, *, tenant: str | None = None) -> None:
+        super().__init__()
+        if cache is None:
+            cache = LeanCache(tenant=tenant)
+        elif not isinstance(cache, LeanCache):
+            cache = LeanCache(cache, tenant=tenant)
+        elif tenant is not None and cache.tenant != tenant:
+            raise ConfigurationError(
+                f"LeanCacheMiddleware: the LeanCache passed is for tenant {cache.tenant!r}, not {tenant!r}; "
+                "pass LeanCache(tenant=...) or the core cache."
+            )
+        self.cache = cache
+
+    def _key(self, request: ModelRequest) -> tuple[str, dict[str, Any]]:
+        params: dict[str, Any] = {**request.model_settings}
+        if request.tools:
+            params["tools"] = tool_schemas(request.tools)
+        if request.tool_choice is not None:
+            params["tool_choice"] = request.tool_choice
+        if request.response_format is not None:
+            params["response_format"] = repr(request.response_format)
+        llm_string = request.model._get_llm_string(**params)
+        key = request_key(compact_history(_key_messages(_sent(request))))
+        return key.text, {
+            "namespace": namespace_for(llm_string, self.cache.tenant),
+            "model": _model_name(request),
+            "tenant": self.cache.tenant,
+            "scope": key.scope,
+            "semantic": key.semantic,
+        }
+
+    def _hit(self, hit: Any) -> ModelResponse | None:
+        generations = LeanCache._hit(hit)
+        if not generations:
+            return None
+        message = getattr(generations[0], "message", None)
+        if not isinstance(message, AIMessage):
+            return None
+        # A new id (LangGraph's add_messages would replace an earlier message with the same id),
+        # and the cache-hit mark that tells the other layers nothing was spent.
+        update = {"id": f"lean-cache-{uuid.uuid4()}", "response_metadata": mark_cache_hit(message.response_metadata)}
+        return ModelResponse(result=[message.model_copy(update=update)])
+
+    def _storable(self, request: ModelRequest, response: ModelResponse | AIMessage) -> AIMessage | None:
+        answer = _answer(response)
+        if answer is None or is_cache_hit(answer.response_metadata):
+            return None
+        if isinstance(response, ModelResponse) and (response.structured_response is not None or len(response.result) != 1):
+            return None
+        cut = (answer.response_metadata.get("output_budget") or {}).get("stop_reason") not in (None, "natural")
+        if cut and not isinstance(request.model, BudgetedChatModel):
+            return None  # cut by a budget the key does not hold
+        return answer
+
+    def _value(self, answer: AIMessage) -> tuple[str, int]:
+        usage = answer.usage_metadata or {}
+        output = usage.get("output_tokens")
+        if output is None:
+            output = count_tokens(content_text(answer.content))
+        return dumps([ChatGeneration(message=answer)]), int(output)
+
+    def _served(self, request: ModelRequest, hit: Any, model: str | None) -> ModelResponse | None:
+        """The response of a hit, booked as ``cache / hit`` with the whole request's input
+        tokens (tool schemas and every message: what the avoided call would have been sent)."""
+        found = self._hit(hit)
+        if found is not None:
+            output = hit.output_tokens if hit.output_tokens is not None else count_tokens(content_text(found.result[0].content))
+            record(
+                layer="cache",
+                kind="hit",
+                input_before=_request_tokens(request),
+                output_before=int(output),
+                model=model,
+                tenant=self.cache.tenant,
+                meta={"match": hit.match, "similarity": round(hit.similarity, 4), "agent": True},
+            )
+        return found
+
+    def wrap_model_call(self, request: ModelRequest, handler: Handler) -> ModelResponse | AIMessage:
+        text, kwargs = self._key(request)
+        found = self._served(request, self.cache.cache.lookup(text, record=False, **kwargs), kwargs["model"])
+        if found is not None:
+            return found
+        response = handler(request)
+        answer = self._storable(request, response)
+        if answer is not None:
+            value, output = self._value(answer)
+            self.cache.cache.put(text, value, namespace=kwargs["namespace"], output_tokens=output,
+                                 scope=kwargs["scope"], semantic=kwargs["semantic"])  # fmt: skip
+        return response
+
+    async def awrap_model_call(self, request: ModelRequest, handler: AsyncHandler) -> ModelResponse | AIMessage:
+        text, kwargs = self._key(request)
+        hit = await self.cache.cache.alookup(text, record=False, **kwargs)
+        found = self._served(request, hit, kwargs["model"])
+        if found is not None:
+            return found
+        response = await handler(request)
+        answer = self._storable(request, response)
+        if answer is not None:
+            value, output = self._value(answer)
+            await self.cache.cache.aput(text, value, namespace=kwargs["namespace"], output_tokens=output,
+                                        scope=kwargs["scope"], semantic=kwargs["semantic"])  # fmt: skip
+        return response
+
+
+# -- 4. output budget per step and per run --------------------------------------------------------
+class LeanBudgetState(AgentState):
+    """Agent state with the output tokens generated so far in this run (private, per run)."""
+
+    lean_run_output_tokens: NotRequired[Annotated[int, UntrackedValue, PrivateStateAttr]]
+
+
+class LeanBudgetMiddleware(AgentMiddleware[LeanBudgetState]):
+    """Stops each model call at its output budget and the run at the run's budget.
+
+    Each step's model is the core output budget's (:func:`lean_plugins.langchain.with_output_budget`):
+    its max-tokens field set to the step's budget, its stream closed there, the text kept,
+    tool calls and usage kept. The step's budget is ``step_tokens``, or what is left of
+    ``run_tokens`` if less (:class:`lean_plugins.agents.AgentBudget`); when the run's budget
+    is spent the agent ends with a message saying so (``exit_behavior="end"``, like
+    ``ModelCallLimitMiddleware``) or raises :class:`lean_plugins.errors.BudgetExceededError`
+    (``"error"``). Calls are booked as ``budget / stop`` and ``llm / call``; a cached answer
+    (served by a cache inside this middleware) spends nothing, and the part of it this budget
+    had cut is booked again as the budget's.
+
+    The step's budget also caps the provider's max-tokens, which counts tool calls too: keep
+    ``step_tokens`` above the longest tool call the agent makes (a call longer than the budget
+    would be cut by the provider and is booked as a budget stop).
+
+    Args:
+        step_tokens: output tokens per model call (``None``: only the run's limit).
+        run_tokens: output tokens per run, all steps together (``None``: only the step's).
+        baseline_tokens: the max-tokens the app would set without the budget: what a stopped
+            answer would have cost (default: the model's own max-tokens field, else the
+            step's budget, which claims no saving beyond the tokens generated).
+        exit_behavior: ``"end"`` or ``"error"`` when the run's budget is spent.
+        tenant: recorded with each ledger event.
+    """
+
+    state_schema = LeanBudgetState
+
+    def __init__(
+        self,
+        step_tokens: int | None = None,
+        run_tokens: int | None = None,
+        *,
+        baseline_tokens: int | None = None,
+        exit_behavior: Literal["end", "error"] = "end",
+        tenant: str | None = None,
+    ) -> None:
+        super().__init__()
+        if exit_behavior not in ("end", "error"):
+            raise ConfigurationError(f"exit_behavior must be 'end' or 'error', got {exit_behavior!r}.")
+        self.budget = AgentBudget(step_tokens, run_tokens)
+        self.baseline_tokens = baseline_tokens
+        self.exit_behavior = exit_behavior
+        self.tenant = tenant
+
+    def _baseline(self, model: Any) -> int | None:
+        if self.baseline_tokens is not None:
+            return self.baseline_tokens
+        own = capped_limits(type(model).model_fields, dict(model), 2**31 - 1) if isinstance(model, BaseModel) else {}
+        value = next(iter(own.values()), None)
+        return value if value is not None and value < 2**31 - 1 else None
+
+    @hook_config(can_jump_to=["end"])
+    def before_model(self, state: LeanBudgetState, runtime: Any) -> dict[str, Any] | None:
+        used = state.get("lean_run_output_tokens", 0)
+        if not self.budget.exhausted(used):
+            return None
+        message = self.budget.stop_message(used)
+        if self.exit_behavior == "error":
+            from lean_plugins.errors import BudgetExceededError
+
+            raise BudgetExceededError(message, partial_text="", tokens_used=used)
+        return {"jump_to": "end", "messages": [AIMessage(content=message)]}
+
+    @hook_config(can_jump_to=["end"])
+    async def abefore_model(self, state: LeanBudgetState, runtime: Any) -> dict[str, Any] | None:
+        return self.before_model(state, runtime)
+
+    def after_model(self, state: LeanBudgetState, runtime: Any) -> dict[str, Any] | None:
+        last = state["messages"][-1] if state.get("messages") else None
+        if not isinstance(last, AIMessage) or is_cache_hit(last.response_metadata):
+            return None
+        usage = last.usage_metadata or {}
+        spent = usage.get("output_tokens")
+        if spent is None:
+            spent = count_tokens(content_text(last.content))
+        return {"lean_run_output_tokens": state.get("lean_run_output_tokens", 0) + int(spent)}
+
+    async def aafter_model(self, state: LeanBudgetState, runtime: Any) -> dict[str, Any] | None:
+        return self.after_model(state, runtime)
+
+    def _budgeted(self, request: ModelRequest) -> tuple[ModelRequest, int | None]:
+        used = request.state.get("lean_run_output_tokens", 0) if request.state else 0
+        step = self.budget.for_step(used) or 1  # 0 (spent) ends the run in before_model
+        baseline = self._baseline(request.model)
+        budget = step_output_budget(step, baseline, model=_chat_model_name(request.model), tenant=self.tenant)
+        return request.override(model=with_output_budget(request.model, budget)), baseline
+
+    def _replayed(self, request: ModelRequest, response: Any, baseline: int | None) -> None:
+        answer = _answer(response)
+        if answer is not None and is_cache_hit(answer.response_metadata):
+            meta = answer.response_metadata.get("output_budget")
+            replayed_budget_event(meta, baseline, _chat_model_name(request.model), self.tenant)
+
+    def wrap_model_call(self, request: ModelRequest, handler: Handler) -> ModelResponse | AIMessage:
+        budgeted, baseline = self._budgeted(request)
+        response = handler(budgeted)
+        self._replayed(request, response, baseline)
+        return response
+
+    async def awrap_model_call(self, request: ModelRequest, handler: AsyncHandler) -> ModelResponse | AIMessage:
+        budgeted, baseline = self._budgeted(request)
+        response = await handler(budgeted)
+        self._replayed(request, response, baseline)
+        return response
+
+
+# -- prefix layout and provider cache breakpoints --------------------------------------------------
+Breakpoints = Literal["auto", "anthropic", "none"]
+
+
+class LeanPrefixMiddleware(AgentMiddleware):
+    """Keeps the stable prefix first and marks where a provider may cache it.
+
+    The tool schemas are sent in one fixed order (by name), so middleware that changes the
+    tool list (or a dict's order) does not move the prefix; with ``breakpoints="anthropic"``
+    (``"auto"``: when the model is Anthropic's) the system message (the end of the stable
+    prefix) and the latest message (the conversation so far, which the next step resends)
+    get a ``cache_control`` breakpoint. OpenAI caches prefixes without marks. The
+    prefix-cache tokens a provider reports are booked in the ledger (``prefix cache``).
+
+    Args:
+        breakpoints: ``"auto"``, ``"anthropic"`` or ``"none"``.
+        ttl: Anthropic's cache lifetime, ``"5m"`` (default) or ``"1h"``.
+        sort_tools: send tool schemas sorted by name.
+        tenant: recorded with each ledger event.
+    """
+
+    def __init__(
+        self,
+        *,
+        breakpoints: Breakpoints = "auto",
+        ttl: Literal["5m", "1h"] = "5m",
+        sort_tools: bool = True,
+        tenant: str | None = None,
+    ) -> None:
+        super().__init__()
+        if breakpoints not in ("auto", "anthropic", "none"):
+            raise ConfigurationError(f"breakpoints must be 'auto', 'anthropic' or 'none', got {breakpoints!r}.")
+        if ttl not in ("5m", "1h"):
+            raise ConfigurationError(f"ttl must be '5m' or '1h' (Anthropic's two cache lifetimes), got {ttl!r}.")
+        self.breakpoints = breakpoints
+        self.ttl = ttl
+        self.sort_tools = sort_tools
+        self.tenant = tenant
+
+    def _marks(self, request: ModelRequest) -> bool:
+        if self.breakpoints != "auto":
+            return self.breakpoints == "anthropic"
+        model = request.model.model if isinstance(request.model, BudgetedChatModel) else request.model
+        return "anthropic" in str(getattr(model, "_llm_type", "")).lower()
+
+    def _mark(self, message: BaseMessage) -> BaseMessage:
+        content = message.content
+        control = {"type": "ephemeral"} if self.ttl == "5m" else {"type": "ephemeral", "ttl": self.ttl}
+        if isinstance(content, str):
+            if not content:
+                return message
+            return message.model_copy(update={"content": [{"type": "text", "text": content, "cache_control": control}]})
+        if isinstance(content, list) and content and isinstance(content[-1], dict):
+            return message.model_copy(update={"content": [*content[:-1], {**content[-1], "cache_control": control}]})
+        return message
+
+    def _layout(self, request: ModelRequest) -> ModelRequest:
+        changes: dict[str, Any] = {}
+        if self.sort_tools and len(request.tools) > 1:
+            changes["tools"] = sorted(request.tools, key=_tool_name)
+        if self._marks(request):
+            if request.system_message is not None:
+                changes["system_message"] = self._mark(request.system_message)
+            if request.messages:
+                changes["messages"] = [*request.messages[:-1], self._mark(request.messages[-1])]
+        return request.override(**changes) if changes else request
+
+    def _book(self, request: ModelRequest, response: Any) -> None:
+        answer = _answer(response)
+        if answer is not None and answer.usage_metadata and not is_cache_hit(answer.response_metadata):
+            record_prefix_cache(answer.usage_metadata, model=_model_name(request), tenant=self.tenant)
+
+    def wrap_model_call(self, request: ModelRequest, handler: Handler) -> ModelResponse | AIMessage:
+        response = handler(self._layout(request))
+        self._book(request, response)
+        return response
+
+    async def awrap_model_call(self, request: ModelRequest, handler: AsyncHandler) -> ModelResponse | AIMessage:
+        response = await handler(self._layout(request))
+        self._book(request, response)
+        return response
+
+
+def _tool_name(tool: Any) -> str:
+    if isinstance(tool, dict):
+        return str(tool.get("name") or (tool.get("function") or {}).get("name") or "")
+    return str(getattr(tool, "name", ""))
+

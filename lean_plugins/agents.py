@@ -1,0 +1,531 @@
+"""The five layers inside a tool-calling agent loop: the parts both framework adapters share.
+
+An agent is the RAG path in a loop (DESIGN.md): every step resends the system prompt, the tool
+schemas and the whole history, tool results included. What is specific to agents, and lives
+here once, framework-free:
+
+* :class:`ToolResultCompressor`: compresses one long tool result for the pending user goal
+  with the core :class:`~lean_plugins.compress.LeanCompressor`. JSON stays JSON (keys,
+  numbers, booleans and short strings such as ids are never touched; only long string values
+  are compressed), fenced code is kept verbatim, numbers are protected, and results are
+  memoised per (text, goal), so a result resent on every later step is compressed once and
+  comes out the same each time (a provider's prefix cache keeps working).
+* :class:`AgentBudget`: output budgets per step and per run (how many tokens the next step
+  may generate given what the run has generated).
+* :func:`request_tokens`, :func:`request_segments`: how many input tokens a chat request
+  (messages plus tool schemas) holds, additively, so every layer books the same counts; and
+  the request as ordered text segments with provider cache breakpoints, for the simulations.
+* :func:`simulate_breakpoint_cache`: Anthropic-style prefix caching (explicit breakpoints,
+  a minimum cacheable prefix, reads at 10% and writes at 125% of the input price), the
+  counterpart of :func:`lean_plugins.prompts.prefix_cache.simulate_prefix_cache` (OpenAI's
+  automatic rule).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lean_plugins.cache.keys import canonical_json
+from lean_plugins.errors import ConfigurationError
+from lean_plugins.tokens import count_tokens
+
+#: Tool results shorter than this (cl100k tokens) are sent as they are.
+DEFAULT_MIN_TOKENS = 200
+#: In a JSON tool result, string values shorter than this are never compressed (ids, names, dates).
+DEFAULT_MIN_STRING_TOKENS = 40
+#: Share of a long tool result's prose kept by default.
+DEFAULT_TOOL_RATE = 0.33
+#: Tokens a chat message costs besides its content (role and separators; OpenAI's published
+#: accounting for its chat format).
+MESSAGE_OVERHEAD_TOKENS = 4
+
+_PARAGRAPH = re.compile(r"\n[ \t]*\n")
+_FENCE = re.compile(r"^```[^\n]*\n.*?^```[ \t]*$", re.MULTILINE | re.DOTALL)
+
+
+# -- tool results ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ToolResultCompression:
+    """One tool result, compressed (or left alone, with the reason in ``kind``)."""
+
+    text: str
+    """What the model is sent."""
+    original_tokens: int
+    tokens: int
+    kind: str
+    """``json``, ``text`` (prose, fenced code kept), or why it was left alone: ``short``,
+    ``no gain`` (compression would not make it shorter)."""
+
+    @property
+    def changed(self) -> bool:
+        return self.tokens < self.original_tokens
+
+
+class ToolResultCompressor:
+    """Compresses long tool results for a goal; see the module docstring.
+
+    Args:
+        compressor: the core :class:`~lean_plugins.compress.LeanCompressor` (any object with
+            its ``compress_documents(texts, rate=, query=)``); default: one with numbers
+            protected (``protect_numbers=True``: an answer is often a figure). Its own ledger
+            booking is turned off on a private copy: an agent's compression is booked per
+            model call, at the agent model's price, by the adapter.
+        rate: share of each long result's prose to keep.
+        min_tokens: results shorter than this are sent unchanged.
+        min_string_tokens: JSON string values shorter than this are never compressed.
+        max_tokens: at most this many tokens kept of one result's compressible text (``None``:
+            ``rate`` alone), so a very long result (a whole file) keeps its relevant part only.
+        keep_best: with a goal, this many units of a result (paragraphs, JSON string values)
+            that share most of the goal's rarer words are kept whole (0: none).
+        memo_size: results remembered (per text and goal), least recently used dropped first.
+    """
+
+    def __init__(
+        self,
+        compressor: Any = None,
+        *,
+        rate: float = DEFAULT_TOOL_RATE,
+        min_tokens: int = DEFAULT_MIN_TOKENS,
+        min_string_tokens: int = DEFAULT_MIN_STRING_TOKENS,
+        max_tokens: int | None = None,
+        keep_best: int = 1,
+        memo_size: int = 1024,
+    ) -> None:
+        if not 0.0 < rate <= 1.0:
+            raise ConfigurationError(f"rate is the share of a tool result to keep, in (0, 1]; got {rate!r}.")
+        if max_tokens is not None and max_tokens < 1:
+            raise ConfigurationError(f"max_tokens must be >= 1 or None, got {max_tokens!r}.")
+        if keep_best < 0:
+            raise ConfigurationError(f"keep_best must be >= 0, got {keep_best!r}.")
+        if min_tokens < 1 or min_string_tokens < 1 or memo_size < 1:
+            raise ConfigurationError(
+                "min_tokens, min_string_tokens and memo_size must be >= 1; got "
+                f"{min_tokens!r}, {min_string_tokens!r}, {memo_size!r}."
+            )
+        if compressor is None:
+            from lean_plugins.compress import LeanCompressor
+
+            compressor = LeanCompressor(rate=rate, protect_numbers=True, record_ledger=False)
+        elif getattr(compressor, "record_ledger", False):
+            # A copy (sharing the loaded model) that does not book: the adapter books each call.
+            compressor = copy.copy(compressor)
+            compressor.record_ledger = False
+        self.compressor = compressor
+        self.rate = rate
+        self.min_tokens = min_tokens
+        self.min_string_tokens = min_string_tokens
+        self.max_tokens = max_tokens
+        self.keep_best = keep_best
+        self.memo_size = memo_size
+        self._memo: OrderedDict[tuple[str, str], ToolResultCompression] = OrderedDict()
+        self._lock = threading.Lock()
+        self.compress_seconds = 0.0
+        """Wall time spent compressing new results (the model and its text handling; memo
+        hits cost nothing here), for overhead reports."""
+
+    def _remember(self, key: tuple[str, str]) -> ToolResultCompression | None:
+        with self._lock:
+            found = self._memo.get(key)
+            if found is not None:
+                self._memo.move_to_end(key)
+            return found
+
+    def cached(self, text: str, goal: str | None = None) -> ToolResultCompression | None:
+        """The memoised result for ``text`` and ``goal`` (``None``: not compressed yet)."""
+        return self._remember(_memo_key(text, goal))
+
+    def compress(self, text: str, goal: str | None = None) -> ToolResultCompression:
+        """``text`` compressed for ``goal`` (memoised: the same inputs give the same output)."""
+        if not isinstance(text, str):
+            raise TypeError(f"ToolResultCompressor.compress takes a str, got {type(text).__name__}.")
+        key = _memo_key(text, goal)
+        found = self._remember(key)
+        if found is not None:
+            return found
+        start = time.perf_counter()
+        result = self._compress(text, goal or None)
+        with self._lock:
+            self.compress_seconds += time.perf_counter() - start
+            self._memo[key] = result
+            while len(self._memo) > self.memo_size:
+                self._memo.popitem(last=False)
+        return result
+
+    def _compress(self, text: str, goal: str | None) -> ToolResultCompression:
+        original = count_tokens(text)
+        if original < self.min_tokens:
+            return ToolResultCompression(text, original, original, "short")
+        data = _json_or_none(text)
+        if data is not None:
+            out, kind = self._compress_json(data, goal), "json"
+        else:
+            out, kind = self._compress_text(text, goal), "text"
+        tokens = count_tokens(out)
+        if tokens >= original:
+            return ToolResultCompression(text, original, original, "no gain")
+        return ToolResultCompression(out, original, tokens, kind)
+
+    def _run(self, texts: list[str], goal: str | None) -> list[str]:
+        """``texts`` (the units of one result: paragraphs or JSON string values) compressed
+        together to ``rate`` (at most ``max_tokens``). With a goal, the ``keep_best`` units
+        that share most of its rarer words are kept whole and the rest share what is left of
+        the budget: the compressor ranks sentences, and an answer sentence that restates the
+        question in other words (the question's words in the sentence before it) is often
+        ranked low, while its paragraph is not."""
+        sizes = [count_tokens(t) for t in texts]
+        target = self.rate * sum(sizes)
+        if self.max_tokens is not None:
+            target = min(target, self.max_tokens)
+        keep: set[int] = set()
+        if goal and self.keep_best and len(texts) > 1:
+            keep = set(_best_units(goal, texts, self.keep_best))
+        rest = [i for i in range(len(texts)) if i not in keep]
+        out = list(texts)
+        if not rest:
+            return out
+        left = max(1, int(target - sum(sizes[i] for i in keep)))
+        results = self.compressor.compress_documents([texts[i] for i in rest], target_tokens=left, query=goal)
+        for i, result in zip(rest, results, strict=True):
+            out[i] = result.text
+        return out
+
+    def _compress_text(self, text: str, goal: str | None) -> str:
+        """Prose compressed paragraph by paragraph under one budget; fenced code blocks kept
+        verbatim, in place."""
+        pieces: list[tuple[bool, str]] = []  # (is_code, text)
+        last = 0
+        for match in _FENCE.finditer(text):
+            if match.start() > last:
+                pieces.extend((False, par) for par in _PARAGRAPH.split(text[last : match.start()]))
+            pieces.append((True, match.group(0)))
+            last = match.end()
+        if last < len(text):
+            pieces.extend((False, par) for par in _PARAGRAPH.split(text[last:]))
+        prose = [i for i, (code, piece) in enumerate(pieces) if not code and piece.strip()]
+        if not prose:
+            return text
+        kept = self._run([pieces[i][1] for i in prose], goal)
+        for i, new in zip(prose, kept, strict=True):
+            pieces[i] = (False, new)
+        return "\n\n".join(piece.strip("\n") for code, piece in pieces if piece.strip())
+
+    def _compress_json(self, data: Any, goal: str | None) -> str:
+        """Long string values compressed (shared budget, ranked by the goal); every key,
+        number, boolean, null and short string kept as it was; compact JSON out."""
+        leaves: list[tuple[Any, Any]] = []  # (container, key or index)
+
+        def walk(node: Any) -> None:
+            items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+            for k, v in items:
+                if isinstance(v, str):
+                    if count_tokens(v) >= self.min_string_tokens:
+                        leaves.append((node, k))
+                else:
+                    walk(v)
+
+        walk(data)
+        if leaves:
+            kept = self._run([c[k] for c, k in leaves], goal)
+            for (container, k), new in zip(leaves, kept, strict=True):
+                container[k] = new
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+    def __repr__(self) -> str:
+        return (
+            f"ToolResultCompressor(rate={self.rate}, min_tokens={self.min_tokens}, "
+            f"min_string_tokens={self.min_string_tokens}, max_tokens={self.max_tokens}, memo={len(self._memo)})"
+        )
+
+
+def _best_units(goal: str, texts: Sequence[str], n: int) -> list[int]:
+    """The ``n`` texts holding the largest IDF-weighted share of the goal's content words
+    (ties: word pairs of the goal, then order)."""
+    from lean_plugins.compress.relevance import term_shares
+
+    _, idf_share, pair_share = term_shares(goal, list(texts))
+    ranked = sorted(range(len(texts)), key=lambda i: (-idf_share[i], -pair_share[i], i))
+    return [i for i in ranked[:n] if idf_share[i] > 0]
+
+
+def _memo_key(text: str, goal: str | None) -> tuple[str, str]:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(), goal or ""
+
+
+def _json_or_none(text: str) -> Any:
+    stripped = text.lstrip()
+    if not stripped or stripped[0] not in "[{":
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, (dict, list)) else None
+
+
+# -- cache keys of long histories ------------------------------------------------------------------
+#: Earlier messages' contents longer than this (characters) enter a cache key as a digest.
+DIGEST_OVER_CHARS = 512
+_DIGESTS: OrderedDict[str, str] = OrderedDict()
+_DIGESTS_LOCK = threading.Lock()
+
+
+def _digest(text: str) -> str:
+    raw = hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
+    with _DIGESTS_LOCK:
+        found = _DIGESTS.get(raw)
+        if found is not None:
+            _DIGESTS.move_to_end(raw)
+            return found
+    from lean_plugins.cache.keys import normalize_prompt
+
+    value = "sha256:" + hashlib.sha256(normalize_prompt(text).encode("utf-8", "surrogatepass")).hexdigest()
+    with _DIGESTS_LOCK:
+        _DIGESTS[raw] = value
+        while len(_DIGESTS) > 4096:
+            _DIGESTS.popitem(last=False)
+    return value
+
+
+def compact_history(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``messages`` for :func:`lean_plugins.cache.keys.request_key` with every earlier
+    message's long text content replaced by the sha256 of its exact-match form (remembered
+    per text), so an agent's growing history is normalised once, not on every step. Equal
+    keys stay equal and different ones different; the final message (what a paraphrase is
+    matched on) is left whole."""
+    out = [dict(m) for m in messages]
+    for m in out[:-1]:
+        content = m.get("content")
+        if isinstance(content, str) and len(content) > DIGEST_OVER_CHARS:
+            m["content"] = _digest(content)
+        elif isinstance(content, list):
+            m["content"] = [
+                {**p, "text": _digest(p["text"])}
+                if isinstance(p, Mapping) and isinstance(p.get("text"), str) and len(p["text"]) > DIGEST_OVER_CHARS
+                else p
+                for p in content
+            ]
+    return out
+
+
+# -- output budget per step and per run ----------------------------------------------------------
+@dataclass(frozen=True)
+class AgentBudget:
+    """Output budgets of an agent: ``step_tokens`` per model call, ``run_tokens`` per run
+    (one user turn, every step of it together). ``None`` leaves that limit off."""
+
+    step_tokens: int | None = None
+    run_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("step_tokens", "run_tokens"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigurationError(f"AgentBudget.{name} must be a positive int of tokens or None, got {value!r}.")
+        if self.step_tokens is None and self.run_tokens is None:
+            raise ConfigurationError("AgentBudget needs step_tokens, run_tokens or both, e.g. AgentBudget(256, 2048).")
+
+    def remaining(self, used: int) -> int | None:
+        """Tokens the run may still generate (``None``: no run limit)."""
+        return None if self.run_tokens is None else max(0, self.run_tokens - used)
+
+    def for_step(self, used: int) -> int | None:
+        """The next step's budget after ``used`` tokens in this run: ``None`` (no limit) or a
+        positive int; 0 means the run's budget is spent (end the run)."""
+        remaining = self.remaining(used)
+        if remaining is None:
+            return self.step_tokens
+        return remaining if self.step_tokens is None else min(self.step_tokens, remaining)
+
+    def exhausted(self, used: int) -> bool:
+        return self.for_step(used) == 0
+
+    def stop_message(self, used: int) -> str:
+        """What the agent says when the run's budget is spent."""
+        return f"Output budget of this run spent ({used} of {self.run_tokens} tokens); stopping here."
+
+
+def step_output_budget(step_tokens: int, baseline_tokens: int | None = None, **kwargs: Any) -> Any:
+    """The :class:`~lean_plugins.budget.OutputBudget` of one agent step: every call gets
+    ``step_tokens``, judged against ``baseline_tokens`` (the caller's own max-tokens setting:
+    what a stopped answer would have cost without the budget; default ``step_tokens``, which
+    claims no saving beyond what was generated). ``kwargs`` go to ``OutputBudget``."""
+    from lean_plugins.budget import OutputBudget
+
+    class StepOutputBudget(OutputBudget):
+        def budget_for(self, prompt: str | None = None, *, route: str | None = None) -> int:
+            return min(step_tokens, self.max_tokens)
+
+        def settings(self) -> dict[str, Any]:
+            return {**super().settings(), "step_tokens": step_tokens}
+
+    return StepOutputBudget(max(baseline_tokens or step_tokens, 1), **kwargs)
+
+
+def replayed_budget_event(
+    output_budget: Mapping[str, Any] | None, baseline_tokens: int | None, model: str | None, tenant: str | None = None
+) -> Any:
+    """Book the budget's part of a cache hit that replays a budget-cut answer.
+
+    The hit avoided the cut answer (the cache books that); the part the budget cut off is the
+    budget's saving, as on the original call. ``output_budget``: the replayed response's
+    ``output_budget`` metadata. Returns the event, or ``None`` when the answer was not cut."""
+    from lean_plugins.ledger import record
+
+    info = output_budget or {}
+    if info.get("stop_reason") in (None, "natural"):
+        return None
+    generated = int(info.get("tokens_generated", 0))
+    before = max(generated, baseline_tokens or int(info.get("budget", 0)))
+    if before <= generated:
+        return None
+    return record(
+        layer="budget",
+        kind="stop",
+        output_before=before,
+        output_after=generated,
+        model=model,
+        tenant=tenant,
+        meta={"replayed": True, "stop_reason": info.get("stop_reason")},
+    )
+
+
+# -- requests: token counts and segments ----------------------------------------------------------
+def content_text(content: Any) -> str:
+    """The text a message's content holds: a string, or the text of its text parts (other
+    parts serialised, so an image or a document still counts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence):
+        parts = []
+        for part in content:
+            if isinstance(part, str):
+                parts.append(part)
+            elif isinstance(part, Mapping) and part.get("type") == "text":
+                parts.append(str(part.get("text", "")))
+            else:
+                parts.append(canonical_json(part))
+        return "".join(parts)
+    return "" if content is None else canonical_json(content)
+
+
+def has_breakpoint(content: Any) -> bool:
+    """True when a message's content carries a provider cache breakpoint (``cache_control``)."""
+    return isinstance(content, Sequence) and not isinstance(content, str) and any(
+        isinstance(p, Mapping) and p.get("cache_control") for p in content
+    )
+
+
+def tool_calls_text(message: Mapping[str, Any]) -> str:
+    """A message's tool calls (name, arguments, id) as the canonical text that is counted."""
+    calls = message.get("tool_calls") or []
+    return canonical_json([{"name": c.get("name"), "args": c.get("args"), "id": c.get("id")} for c in calls]) if calls else ""
+
+
+def message_tokens(message: Mapping[str, Any]) -> int:
+    """Input tokens of one message dict (``role``, ``content``, optional ``tool_calls``)."""
+    calls = tool_calls_text(message)
+    return MESSAGE_OVERHEAD_TOKENS + count_tokens(content_text(message.get("content"))) + (count_tokens(calls) if calls else 0)
+
+
+def tools_tokens(tools: Iterable[Mapping[str, Any]]) -> int:
+    """Input tokens of the tool schemas (OpenAI function format dicts), as sent."""
+    tools = list(tools)
+    return count_tokens(canonical_json(tools)) if tools else 0
+
+
+def request_tokens(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] = ()) -> int:
+    """Input tokens of a chat request: the tool schemas plus every message. Additive: a
+    message changed by a layer changes the total by exactly its own difference."""
+    return tools_tokens(tools) + sum(message_tokens(m) for m in messages)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A piece of a request in the order providers read it, with its token count."""
+
+    text: str
+    tokens: int
+    breakpoint: bool = False
+
+
+def request_segments(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] = ()) -> list[Segment]:
+    """The request as providers read it: tool schemas, then each message in order (the
+    system message first where there is one); a segment is a breakpoint when its message
+    carries ``cache_control``. Token counts agree with :func:`request_tokens`."""
+    segments = []
+    if tools:
+        segments.append(Segment(canonical_json(list(tools)), tools_tokens(tools)))
+    for m in messages:
+        text = f"<{m.get('role')}>" + content_text(m.get("content")) + tool_calls_text(m)
+        segments.append(Segment(text, message_tokens(m), has_breakpoint(m.get("content"))))
+    return segments
+
+
+# -- provider prefix caches with explicit breakpoints (Anthropic) ---------------------------------
+@dataclass(frozen=True)
+class BreakpointCacheRule:
+    """How a provider with explicit cache breakpoints bills (Anthropic's published rule, read
+    2026-11-30: a prefix up to a ``cache_control`` breakpoint is written at 1.25x the input
+    price and read at 0.1x; prefixes under 1,024 tokens (2,048 for Haiku) are not cached)."""
+
+    min_prefix_tokens: int = 1024
+    read_price: float = 0.1
+    write_price: float = 1.25
+    name: str = "Anthropic prompt caching (Sonnet/Opus): breakpoints, >= 1,024 tokens, reads 0.1x, writes 1.25x"
+
+
+ANTHROPIC_RULE = BreakpointCacheRule()
+
+
+@dataclass(frozen=True)
+class BreakpointCacheSimulation:
+    rule: BreakpointCacheRule
+    requests: int
+    input_tokens: int
+    read_tokens: int
+    write_tokens: int
+
+    @property
+    def billed_input_tokens(self) -> float:
+        """Input tokens at full-price equivalents."""
+        plain = self.input_tokens - self.read_tokens - self.write_tokens
+        return plain + self.read_tokens * self.rule.read_price + self.write_tokens * self.rule.write_price
+
+
+def simulate_breakpoint_cache(
+    requests: Iterable[Sequence[Segment]], rule: BreakpointCacheRule = ANTHROPIC_RULE
+) -> BreakpointCacheSimulation:
+    """Bill requests (in order, each a list of :class:`Segment`) under a breakpoint cache that
+    keeps every prefix written before: a request reads the longest prefix ending at one of its
+    breakpoints that an earlier request wrote, and writes the prefix up to its last breakpoint
+    beyond that. No breakpoints, no caching. A simulation: real caches also expire."""
+    written: set[str] = set()
+    total = read = write = 0
+    count = 0
+    for segments in requests:
+        count += 1
+        digest = hashlib.sha256()
+        prefix_tokens = 0
+        marks: list[tuple[int, str]] = []
+        for seg in segments:
+            digest.update(seg.text.encode("utf-8", "surrogatepass") + b"\x00")
+            prefix_tokens += seg.tokens
+            if seg.breakpoint and prefix_tokens >= rule.min_prefix_tokens:
+                marks.append((prefix_tokens, digest.copy().hexdigest()))
+        total += prefix_tokens
+        hit = max((n for n, h in marks if h in written), default=0)
+        last = marks[-1][0] if marks else 0
+        read += hit
+        if last > hit:
+            write += last - hit
+        written.update(h for _, h in marks)
+    return BreakpointCacheSimulation(rule, count, total, read, write)
