@@ -286,8 +286,9 @@ def _context_reason(text: str, rules: ContextRules) -> str | None:
     return None
 
 
-#: Marks where the question stood in a prompt's context (the context is part of the scope).
-_QUESTION_MARK = "\x00question\x00"
+#: Marks where the question stood in a prompt's context (the context is part of the scope);
+#: it names the question's offset, so no other prompt gives the same question and context.
+_QUESTION_MARK = "\x00question@{}\x00"
 
 
 @dataclass(frozen=True)
@@ -334,7 +335,7 @@ def split_prompt(text: str, rules: ContextRules | None = None) -> PromptParts:
         start, end = found.span("question")
         if not question or context_reason(question, rules) is not None:
             break  # the question found is not plain: exact repeats only
-        context = text[:start] + _QUESTION_MARK + text[end:]
+        context = text[:start] + _QUESTION_MARK.format(start) + text[end:]
         return PromptParts(question, context, True)
     return PromptParts(text, "", False, f"the prompt carries context ({reason}) and no plain question apart from it")
 
