@@ -209,3 +209,72 @@ def check_composition(kind: str, mode: str, compressor: Any, local_client: Any, 
     tolerance = price.cost(6, 0)
     assert abs(saved - (plain_cost - lean_cost)) <= tolerance, summary.to_table()
     assert plain_cost > lean_cost
+
+
+# -- agents: the same layers as create_agent middleware -----------------------------------------
+@pytest.mark.parametrize("mode", ["invoke", "stream", "ainvoke", "astream"])
+def test_agent_with_all_layers_composes(mode: str, tmp_path: Any) -> None:
+    """A create_agent whose tool returns the retrieved documents, with the lean middleware
+    (budget, cache, compressed tool results, prefix layout) and LangChain's own call limit."""
+    pytest.importorskip("langchain.agents")
+    from langchain.agents import create_agent
+    from langchain.agents.middleware import ModelCallLimitMiddleware
+    from langchain_core.tools import tool
+    from lean_plugins.langchain.middleware import (
+        LeanBudgetMiddleware,
+        LeanCacheMiddleware,
+        LeanCompressMiddleware,
+        LeanPrefixMiddleware,
+    )
+
+    from lean_plugins.agents import ToolResultCompressor
+    from lean_plugins.cache import LeanCache as CoreLeanCache
+    from lean_plugins.compress import LeanCompressor
+    from lean_plugins.ledger import is_cache_hit
+    from tests.integrations.langchain.agent_fakes import ScriptedChatModel, search_then_answer
+
+    @tool
+    def retrieve(query: str) -> str:
+        """The documents retrieved for a question."""
+        return "\n\n".join(DOCUMENTS)
+
+    model = ScriptedChatModel(policy=search_then_answer({QUESTION: "Rollo"}, tool="retrieve"), max_tokens=200)
+    cache = CoreLeanCache(path=tmp_path / "agent", mode="exact", guard=False, verifier=False)
+    middleware = [
+        ModelCallLimitMiddleware(run_limit=4),
+        LeanBudgetMiddleware(step_tokens=BUDGET + 16),
+        LeanCacheMiddleware(cache),
+        LeanCompressMiddleware(ToolResultCompressor(LeanCompressor(record_ledger=False), min_tokens=50)),
+        LeanPrefixMiddleware(breakpoints="anthropic"),
+    ]
+    agent = create_agent(model, [retrieve], system_prompt=SYSTEM, middleware=middleware)
+    inputs = {"messages": [{"role": "user", "content": QUESTION}]}
+
+    def run_once() -> list[AIMessage]:
+        if mode == "invoke":
+            return [m for m in agent.invoke(inputs)["messages"] if isinstance(m, AIMessage)]
+        if mode == "ainvoke":
+            return [m for m in asyncio.run(agent.ainvoke(inputs))["messages"] if isinstance(m, AIMessage)]
+        if mode == "stream":
+            updates = list(agent.stream(inputs, stream_mode="updates"))
+        else:
+
+            async def collect() -> list[Any]:
+                return [u async for u in agent.astream(inputs, stream_mode="updates")]
+
+            updates = asyncio.run(collect())
+        return [m for u in updates for v in u.values() if v for m in v.get("messages", []) if isinstance(m, AIMessage)]
+
+    with Ledger() as ledger:
+        first = run_once()
+        again = run_once()
+    for answers in (first, again):
+        text = answers[-1].content if isinstance(answers[-1].content, str) else answers[-1].text
+        assert text.startswith("Rollo") and count_tokens(text) <= BUDGET + 16
+        assert [c["name"] for m in answers for c in m.tool_calls] == ["retrieve"]
+    assert [c["id"] for m in again for c in m.tool_calls] == [c["id"] for m in first for c in m.tool_calls]
+    assert len(model.calls) == 2 and all(is_cache_hit(m.response_metadata) for m in again)
+    compressed = ledger.select("compress", "tool_result")
+    assert compressed["events"] == 1 and compressed["input_after"] < compressed["input_before"]
+    layers = {e.layer for e in ledger.events}
+    assert {"compress", "cache", "budget", "llm"} <= layers

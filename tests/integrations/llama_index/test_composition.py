@@ -266,3 +266,49 @@ def test_tool_calls_and_usage_survive_budget_and_cache(tmp_path: Any) -> None:
         assert final.message.content == get_tokenizer().decode_bytes(encode(FAKE_ANSWER)[:BUDGET]).decode()
         assert final.raw["usage"]["completion_tokens"] == BUDGET
         assert final.additional_kwargs["stop_reason"] == "budget"
+
+
+# -- agents: the same layers inside a FunctionAgent ---------------------------------------------
+@pytest.mark.parametrize("order", ["cache(budget(llm))", "budget(cache(llm))"])
+@pytest.mark.parametrize("streaming", [False, True])
+async def test_function_agent_with_all_layers_composes(order: str, streaming: bool, tmp_path: Any) -> None:
+    """A FunctionAgent whose tool returns the retrieved documents, compressed before they enter
+    the memory, with the cached and budgeted LLM in either order."""
+    pytest.importorskip("llama_index.core.agent.workflow")
+    from lean_plugins.llama_index import CachedLLM, with_output_budget
+    from lean_plugins.llama_index.tools import compress_tool_outputs
+    from llama_index.core.agent.workflow import FunctionAgent
+    from llama_index.core.tools import FunctionTool
+
+    from lean_plugins.agents import ToolResultCompressor
+    from lean_plugins.cache import LeanCache
+    from lean_plugins.compress import LeanCompressor
+    from tests.integrations.llama_index.agent_fakes import ScriptedFunctionLLM, search_then_answer
+
+    def retrieve(query: str) -> str:
+        """The documents retrieved for a question."""
+        return "\n\n".join(DOCUMENTS)
+
+    inner = ScriptedFunctionLLM(policy=search_then_answer({QUESTION: "Rollo"}, tool="retrieve"), max_tokens=200)
+    cache = LeanCache(path=tmp_path / "agent", mode="exact", guard=False, verifier=False)
+    budget = OutputBudget(BUDGET)
+    llm = (
+        CachedLLM(with_output_budget(inner, budget), cache=cache)
+        if order == "cache(budget(llm))"
+        else with_output_budget(CachedLLM(inner, cache=cache), budget)
+    )
+    compressor = ToolResultCompressor(LeanCompressor(record_ledger=False), min_tokens=50)
+    tools = compress_tool_outputs([FunctionTool.from_defaults(retrieve)], compressor, model=PRICE)
+    agent = FunctionAgent(tools=tools, llm=llm, system_prompt="Answer from the retrieved documents.", streaming=streaming)
+
+    with Ledger() as ledger:
+        first = str(await agent.run(user_msg=QUESTION))
+        served = len(inner.calls)
+        again = str(await agent.run(user_msg=QUESTION))
+    for answer in (first, again):
+        assert answer.startswith("Rollo") and count_tokens(answer) <= BUDGET
+    assert again == first
+    assert len(inner.calls) == served + 1  # the final answer cached; the tool-calling step asked again
+    assert ledger.select("cache", "hit")["events"] == 1
+    compressed = ledger.select("compress", "tool_output")
+    assert compressed["events"] == 2 and compressed["input_after"] < compressed["input_before"]
