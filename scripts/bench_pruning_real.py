@@ -53,9 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_pruning import _peak_rss_child, log
 
 MODEL = "smollm2-135m-instruct"
-READER_PROMPT = (
-    "Answer the question with a short phrase from the context.\n\nContext: {context}\n\nQuestion: {question}"
-)
+READER_PROMPT = "Read the text and answer the question.\n\nText: {context}\n\nQuestion: {question}"
 STORY_PROMPT = "Continue this story in two sentences: {opening}"
 AGREE_F1 = 0.8
 
@@ -450,9 +448,13 @@ def markdown(h: dict) -> list[str]:
         )
     if "spin" not in h:
         return [*out, ""]
-    out += ["", "Threads on a busy machine: seconds per healing step of stories260K (8 windows of 256 tokens), "
-            "each setting in a fresh process, back to back in this run (load average when each ended):", "",
-            "| setting | wall s / step | CPU s / step | load |", "|---|---|---|---|"]  # fmt: skip
+    return [*out, "", *spin_markdown(h)]
+
+
+def spin_markdown(h: dict) -> list[str]:
+    out = ["Threads on a busy machine: seconds per healing step of stories260K (8 windows of 256 tokens), "
+           "each setting in a fresh process, back to back (load average when each ended):", "",
+           "| setting | wall s / step | CPU s / step | load |", "|---|---|---|---|"]  # fmt: skip
     for name, v in h["spin"].items():
         out.append(f"| {name} | {v['wall']:.2f} | {v['cpu']:.2f} | {v['load']:.1f} |")
     return [*out, ""]
@@ -464,6 +466,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--markdown-out", type=Path)
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument(
+        "--spin", action="store_true", help="only the thread-setting check (stories260K healing steps)"
+    )
     args = parser.parse_args()
     args.ratios = [0.2] if args.quick else [0.2, 0.3, 0.4]
     args.heal_prompts = 8 if args.quick else 48
@@ -480,6 +485,18 @@ def main() -> int:
     if data is None:
         print("../shared/data not found (set LEAN_PLUGINS_DATA): this benchmark needs it", file=sys.stderr)
         return 1
+    if args.spin:
+        md = "\n".join(
+            [
+                "## Layer 3: torch threads on a busy machine",
+                "",
+                *spin_markdown({"spin": spin_check(data, args.spin_steps)}),
+            ]
+        )
+        print(md)
+        if args.markdown_out:
+            args.markdown_out.write_text(md + "\n", encoding="utf-8")
+        return 0
     h = run(args, data)
     md = (
         "\n".join(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 
 
 def _memory_mb(model) -> float:
@@ -18,8 +20,19 @@ def _describe(label: str, model, ppl: float | None) -> str:
     return text + (f"  perplexity {ppl:.3f}" if ppl is not None else "")
 
 
+def passive_openmp_threads() -> None:
+    """Let idle OpenMP threads sleep instead of spin-waiting (``OMP_WAIT_POLICY=PASSIVE``) unless
+    the user chose otherwise. On a machine busy with other jobs, spinning threads fight them for
+    the cores: a stories260K healing step took ~20 s instead of ~1 s (docs/pruning.md). OpenMP reads
+    the setting once, when torch loads, so it only takes effect before the first torch import."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def _cmd_prune(args: argparse.Namespace) -> int:
     import copy
+
+    passive_openmp_threads()
 
     from lean_plugins.pruning.evaluate import check_held_out, perplexity, read_documents
     from lean_plugins.pruning.modeling import load_model

@@ -238,3 +238,28 @@ def test_teacher_conversations_are_the_dense_greedy_answers(chat_model) -> None:
             conv[-1]["content"]
             == llm.generate(llm.chat_prompt_ids(messages)[0], max_new_tokens=5).text.strip()
         )
+
+
+def test_prune_command_lets_idle_openmp_threads_sleep() -> None:
+    """OMP_WAIT_POLICY=PASSIVE before torch loads, a user's own setting kept, nothing once torch is
+    loaded (OpenMP has read its policy by then)."""
+    import os
+    import subprocess
+    import sys
+
+    def policy(env_policy: str | None, import_torch_first: bool) -> str:
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        if env_policy:
+            env["OMP_WAIT_POLICY"] = env_policy
+        code = ("import torch\n" if import_torch_first else "") + (
+            "import os\nfrom lean_plugins.pruning.cli import passive_openmp_threads\n"
+            "passive_openmp_threads()\nprint(os.environ.get('OMP_WAIT_POLICY'))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip()
+
+    assert policy(None, False) == "PASSIVE"
+    assert policy("ACTIVE", False) == "ACTIVE"
+    assert policy(None, True) == "None"
