@@ -105,6 +105,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 
 
 def _cmd_ppl(args: argparse.Namespace) -> int:
+    passive_openmp_threads()
     from lean_plugins.pruning.evaluate import perplexity, read_documents
     from lean_plugins.pruning.modeling import load_model
 
