@@ -41,7 +41,7 @@ from langchain_core.output_parsers import BaseOutputParser
 from langchain_core.outputs import LLMResult
 from langchain_core.prompts import BasePromptTemplate
 from langchain_core.retrievers import BaseRetriever
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
+from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import ensure_config, merge_configs
 from langchain_core.runnables.history import RunnableWithMessageHistory
 from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
@@ -245,10 +245,9 @@ def _question_marked(description: Any, question: str) -> Any:
 def _history_runnable(runnable: Runnable) -> RunnableWithMessageHistory | None:
     """The ``RunnableWithMessageHistory`` that ``runnable`` is (under ``with_config`` bindings)."""
     while not isinstance(runnable, RunnableWithMessageHistory):
-        bound = getattr(runnable, "bound", None)
-        if not isinstance(bound, Runnable) or type(runnable).__name__ != "RunnableBinding":
+        if not isinstance(runnable, RunnableBinding):
             return None
-        runnable = bound
+        runnable = runnable.bound
     return runnable
 
 
