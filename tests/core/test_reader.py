@@ -1,0 +1,63 @@
+"""The quality benchmark's reader: SQuAD answer metrics, batched greedy answers equal to
+one-at-a-time ones, and the gold log-likelihood equal to a hand computation (tiny GGUF model)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from lean_plugins.reader import contains_gold, make_reader, normalize_answer, token_f1
+
+
+def test_squad_normalisation_and_metrics() -> None:
+    assert normalize_answer("The  Normans, in FRANCE!") == "normans in france"
+    assert contains_gold("They settled in Normandy, France.", ["France"])
+    assert not contains_gold("They settled in Frankfurt.", ["France"])  # whole words only
+    assert not contains_gold("anything", ["the"])  # an answer that normalises to nothing never matches
+    assert token_f1("the 10th century", ["10th century"]) == 1.0
+    # predicted {in, 10th, century}, gold {10th, and, 11th, centuries}: one token in common
+    assert token_f1("in the 10th century", ["10th and 11th centuries"]) == pytest.approx(2 * (1 / 3) * (1 / 4) / (1 / 3 + 1 / 4))
+    assert token_f1("nothing shared", ["France", "Normandy"]) == 0.0
+
+
+@pytest.fixture
+def reader(tmp_path, monkeypatch):
+    pytest.importorskip("gguf")
+    torch = pytest.importorskip("torch")
+    from tests.tiny_gguf import install_tiny_package
+
+    monkeypatch.setenv("LEAN_PLUGINS_CACHE_DIR", str(tmp_path / "cache"))
+    install_tiny_package(tmp_path, monkeypatch)
+    torch.manual_seed(0)
+    return make_reader("tiny-test-instruct", batch_size=3)
+
+
+MESSAGES = [
+    [{"role": "system", "content": "Use the context."}, {"role": "user", "content": "hello the world"}],
+    [{"role": "user", "content": "or"}],
+    [{"role": "user", "content": "the hell or the world, hello"}],
+    [{"role": "user", "content": "tell"}],
+]
+
+
+def test_batched_answers_equal_one_at_a_time(reader) -> None:
+    batched = reader.answer(MESSAGES, max_new_tokens=6)
+    single = [reader.answer_one(m, max_new_tokens=6) for m in MESSAGES]
+    assert [a.text for a in batched] == [a.text for a in single]
+    assert all(a.finish_reason in ("natural", "max_tokens") for a in batched)
+
+
+def test_gold_loglik_is_the_mean_log_probability_of_the_gold_tokens(reader) -> None:
+    import torch
+
+    messages = MESSAGES[0]
+    prompt = reader.prompt_ids(messages)
+    gold = reader.llm.encode("the world", add_special_tokens=False)
+    with torch.no_grad():
+        logits = reader.llm.model(torch.tensor([prompt + gold])).logits[0]
+    logp = torch.log_softmax(logits.float(), -1)
+    expected = sum(float(logp[len(prompt) - 1 + i, t]) for i, t in enumerate(gold)) / len(gold)
+    assert reader.gold_loglik(messages, "the world") == pytest.approx(expected, abs=1e-5)
+    assert reader.gold_loglik(messages, "the world") < 0
+    assert math.isnan(reader.gold_loglik(messages, ""))
