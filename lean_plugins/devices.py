@@ -28,6 +28,11 @@ def resolve_device(device: str | None = "auto", *, extra: str = "local") -> str:
     return str(device)
 
 
+_ONEDNN_ISAS_WITHOUT_BF16 = frozenset(
+    {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+)
+
+
 @functools.cache  # the hardware does not change; asked on every query-aware compress call
 def cpu_has_native_bfloat16() -> bool:
     """True when this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX).
@@ -35,6 +40,13 @@ def cpu_has_native_bfloat16() -> bool:
     Without it, oneDNN emulates bfloat16 and a model runs slower than in float32, so
     ``auto`` only picks bfloat16 on CPUs that have it.
     """
+    import os
+
+    # oneDNN capped below its bfloat16 ISAs (how a benchmark emulates an AVX2-only CPU) runs
+    # bfloat16 emulated, whatever the CPU has
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    if cap in _ONEDNN_ISAS_WITHOUT_BF16:
+        return False
     torch = require("torch", "compress")
     cpu = getattr(torch, "cpu", None)
     for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):

@@ -53,6 +53,7 @@ from lean_plugins.compress.relevance import (
     training_rows,
 )
 from lean_plugins.compress.spans import is_content_word, sentence_spans
+from lean_plugins.devices import cpu_summary
 from lean_plugins.paths import shared_data_dir
 from lean_plugins.tokens import count_tokens, use_offline_tiktoken
 
@@ -83,12 +84,23 @@ def variant(compressor: LeanCompressor, **options: bool) -> LeanCompressor:
     return other
 
 
+#: Precisions whose keep-F1 is measured beside the default's (``auto``): float32, what ``auto``
+#: runs on a CPU without bfloat16 in hardware, and int8.
+QUALITY_DTYPES = ("float32", "int8")
+
+
+def dtype_row(dtype: str) -> str:
+    return f"same, dtype {dtype} (forced)"
+
+
 def quality(compressor: LeanCompressor, train, test, seed: int = 0) -> dict[str, float]:
     rng = random.Random(seed)
     memo = compressor._memo
     variants = {
         ALL_NUMBERS_ROW: MemoCompressor(memo, protect_numbers=True),
         "same, protect_defaults=False (no number bonus)": MemoCompressor(memo, protect_defaults=False),
+        # each precision with its own model and scores: keep-F1 beside the default's in one run
+        **{dtype_row(d): MemoCompressor({}, dtype=d) for d in QUALITY_DTYPES},
     }
     freq = collections.Counter(w.lower() for p in train for w in words(p.original))
     scores: dict[str, list[float]] = collections.defaultdict(list)
@@ -346,35 +358,170 @@ def tokens_per_second(fn, text: str, repeats: int) -> float:
 
 
 QUESTION = "Which company did the minister say would build the new bridge and when?"
+#: Precisions timed side by side: the default, and the float32-only path forced (what ``auto``
+#: is on a CPU without bfloat16 in hardware) and the opt-in int8 one.
+SPEED_DTYPES = ("auto", "float32", "int8")
+MBERT_ROW = "PromptCompressor.compress_prompt, mBERT-size (random)"
 
 
-def speed(compressor: LeanCompressor, test, sizes: list[int], repeats: int) -> dict[str, dict[int, float]]:
+def speed_row(dtype: str, resolved: str, with_question: bool) -> str:
+    forced = "" if dtype == "auto" else ", forced"
+    return f"{OURS}, dtype {dtype}{' = ' + resolved if dtype == 'auto' else forced}, {'question given' if with_question else 'no question'}"
+
+
+def interleaved(cases: dict[str, object], text: str, repeats: int) -> dict[str, tuple[float, float]]:
+    """Per case: (tokens per second, median of ``repeats`` wall times; tokens per CPU-second,
+    median too), the cases run in turn within each repeat so that load changes hit them alike."""
+    n = count_tokens(text)
+    walls: dict[str, list[float]] = collections.defaultdict(list)
+    cpus: dict[str, list[float]] = collections.defaultdict(list)
+    for fn in cases.values():
+        fn(text[:2000])  # warm-up (loads the model)
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            fn(text)
+            walls[name].append(time.perf_counter() - wall)
+            cpus[name].append(time.process_time() - cpu)
+    return {name: (n / float(np.median(walls[name])), n / float(np.median(cpus[name]))) for name in cases}
+
+
+def speed(test, sizes: list[int], repeats: int) -> tuple[dict[str, dict[int, float]], dict[str, dict[int, float]]]:
+    """Tokens per second and per CPU-second (medians of interleaved repeats) per compressor and
+    input size: ours in each of ``SPEED_DTYPES`` with and without the question, and at the
+    smallest size llmlingua's own pipeline with our model and with the mBERT-size one."""
     from llmlingua import PromptCompressor
 
-    results: dict[str, dict[int, float]] = collections.defaultdict(dict)
-    texts = {n: make_long_text(test, n) for n in sizes}
     use_offline_tiktoken()
-    ours_in_llmlingua = compressor.prompt_compressor
-    folder = random_mbert_folder(ours_in_llmlingua.model.config._name_or_path or str(compressor.model))
+    ours = {dtype: LeanCompressor(record_ledger=False, dtype=dtype) for dtype in SPEED_DTYPES}
+    ours_in_llmlingua = ours["float32"].prompt_compressor
+    folder = random_mbert_folder(ours_in_llmlingua.model.config._name_or_path or str(ours["float32"].model))
     baseline = PromptCompressor(model_name=folder, device_map="cpu", model_config={}, use_llmlingua2=True)
-    for n, text in texts.items():
-        results[f"{OURS}, no question"][n] = tokens_per_second(lambda t: compressor.compress(t, rate=0.5), text, repeats)
-        results[f"{OURS}, question given"][n] = tokens_per_second(
-            lambda t: compressor.compress(t, rate=0.5, query=QUESTION), text, repeats
-        )
+    wall: dict[str, dict[int, float]] = collections.defaultdict(dict)
+    cpu: dict[str, dict[int, float]] = collections.defaultdict(dict)
+    for n in sizes:
+        cases = {}
+        for dtype, c in ours.items():
+            cases[speed_row(dtype, c.resolved_dtype, False)] = lambda t, c=c: c.compress(t, rate=0.5)
+            cases[speed_row(dtype, c.resolved_dtype, True)] = lambda t, c=c: c.compress(t, rate=0.5, query=QUESTION)
         if n == min(sizes):  # llmlingua's own pipeline: at the smallest size only (slow)
-            results["PromptCompressor.compress_prompt, our MiniLM model"][n] = tokens_per_second(
-                lambda t: ours_in_llmlingua.compress_prompt([t], rate=0.5), text, repeats
+            cases["PromptCompressor.compress_prompt, our MiniLM model (float32)"] = (
+                lambda t: ours_in_llmlingua.compress_prompt([t], rate=0.5)
             )
-            results["PromptCompressor.compress_prompt, mBERT-size (random)"][n] = tokens_per_second(
-                lambda t: baseline.compress_prompt([t], rate=0.5), text, repeats
-            )
-    return results
+            cases[MBERT_ROW] = lambda t: baseline.compress_prompt([t], rate=0.5)
+        for name, (tps, tpc) in interleaved(cases, make_long_text(test, n), repeats).items():
+            wall[name][n], cpu[name][n] = tps, tpc
+    return wall, cpu
+
+
+def query_embedding_ms(questions: list[str], repeats: int = 3) -> dict[str, dict[str, float]]:
+    """The cache's query embedding: one question per call through the shared encoder (float32,
+    the cache's) and its opt-in int8 variant, interleaved. Per precision: p50 and p90 wall ms,
+    and CPU ms per query."""
+    from lean_plugins.embeddings import SentenceEncoder
+
+    encoders = {"float32 (shared encoder, the cache's)": SentenceEncoder(), "int8 (opt-in)": SentenceEncoder(dtype="int8")}
+    walls: dict[str, list[float]] = collections.defaultdict(list)
+    cpu: dict[str, float] = collections.defaultdict(float)
+    for encoder in encoders.values():
+        encoder.encode(questions[:8])
+    for _ in range(repeats):
+        for question in questions:
+            for name, encoder in encoders.items():
+                wall, start = time.perf_counter(), time.process_time()
+                encoder.encode(question)
+                walls[name].append((time.perf_counter() - wall) * 1e3)
+                cpu[name] += (time.process_time() - start) * 1e3
+    return {
+        name: {"p50": float(np.percentile(w, 50)), "p90": float(np.percentile(w, 90)), "cpu": cpu[name] / len(w)}
+        for name, w in walls.items()
+    }
+
+
+#: Runs torch as on a CPU with AVX2 and FMA but no AVX-512, VNNI or bfloat16 (most laptops,
+#: AMD Zen 2/3, many cloud x86 machines): ATen, MKL, oneDNN and fbgemm kernels capped at AVX2;
+#: ``devices.cpu_has_native_bfloat16`` reads the oneDNN cap, so ``auto`` sees no bfloat16.
+AVX2_ONLY_ENV = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
+}
+
+
+def speed_avx2_only(sizes: list[int], threads: int, quick: bool) -> dict:
+    """:func:`speed` and :func:`query_embedding_ms` in a child process under :data:`AVX2_ONLY_ENV`
+    (the caps must be set before torch loads)."""
+    import json
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "speed.json"
+        cmd = [sys.executable, __file__, "--speed-json", str(out), "--threads", str(threads),
+               "--speed-sizes", ",".join(map(str, sizes))] + (["--quick"] if quick else [])
+        subprocess.run(cmd, env={**os.environ, **AVX2_ONLY_ENV}, check=True)
+        result = json.loads(out.read_text())
+    to_int = lambda table: {name: {int(n): v for n, v in by.items()} for name, by in table.items()}  # noqa: E731
+    return {"wall": to_int(result["wall"]), "cpu": to_int(result["cpu"]), "embed": result["embed"],
+            "capability": result["capability"]}
+
+
+def speed_json(path: Path, sizes: list[int], quick: bool) -> int:
+    """The child of :func:`speed_avx2_only`: timings as JSON."""
+    import json
+
+    import torch
+
+    data = shared_data_dir()
+    _, _, test = split_pairs(load_pairs(data / PAIRS_FILE))
+    wall, cpu = speed(test, sizes, 3)
+    embed = query_embedding_ms(sample_questions(data, 50 if quick else 200))
+    path.write_text(json.dumps({"wall": wall, "cpu": cpu, "embed": embed,
+                                "capability": torch.backends.cpu.get_cpu_capability()}))
+    return 0
+
+
+def sample_questions(data: Path, n: int) -> list[str]:
+    questions = [item.question for _, items in load_squad_articles([data / f for f in SQUAD_FILES]) for item in items]
+    return random.Random(0).sample(questions, n)
 
 
 def speed_dtype() -> str:
     """What ``dtype="auto"`` (the compressor's default, used by the speed runs) is on this CPU."""
     return LeanCompressor(record_ledger=False).resolved_dtype
+
+
+def speed_markdown(title: str, wall: dict, cpu: dict, embed: dict, sizes: list[int]) -> list[str]:
+    """One CPU's speed table, each of our rows against the mBERT-size baseline, and the query
+    embedding table."""
+    small = sizes[0]
+    base, base_cpu = wall[MBERT_ROW][small], cpu[MBERT_ROW][small]
+    return [
+        title,
+        "",
+        "| Compressor | " + " | ".join(f"{n:,} tokens: tok/s | per CPU-s" for n in sizes) + " |",
+        "|---|" + "---:|---:|" * len(sizes),
+        *[
+            f"| {name} | " + " | ".join(f"{by[n]:,.0f} | {cpu[name][n]:,.0f}" if n in by else " | " for n in sizes) + " |"
+            for name, by in wall.items()
+        ],
+        "",
+        f"At {small:,} tokens, against the mBERT-size PromptCompressor (wall time; per CPU-second):",
+        "",
+        *[
+            f"* {name.removeprefix(OURS + ', ')}: {by[small] / base:.1f}x; {cpu[name][small] / base_cpu:.1f}x"
+            for name, by in wall.items()
+            if name.startswith(OURS)
+        ],
+        "",
+        "The cache's query embedding, one SQuAD question per call (the semantic lookup's other steps are in "
+        "the cache benchmark):",
+        "",
+        "| Encoder | p50 ms | p90 ms | CPU ms per query |",
+        "|---|---:|---:|---:|",
+        *[f"| {name} | {ms['p50']:.1f} | {ms['p90']:.1f} | {ms['cpu']:.1f} |" for name, ms in embed.items()],
+        "",
+    ]
 
 
 def pct(hits: int, n: int) -> str:
@@ -394,6 +541,8 @@ def main() -> int:
         help="torch threads (default: 1 when the load average exceeds the core count, as OpenMP "
         "threads on an oversubscribed machine spin against each other; else torch's default)",
     )
+    parser.add_argument("--speed-json", type=Path, default=None, help=argparse.SUPPRESS)  # AVX2-only child
+    parser.add_argument("--speed-sizes", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     data = shared_data_dir()
@@ -407,10 +556,11 @@ def main() -> int:
     elif os.getloadavg()[0] > (os.cpu_count() or 1):
         torch.set_num_threads(1)
     threads = torch.get_num_threads()
+    if args.speed_json:
+        return speed_json(args.speed_json, [int(n) for n in args.speed_sizes.split(",")], args.quick)
     train, val, test = split_pairs(load_pairs(data / PAIRS_FILE))
     n_quality = 200 if args.quick else len(test)
     compressor = MemoCompressor({})
-    load_start = os.getloadavg()[0]
 
     started = time.time()
     q = quality(compressor, train, test[:n_quality])
@@ -446,28 +596,41 @@ def main() -> int:
         print(f"  {n:6d} tokens  asked {asked:.2f}  got {got:.3f}  error {err:.1%}")
 
     speed_sizes = [2000] if args.quick else [2000, 20000]
-    sp = speed(LeanCompressor(record_ledger=False), test, speed_sizes, 1)
+    speed_start = os.getloadavg()[0]
+    sp, sp_cpu = speed(test, speed_sizes, 3)
+    embed_ms = query_embedding_ms(sample_questions(data, 50 if args.quick else 200))
+    avx2 = speed_avx2_only(speed_sizes, threads, args.quick)
     load_end = os.getloadavg()[0]
-    print(f"\nSpeed, torch threads {threads}, load average {load_start:.1f} -> {load_end:.1f}")
-    for name, by_size in sp.items():
-        print(f"  {name:60s} " + "  ".join(f"{n}: {tps:7.0f} tok/s" for n, tps in by_size.items()))
+    print(f"\nSpeed, torch threads {threads}, load average {speed_start:.1f} -> {load_end:.1f}; {cpu_summary()}")
+    for label, (wall, cpu, embed) in {
+        "this CPU": (sp, sp_cpu, embed_ms),
+        f"AVX2 only (emulated, torch capability {avx2['capability']})": (avx2["wall"], avx2["cpu"], avx2["embed"]),
+    }.items():
+        print(f"  {label}")
+        for name, by_size in wall.items():
+            print(f"    {name:75s} " + "  ".join(
+                f"{n}: {tps:7.0f} tok/s ({cpu[name][n]:7.0f} per CPU-s)" for n, tps in by_size.items()
+            ))
+        for name, ms in embed.items():
+            print(f"    query embedding, {name:40s} p50 {ms['p50']:.1f} ms  p90 {ms['p90']:.1f} ms  CPU {ms['cpu']:.1f} ms")
 
     if args.markdown_out:
         args.markdown_out.write_text(
-            markdown(q, n_quality, t_quality, table, counts, coherence, chosen, no_bonus, fitted, rates, sp,
-                     speed_sizes, threads, (load_start, load_end), t_survival, val_f1, free, retrieval)
+            markdown(q, n_quality, t_quality, table, counts, coherence, chosen, no_bonus, fitted, rates, (sp, sp_cpu),
+                     speed_sizes, threads, (speed_start, load_end), t_survival, val_f1, free, retrieval, embed_ms,
+                     avx2)
         )
     return 0
 
 
 def markdown(q, n_quality, t_quality, table, counts, coherence, chosen, no_bonus, fitted, rates, sp, speed_sizes,
-             threads, load, t_survival, val_f1, free, retrieval) -> str:
+             threads, load, t_survival, val_f1, free, retrieval, embed_ms, avx2) -> str:
     f1 = q[OURS]
     names = [setting_name(rate, qq) for rate, qq in SURVIVAL_SETTINGS]
     total = sum(counts.values())
     overall = {name: sum(table[t][name] for t in table) for name in names}
     worst_rate = max(r[3] for r in rates)
-    base = sp["PromptCompressor.compress_prompt, mBERT-size (random)"][speed_sizes[0]]
+    sp, sp_cpu = sp
     short_names = ["0.5, question", "0.33, question", "0.5, no question", "0.33, no question"]
     target_lines = []
     for (rate, with_q), name in zip(SURVIVAL_SETTINGS, names, strict=False):
@@ -560,22 +723,24 @@ def markdown(q, n_quality, t_quality, table, counts, coherence, chosen, no_bonus
         "",
         f"Worst error {worst_rate:.1%} (target: within 2%).",
         "",
-        f"### Speed (end to end, rate 0.5, CPU, dtype auto = {speed_dtype()}, torch threads {threads}, load average {load[0]:.1f} at the start "
-        f"and {load[1]:.1f} at the end of the run)",
+        f"### Speed (end to end, rate 0.5, CPU, torch threads {threads}, load average {load[0]:.1f} at the start "
+        f"and {load[1]:.1f} at the end of the speed pass)",
         "",
-        "| Compressor | " + " | ".join(f"{n:,} tokens" for n in speed_sizes) + " |",
-        "|---|" + "---:|" * len(speed_sizes),
-        *[
-            f"| {name} | " + " | ".join(f"{by.get(n, float('nan')):,.0f}" if n in by else "" for n in speed_sizes) + " |"
-            for name, by in sp.items()
-        ],
+        f"Tokens per second (median of 3 repeats, the rows run in turn within each repeat) and tokens per "
+        f"CPU-second. Targets: >= {TARGET_TPS[False]:,} without a question, >= {TARGET_TPS[True]:,} with one, "
+        ">= 8x the mBERT-size PromptCompressor. The machine is shared with other jobs, so absolute speeds vary "
+        "with the load above; ratios in the same run hold better. The mBERT-size model is randomly initialised "
+        "with the official model's architecture and size (same speed), with MiniLM's WordPiece tokenizer. "
+        "The `float32, forced` rows are what `auto` runs on a CPU without bfloat16 in hardware.",
         "",
-        f"Tokens per second. Targets: >= {TARGET_TPS[False]:,} without a question, >= {TARGET_TPS[True]:,} with "
-        "one. The machine is shared with other jobs, so absolute speeds vary with the load above; ratios in the "
-        f"same run hold better (ours without a question is {sp[f'{OURS}, no question'][speed_sizes[0]] / base:.1f}x "
-        "the mBERT-size PromptCompressor). The mBERT-size model is randomly initialised with the official "
-        "model's architecture and size (same speed), with MiniLM's WordPiece tokenizer.",
-        "",
+        *speed_markdown(f"This CPU: {cpu_summary()}; `dtype auto` is {speed_dtype()} here.",
+                        sp, sp_cpu, embed_ms, speed_sizes),
+        *speed_markdown(
+            "The same CPU run as an AVX2-only one (no AVX-512, VNNI or bfloat16, like most laptops and AMD Zen 2/3; "
+            f"emulated with {', '.join(f'{k}={v}' for k, v in AVX2_ONLY_ENV.items())}, torch capability "
+            f"{avx2['capability']}), in a child process right after:",
+            avx2["wall"], avx2["cpu"], avx2["embed"], speed_sizes,
+        ),
         f"Keep-F1 pass took {t_quality:.0f}s; answer survival {t_survival:.0f}s.",
     ]
     return "\n".join(lines) + "\n"

@@ -42,7 +42,7 @@ class LeanCompressor(BaseDocumentCompressor, BaseDocumentTransformer):
     """Torch device of the model."""
     dtype: str = "auto"
     """Weights' dtype: ``auto`` is bfloat16 on a GPU and on CPUs with bfloat16 in hardware,
-    float32 elsewhere; or ``float32`` / ``bfloat16`` / ``float16``."""
+    float32 elsewhere; or ``float32`` / ``bfloat16`` / ``float16`` / ``int8`` (CPU only, opt-in)."""
     rate: float = 0.5
     """Share of tokens to keep, in (0, 1]."""
     target_tokens: int | None = None

@@ -36,7 +36,7 @@ class LeanCompressorTransform(TransformComponent):
     dtype: str = Field(
         default="auto",
         description="Weights' dtype: auto is bfloat16 on a GPU and on CPUs with bfloat16 in hardware, "
-        "float32 elsewhere; or float32 / bfloat16 / float16.",
+        "float32 elsewhere; or float32 / bfloat16 / float16 / int8 (CPU only, opt-in).",
     )
     rate: float = Field(default=0.5, description="Share of tokens to keep in each node, in (0, 1].")
     force_tokens: list[str] = Field(

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from lean_plugins.devices import ENCODER_PRECISIONS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``compress`` subcommand (imports nothing heavy)."""
@@ -27,8 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--dtype",
         default="auto",
-        choices=("auto", "float32", "bfloat16", "float16"),
-        help="weights' dtype (auto: bfloat16 on a GPU or a CPU with bfloat16 in hardware, else float32)",
+        choices=ENCODER_PRECISIONS,
+        help="weights' dtype (auto: bfloat16 on a GPU or a CPU with bfloat16 in hardware, else float32; "
+        "int8: CPU only, opt-in)",
     )
     parser.add_argument(
         "--force-token", action="append", default=[], help="never drop words holding this (repeat)"

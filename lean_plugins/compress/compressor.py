@@ -544,15 +544,17 @@ class LeanCompressor:
         # the sentences that share the most of the question's words (IDF-weighted) are
         # embedded, the rest get the lowest similarity found among those.
         n_embed = max(EMBED_ALL_UP_TO, math.ceil(EMBED_SHARE * len(flat)))
+        shares = term_shares(query, flat)  # the ranking's features need them too: computed once
         if len(flat) <= n_embed:
             chosen = np.arange(len(flat))
         else:
-            chosen = np.sort(np.argsort(-term_shares(query, flat)[1], kind="stable")[:n_embed])
+            chosen = np.sort(np.argsort(-shares[1], kind="stable")[:n_embed])
+        # the question and the chosen sentences in one encode call: batched by length together
         vectors = encoder.encode([query, *[flat[i] for i in chosen]])
         cosine = np.full(len(flat), float((vectors[1:] @ vectors[0]).min()))
         cosine[chosen] = vectors[1:] @ vectors[0]
         model = self.relevance_model or shipped_relevance_model()
-        sims = model.score(query, flat, cosine)
+        sims = model.score(query, flat, cosine, shares)
         low, high = float(sims.min()), float(sims.max())
         scaled = (sims - low) / (high - low) if high > low else np.ones_like(sims)
         out, k = [], 0

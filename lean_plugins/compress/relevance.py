@@ -101,12 +101,17 @@ def term_shares(query: str, sentences: Sequence[str]) -> tuple[np.ndarray, np.nd
 
 
 def sentence_features(
-    query: str, sentences: Sequence[str], cosine: np.ndarray, qtype: str | None
+    query: str,
+    sentences: Sequence[str],
+    cosine: np.ndarray,
+    qtype: str | None,
+    shares: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Features of each sentence (rows) in ``FEATURE_NAMES`` order (columns)."""
+    """Features of each sentence (rows) in ``FEATURE_NAMES`` order (columns); ``shares`` is
+    :func:`term_shares` of the same arguments when the caller has it already."""
     n = len(sentences)
     cosine = np.asarray(cosine, dtype=np.float64)
-    share, idf_share, pair_share = term_shares(query, sentences)
+    share, idf_share, pair_share = shares if shares is not None else term_shares(query, sentences)
     first = np.zeros(n)
     if n:
         first[0] = 1.0
@@ -154,9 +159,17 @@ class RelevanceModel:
         }
         return cls(np.asarray(data["coef"], dtype=np.float64), float(data["intercept"]), types)
 
-    def score(self, query: str, sentences: Sequence[str], cosine: np.ndarray) -> np.ndarray:
-        """Log-odds that each sentence holds the answer to ``query``."""
-        features = sentence_features(query, sentences, cosine, question_type(query, self.question_types))
+    def score(
+        self,
+        query: str,
+        sentences: Sequence[str],
+        cosine: np.ndarray,
+        shares: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """Log-odds that each sentence holds the answer to ``query`` (``shares``: as in
+        :func:`sentence_features`)."""
+        qtype = question_type(query, self.question_types)
+        features = sentence_features(query, sentences, cosine, qtype, shares)
         return features @ self.coef + self.intercept
 
 

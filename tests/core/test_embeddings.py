@@ -51,7 +51,7 @@ def test_length_batches_bound_the_padding() -> None:
 def test_int8_encoder_is_opt_in_and_close_to_float32() -> None:
     """The shared encoder stays float32 (the cache's thresholds were set on its vectors);
     ``dtype="int8"`` is a separate instance with quantised linear layers whose vectors stay
-    close to float32's and rank the same neighbour first."""
+    close to float32's and find the same paraphrase of each question."""
     import torch
 
     default = embeddings.get_encoder()
@@ -65,7 +65,9 @@ def test_int8_encoder_is_opt_in_and_close_to_float32() -> None:
     assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in int8._model.modules())
     assert (a * b).sum(1).min() > 0.97
     sims_a, sims_b = a @ a.T - 2 * np.eye(5), b @ b.T - 2 * np.eye(5)
-    assert (sims_a.argmax(1) == sims_b.argmax(1)).all()
+    paraphrases = [0, 1, 3, 4]  # "I like green tea." has no neighbour worth ranking
+    assert (sims_a.argmax(1)[paraphrases] == [1, 0, 4, 3]).all()
+    assert (sims_b.argmax(1)[paraphrases] == [1, 0, 4, 3]).all()
 
 
 def test_matches_sentence_transformers_reference() -> None:
