@@ -83,7 +83,8 @@ class ToolResultCompressor:
         min_tokens: results shorter than this are sent unchanged.
         min_string_tokens: JSON string values shorter than this are never compressed.
         max_tokens: at most this many tokens kept of one result's compressible text (``None``:
-            ``rate`` alone), so a very long result (a whole file) keeps its relevant part only.
+            ``rate`` alone), so a very long result (a whole file) keeps its relevant part only;
+            the units kept whole (``keep_best``) count toward it and stay whole past it.
         keep_best: with a goal, this many units of a result (paragraphs, JSON string values)
             that share most of the goal's rarer words are kept whole (0: none).
         memo_size: results remembered (per text and goal), least recently used dropped first.
@@ -131,6 +132,8 @@ class ToolResultCompressor:
         self.compress_seconds = 0.0
         """Wall time spent compressing new results (the model and its text handling; memo
         hits cost nothing here), for overhead reports."""
+        self.compress_cpu_seconds = 0.0
+        """The same in CPU time of the compressing thread (steadier on a busy machine)."""
 
     def _remember(self, key: tuple[str, str]) -> ToolResultCompression | None:
         with self._lock:
@@ -151,10 +154,11 @@ class ToolResultCompressor:
         found = self._remember(key)
         if found is not None:
             return found
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         result = self._compress(text, goal or None)
         with self._lock:
             self.compress_seconds += time.perf_counter() - start
+            self.compress_cpu_seconds += time.thread_time() - cpu
             self._memo[key] = result
             while len(self._memo) > self.memo_size:
                 self._memo.popitem(last=False)
@@ -296,13 +300,16 @@ def _digest(text: str) -> str:
 
 
 def compact_history(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """``messages`` for :func:`lean_plugins.cache.keys.request_key` with every earlier
-    message's long text content replaced by the sha256 of its exact-match form (remembered
-    per text), so an agent's growing history is normalised once, not on every step. Equal
-    keys stay equal and different ones different; the final message (what a paraphrase is
-    matched on) is left whole."""
+    """``messages`` for :func:`lean_plugins.cache.keys.request_key` with long text contents
+    replaced by the sha256 of their exact-match form (remembered per text), so an agent's
+    growing history is normalised once, not on every step. Equal keys stay equal and different
+    ones different. A final user message (what a paraphrase is matched on) is left whole."""
+    from lean_plugins.cache.keys import USER_ROLES
+
     out = [dict(m) for m in messages]
-    for m in out[:-1]:
+    for i, m in enumerate(out):
+        if i == len(out) - 1 and str(m.get("role", "")).lower() in USER_ROLES:
+            continue
         content = m.get("content")
         if isinstance(content, str) and len(content) > DIGEST_OVER_CHARS:
             m["content"] = _digest(content)

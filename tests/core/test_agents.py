@@ -111,10 +111,17 @@ def test_fenced_code_kept_verbatim(compressor: ToolResultCompressor) -> None:
 def test_max_tokens_caps_a_very_long_result() -> None:
     from lean_plugins.compress import LeanCompressor
 
-    capped = ToolResultCompressor(LeanCompressor(record_ledger=False), rate=0.5, min_tokens=60, max_tokens=80)
-    done = capped.compress(long_text(6, answer_at=4), "Who completed the bridge over the Tarn river?")
+    text = long_text(6, answer_at=4)
+    goal = "Who completed the bridge over the Tarn river?"
+    plain = ToolResultCompressor(LeanCompressor(record_ledger=False), rate=0.5, min_tokens=60, max_tokens=80, keep_best=0)
+    done = plain.compress(text, goal)
     assert done.tokens <= 100  # the cap, give or take whole words
-    assert "Alma Verhoeven" in done.text
+    # keep_best: the paragraph sharing most of the goal's words is kept whole, even past the cap
+    best = ToolResultCompressor(LeanCompressor(record_ledger=False), rate=0.5, min_tokens=60, max_tokens=80)
+    kept = best.compress(text, goal)
+    answer_paragraph = text.split("\n\n")[4]
+    assert answer_paragraph in kept.text
+    assert kept.tokens <= count_tokens(answer_paragraph) + 20
 
 
 def test_compressor_copy_does_not_book_its_own_ledger_events() -> None:
@@ -196,3 +203,23 @@ def test_breakpoint_cache_reads_what_an_earlier_request_wrote() -> None:
     assert none.read_tokens == none.write_tokens == 0  # no breakpoint, no cache
     short = simulate_breakpoint_cache([[Segment("x", 50, True)], [Segment("x", 50, True)]], rule)
     assert short.read_tokens == 0  # under the minimum prefix
+
+
+def test_compact_history_keeps_keys_equal_and_different() -> None:
+    from lean_plugins.agents import compact_history
+    from lean_plugins.cache.keys import request_key
+
+    long = long_text(2)
+    history = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "human", "content": "Find the bridge."},
+        {"role": "tool", "content": long, "tool_call_id": "c1"},
+    ]
+    spaced = [*history[:2], {**history[2], "content": long.replace(" ", "  ")}]  # the same exact-match form
+    other = [*history[:2], {**history[2], "content": long + " More."}]
+    key = request_key(compact_history(history))
+    assert key == request_key(compact_history(spaced))
+    assert key != request_key(compact_history(other))
+    assert key != request_key(compact_history([*history[:2], {**history[2], "tool_call_id": "c2"}]))
+    question = [{"role": "human", "content": "x " * 600}]
+    assert compact_history(question) == question  # a final user message is matched on its text
