@@ -28,19 +28,13 @@ from lean_plugins.langchain import with_cache
 from lean_plugins.cache import LeanCache
 from lean_plugins.demo.langchain_parts import MiniLMEmbeddings, StandInChatModel
 from lean_plugins.demo.standin import CallLog
+from tests.freshness_facts import EDITED_MARS, FACTS
 
 PROMPT = ChatPromptTemplate.from_messages(
     [("system", "Use the following pieces of context to answer the user's question.\n{context}"),
      ("human", "{question}")]
 )  # fmt: skip
 
-FACTS = {
-    "mars": "A year on Mars lasts 687 Earth days. Mars has two small moons, Phobos and Deimos.",
-    "venus": "A day on Venus lasts 243 Earth days. Venus spins backwards compared with most planets.",
-    "moon": "The Moon is about 384,400 km from the Earth. Twelve people have walked on the Moon.",
-    "sun": "The Sun is about 4.6 billion years old. Its diameter is about 1.39 million km.",
-}
-EDITED_MARS = "A year on Mars lasts 700 Earth days. Mars has two small moons, Phobos and Deimos."
 
 # The README's quick-start shape: a module-level retriever read by a function of the chain.
 retriever: Any = None

@@ -18,14 +18,7 @@ from llama_index.core.schema import TextNode
 from lean_plugins.cache import LeanCache
 from lean_plugins.demo.llama_index_parts import MiniLMEmbedding, StandInLLM
 from lean_plugins.demo.standin import CallLog
-
-FACTS = {
-    "mars": "A year on Mars lasts 687 Earth days. Mars has two small moons, Phobos and Deimos.",
-    "venus": "A day on Venus lasts 243 Earth days. Venus spins backwards compared with most planets.",
-    "moon": "The Moon is about 384,400 km from the Earth. Twelve people have walked on the Moon.",
-    "sun": "The Sun is about 4.6 billion years old. Its diameter is about 1.39 million km.",
-}
-EDITED_MARS = "A year on Mars lasts 700 Earth days. Mars has two small moons, Phobos and Deimos."
+from tests.freshness_facts import EDITED_MARS, FACTS
 
 
 @pytest.fixture(scope="module")
