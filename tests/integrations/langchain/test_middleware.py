@@ -313,3 +313,23 @@ async def test_astream_with_compression(compressor: ToolResultCompressor, cache:
             text += chunk.content
     assert text.startswith(ANSWER)
     assert llm.calls[1]["input_tokens"] < count_tokens(RESULT)
+
+
+def test_readme_agent_quick_starts_name_real_parts() -> None:
+    """The README's agent quick starts (they need an API key to run) compile, and every
+    lean_plugins name they import exists."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("<!-- quickstart:agents -->", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.split("\n```", 1)[0] for b in section.split("```python\n")[1:]]
+    assert len(blocks) == 2
+    for block in blocks:
+        tree = compile(block, "README agents", "exec", flags=ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lean_plugins"):
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    assert hasattr(module, alias.name), f"{node.module}.{alias.name}"
