@@ -35,7 +35,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -310,6 +309,318 @@ def calibration(
         )
     summary = {"chosen": chosen["lean"], "penalty": penalty, "default": d, "default_para": dp}
     return [*head, *lines], summary
+
+
+# -- 1. the pair verifier: QQP, paraphrases, adversarial sets, max_error ---------------------------
+ROOT = Path(__file__).resolve().parents[1]
+BLIND_SET = ROOT / "tests" / "data" / "cache_adversarial_blind.jsonl"
+#: Logit grid the cross-encoder's threshold is chosen from.
+CE_LOGITS = [round(-4.0 + 0.05 * i, 2) for i in range(241)]
+
+
+def paraphrase_report_half(n: int) -> list[dict]:
+    """The half of paraphrase_pairs.json that scripts/train_verifier.py does not train on."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from train_verifier import paraphrase_halves
+
+    return paraphrase_halves()[1][:n]
+
+
+def candidate_scores(pairs: list[dict], emb: EmbeddingStore, guard: SemanticGuard, ce, logistic: PairVerifier) -> dict:
+    """What a lookup sees per pair (cache a, ask b): exact hit, cosine, guard, and the two
+    verifiers' verdict inputs, the cross-encoder run only where a lookup would run it."""
+    emb.ensure([t for p in pairs for t in (p["a"], p["b"])])
+    a, b = emb([p["a"] for p in pairs]), emb([p["b"] for p in pairs])
+    cos = np.sum(a * b, axis=1)
+    exact = np.array([normalize_prompt(p["a"]) == normalize_prompt(p["b"]) for p in pairs])
+    agrees = np.array([guard.agrees(p["b"], p["a"]) for p in pairs])
+    cand = (cos >= ce.min_cosine) & agrees & ~exact
+    score = np.full(len(pairs), -np.inf)
+    idx = np.flatnonzero(cand)
+    for start in range(0, len(idx), 64):
+        chunk = idx[start : start + 64]
+        score[chunk] = ce.scores([pairs[i]["b"] for i in chunk], [pairs[i]["a"] for i in chunk], [float(cos[i]) for i in chunk])
+    logistic_ok = np.array(
+        [bool(c) and logistic.passes(p["b"], p["a"], float(s)) for p, c, s in zip(pairs, (cos >= logistic.min_cosine) & agrees, cos, strict=True)]
+    )
+    return {
+        "label": np.array([int(p.get("label", 1)) for p in pairs]),
+        "exact": exact,
+        "cand": cand,
+        "score": score,
+        "logistic": exact | logistic_ok,
+    }
+
+
+def rates_at(f: dict, served_mask: np.ndarray) -> dict[str, float]:
+    pos, neg = f["label"] == 1, f["label"] == 0
+    return {
+        "fs": int((served_mask & neg).sum()) / max(1, int(neg.sum())),
+        "dup": int((served_mask & pos).sum()) / max(1, int(pos.sum())),
+        "wrong": int((served_mask & neg).sum()),
+    }
+
+
+def ce_served(f: dict, threshold: float) -> np.ndarray:
+    return f["exact"] | (f["cand"] & (f["score"] >= threshold))
+
+
+def adversarial_through_cache(rows: list, emb: EmbeddingStore, verifier) -> list[bool]:
+    """Each pair through a LeanCache with this verifier (fresh namespace per pair)."""
+    emb.ensure([t for r in rows for t in (r.cached, r.query)])
+    tmp = Path(tempfile.mkdtemp(prefix="bench_cache_adv_"))
+    try:
+        cache = LeanCache(path=tmp, embedding=emb, record_hits=False, verifier=verifier)
+        out = []
+        for i, r in enumerate(rows):
+            cache.put(r.cached, f"answer {i}", namespace=f"pair-{i}")
+            out.append(cache.lookup(r.query, namespace=f"pair-{i}") is not None)
+        cache.close()
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def max_error_stream(f: dict, n: int, shipped_threshold: float) -> dict:
+    """A stream with known truth: would-be hits (candidates of the report split, with their
+    cross-encoder scores and QQP labels) drawn with replacement (seed 0) through an
+    ErrorBudget(0.01); beside it the static shipped threshold on the same stream."""
+    from lean_plugins.cache.calibration import ErrorBudget
+
+    idx = np.flatnonzero(f["cand"])
+    rng = np.random.default_rng(0)
+    draws = rng.choice(idx, size=n, replace=True)
+    budget = ErrorBudget(max_error=0.01, seed=0)
+    served = wrong = static_served = static_wrong = 0
+    for i in draws:
+        s, bad = float(f["score"][i]), bool(f["label"][i] == 0)
+        static_served += s >= shipped_threshold
+        static_wrong += (s >= shipped_threshold) and bad
+        serve, audited = budget.decide(s)
+        if serve:
+            served += 1
+            wrong += bad
+        else:
+            budget.observe(s, bad, audited)
+    return {
+        "n": n,
+        "served": served,
+        "wrong": wrong,
+        "static_served": static_served,
+        "static_wrong": static_wrong,
+        "summary": budget.summary(),
+        "base_wrong": float(np.mean(f["label"][idx] == 0)),
+    }
+
+
+def _share(k: int, n: int) -> str:
+    return f"{k} / {n} ({k / max(1, n):.0%})"
+
+
+def verifier_section(n_tune: int, n_report: int, n_para: int, n_stream: int, emb: EmbeddingStore, calibrate: bool) -> tuple[list[str], list[str]]:
+    from lean_plugins.cache.adversarial import load_adversarial
+    from lean_plugins.cache.cross_encoder import INFO_FILE
+    from lean_plugins.cache.verifier import CrossEncoderVerifier
+
+    tune_rows, report_rows, _, _ = load_data(n_tune, n_report, 0)
+    para_rows = paraphrase_report_half(n_para)
+    guard = SemanticGuard()
+    ce = CrossEncoderVerifier.load()
+    logistic = PairVerifier.load()
+    blind = load_adversarial(BLIND_SET)
+    trained_rows = [r for r in blind if not r.held_out and not r.same_meaning]
+    print(f"scoring {len(tune_rows) + len(report_rows) + len(para_rows)} pairs with the cross-encoder ...", flush=True)
+    tune = candidate_scores(tune_rows, emb, guard, ce, logistic)
+    report = candidate_scores(report_rows, emb, guard, ce, logistic)
+    para = candidate_scores(para_rows, emb, guard, ce, logistic)
+    adv_train = candidate_scores([{"a": r.cached, "b": r.query, "label": 0} for r in trained_rows], emb, guard, ce, logistic)
+    # The threshold: the lowest logit with <= TUNE_CEILING false serves on tune that serves no
+    # different-meaning pair of the adversarial set's training categories.
+    chosen = next(
+        (t for t in CE_LOGITS if rates_at(tune, ce_served(tune, t))["fs"] <= TUNE_CEILING and not ce_served(adv_train, t).any()),
+        CE_LOGITS[-1],
+    )
+    if calibrate:
+        info_path = ce.model_dir / INFO_FILE
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        info["threshold"] = chosen
+        info["calibration"] = (
+            f"lowest logit (grid 0.05) with <= {TUNE_CEILING:.2%} false serves on the QQP tune split "
+            f"({len(tune_rows)} pairs) and no different-meaning pair of the adversarial set's training categories served"
+        )
+        info_path.write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+        ce = CrossEncoderVerifier.load()
+        print(f"wrote threshold {chosen} into {info_path}", flush=True)
+    t = ce.threshold
+    lines = [
+        "**Pair verifier** (the default: a MiniLM cross-encoder that reads both questions, "
+        "lean_plugins/data/cache_verifier/, trained by scripts/train_verifier.py; beside it the previous "
+        "default, the logistic regression on word features, `verifier=PairVerifier.load()`, both behind "
+        f"today's guard). QQP: *tune* split ({len(tune_rows)} pairs; the threshold), *report* split "
+        f"({len(report_rows)} pairs; only measured). Paraphrases: the {len(para_rows)} pairs of "
+        "paraphrase_pairs.json the cross-encoder was not trained on. The cross-encoder's threshold is the lowest "
+        f"logit with <= {TUNE_CEILING:.2%} false serves on *tune* and no different-meaning pair of the adversarial "
+        f"set's training categories served: {chosen:.2f} here, {t:.2f} shipped.",
+        "",
+        "| verifier | QQP non-duplicates served (report, wrong) | QQP duplicates served (report) | paraphrase pairs served |",
+        "|---|---|---|---|",
+    ]
+    lr, lp = rates_at(report, report["logistic"]), rates_at(para, para["logistic"])
+    cr, cp = rates_at(report, ce_served(report, t)), rates_at(para, ce_served(para, t))
+    lines.append(f"| logistic (previous default) | {lr['fs']:.2%} | {lr['dup']:.1%} | {lp['dup']:.1%} |")
+    lines.append(f"| **cross-encoder (default)**, logit >= {t:.2f} | {cr['fs']:.2%} | {cr['dup']:.1%} | {cp['dup']:.1%} |")
+    lines.append("| target | <= 1% | >= 30% | |")
+    lines += ["", "Cross-encoder threshold sweep (report split; the shipped threshold is chosen on *tune*, not here):", "",
+              "| logit | QQP wrong served | QQP duplicates served | paraphrase pairs served |", "|---|---|---|---|"]
+    for lt in (-2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0):
+        r, p = rates_at(report, ce_served(report, lt)), rates_at(para, ce_served(para, lt))
+        lines.append(f"| {lt:.1f} | {r['fs']:.2%} | {r['dup']:.1%} | {p['dup']:.1%} |")
+    best = max((rates_at(report, ce_served(report, lt))["dup"], lt) for lt in CE_LOGITS if rates_at(report, ce_served(report, lt))["fs"] <= 0.01)
+    lines.append(f"\nAt most 1% wrong on *report*, the cross-encoder's best threshold would serve {best[0]:.1%} of duplicates (logit {best[1]:.2f}; chosen on *report*, so an upper bound, not a result).")
+
+    # the blind adversarial set and the old one, through real LeanCache lookups
+    print("adversarial sets through LeanCache ...", flush=True)
+    served_ce = adversarial_through_cache(blind, emb, ce)
+    served_lr = adversarial_through_cache(blind, emb, logistic)
+    lines += [
+        "",
+        f"**Adversarial set written blind** (`tests/data/cache_adversarial_blind.jsonl`: {sum(not r.same_meaning for r in blind)} "
+        f"different-meaning pairs in {len({r.category for r in blind if not r.same_meaning})} categories, "
+        f"{sum(r.same_meaning for r in blind)} paraphrase controls; a seeded third of the categories is held out of the "
+        "cross-encoder's training and threshold). Each pair through a LeanCache (exact + semantic, today's guard, a fresh "
+        "store per pair): cache the first question, ask the second.",
+        "",
+        "| category | held out | pairs | served, logistic (previous default) | served, cross-encoder (default) |",
+        "|---|---|---|---|---|",
+    ]
+    cats = sorted({r.category for r in blind}, key=lambda c: (c.startswith("paraphrase"), not any(r.held_out for r in blind if r.category == c), c))
+    for c in cats:
+        ix = [i for i, r in enumerate(blind) if r.category == c]
+        held = blind[ix[0]].held_out
+        lines.append(f"| {c.replace('_', ' ')} | {'yes' if held else ''} | {len(ix)} | {sum(served_lr[i] for i in ix)} | {sum(served_ce[i] for i in ix)} |")
+    groups = {
+        "**different meaning, held-out categories**": lambda r: not r.same_meaning and r.held_out,
+        "**different meaning, training categories**": lambda r: not r.same_meaning and not r.held_out,
+        "**paraphrase controls, held-out categories**": lambda r: r.same_meaning and r.held_out,
+        "**paraphrase controls, all**": lambda r: r.same_meaning,
+    }
+    totals = {}
+    for name, pick in groups.items():
+        ix = [i for i, r in enumerate(blind) if pick(r)]
+        totals[name] = (sum(served_ce[i] for i in ix), len(ix))
+        lines.append(f"| {name} | | {len(ix)} | {_share(sum(served_lr[i] for i in ix), len(ix))} | {_share(sum(served_ce[i] for i in ix), len(ix))} |")
+    lines.append("| target | | | | 0 different-meaning served; paraphrases >= 75% |")
+    old_rows = [json.loads(line) for line in ADVERSARIAL_SET.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from lean_plugins.cache.adversarial import LabelledPair
+
+    old = [LabelledPair(r["category"], r["cached"], r["query"], bool(r["same_meaning"])) for r in old_rows]
+    old_ce, old_lr = adversarial_through_cache(old, emb, ce), adversarial_through_cache(old, emb, logistic)
+    dif = [i for i, r in enumerate(old) if not r.same_meaning]
+    par = [i for i, r in enumerate(old) if r.same_meaning]
+    lines += [
+        "",
+        f"The shipped adversarial set (`tests/data/cache_adversarial.jsonl`, not used in training): different-meaning "
+        f"served {_share(sum(old_lr[i] for i in dif), len(dif))} (logistic) / {_share(sum(old_ce[i] for i in dif), len(dif))} "
+        f"(cross-encoder); paraphrase controls served {_share(sum(old_lr[i] for i in par), len(par))} / "
+        f"{_share(sum(old_ce[i] for i in par), len(par))}.",
+    ]
+    # max_error on a stream with known truth
+    st = max_error_stream(report, n_stream, t)
+    s = st["summary"]
+    lines += [
+        "",
+        f"**`max_error=0.01` on a stream with known truth**: {st['n']:,} would-be hits drawn with replacement (seed 0) "
+        f"from the {int(report['cand'].sum())} QQP *report* pairs that pass the cosine floor and the guard (their "
+        f"cross-encoder scores; wrong = a QQP non-duplicate, {st['base_wrong']:.1%} of them), through "
+        "`ErrorBudget(max_error=0.01)` (the calibrator `LeanCache(max_error=0.01)` runs); beside it the static shipped "
+        "threshold on the same stream.",
+        "",
+        "| rule | would-be hits served | wrong among served | explored (model called) | of which audited | threshold |",
+        "|---|---|---|---|---|---|",
+        f"| max_error=0.01 | {_share(st['served'], st['n'])} | {st['wrong']} ({st['wrong'] / max(1, st['served']):.2%}) "
+        f"| {s['explored']:,} | {s['audited']:,} | {s['threshold']} (certified) |",
+        f"| static shipped threshold | {_share(st['static_served'], st['n'])} | {st['static_wrong']} "
+        f"({st['static_wrong'] / max(1, st['static_served']):.2%}) | 0 | 0 | {t:.2f} |",
+        "| target | | <= 1% | | | |",
+    ]
+    gaps = []
+    held_wrong = totals["**different meaning, held-out categories**"]
+    if held_wrong[0]:
+        gaps.append(f"{held_wrong[0]} of {held_wrong[1]} held-out different-meaning pairs served")
+    para_all = totals["**paraphrase controls, all**"]
+    if para_all[0] / para_all[1] < 0.75:
+        gaps.append(f"paraphrase controls served {para_all[0] / para_all[1]:.0%} < 75%")
+    if cr["dup"] < 0.30:
+        gaps.append(f"QQP duplicates served {cr['dup']:.1%} < 30% (at {cr['fs']:.2%} wrong)")
+    if cr["fs"] > FALSE_SERVE_TARGET:
+        gaps.append(f"QQP wrong serves {cr['fs']:.2%} > 1%")
+    if st["wrong"] / max(1, st["served"]) > 0.01:
+        gaps.append(f"max_error stream wrong share {st['wrong'] / max(1, st['served']):.2%} > 1%")
+    return lines, gaps
+
+
+def lookup_breakdown(emb: EmbeddingStore, n: int, n_queries: int) -> tuple[list[str], float]:
+    """Semantic lookup at ``n`` entries with the default verifier, and the p50 of each step."""
+    from lean_plugins.cache.keys import key_hash
+
+    dup_rows = [r for r in load_data(60000, 0, 0)[0] if r["label"] == 1][: n_queries + 50]
+    emb.ensure([t for r in dup_rows for t in (r["a"], r["b"])])
+    known, texts = fill_set(n, dup_rows, emb)
+    queries = [r["b"] for r in dup_rows[:n_queries]]
+    tmp = Path(tempfile.mkdtemp(prefix="bench_cache_bd_"))
+    try:
+        cache = LeanCache(path=tmp, embedding=QueryEmbedding(known), record_hits=False)
+        for start in range(0, len(texts), 20_000):
+            chunk = texts[start : start + 20_000]
+            cache.put_many(chunk, [f"answer to: {x}" for x in chunk])
+        get_encoder().encode(["warm-up"])
+        cache.get(queries[0])
+        total = time_calls(cache.get, queries)
+        store = cache._store("default")
+        embed_ms, search_ms, exact_ms, guard_ms, verify_ms = [], [], [], [], []
+        reached = 0
+        for q in queries:
+            t0 = time.perf_counter()
+            store.exact(key_hash(q))
+            t1 = time.perf_counter()
+            v = cache._embed([q])[0]
+            t2 = time.perf_counter()
+            found = [(s, i) for s, i in store.search(v, cache.top_k) if s >= cache.threshold]
+            records = store.fetch([i for _, i in found]) if found else {}
+            t3 = time.perf_counter()
+            exact_ms.append((t1 - t0) * 1000)
+            embed_ms.append((t2 - t1) * 1000)
+            search_ms.append((t3 - t2) * 1000)
+            for s, i in sorted(found, reverse=True)[:1]:
+                cached = records[i].prompt
+                t4 = time.perf_counter()
+                ok = cache.guard.agrees(q, cached)
+                t5 = time.perf_counter()
+                guard_ms.append((t5 - t4) * 1000)
+                if ok:
+                    reached += 1
+                    cache.verifier.score(q, cached, float(s))
+                    verify_ms.append((time.perf_counter() - t5) * 1000)
+        hits = sum(cache.get(q) is not None for q in queries)
+        cache.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    p50 = statistics.median
+    lines = [
+        f"**Semantic lookup at {n:,} entries, step by step** (default LeanCache: SQLite + FAISS, guard, cross-encoder "
+        f"verifier; {n_queries} QQP duplicates of stored questions as queries, MiniLM embedding at query time; torch and "
+        f"FAISS on 1 thread; 2 shared CPU cores). {hits} of {n_queries} were served.",
+        "",
+        "| step | p50 (ms) | runs on |",
+        "|---|---|---|",
+        f"| exact-key probe | {p50(exact_ms):.2f} | every lookup |",
+        f"| MiniLM query embedding | {p50(embed_ms):.1f} | every semantic lookup |",
+        f"| FAISS search + fetch of the top {cache.top_k} | {p50(search_ms):.2f} | every semantic lookup |",
+        f"| guard (nearest candidate) | {p50(guard_ms) if guard_ms else 0:.2f} | {len(guard_ms)} of {n_queries} (a candidate over the floor) |",
+        f"| cross-encoder (nearest candidate) | {p50(verify_ms) if verify_ms else 0:.1f} | {reached} of {n_queries} (the guard agreed) |",
+        f"| **whole lookup** | **{p50(total):.1f}** (p99 {percentiles(total)[1]:.1f}) | target <= 10 ms |",
+    ]
+    return lines, p50(total)
 
 
 # -- 2. latency -----------------------------------------------------------------------------------
@@ -751,177 +1062,6 @@ def rag_end_to_end(quick: bool) -> tuple[list[str], list[str]]:
 
 # -- 5. the guard: adversarial set and what it costs on QQP ----------------------------------------
 ADVERSARIAL_SET = Path(__file__).resolve().parents[1] / "tests" / "data" / "cache_adversarial.jsonl"
-#: The tree before the guard's rule tables (issue 13): its guard and key normalisation are run
-#: beside today's, from git history.
-GUARD_BASELINE_COMMIT = "e8d6e20"
-
-
-def _git_show(commit: str, path: str) -> str | None:
-    """The text of ``path`` at ``commit``, or None where there is no git history."""
-    import subprocess
-
-    try:
-        return subprocess.run(
-            ["git", "show", f"{commit}:{path}"],
-            cwd=Path(__file__).resolve().parents[1],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def _baseline() -> tuple[object, object, PairVerifier] | None:
-    """The guard, ``normalize_prompt`` and verifier of :data:`GUARD_BASELINE_COMMIT`."""
-    import types
-
-    modules = []
-    for path, name in (("lean_plugins/cache/guard.py", "_baseline_guard"), ("lean_plugins/cache/keys.py", "_baseline_keys")):
-        source = _git_show(GUARD_BASELINE_COMMIT, path)
-        if source is None:
-            return None
-        module = types.ModuleType(name)
-        sys.modules[name] = module  # dataclasses look their module up
-        exec(compile(source, f"{GUARD_BASELINE_COMMIT}:{path}", "exec"), module.__dict__)
-        modules.append(module)
-    verifier = _git_show(GUARD_BASELINE_COMMIT, f"lean_plugins/data/{DEFAULT_VERIFIER_FILE}")
-    if verifier is None:
-        return None
-    guard, keys = modules
-    return guard.SemanticGuard(), keys.normalize_prompt, PairVerifier.from_dict(json.loads(verifier))
-
-
-def _served_at_baseline(baseline: tuple, cached: str, query: str, cosine: float) -> bool:
-    """What LeanCache served at the baseline commit for one cached entry: an exact or normalised
-    hit, or a semantic one (cosine floor, verifier, guard)."""
-    guard, normalize, verifier = baseline
-    if normalize(cached) == normalize(query):
-        return True
-    return verifier.accepts(query, cached, cosine) and guard.agrees(query, cached)
-
-
-def guard_section(n_tune: int, n_report: int, n_para: int, emb: EmbeddingStore) -> tuple[list[str], list[str]]:
-    """Adversarial pairs and paraphrase controls through the default LeanCache, today and at the
-    baseline commit; the guard's cost on QQP report pairs and the paraphrase pairs."""
-    rows = [json.loads(line) for line in ADVERSARIAL_SET.read_text(encoding="utf-8").splitlines() if line.strip()]
-    emb.ensure([t for r in rows for t in (r["cached"], r["query"])])
-    baseline = _baseline()
-    tmp = Path(tempfile.mkdtemp(prefix="bench_cache_guard_"))
-    now: dict[str, list[int]] = {}
-    before: dict[str, list[int]] = {}
-    try:
-        cache = LeanCache(path=tmp, embedding=emb, record_hits=False)
-        for i, r in enumerate(rows):
-            cache.put(r["cached"], f"answer {i}", namespace=f"pair-{i}")
-            hit = cache.lookup(r["query"], namespace=f"pair-{i}")
-            now.setdefault(r["category"], []).append(hit is not None)
-            if baseline is not None:
-                cosine = float(emb([r["cached"]])[0] @ emb([r["query"]])[0])
-                before.setdefault(r["category"], []).append(_served_at_baseline(baseline, r["cached"], r["query"], cosine))
-        cache.close()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-    def cell(table: dict[str, list[int]], categories: list[str]) -> str:
-        if not table:
-            return "n/a (needs git history)"
-        served = sum(sum(table[c]) for c in categories)
-        total = sum(len(table[c]) for c in categories)
-        return f"{served} / {total} ({served / total:.0%})"
-
-    different = sorted(c for c in now if c != "paraphrase")
-    lines = [
-        f"**Semantic guard: adversarial set** (`tests/data/cache_adversarial.jsonl`, written for the tests; no "
-        f"threshold or model was fitted on it, but three general guard rules were added after its first run served 3 "
-        f"pairs, so it is not fully held out: see tests/data/README.md). Each pair goes through the default `LeanCache` (exact + semantic, shipped "
-        f"guard and verifier, a fresh store per pair): cache the first question, ask the second. "
-        f"Before = the guard and exact-key normalisation of commit {GUARD_BASELINE_COMMIT}, with the same verifier.",
-        "",
-        f"| category | pairs | served before ({GUARD_BASELINE_COMMIT}) | served now |",
-        "|---|---|---|---|",
-    ]
-    for c in different:
-        lines.append(f"| {c.replace('_', ' ')} | {len(now[c])} | {cell(before, [c])} | {cell(now, [c])} |")
-    lines.append(
-        f"| **different meaning, all** | {sum(len(now[c]) for c in different)} | {cell(before, different)} "
-        f"| {cell(now, different)} |"
-    )
-    lines.append(
-        f"| **paraphrase controls** (should be served) | {len(now['paraphrase'])} | {cell(before, ['paraphrase'])} "
-        f"| {cell(now, ['paraphrase'])} |"
-    )
-    lines.append("| target | | | 0 different-meaning served |")
-    gaps = []
-    wrong_now = sum(sum(now[c]) for c in different)
-    if wrong_now:
-        gaps.append(f"{wrong_now} adversarial pairs served")
-
-    # QQP report split and the paraphrase pairs: the shipped verifier at its threshold, each guard.
-    tune_rows, report_rows, para_rows, _ = load_data(n_tune, n_report, n_para, 0)
-    guard = SemanticGuard()
-    shipped = PairVerifier.load()
-    lines += [
-        "",
-        f"**What the guard costs** (shipped verifier at its threshold; QQP *report* split, {len(report_rows)} pairs, "
-        f"and {len(para_rows)} paraphrase pairs, both held out). Before = guard and exact keys of "
-        f"{GUARD_BASELINE_COMMIT}; now = today's.",
-        "",
-        "| guard | QQP non-duplicates served (wrong) | QQP duplicates served | paraphrase pairs served |",
-        "|---|---|---|---|",
-    ]
-    refused_by: Counter[tuple[str, int]] = Counter()
-    summary = {}
-    features = {}
-    for name, pairs in (("tune", tune_rows), ("report", report_rows), ("para", para_rows)):
-        emb.ensure([t for p in pairs for t in (p["a"], p["b"])])
-        f = features[name] = pair_features(pairs, emb, guard)
-        f["vscore"] = verifier_scores(f, shipped)
-        if name == "tune":
-            continue
-        summary[name, "now"] = rates(f, shipped.threshold, "lean")
-        if baseline is not None:
-            old = np.array(
-                [_served_at_baseline(baseline, p["a"], p["b"], float(c)) for p, c in zip(pairs, f["cos"], strict=True)]
-            )
-            pos, neg = f["label"] == 1, f["label"] == 0
-            summary[name, "before"] = {
-                "false_serve": int((old & neg).sum()) / max(1, int(neg.sum())),
-                "dup_served": int((old & pos).sum()) / max(1, int(pos.sum())),
-            }
-            new = served(f, shipped.threshold, "lean", 0.0)
-            for p, was, is_ in zip(pairs, old, new, strict=True):
-                if was and not is_:
-                    refused_by[guard.refusal(p["b"], p["a"]) or "exact key", int(p["label"])] += 1
-    for when in ("before", "now"):
-        if ("report", when) not in summary:
-            continue
-        r, p = summary["report", when], summary["para", when]
-        lines.append(
-            f"| {when} | {r['false_serve']:.2%} | {r['dup_served']:.1%} | {p['dup_served']:.1%} |"
-        )
-    # The threshold the tune split picks behind this guard (same rule as the shipped one's).
-    retuned = choose_threshold(features["tune"], "lean", 0.0)
-    r, p = rates(features["report"], retuned, "lean"), rates(features["para"], retuned, "lean")
-    lines.append(
-        f"| now, logit threshold re-chosen on *tune* behind this guard ({retuned:.2f}; shipped {shipped.threshold:.2f}; "
-        f"not shipped) | {r['false_serve']:.2%} | {r['dup_served']:.1%} | {p['dup_served']:.1%} |"
-    )
-    lines.append("| target | <= 1% | (may cost some) | |")
-    if refused_by:
-        rules_seen = sorted({rule for rule, _ in refused_by}, key=lambda x: -sum(refused_by[x, k] for k in (0, 1)))
-        lines += [
-            "",
-            "Pairs served before and refused now, by the rule that refuses them (QQP report + paraphrase pairs; "
-            "a refused non-duplicate is a wrong answer avoided, a refused duplicate or paraphrase a hit lost):",
-            "",
-            "| rule | non-duplicates refused | duplicates / paraphrases refused |",
-            "|---|---|---|",
-            *(f"| {rule} | {refused_by[rule, 0]} | {refused_by[rule, 1]} |" for rule in rules_seen),
-        ]
-    if summary["report", "now"]["false_serve"] > FALSE_SERVE_TARGET:
-        gaps.append(f"QQP false serves with the guard {summary['report', 'now']['false_serve']:.2%} > 1%")
-    return lines, gaps
 
 
 def main() -> None:
@@ -931,7 +1071,15 @@ def main() -> None:
     parser.add_argument(
         "--write-verifier",
         action="store_true",
-        help=f"save the verifier trained on the tune split to lean_plugins/data/{DEFAULT_VERIFIER_FILE}",
+        help=f"refit the logistic verifier (the fallback) and save it to lean_plugins/data/{DEFAULT_VERIFIER_FILE}",
+    )
+    parser.add_argument(
+        "--verifier-only", action="store_true", help="only the pair-verifier section (with --calibrate-verifier)"
+    )
+    parser.add_argument(
+        "--calibrate-verifier",
+        action="store_true",
+        help="write the cross-encoder threshold chosen on the tune split into lean_plugins/data/cache_verifier/",
     )
     args = parser.parse_args()
     # One intra-op thread: on a busy 2-core machine torch's default (all cores, spinning) makes
@@ -945,30 +1093,21 @@ def main() -> None:
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
     if args.quick:
-        n_tune, n_report, n_para, n_train, sizes, n_q, per_thread = (
-            800,
-            800,
-            300,
-            3000,
-            [1000, 10_000],
-            50,
-            25,
-        )
+        n_tune, n_report, n_para, n_stream, sizes, n_q, per_thread = 2000, 2000, 250, 30_000, [1000, 10_000], 50, 25
     else:
-        n_tune, n_report, n_para, n_train, sizes, n_q, per_thread = (
-            10_000,
-            10_000,
-            999,
-            40_000,
-            [1000, 10_000, 100_000],
-            200,
-            100,
-        )
+        n_tune, n_report, n_para, n_stream, sizes, n_q, per_thread = (
+            10_000, 10_000, 500, 100_000, [1000, 10_000, 100_000], 200, 100,
+        )  # fmt: skip
     emb = EmbeddingStore()
-    cal, summary = calibration(n_tune, n_report, n_para, n_train, emb, args.write_verifier)
-    print("\n".join(cal), flush=True)
-    guard_lines, guard_gaps = guard_section(n_tune, n_report, n_para, emb)
-    print("\n".join(guard_lines), flush=True)
+    if args.write_verifier:  # the logistic verifier (the fallback): refit on the train split
+        cal, _ = calibration(n_tune, n_report, 999, 40_000, emb, True)
+        print("\n".join(cal), flush=True)
+    ver, ver_gaps = verifier_section(n_tune, n_report, n_para, n_stream, emb, args.calibrate_verifier)
+    print("\n".join(ver), flush=True)
+    if args.verifier_only:
+        return
+    breakdown, p50_10k = lookup_breakdown(emb, 10_000, n_q)
+    print("\n".join(breakdown), flush=True)
     lat = latency(sizes, emb, n_q)
     tp = [
         "**Write throughput** (8 threads, then every entry read back).",
@@ -983,34 +1122,27 @@ def main() -> None:
     print("\n".join(stores), flush=True)
     rag, rag_gaps = rag_end_to_end(args.quick)
     print("\n".join(rag), flush=True)
-    d, dp = summary["default"], summary["default_para"]
-    gaps = list(rag_gaps) + guard_gaps
-    if d["false_serve"] > FALSE_SERVE_TARGET:
-        gaps.append(f"QQP false serves {d['false_serve']:.2%} > 1%")
-    if d["dup_served"] < 0.18:
-        gaps.append(f"QQP duplicates served {d['dup_served']:.1%} < 18%")
-    if dp["dup_served"] < 0.30:
-        gaps.append(f"paraphrase pairs served {dp['dup_served']:.1%} < 30%")
-    largest = max(LATENCY)
-    if largest >= 100_000 and LATENCY[largest] >= 20:
-        gaps.append(f"semantic lookup p50 {LATENCY[largest]:.1f} ms at {largest:,} entries > 20 ms")
+    gaps = list(ver_gaps) + list(rag_gaps)
+    if p50_10k > 10:
+        gaps.append(f"semantic lookup p50 {p50_10k:.1f} ms at 10,000 entries > 10 ms")
     method = (
         "Method: pairs are scored pairwise (cache a, ask b); LeanCache's exact and normalised-exact "
-        "hits count as served and are shown separately. Latency stores are filled with the MiniLM "
-        "vectors of real QQP questions and paraphrase sentences (the calibration's, up to ~107k texts, "
-        "never a query's own text; random unit vectors only top up a quick run); queries are real "
+        "hits count as served. Latency stores are filled with the MiniLM "
+        "vectors of real QQP questions and paraphrase sentences (the calibration's, "
+        "never a query's own text; random unit vectors only top up a store larger than those); queries are real "
         "text embedded at query time. Recall = share of the semantic queries whose nearest cached "
         "prompt in LeanCache's index is the exact nearest one. GPTCache runs through langchain_community.cache.GPTCache, "
         "exact with the docs' map manager, semantic with the docs' init_similar_cache on SQLite + FAISS "
-        "and the same MiniLM embedding (its default ONNX model needs the Hugging Face hub). LeanCache "
+        "and the same MiniLM embedding (its default ONNX model needs the Hugging Face hub); it has no verifier, so "
+        "its semantic lookups do less work. LeanCache "
         "switches a namespace to an IVF index (sqrt(n) lists, 16 probed) from 50,000 vectors; smaller "
         "ones, and GPTCache, search a flat index."
     )
     body = "\n".join(
         [
-            *cal,
+            *ver,
             "",
-            *guard_lines,
+            *breakdown,
             "",
             *lat,
             "",

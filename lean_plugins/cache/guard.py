@@ -319,10 +319,12 @@ def _spans_found(spans: tuple[tuple[str, int], ...], text: str) -> bool:
 def _code_differs(a: PromptFacts, b: PromptFacts) -> bool:
     if not (_spans_found(a.code_spans, b.text) and _spans_found(b.code_spans, a.text)):
         return True
-    shouted_a, shouted_b = a.shouted, b.shouted
+    # A text written all in capitals is a case change of the whole text, not shouted words.
+    shouted_a = frozenset() if a.text == a.text.upper() else a.shouted
+    shouted_b = frozenset() if b.text == b.text.upper() else b.shouted
     if not (a.looks_like_code or b.looks_like_code):  # "the ONE thing", "STILL believe": emphasis
         shouted_a, shouted_b = shouted_a - _EMPHASIS, shouted_b - _EMPHASIS
-    if (shouted_a - b.shouted) & b.lowercase_words or (shouted_b - a.shouted) & a.lowercase_words:
+    if (shouted_a - shouted_b) & b.lowercase_words or (shouted_b - shouted_a) & a.lowercase_words:
         return True
     if not (a.looks_like_code or b.looks_like_code):
         return False

@@ -1,4 +1,12 @@
-"""The pair verifier: a small logistic regression that a semantic candidate must pass.
+"""The pair verifiers a semantic candidate must pass.
+
+The default is :class:`CrossEncoderVerifier`, a MiniLM cross-encoder that reads both questions
+together (``lean_plugins.cache.cross_encoder``; model card: ``docs/cache-verifier.md``).
+:class:`PairVerifier`, below, is the previous one, a logistic regression on word-level
+features, kept loadable (``verifier=PairVerifier.load()``); both accept a pair whose texts
+differ only in case or sentence punctuation (:func:`prose_equal`).
+
+The logistic regression:
 
 MiniLM's cosine is inflated by shared words: QQP's non-duplicates typically share every word
 but one, or the same words in another order ("what does A think of B" / "... B think of A"),
@@ -15,7 +23,9 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+import re
+import threading
+from dataclasses import dataclass, field
 from itertools import combinations_with_replacement
 from pathlib import Path
 
@@ -38,6 +48,47 @@ BASE_FEATURES = (
 #: What the model weighs: the base features, then every product of two of them (squares too).
 FEATURES = BASE_FEATURES + tuple(f"{a}*{b}" for a, b in combinations_with_replacement(BASE_FEATURES, 2))
 DEFAULT_VERIFIER_FILE = "cache_verifier.json"
+#: The cross-encoder's score for a pair that differs only in case or sentence punctuation.
+PROSE_EQUAL_LOGIT = 20.0
+
+# Words (with inner dots, apostrophes, hyphens: "os.path", "don't", "3.5") and quote marks; the
+# sentence punctuation between them (?!.,;:) is what prose_equal forgives.
+_PROSE_TOKEN = re.compile(r"\w+(?:['’.\-]\w+)*|[\"“”‘’']")
+_PROSE_PUNCT = re.compile(r"[\s?!.,;:…]+")
+
+
+def _prose_tokens(text: str) -> list[str] | None:
+    """The words and quote marks of a natural-language text, or None when it has other symbols."""
+    tokens = _PROSE_TOKEN.findall(text)
+    if _PROSE_PUNCT.sub("", _PROSE_TOKEN.sub("", text)):
+        return None  # brackets, operators, backticks, ...: code or notation, where symbols matter
+    return tokens
+
+
+def _uniform_case(tokens: list[str]) -> bool:
+    """All lower case, all upper case, or every word capitalised: a case change of the whole text."""
+    letters = "".join(tokens)
+    words = [t for t in tokens if t[:1].isalpha()]
+    return letters == letters.lower() or letters == letters.upper() or all(w[0].isupper() for w in words)
+
+
+def prose_equal(a: str, b: str) -> bool:
+    """True when two natural-language texts differ only in case or sentence punctuation.
+
+    ``What is the capital of France?`` / ``what is the capital of france``; a missing question
+    mark. Not when either text has other symbols (code, JSON, slices, operators), and not for a
+    case change of single words inside otherwise unchanged text (``List`` / ``list`` in a
+    sentence that keeps its other capitals): only a whole-text change (all lower, all upper,
+    title case) on one side.
+    """
+    if a == b:
+        return True
+    ta, tb = _prose_tokens(a), _prose_tokens(b)
+    if ta is None or tb is None or not ta or len(ta) != len(tb):
+        return False
+    if [t.casefold() for t in ta] != [t.casefold() for t in tb]:
+        return False
+    return ta == tb or _uniform_case(ta) or _uniform_case(tb)
 
 
 def _order_inversions(query_words: list[str], cached_words: list[str], shared: frozenset[str]) -> float:
@@ -124,7 +175,11 @@ class PairVerifier:
         return 1.0 / (1.0 + math.exp(-self.score(query, cached, cosine)))
 
     def accepts(self, query: str, cached: str, cosine: float) -> bool:
-        return cosine >= self.min_cosine and self.score(query, cached, cosine) >= self.threshold
+        return cosine >= self.min_cosine and self.passes(query, cached, cosine)
+
+    def passes(self, query: str, cached: str, cosine: float) -> bool:
+        """The verdict on a candidate the nearest-neighbour search already let through."""
+        return prose_equal(query, cached) or self.score(query, cached, cosine) >= self.threshold
 
     # -- JSON ----------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -172,3 +227,83 @@ class PairVerifier:
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigurationError(f"cannot read cache verifier {path}: {exc}") from exc
         return cls.from_dict(data)
+
+
+@dataclass
+class CrossEncoderVerifier:
+    """MiniLM cross-encoder on the pair (and its cosine); accepts when its logit >= ``threshold``.
+
+    The model (``lean_plugins/data/cache_verifier/``) is loaded on the first score, not when a
+    cache is built. ``prose_equal`` pairs are accepted without running it.
+    """
+
+    threshold: float
+    min_cosine: float
+    model_dir: Path
+    info: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._scorer = None
+        self._lock = threading.Lock()
+
+    def _model(self):  # type: ignore[no-untyped-def]
+        if self._scorer is None:
+            with self._lock:
+                if self._scorer is None:
+                    from lean_plugins.cache.cross_encoder import CrossEncoderScorer
+
+                    self._scorer = CrossEncoderScorer(self.model_dir)
+        return self._scorer
+
+    def scores(self, queries: list[str], cached: list[str], cosines: list[float]) -> list[float]:
+        """Logits for many pairs at once (one batch); :func:`prose_equal` pairs get
+        :data:`PROSE_EQUAL_LOGIT` without running the model."""
+        out = [PROSE_EQUAL_LOGIT if prose_equal(q, c) else None for q, c in zip(queries, cached, strict=True)]
+        todo = [i for i, v in enumerate(out) if v is None]
+        if todo:
+            logits = self._model().logits(
+                [queries[i] for i in todo], [cached[i] for i in todo], [float(cosines[i]) for i in todo]
+            )
+            for i, v in zip(todo, logits, strict=True):
+                out[i] = v
+        return [float(v) for v in out]  # type: ignore[arg-type]
+
+    def score(self, query: str, cached: str, cosine: float) -> float:
+        """Logit that ``cached``'s answer also answers ``query``."""
+        return self.scores([query], [cached], [cosine])[0]
+
+    def passes(self, query: str, cached: str, cosine: float) -> bool:
+        """The verdict on a candidate the nearest-neighbour search already let through."""
+        return self.score(query, cached, cosine) >= self.threshold
+
+    def accepts(self, query: str, cached: str, cosine: float) -> bool:
+        return cosine >= self.min_cosine and self.passes(query, cached, cosine)
+
+    @classmethod
+    def load(cls, model_dir: str | Path | None = None) -> CrossEncoderVerifier:
+        """Read the model's description (default: the one shipped in ``lean_plugins/data``)."""
+        from lean_plugins.cache.cross_encoder import INFO_FILE, MODEL_DIR
+
+        if model_dir is None:
+            from lean_plugins.paths import package_data
+
+            model_dir = package_data(MODEL_DIR)
+        model_dir = Path(model_dir)
+        try:
+            info = json.loads((model_dir / INFO_FILE).read_text(encoding="utf-8"))
+            threshold, min_cosine = float(info["threshold"]), float(info["min_cosine"])
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"cannot read the cache verifier model in {model_dir} ({type(exc).__name__}: {exc}); "
+                "reinstall lean-plugins or rebuild it with scripts/train_verifier.py, or pass "
+                "verifier=PairVerifier.load() for the logistic verifier."
+            ) from exc
+        return cls(threshold=threshold, min_cosine=min_cosine, model_dir=model_dir, info=info)
+
+
+Verifier = PairVerifier | CrossEncoderVerifier
+
+
+def default_verifier() -> CrossEncoderVerifier:
+    """The shipped cross-encoder verifier."""
+    return CrossEncoderVerifier.load()
