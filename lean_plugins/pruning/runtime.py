@@ -564,11 +564,14 @@ class LeanLocalLLM:
                         end = len(seq.text) if seq.done else len(seq.text) - _held_back(seq.text, stops)
                         if end > seq.emitted:
                             delta, seq.emitted = seq.text[seq.emitted : end], end
-                    if seq.done:
+                    if seq.done and batch == 1:
                         yield StreamChunk(delta, self._finish(seq))
                     elif delta:
                         yield StreamChunk(delta)
                 if all(s.done for s in seqs):
+                    if batch > 1:  # results in the prompts' order, not the order they finished in
+                        for s in seqs:
+                            yield StreamChunk("", self._finish(s))
                     return
                 feed = torch.tensor(
                     [[self.pad_token_id if s.done else int(tokens[i])] for i, s in enumerate(seqs)],

@@ -61,3 +61,19 @@ def test_gold_loglik_is_the_mean_log_probability_of_the_gold_tokens(reader) -> N
     assert reader.gold_loglik(messages, "the world") == pytest.approx(expected, abs=1e-5)
     assert reader.gold_loglik(messages, "the world") < 0
     assert math.isnan(reader.gold_loglik(messages, ""))
+
+
+def test_batch_results_come_back_in_the_prompts_order(reader) -> None:
+    """Sequences of a batch that stop at different steps still return in the order of their
+    prompts, each equal to its own one-at-a-time generation."""
+    llm = reader.llm
+    prompts = [reader.prompt_ids(m) for m in MESSAGES]
+
+    def stop_on_even_token(step) -> bool:  # the seeded model's sequences meet this at different steps
+        return len(step.token_ids) >= 3 and step.token_ids[-1] % 2 == 0
+
+    single = [llm.generate(p, max_new_tokens=12, stopping_criteria=[stop_on_even_token]) for p in prompts]
+    assert len({r.completion_tokens for r in single}) > 1, "the case needs sequences ending at different steps"
+    batched = llm.generate_batch(prompts, max_new_tokens=12, stopping_criteria=[stop_on_even_token])
+    assert [r.text for r in batched] == [r.text for r in single]
+    assert [r.prompt_tokens for r in batched] == [len(p) for p in prompts]
