@@ -16,7 +16,8 @@ ENCODER_PRECISIONS = (*DTYPE_NAMES, "int8")
 #: What ``"auto"`` picks for an encoder on a CPU without bfloat16 in hardware. float32, not
 #: int8: torch's dynamic int8 quantisation of the compressor (with SmoothQuant scaling) was
 #: 1.3x faster per CPU-second on a 2k-token text but moved its keep probabilities too far
-#: (correlation 0.94 with float32, against 0.9999 for bfloat16; docs/compress.md).
+#: (correlation 0.94 with float32, against 0.9999 for bfloat16) and lost 1.0 point of answer
+#: survival at rate 0.5 without a question (docs/compress.md).
 CPU_AUTO_WITHOUT_BFLOAT16 = "float32"
 
 
