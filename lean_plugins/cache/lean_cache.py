@@ -15,6 +15,7 @@ import re
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from lean_plugins._optional import is_available
+from lean_plugins.cache.calibration import ErrorBudget
 from lean_plugins.cache.guard import SemanticGuard, word_overlap
 from lean_plugins.cache.keys import has_lone_surrogate, key_hash, match_key, split_prompt, storage_id
 from lean_plugins.cache.stores import (
@@ -34,7 +36,7 @@ from lean_plugins.cache.stores import (
     delete_redis_keys,
     encode_payload,
 )
-from lean_plugins.cache.verifier import PairVerifier
+from lean_plugins.cache.verifier import CrossEncoderVerifier, PairVerifier, Verifier, default_verifier
 from lean_plugins.errors import ConfigurationError, MissingDependencyError
 
 logger = logging.getLogger("lean_plugins.cache")
@@ -154,9 +156,17 @@ class LeanCache:
             ``$LEAN_PLUGINS_POSTGRES_URL``).
         embedding: any callable ``list[str] -> (n, d) array``; default the shared MiniLM encoder.
         guard: the semantic guard (``True`` default guard, ``False`` cosine only, or an instance).
-        verifier: the pair verifier a candidate must also pass (``True`` the shipped one, ``False``
-            none: the overlap rule, or a :class:`~lean_plugins.cache.verifier.PairVerifier`, e.g.
-            ``PairVerifier.load("my.json")``); default: on when the guard is on.
+        verifier: the pair verifier a candidate must also pass (``True`` the shipped
+            cross-encoder, ``False`` none: the overlap rule, or an instance: a
+            :class:`~lean_plugins.cache.verifier.CrossEncoderVerifier` or the logistic
+            ``PairVerifier.load()``); default: on when the guard is on.
+        max_error: bound on the share of wrong semantic hits (e.g. ``0.01``); the cache then
+            learns its own verifier threshold from sampled would-be hits it explores (a miss
+            whose fresh answer, stored with ``put``, is compared with the cached one). See
+            :mod:`lean_plugins.cache.calibration` for what it guarantees. Needs a verifier. An
+            :class:`~lean_plugins.cache.calibration.ErrorBudget` sets its other parameters.
+        answer_judge: ``(cached_answer, fresh_answer) -> bool``, whether the cached answer
+            would have served (default :func:`~lean_plugins.cache.calibration.answers_agree`).
         overlap_penalty: weight of the content-word overlap subtracted from the cosine before
             comparing with ``threshold`` (default :data:`DEFAULT_OVERLAP_PENALTY`; 0 = plain cosine).
         top_k: semantic candidates checked per lookup.
@@ -181,7 +191,9 @@ class LeanCache:
         url: str | None = None,
         embedding: EmbeddingFn | None = None,
         guard: bool | SemanticGuard = True,
-        verifier: bool | PairVerifier | None = None,
+        verifier: bool | Verifier | None = None,
+        max_error: float | ErrorBudget | None = None,
+        answer_judge: Callable[[str, str], bool] | None = None,
         overlap_penalty: float | None = None,
         top_k: int = 5,
         record_hits: bool = True,
@@ -205,9 +217,23 @@ class LeanCache:
         self.mode = mode
         if verifier is None:
             verifier = bool(guard)
-        self.verifier: PairVerifier | None = (
-            verifier if isinstance(verifier, PairVerifier) else (_default_verifier() if verifier else None)
+        self.verifier: Verifier | None = (
+            verifier
+            if isinstance(verifier, PairVerifier | CrossEncoderVerifier)
+            else (_default_verifier() if verifier else None)
         )
+        if max_error is not None and self.verifier is None:
+            raise ConfigurationError(
+                "max_error needs a verifier score to calibrate: leave verifier on (the default) or pass one."
+            )
+        #: Learns the verifier threshold that keeps wrong semantic hits under ``max_error``.
+        self.error_budget: ErrorBudget | None = (
+            max_error if isinstance(max_error, ErrorBudget) or max_error is None else ErrorBudget(max_error)
+        )
+        self._answer_judge = answer_judge
+        #: Would-be hits explored, waiting for the fresh answer: (namespace, scope, prompt) ->
+        #: (score, audited, cached answer).
+        self._explorations: OrderedDict[tuple[str, str, str], tuple[float, bool, str]] = OrderedDict()
         if threshold is None:
             threshold = DEFAULT_THRESHOLD if self.verifier is None else self.verifier.min_cosine
         self.threshold = float(threshold)
@@ -247,6 +273,7 @@ class LeanCache:
         self._init_args = dict(
             path=path, mode=mode, threshold=threshold, ttl=ttl, max_entries=max_entries, backend=backend,
             url=url, embedding=embedding, guard=guard, verifier=verifier, overlap_penalty=overlap_penalty,
+            max_error=max_error, answer_judge=answer_judge,
             top_k=top_k, record_hits=record_hits, retry_after=retry_after, key_prefix=key_prefix,
         )  # fmt: skip
         _OPEN_CACHES.add(self)
@@ -388,6 +415,28 @@ class LeanCache:
                     store.evict(self.max_entries)
 
         self._guarded("update", write)
+        if self.error_budget is not None:
+            self._settle_exploration(prompt, response, namespace, scope)
+
+    def _settle_exploration(self, prompt: str, response: str, namespace: str, scope: str) -> None:
+        """A fresh answer for an explored would-be hit: judge the cached one, calibrate, book it."""
+        with self._stores_lock:
+            pending = self._explorations.pop((namespace, scope, prompt), None)
+        if pending is None or self.error_budget is None:
+            return
+        score, audited, cached_answer = pending
+        from lean_plugins.cache.calibration import answers_agree
+        from lean_plugins.ledger import record
+
+        judge = self._answer_judge or answers_agree
+        wrong = not judge(cached_answer, response)
+        self.error_budget.observe(score, wrong, audited)
+        record(
+            layer="cache",
+            kind="explore",
+            tenant=self.tenant,
+            meta={"score": round(score, 3), "wrong": wrong, "audited": audited},
+        )
 
     def put_many(
         self,
@@ -615,7 +664,13 @@ class LeanCache:
             record = records.get(rid)
             if record is None or rid not in live or record.scope != scope:
                 continue
-            if not self._serves(question, split_prompt(record.prompt).question, float(similarity)):
+            cached_question = split_prompt(record.prompt).question
+            if self.error_budget is not None:
+                if self.guard is not None and not self.guard.agrees(question, cached_question):
+                    continue
+                if not self._budget_serves(question, cached_question, float(similarity), record, namespace, scope, prompt):
+                    return None  # explored: a miss whose fresh answer put() will compare
+            elif not self._serves(question, cached_question, float(similarity)):
                 continue
             with store.lock:
                 store.touch(rid)
@@ -628,13 +683,29 @@ class LeanCache:
         """The semantic decision: whether the answer cached for ``cached_question`` may be served
         to ``question`` (two questions under one scope, whose embeddings have cosine
         ``similarity`` >= ``threshold``): the pair verifier (or, without one, the overlap
-        rule), then the guard."""
-        if self.verifier is not None:
-            if self.verifier.score(question, cached_question, similarity) < self.verifier.threshold:
-                return False
-        elif similarity - self.overlap_penalty * word_overlap(question, cached_question) < self.threshold:
+        rule), after the guard, which is cheaper."""
+        if self.guard is not None and not self.guard.agrees(question, cached_question):
             return False
-        return self.guard is None or self.guard.agrees(question, cached_question)
+        if self.verifier is not None:
+            return self.verifier.passes(question, cached_question, similarity)
+        return similarity - self.overlap_penalty * word_overlap(question, cached_question) >= self.threshold
+
+    def _budget_serves(
+        self, question: str, cached_question: str, similarity: float, record: Record, namespace: str, scope: str,
+        prompt: str,
+    ) -> bool:  # fmt: skip
+        """With ``max_error``: serve this would-be hit, or explore it (a miss, remembered)."""
+        assert self.error_budget is not None and self.verifier is not None
+        score = self.verifier.score(question, cached_question, similarity)
+        serve, audited = self.error_budget.decide(score)
+        if not serve:
+            key = (namespace, scope, prompt)
+            with self._stores_lock:
+                self._explorations[key] = (score, audited, record.response)
+                self._explorations.move_to_end(key)
+                while len(self._explorations) > _MAX_EXPLORATIONS:
+                    self._explorations.popitem(last=False)
+        return serve
 
     @staticmethod
     def _live(store: Store, records: list[Record], now: float) -> list[Record]:
@@ -661,9 +732,13 @@ class LeanCache:
         )
 
 
+#: Explored would-be hits remembered until their fresh answer is stored (oldest dropped first).
+_MAX_EXPLORATIONS = 10_000
+
+
 @functools.lru_cache(maxsize=1)
-def _default_verifier() -> PairVerifier:
-    return PairVerifier.load()
+def _default_verifier() -> Verifier:
+    return default_verifier()
 
 
 _OPEN_CACHES: weakref.WeakSet[LeanCache] = weakref.WeakSet()

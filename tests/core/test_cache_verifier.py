@@ -12,7 +12,15 @@ pytest.importorskip("gptcache")
 pytest.importorskip("faiss")
 
 from lean_plugins.cache import LeanCache
-from lean_plugins.cache.verifier import BASE_FEATURES, FEATURES, PairVerifier, pair_features
+from lean_plugins.cache.verifier import (
+    BASE_FEATURES,
+    FEATURES,
+    PROSE_EQUAL_LOGIT,
+    CrossEncoderVerifier,
+    PairVerifier,
+    pair_features,
+    prose_equal,
+)
 from lean_plugins.embeddings import get_encoder
 from lean_plugins.errors import ConfigurationError
 from lean_plugins.paths import package_data
@@ -68,7 +76,7 @@ def test_verifier_serves_a_clear_paraphrase(tmp_path: Path) -> None:
     verifier = PairVerifier.load()
     assert verifier.accepts(query, cached, _cos(cached, query))
     assert verifier.probability(query, cached, _cos(cached, query)) > 0.5
-    cache = LeanCache(path=tmp_path)
+    cache = LeanCache(path=tmp_path, verifier=verifier)
     assert cache.verifier == verifier and cache.threshold == verifier.min_cosine
     cache.put(cached, "330 m")
     hit = cache.lookup(query)
@@ -108,3 +116,69 @@ def test_features_see_swapped_words() -> None:
     assert verifier.score(
         "What does Alice think of Bob?", "What does Bob think of Alice?", 0.99
     ) < verifier.score("What does Alice think of Bob?", "What do Alice think of Bob?", 0.99)
+
+
+# -- the cross-encoder verifier (the default) and case / punctuation variants ------------------
+ISSUE_SHORT_PAIRS = [  # issue 26: different questions the previous default served to each other
+    ("Who taught Aristotle?", "Who did Aristotle teach?"),
+    ("Tell me about yourself", "Tell me about myself"),
+    ('{"a": 1}', "{'a': 1}"),
+    ("x[1:]", "x[:1]"),
+    ("x[:-1]", "x[-1:]"),
+    ("Who is the king of Spain?", "Who was the king of Spain?"),
+    ("What meetings do I have this week?", "What meetings do I have next week?"),
+    ("Explain how DNS works briefly", "Explain how DNS works in detail"),
+    ("What did she say about him?", "What did he say about her?"),
+]
+CASE_AND_PUNCTUATION = [
+    ("What is the capital of France?", "what is the capital of france"),
+    ("How many moons does Mars have?", "How many moons does Mars have"),
+    ("Why is the sky blue?", "WHY IS THE SKY BLUE?"),
+    ("Where do penguins live?", "where do penguins live."),
+]
+
+
+def test_prose_equal_forgives_case_and_sentence_punctuation_only() -> None:
+    for a, b in CASE_AND_PUNCTUATION:
+        assert prose_equal(a, b) and prose_equal(b, a), (a, b)
+    for a, b in [
+        ("What is List in Python typing?", "What is list in Python typing?"),  # one word's case, in code
+        ('Is "true" the same as true in JSON?', "Is true the same as true in JSON?"),  # quotes
+        ("x[1:]", "x[:1]"),
+        ("Is 3.5 ok?", "Is 35 ok?"),
+        ("What is the capital of France?", "What is the capital of Spain?"),
+    ]:
+        assert not prose_equal(a, b), (a, b)
+
+
+def test_default_cache_serves_case_and_punctuation_variants(tmp_path: Path) -> None:
+    cache = LeanCache(path=tmp_path, record_hits=False)
+    assert isinstance(cache.verifier, CrossEncoderVerifier)
+    for i, (cached, query) in enumerate(CASE_AND_PUNCTUATION):
+        cache.put(cached, f"answer {i}", namespace=f"n{i}")
+        hit = cache.lookup(query, namespace=f"n{i}")
+        assert hit is not None and hit.response == f"answer {i}", (cached, query)
+
+
+@pytest.mark.parametrize(("cached", "query"), ISSUE_SHORT_PAIRS)
+def test_default_cache_refuses_the_issues_short_pairs(tmp_path: Path, cached: str, query: str) -> None:
+    cache = LeanCache(path=tmp_path, record_hits=False)
+    cache.put(cached, "the cached answer")
+    assert cache.lookup(query) is None
+    cache.clear()
+    cache.put(query, "the cached answer")
+    assert cache.lookup(cached) is None
+
+
+def test_cross_encoder_reads_the_pair_and_names_a_missing_model(tmp_path: Path) -> None:
+    verifier = CrossEncoderVerifier.load()
+    assert verifier.model_dir == package_data("cache_verifier")
+    same = verifier.score("How tall is the Eiffel Tower?", "What is the height of the Eiffel Tower?", 0.9)
+    swapped = verifier.score("Who taught Aristotle?", "Who did Aristotle teach?", 0.95)
+    assert same > verifier.threshold > swapped
+    assert verifier.score("what is dna", "What is DNA?", 0.5) == PROSE_EQUAL_LOGIT
+    with pytest.raises(ConfigurationError, match="train_verifier"):
+        CrossEncoderVerifier.load(tmp_path)
+    (tmp_path / "verifier.json").write_text(json.dumps({**verifier.info}), encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="train_verifier"):
+        CrossEncoderVerifier.load(tmp_path).score("a b", "c d", 0.9)  # no weights file
