@@ -473,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--price-model", default="gpt-4o-mini")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--speed", action="store_true", help="also measure reader prefill/decode speed")
+    parser.add_argument("--loglik-only", action="store_true", help="skip generation: only the gold log-likelihood table")
     parser.add_argument("--dump", type=Path, help="write every request's reply and scores to this JSON file")
     args = parser.parse_args(argv)
     data = shared_data_dir()
@@ -512,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(reader, retriever, framework, compressor)
         summaries = []
         plain: list[ItemResult] | None = None
-        for spec in specs:
+        for spec in [] if args.loglik_only else specs:
             t = time.perf_counter()
             results = bench.run(spec, stream, workdir)
             plain = plain or results
@@ -527,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         rows = [fmt_row(s) for s in summaries]
         print(f"\n== {framework} ==\n" + text_table(rows))
-        section = f"**{framework}**\n\n" + markdown_table(rows)
+        section = f"**{framework}**\n\n" + (markdown_table(rows) if rows else "")
         if args.loglik_questions:
             pool = [q for a in articles for q in a.questions]
             random.Random(1).shuffle(pool)

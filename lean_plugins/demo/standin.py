@@ -38,6 +38,8 @@ class CallRecord:
     response: str
     input_tokens: int
     output_tokens: int
+    finish_reason: str | None = None
+    """Why the model stopped, when it says (``budget``: the output budget cut the answer)."""
 
 
 class CallLog:
@@ -54,13 +56,20 @@ class CallLog:
         return f"CallLog(calls={len(self.calls)})"
 
     def add(
-        self, prompt: str, response: str, *, input_tokens: int | None = None, output_tokens: int | None = None
+        self,
+        prompt: str,
+        response: str,
+        *,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        finish_reason: str | None = None,
     ) -> CallRecord:
         record = CallRecord(
             prompt=prompt,
             response=response,
             input_tokens=count_tokens(prompt) if input_tokens is None else input_tokens,
             output_tokens=count_tokens(response) if output_tokens is None else output_tokens,
+            finish_reason=finish_reason,
         )
         with self._lock:
             self.calls.append(record)

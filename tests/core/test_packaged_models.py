@@ -19,39 +19,21 @@ from lean_plugins.packaged_models import (
     SMOLLM2_135M_INSTRUCT,
     STAMP_FILE,
     PackagedModel,
-    file_sha256,
     prepared_folder,
 )
-from tests.tiny_gguf import CHAT_TEMPLATE, write_tiny_gguf
+from tests.tiny_gguf import CHAT_TEMPLATE, install_tiny_package
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("gguf")
 
-PACKAGE = "lean_plugins_test_tiny_gguf_pkg"
+PACKAGE = "lean_plugins_test_tiny_gguf_pkg"  # the package install_tiny_package writes
 
 
 @pytest.fixture
 def tiny_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PackagedModel:
-    """A package folder on sys.path holding a tiny GGUF, whose ``__init__`` must never run,
-    registered as the packaged model ``tiny-test-instruct`` (hub id ``test-org/Tiny-Instruct``)."""
-    folder = tmp_path / "site" / PACKAGE
-    folder.mkdir(parents=True)
-    (folder / "__init__.py").write_text("raise ImportError('the package must not be imported')\n")
-    gguf_file = write_tiny_gguf(folder / "tiny.gguf")
-    model = PackagedModel(
-        name="tiny-test-instruct",
-        hub_id="test-org/Tiny-Instruct",
-        package=PACKAGE,
-        distribution="tiny-test-pkg",
-        filename="tiny.gguf",
-        sha256=file_sha256(gguf_file),
-        size=gguf_file.stat().st_size,
-    )
-    monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    importlib.invalidate_caches()
-    monkeypatch.setitem(packaged_models.PACKAGED_MODELS, model.name, model)
+    """A tiny GGUF in a package that must never be imported, registered as ``tiny-test-instruct``."""
     monkeypatch.setenv("LEAN_PLUGINS_CACHE_DIR", str(tmp_path / "cache"))
-    return model
+    return install_tiny_package(tmp_path, monkeypatch)
 
 
 def test_short_name_converts_once_into_a_plain_folder_with_the_same_logits(tiny_package) -> None:
