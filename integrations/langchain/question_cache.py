@@ -20,8 +20,10 @@ import inspect
 import json
 import logging
 import re
+import threading
 import types
 import warnings
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -69,12 +71,32 @@ KeySpec = str | Callable[[Any], str] | None
 
 
 def _llm_key(model: BaseLanguageModel) -> str:
-    """The model's own LangChain cache key (its class and every generation parameter)."""
+    """The model's own LangChain cache key (its class and every generation parameter), with its
+    plain settings beside it: a model whose ``_identifying_params`` leave out a field (a custom
+    model's ``temperature``) still gets a new key when that field changes."""
     if isinstance(model, BaseChatModel):
-        return model._get_llm_string()
+        return f"{model._get_llm_string()}\x00{_plain_settings(model)}"
     if isinstance(model, BaseLLM):
-        return str(sorted(model._get_invocation_params().items()))
+        return f"{sorted(model._get_invocation_params().items())}\x00{_plain_settings(model)}"
     return json.dumps(describe(model), sort_keys=True, default=str)
+
+
+def _plain_settings(model: BaseLanguageModel) -> str:
+    """The model's declared fields whose values are plain JSON (clients, callbacks, excluded and
+    secret fields left out), as canonical JSON."""
+    settings: dict[str, Any] = {}
+    for name, field in type(model).model_fields.items():
+        if field.exclude or name in _NOISE or _SECRET_FIELD.search(name):
+            continue
+        value = getattr(model, name, None)
+        try:
+            settings[name] = json.loads(json.dumps(value))
+        except (TypeError, ValueError):
+            continue
+    return json.dumps(settings, sort_keys=True)
+
+
+_SECRET_FIELD = re.compile(r"key|token|secret|password|credential", re.IGNORECASE)
 
 
 def _vectorstore_identity(store: Any, recurse: Callable[[Any], Any]) -> Any:
@@ -86,14 +108,7 @@ def _vectorstore_identity(store: Any, recurse: Callable[[Any], Any]) -> Any:
             identity[attr] = value
     contents = getattr(store, "store", None)  # InMemoryVectorStore: id -> {id, text, metadata, vector}
     if isinstance(contents, dict):
-        # Texts and metadata, not ids: the in-memory store gives each document a random id, and
-        # the same documents loaded in another process must give the same namespace.
-        rows = sorted(
-            f"{doc.get('text', '')}\x00{json.dumps(doc.get('metadata', {}), sort_keys=True, default=str)}"
-            for doc in contents.values()
-            if isinstance(doc, dict)
-        )
-        identity["documents"] = hashlib.sha256("\x01".join(rows).encode("utf-8")).hexdigest()
+        identity["documents"] = _documents_digest(contents)
     embeddings = getattr(store, "embeddings", None) or getattr(store, "embedding", None)
     if embeddings is not None:
         identity["embeddings"] = recurse(embeddings)
@@ -115,6 +130,8 @@ def _describe_hook(value: Any, recurse: Callable[[Any], Any]) -> Any:
             "search_kwargs": recurse(value.search_kwargs),
             "vectorstore": _vectorstore_identity(value.vectorstore, recurse),
         }
+    if isinstance(value, VectorStore):  # a store a function reads (its vectors are not configuration)
+        return _vectorstore_identity(value, recurse)
     if isinstance(value, BaseRetriever | Runnable):
         # Prompts and parsers by LangChain's own serialisation where the class supports it;
         # composite runnables (sequences, parallels, bindings) field by field, so each part
@@ -165,6 +182,9 @@ def _describe_watching(runnable: Any, registry: RetrieverRegistry | None = None)
 _DIRECT_SEARCH = re.compile(r"^a?(similarity_search|max_marginal_relevance_search|search)")
 
 
+_WARNED: weakref.WeakSet = weakref.WeakSet()
+
+
 def _read_by_function(function: Any, registry: RetrieverRegistry) -> None:
     """Register the retrievers a function reads from its module's globals (the README's
     ``def context(q): ... retriever.invoke(q)`` shape; closures are described, so the hook
@@ -185,7 +205,8 @@ def _read_by_function(function: Any, registry: RetrieverRegistry) -> None:
             registry.register(value)
         elif isinstance(value, VectorStore):
             stores.append(value)
-    if stores and any(_DIRECT_SEARCH.match(n) for n in names):
+    if stores and any(_DIRECT_SEARCH.match(n) for n in names) and func not in _WARNED:
+        _WARNED.add(func)  # the chain is described on every call: say it once per function
         logger.warning(
             "with_cache: %s searches a %s directly, not through a retriever, so a change to its "
             "documents cannot be noticed and an answer made from them could be served after they "
@@ -197,7 +218,39 @@ def _read_by_function(function: Any, registry: RetrieverRegistry) -> None:
 
 def _fingerprint(watched: list[dict]) -> tuple:
     """Cheap per-call check of the watched stores: documents added, deleted or replaced."""
-    return tuple((len(c), hash(tuple(map(id, c.values())))) for c in watched)
+    return tuple(_store_fingerprint(c) for c in watched)
+
+
+def _store_fingerprint(contents: dict) -> tuple[int, int, int]:
+    return (id(contents), len(contents), hash(tuple(map(id, contents.values()))))
+
+
+# The chain is described again on every call (a part changed after wrapping, such as a model's
+# temperature or a prompt's text, gives a new namespace), so the one costly part, hashing an
+# in-memory store's documents, is kept per store until a document is added, deleted or replaced.
+_DIGESTS: dict[int, tuple[tuple[int, int, int], str]] = {}
+_DIGESTS_LOCK = threading.Lock()
+
+
+def _documents_digest(contents: dict) -> str:
+    """Texts and metadata, not ids: the in-memory store gives each document a random id, and the
+    same documents loaded in another process must give the same namespace."""
+    mark = _store_fingerprint(contents)
+    with _DIGESTS_LOCK:
+        known = _DIGESTS.get(id(contents))
+        if known is not None and known[0] == mark:
+            return known[1]
+    rows = sorted(
+        f"{doc.get('text', '')}\x00{json.dumps(doc.get('metadata', {}), sort_keys=True, default=str)}"
+        for doc in contents.values()
+        if isinstance(doc, dict)
+    )
+    digest = hashlib.sha256("\x01".join(rows).encode("utf-8")).hexdigest()
+    with _DIGESTS_LOCK:
+        if len(_DIGESTS) > 256:  # stores come and go; a few hundred marks are plenty
+            _DIGESTS.clear()
+        _DIGESTS[id(contents)] = (mark, digest)
+    return digest
 
 
 # A marker no input text can equal (it holds NUL characters), standing for the question.

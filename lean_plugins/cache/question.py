@@ -387,6 +387,7 @@ def _describe(value: Any, hook: Hook | None, _depth: int, _seen: frozenset[int])
             "defaults": recurse(list(func.__defaults__ or ())),
             "kwdefaults": recurse(func.__kwdefaults__ or {}),
             "self": recurse(value.__self__) if inspect.ismethod(value) else None,
+            "globals": recurse(globals_read(func)),
         }
     if inspect.isclass(value) or inspect.isbuiltin(value) or inspect.ismodule(value):
         return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', value.__name__)}"
@@ -399,6 +400,44 @@ def _describe(value: Any, hook: Hook | None, _depth: int, _seen: frozenset[int])
         attrs = {k: v for k, v in vars(value).items() if not k.startswith("__")}
         return {"class": kind, "attrs": recurse(attrs)}
     return {"class": kind, "repr": _ADDRESS.sub("", repr(value))}
+
+
+def globals_read(func: Any) -> dict[str, Any]:
+    """The module-level values a function (and the functions nested in it) reads that are plain
+    data: a setting in a global dict or string changes the answer as much as a closure value does
+    (``PRICES["apple"] = 2.5``). Objects (a global retriever, model or store) are left to the
+    adapters, which find a function's retrievers themselves and check them by running them again."""
+    code = getattr(func, "__code__", None)
+    namespace = getattr(func, "__globals__", None)
+    if code is None or not isinstance(namespace, Mapping):
+        return {}
+    names: set[str] = set()
+    codes = [code]
+    while codes:
+        current = codes.pop()
+        names.update(current.co_names)
+        codes.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
+    read: dict[str, Any] = {}
+    for name in sorted(names):
+        if name not in namespace or name.startswith("__"):
+            continue
+        value = namespace[name]
+        if _plain_data(value):
+            read[name] = value
+    return read
+
+
+def _plain_data(value: Any, depth: int = 0) -> bool:
+    """None, numbers, text, enums, and dicts / lists / tuples / sets of them (a few levels deep)."""
+    if value is None or isinstance(value, bool | int | float | str | bytes | enum.Enum):
+        return True
+    if depth >= 4:
+        return False
+    if isinstance(value, Mapping):
+        return all(_plain_data(k, depth + 1) and _plain_data(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list | tuple | set | frozenset):
+        return all(_plain_data(v, depth + 1) for v in value)
+    return False
 
 
 def closure_values(func: Any) -> list[Any]:
