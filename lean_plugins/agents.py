@@ -49,6 +49,9 @@ DEFAULT_TOOL_RATE = 0.33
 MESSAGE_OVERHEAD_TOKENS = 4
 
 _PARAGRAPH = re.compile(r"\n[ \t]*\n")
+#: What a JSON string value that compressed to nothing becomes (the original stays in the
+#: agent's state).
+OMITTED = "[{tokens} tokens omitted]"
 _FENCE = re.compile(r"^```[^\n]*\n.*?^```[ \t]*$", re.MULTILINE | re.DOTALL)
 
 
@@ -240,7 +243,9 @@ class ToolResultCompressor:
         if leaves:
             kept = self._run([c[k] for c, k in leaves], goal)
             for (container, k), new in zip(leaves, kept, strict=True):
-                container[k] = new
+                # A value compressed to nothing says so: "" would read as a field that was empty
+                # at the source.
+                container[k] = new if new.strip() else OMITTED.format(tokens=count_tokens(container[k]))
         return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
     def __repr__(self) -> str:

@@ -223,3 +223,14 @@ def test_compact_history_keeps_keys_equal_and_different() -> None:
     assert key != request_key(compact_history([*history[:2], {**history[2], "tool_call_id": "c2"}]))
     question = [{"role": "human", "content": "x " * 600}]
     assert compact_history(question) == question  # a final user message is matched on its text
+
+
+def test_a_json_value_compressed_to_nothing_says_it_was_omitted(compressor: ToolResultCompressor) -> None:
+    # Found by a user-style attack: a long opaque payload came back as "", which reads as a
+    # field that was empty at the source.
+    payload = "x" * 3000
+    result = compressor.compress(json.dumps({"payload": payload, "n": 7, "tags": ["a", "b"]}), goal="Please echo this")
+    data = json.loads(result.text)
+    assert data["n"] == 7 and data["tags"] == ["a", "b"]
+    assert data["payload"] != ""
+    assert data["payload"] in payload or "omitted" in data["payload"]
