@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-#: The wheel is the compressor weights (<= 10 MB by design, 8.9 MB now), the tiktoken file
-#: (1.7 MB, ~0.4 MB zipped) and code: 8.9 MB in all today.
-MAX_WHEEL_MB = 12.0
+#: The wheel is the compressor weights (<= 10 MB by design, 8.9 MB now), the cache's
+#: cross-encoder verifier (7.1 MB of fp16 layers and head, added 2026-12-06), the tiktoken file
+#: (1.7 MB, ~0.4 MB zipped) and code: 15.3 MB in all today.
+MAX_WHEEL_MB = 18.0
 
 pytestmark = pytest.mark.slow
 
