@@ -168,7 +168,10 @@ def test_redis_uses_the_servers_vector_index_and_says_so(
 ) -> None:
     """Redis 8 searches inside the server (no vector held by the process); Redis 7 falls back."""
     stores_module._LOGGED_REDIS_INDEX.clear()
-    first, second = _open(redis_kind, embedding=embedding), _open(redis_kind, embedding=embedding)
+    # The back-end under test, not the semantic rules: the toy vectors' pairs ("entry 1" /
+    # "near: entry 1") are matched on cosine alone, as in the other back-end tests.
+    settings = dict(embedding=embedding, guard=False, verifier=False, threshold=0.9, overlap_penalty=0)
+    first, second = _open(redis_kind, **settings), _open(redis_kind, **settings)
     try:
         with caplog.at_level(logging.INFO, logger="lean_plugins.cache"):
             first.put("entry 1", "a1", namespace=ns)
