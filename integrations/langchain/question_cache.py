@@ -20,10 +20,7 @@ import inspect
 import json
 import logging
 import re
-import threading
-import types
 import warnings
-import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -59,6 +56,7 @@ from lean_plugins.cache.question import (
     closure_values,
     describe,
     document_mark,
+    names_read,
     question_namespace,
 )
 from lean_plugins.ledger import mark_cache_hit
@@ -108,7 +106,14 @@ def _vectorstore_identity(store: Any, recurse: Callable[[Any], Any]) -> Any:
             identity[attr] = value
     contents = getattr(store, "store", None)  # InMemoryVectorStore: id -> {id, text, metadata, vector}
     if isinstance(contents, dict):
-        identity["documents"] = _documents_digest(contents)
+        # Texts and metadata, not ids: the in-memory store gives each document a random id, and
+        # the same documents loaded in another process must give the same namespace.
+        rows = sorted(
+            f"{doc.get('text', '')}\x00{json.dumps(doc.get('metadata', {}), sort_keys=True, default=str)}"
+            for doc in contents.values()
+            if isinstance(doc, dict)
+        )
+        identity["documents"] = hashlib.sha256("\x01".join(rows).encode("utf-8")).hexdigest()
     embeddings = getattr(store, "embeddings", None) or getattr(store, "embedding", None)
     if embeddings is not None:
         identity["embeddings"] = recurse(embeddings)
@@ -182,22 +187,14 @@ def _describe_watching(runnable: Any, registry: RetrieverRegistry | None = None)
 _DIRECT_SEARCH = re.compile(r"^a?(similarity_search|max_marginal_relevance_search|search)")
 
 
-_WARNED: weakref.WeakSet = weakref.WeakSet()
-
-
 def _read_by_function(function: Any, registry: RetrieverRegistry) -> None:
     """Register the retrievers a function reads from its module's globals (the README's
     ``def context(q): ... retriever.invoke(q)`` shape; closures are described, so the hook
     sees those), and warn when it searches a vector store directly: no retriever runs then,
     so a change to the store's documents could not be noticed."""
     func = getattr(function, "__func__", function)
-    code, namespace = getattr(func, "__code__", None), getattr(func, "__globals__", {})
-    names: set[str] = set()
-    codes = [code] if code is not None else []
-    while codes:  # the function's code and its nested functions'
-        current = codes.pop()
-        names.update(current.co_names)
-        codes.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
+    namespace = getattr(func, "__globals__", {})
+    names = names_read(func)
     stores = [v for v in closure_values(func) if isinstance(v, VectorStore)]
     for name in names:
         value = namespace.get(name)
@@ -205,8 +202,7 @@ def _read_by_function(function: Any, registry: RetrieverRegistry) -> None:
             registry.register(value)
         elif isinstance(value, VectorStore):
             stores.append(value)
-    if stores and any(_DIRECT_SEARCH.match(n) for n in names) and func not in _WARNED:
-        _WARNED.add(func)  # the chain is described on every call: say it once per function
+    if stores and any(_DIRECT_SEARCH.match(n) for n in names):
         logger.warning(
             "with_cache: %s searches a %s directly, not through a retriever, so a change to its "
             "documents cannot be noticed and an answer made from them could be served after they "
@@ -218,39 +214,7 @@ def _read_by_function(function: Any, registry: RetrieverRegistry) -> None:
 
 def _fingerprint(watched: list[dict]) -> tuple:
     """Cheap per-call check of the watched stores: documents added, deleted or replaced."""
-    return tuple(_store_fingerprint(c) for c in watched)
-
-
-def _store_fingerprint(contents: dict) -> tuple[int, int, int]:
-    return (id(contents), len(contents), hash(tuple(map(id, contents.values()))))
-
-
-# The chain is described again on every call (a part changed after wrapping, such as a model's
-# temperature or a prompt's text, gives a new namespace), so the one costly part, hashing an
-# in-memory store's documents, is kept per store until a document is added, deleted or replaced.
-_DIGESTS: dict[int, tuple[tuple[int, int, int], str]] = {}
-_DIGESTS_LOCK = threading.Lock()
-
-
-def _documents_digest(contents: dict) -> str:
-    """Texts and metadata, not ids: the in-memory store gives each document a random id, and the
-    same documents loaded in another process must give the same namespace."""
-    mark = _store_fingerprint(contents)
-    with _DIGESTS_LOCK:
-        known = _DIGESTS.get(id(contents))
-        if known is not None and known[0] == mark:
-            return known[1]
-    rows = sorted(
-        f"{doc.get('text', '')}\x00{json.dumps(doc.get('metadata', {}), sort_keys=True, default=str)}"
-        for doc in contents.values()
-        if isinstance(doc, dict)
-    )
-    digest = hashlib.sha256("\x01".join(rows).encode("utf-8")).hexdigest()
-    with _DIGESTS_LOCK:
-        if len(_DIGESTS) > 256:  # stores come and go; a few hundred marks are plenty
-            _DIGESTS.clear()
-        _DIGESTS[id(contents)] = (mark, digest)
-    return digest
+    return tuple((len(c), hash(tuple(map(id, c.values())))) for c in watched)
 
 
 # A marker no input text can equal (it holds NUL characters), standing for the question.

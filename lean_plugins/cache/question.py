@@ -402,23 +402,28 @@ def _describe(value: Any, hook: Hook | None, _depth: int, _seen: frozenset[int])
     return {"class": kind, "repr": _ADDRESS.sub("", repr(value))}
 
 
+def names_read(func: Any) -> set[str]:
+    """The global and attribute names a function's code (and the functions nested in it) reads."""
+    code = getattr(func, "__code__", None)
+    names: set[str] = set()
+    codes = [code] if code is not None else []
+    while codes:
+        current = codes.pop()
+        names.update(current.co_names)
+        codes.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
+    return names
+
+
 def globals_read(func: Any) -> dict[str, Any]:
     """The module-level values a function (and the functions nested in it) reads that are plain
     data: a setting in a global dict or string changes the answer as much as a closure value does
     (``PRICES["apple"] = 2.5``). Objects (a global retriever, model or store) are left to the
     adapters, which find a function's retrievers themselves and check them by running them again."""
-    code = getattr(func, "__code__", None)
     namespace = getattr(func, "__globals__", None)
-    if code is None or not isinstance(namespace, Mapping):
+    if not isinstance(namespace, Mapping):
         return {}
-    names: set[str] = set()
-    codes = [code]
-    while codes:
-        current = codes.pop()
-        names.update(current.co_names)
-        codes.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
     read: dict[str, Any] = {}
-    for name in sorted(names):
+    for name in sorted(names_read(func)):
         if name not in namespace or name.startswith("__"):
             continue
         value = namespace[name]
