@@ -33,7 +33,6 @@ import hashlib
 import json
 import os
 import re
-import string
 import sys
 import tempfile
 import time
@@ -51,6 +50,7 @@ from lean_plugins.pruning.evaluate import check_held_out
 from lean_plugins.pruning.heal import heal, teacher_conversations
 from lean_plugins.pruning.modeling import layer_shapes
 from lean_plugins.pruning.pruner import count_parameters
+from lean_plugins.reader import normalize_answer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_pruning import _peak_rss_child, log
@@ -61,14 +61,11 @@ STORY_PROMPT = "Continue this story in two sentences: {opening}"
 AGREE_F1 = 0.8
 
 
-# -- scoring (SQuAD's normalisation) ----------------------------------------------------------
-def normalize_answer(text: str) -> str:
-    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
+# -- scoring (SQuAD's normalisation, lean_plugins.reader.normalize_answer) ---------------------
 def token_f1(prediction: str, reference: str) -> float:
+    """SQuAD token F1 against one reference; two empty texts agree (1.0), as in SQuAD's own
+    script (the reader's multi-gold ``token_f1`` scores an empty answer 0, which would count two
+    empty greedy answers as disagreeing)."""
     pred, ref = normalize_answer(prediction).split(), normalize_answer(reference).split()
     common = sum((collections.Counter(pred) & collections.Counter(ref)).values())
     if not pred or not ref or not common:
