@@ -325,6 +325,16 @@ def _route(runnable: Runnable, route: str | None, budget: OutputBudget) -> str |
     return route or budget.route or (route_for_template(template.pretty_repr()) if template else None)
 
 
+def _observers(model: BaseLanguageModel) -> dict[str, Any]:
+    """The model's own callbacks, tags, metadata and verbosity, for its budgeted wrapper.
+
+    The wrapper calls the model's ``_stream`` / ``_generate`` directly (to close the stream at
+    the budget), so the model's callback manager never runs: handlers attached to the model
+    instance (``Model(callbacks=[meter])``) would miss every budgeted call. The wrapper runs
+    them instead, once per call, as the model would have."""
+    return {"callbacks": model.callbacks, "tags": model.tags, "metadata": model.metadata, "verbose": model.verbose}
+
+
 def with_output_budget(
     runnable: Runnable,
     budget: OutputBudget | int,
@@ -360,6 +370,7 @@ def with_output_budget(
             raise_on_stop=raise_on_stop,
             tokenizer=tokenizer,
             cache=target.cache,
+            **_observers(target),
         )
         if binding is None:
             return wrapped
@@ -380,6 +391,7 @@ def with_output_budget(
         raise_on_stop=raise_on_stop,
         tokenizer=tokenizer,
         cache=model.cache,
+        **_observers(model),
     )
     return BudgetedChain(_swap_model(runnable, model, wrapped), route=route)
 

