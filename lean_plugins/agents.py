@@ -24,6 +24,7 @@ here once, framework-free:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import re
@@ -34,7 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lean_plugins.cache.keys import canonical_json
+from lean_plugins.cache.keys import RequestKey, canonical_json
 from lean_plugins.errors import ConfigurationError
 from lean_plugins.tokens import count_tokens
 
@@ -326,6 +327,44 @@ def compact_history(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
                 for p in content
             ]
     return out
+
+
+# -- cache keys of requests that may be answered with a tool call ------------------------------
+#: What an exact tool-calling key's text starts with (the rest is a sha256 of the request).
+EXACT_KEY_PREFIX = "exact-request:"
+
+
+def _raw(value: Any) -> Any:
+    """JSON's fallback for :func:`exact_request_key`: pydantic models and dataclasses as their
+    class and fields, bytes as a digest, anything else as its ``repr``."""
+    if hasattr(value, "model_dump"):
+        return {"__class__": type(value).__name__, **value.model_dump(mode="json")}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {"__class__": type(value).__name__, **dataclasses.asdict(value)}
+    if isinstance(value, (bytes, bytearray)):
+        return {"sha256": hashlib.sha256(bytes(value)).hexdigest()}
+    if isinstance(value, (set, frozenset)):
+        return sorted(repr(v) for v in value)
+    return repr(value)
+
+
+def exact_request_key(messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any] | None = None) -> RequestKey:
+    """The cache key of a request whose answer is, or may be, a tool call (tools bound).
+
+    The rule: such a request is served only to a request equal to it in every character of
+    every message (content, tool calls with their arguments and ids, names, extras) and every
+    parameter. Nothing is normalised, not even case, punctuation or whitespace, since a tool
+    call's arguments may copy any of them from the request ("look up key x!" and "look up key
+    x?" may call one tool with two different keys), and there is no paraphrase matching
+    (``semantic`` is False). A missed hit only costs a model call; a served tool call with a
+    wrong argument is a wrong action. The model, its settings and the bound tools belong in
+    the namespace (or in ``params``)."""
+    raw = json.dumps(
+        {"messages": list(messages), "params": dict(params or {})},
+        sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=_raw,
+    )  # fmt: skip
+    digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+    return RequestKey(EXACT_KEY_PREFIX + digest, "", False, "tools are bound: exact repeats of the whole request only")
 
 
 # -- output budget per step and per run ----------------------------------------------------------

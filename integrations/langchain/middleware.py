@@ -43,7 +43,7 @@ from langchain_core.outputs import ChatGeneration
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.channels.untracked_value import UntrackedValue
 from lean_plugins.langchain.budget import BudgetedChatModel, _chat_model_name, with_output_budget
-from lean_plugins.langchain.cache import LeanCache
+from lean_plugins.langchain.cache import LeanCache, served_from_cache
 from pydantic import BaseModel
 
 from langchain.agents.middleware.types import (
@@ -59,6 +59,7 @@ from lean_plugins.agents import (
     ToolResultCompressor,
     compact_history,
     content_text,
+    exact_request_key,
     replayed_budget_event,
     request_tokens,
     step_output_budget,
@@ -152,6 +153,14 @@ def _request_tokens(request: ModelRequest) -> int:
 def _answer(response: ModelResponse | AIMessage) -> AIMessage | None:
     result = [response] if isinstance(response, AIMessage) else getattr(response, "result", [])
     return next((m for m in reversed(result) if isinstance(m, AIMessage)), None)
+
+
+def _served_from_cache(message: AIMessage) -> bool:
+    """True when a cache served ``message``: a lean cache (the cache-hit mark of
+    :mod:`lean_plugins.ledger`) or the model's own LangChain ``BaseCache`` (LangChain's mark,
+    :func:`lean_plugins.langchain.cache.served_from_cache`). Either way nothing was spent and
+    the cache booked the hit already."""
+    return is_cache_hit(message.response_metadata) or served_from_cache(message)
 
 
 def _goal(messages: Sequence[BaseMessage]) -> str | None:
@@ -272,25 +281,42 @@ def _replace_text(content: Any, text: str) -> Any:
 class LeanCacheMiddleware(AgentMiddleware):
     """Serves a model call from the cache when the same request was answered before.
 
-    The key is the LLM-level cache's (:func:`lean_plugins.cache.keys.request_key`): every
-    message with its tool calls and ids, the bound tools, tool choice, response format and
-    model settings, and the model's identity (its ``llm_string``), so a hit needs the whole
-    request equal (a paraphrase only of a plain first question, with identical earlier
-    messages). A hit returns the cached message (tool calls and ids kept, a new message id)
-    marked as a hit and booked as ``cache / hit``; structured-output replies are not cached.
-    An answer cut by an output budget is cached only when the budget is part of the key (a
+    The key is the request as this middleware sees it (what its ``wrap_model_call`` is
+    handed): every message with its tool calls and ids, the bound tools, tool choice, response
+    format and model settings, and the model's identity (its ``llm_string``).
+
+    * With tools bound (the answer is, or may be, a tool call) an entry is served only to a
+      request equal in every character (:func:`lean_plugins.agents.exact_request_key`): no
+      case, punctuation, whitespace or paraphrase forgiveness, since a tool call's arguments
+      may copy any of them. A missed hit costs a call; a wrong tool argument is a wrong action.
+    * Without tools, the LLM-level cache's rule (:func:`lean_plugins.cache.keys.request_key`):
+      a paraphrase only of a plain final question after identical earlier messages.
+
+    Entries belong to one ``namespace``: middleware inside this one (LangChain's
+    ``ContextEditingMiddleware``, a compressor) may change the request before the model
+    receives it, so an entry is right only for a cache with the same middleware inside it.
+    Without ``namespace`` each instance has its own (a bare ``LeanCacheMiddleware()`` also
+    its own temporary store), so two instances never serve each other's entries; name a
+    namespace to reuse entries across processes or rebuilt agents, and give one name only to
+    caches with the same middleware inside them.
+
+    A hit returns the cached message (tool calls and ids kept, a new message id) marked as a
+    hit and booked as ``cache / hit``; structured-output replies are not cached. An answer
+    cut by an output budget is cached only when the budget is part of the key (a
     :class:`LeanBudgetMiddleware` outside this one).
 
     Args:
         cache: a :class:`lean_plugins.langchain.LeanCache` or a core
-            :class:`lean_plugins.cache.LeanCache`; default: a local one in the user cache dir.
+            :class:`lean_plugins.cache.LeanCache`; default: a store of this instance's own,
+            in a temporary folder removed at exit.
+        namespace: the name entries are stored under (default: this instance's own, unique).
         tenant: tenant id mixed into every namespace.
     """
 
-    def __init__(self, cache: Any = None, *, tenant: str | None = None) -> None:
+    def __init__(self, cache: Any = None, *, namespace: str | None = None, tenant: str | None = None) -> None:
         super().__init__()
         if cache is None:
-            cache = LeanCache(tenant=tenant)
+            cache = LeanCache(_private_store(), tenant=tenant)
         elif not isinstance(cache, LeanCache):
             cache = LeanCache(cache, tenant=tenant)
         elif tenant is not None and cache.tenant != tenant:
@@ -298,7 +324,10 @@ class LeanCacheMiddleware(AgentMiddleware):
                 f"LeanCacheMiddleware: the LeanCache passed is for tenant {cache.tenant!r}, not {tenant!r}; "
                 "pass LeanCache(tenant=...) or the core cache."
             )
+        if namespace is not None and (not isinstance(namespace, str) or not namespace):
+            raise ConfigurationError(f"LeanCacheMiddleware: namespace must be a non-empty str, got {namespace!r}.")
         self.cache = cache
+        self.namespace = namespace if namespace is not None else f"instance-{uuid.uuid4().hex}"
 
     def _key(self, request: ModelRequest) -> tuple[str, dict[str, Any]]:
         params: dict[str, Any] = {**request.model_settings}
@@ -309,9 +338,10 @@ class LeanCacheMiddleware(AgentMiddleware):
         if request.response_format is not None:
             params["response_format"] = repr(request.response_format)
         llm_string = request.model._get_llm_string(**params)
-        key = request_key(compact_history(_key_messages(_sent(request))))
+        messages = _key_messages(_sent(request))
+        key = exact_request_key(messages) if request.tools else request_key(compact_history(messages))
         return key.text, {
-            "namespace": namespace_for(llm_string, self.cache.tenant),
+            "namespace": namespace_for(f"{llm_string}\x00middleware={self.namespace}", self.cache.tenant),
             "model": _model_name(request),
             "tenant": self.cache.tenant,
             "scope": key.scope,
@@ -332,7 +362,7 @@ class LeanCacheMiddleware(AgentMiddleware):
 
     def _storable(self, request: ModelRequest, response: ModelResponse | AIMessage) -> AIMessage | None:
         answer = _answer(response)
-        if answer is None or is_cache_hit(answer.response_metadata):
+        if answer is None or _served_from_cache(answer):
             return None
         if isinstance(response, ModelResponse) and (response.structured_response is not None or len(response.result) != 1):
             return None
@@ -391,6 +421,19 @@ class LeanCacheMiddleware(AgentMiddleware):
             await self.cache.cache.aput(text, value, namespace=kwargs["namespace"], output_tokens=output,
                                         scope=kwargs["scope"], semantic=kwargs["semantic"])  # fmt: skip
         return response
+
+
+def _private_store() -> Any:
+    """A core cache in a temporary folder of its own, removed when it is collected or at exit."""
+    import shutil
+    import tempfile
+
+    from lean_plugins.cache import LeanCache as CoreLeanCache
+
+    folder = tempfile.mkdtemp(prefix="lean-agent-cache-")
+    core = CoreLeanCache(path=folder)
+    weakref.finalize(core, shutil.rmtree, folder, True)
+    return core
 
 
 # -- 4. output budget per step and per run --------------------------------------------------------
@@ -471,7 +514,7 @@ class LeanBudgetMiddleware(AgentMiddleware[LeanBudgetState]):
 
     def after_model(self, state: LeanBudgetState, runtime: Any) -> dict[str, Any] | None:
         last = state["messages"][-1] if state.get("messages") else None
-        if not isinstance(last, AIMessage) or is_cache_hit(last.response_metadata):
+        if not isinstance(last, AIMessage) or _served_from_cache(last):
             return None
         usage = last.usage_metadata or {}
         spent = usage.get("output_tokens")
@@ -491,7 +534,7 @@ class LeanBudgetMiddleware(AgentMiddleware[LeanBudgetState]):
 
     def _replayed(self, request: ModelRequest, response: Any, baseline: int | None) -> None:
         answer = _answer(response)
-        if answer is not None and is_cache_hit(answer.response_metadata):
+        if answer is not None and _served_from_cache(answer):
             meta = answer.response_metadata.get("output_budget")
             replayed_budget_event(meta, baseline, _chat_model_name(request.model), self.tenant)
 
@@ -577,7 +620,7 @@ class LeanPrefixMiddleware(AgentMiddleware):
 
     def _book(self, request: ModelRequest, response: Any) -> None:
         answer = _answer(response)
-        if answer is not None and answer.usage_metadata and not is_cache_hit(answer.response_metadata):
+        if answer is not None and answer.usage_metadata and not _served_from_cache(answer):
             record_prefix_cache(answer.usage_metadata, model=_model_name(request), tenant=self.tenant)
 
     def wrap_model_call(self, request: ModelRequest, handler: Handler) -> ModelResponse | AIMessage:

@@ -165,3 +165,14 @@ def search_then_answer(answers: dict[str, str], tool: str = "search") -> Policy:
         return {"text": "Done.", "tool_calls": []}
 
     return policy
+
+
+def recording_tool_results(policy: Policy, seen: list[str]) -> Policy:
+    """``policy``, appending to ``seen`` the text of each tool result it is sent last."""
+
+    def recording(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> dict[str, Any]:
+        if messages[-1]["role"] == "tool":
+            seen.append(tool_text(messages[-1]))
+        return policy(messages, tools)
+
+    return recording

@@ -33,7 +33,12 @@ from lean_plugins.errors import BudgetExceededError, ConfigurationError
 from lean_plugins.ledger import Ledger, is_cache_hit
 from lean_plugins.tokens import count_tokens
 from tests.core.test_agents import long_text
-from tests.integrations.langchain.agent_fakes import ScriptedChatModel, search_then_answer, tool_text
+from tests.integrations.langchain.agent_fakes import (
+    ScriptedChatModel,
+    recording_tool_results,
+    search_then_answer,
+    tool_text,
+)
 
 GOAL = "Who completed the bridge over the Tarn river?"
 ANSWER = "Alma Verhoeven"
@@ -124,14 +129,7 @@ def test_compress_keeps_json_tool_results_json(compressor: ToolResultCompressor)
         return json.dumps(payload, indent=2)
 
     seen: list[str] = []
-    answer = search_then_answer({GOAL: ANSWER})
-
-    def policy(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> dict[str, Any]:
-        if messages[-1]["role"] == "tool":
-            seen.append(tool_text(messages[-1]))
-        return answer(messages, tools)
-
-    llm = ScriptedChatModel(policy=policy)
+    llm = ScriptedChatModel(policy=recording_tool_results(search_then_answer({GOAL: ANSWER}), seen))
     result = ask(agent_with(llm, [LeanCompressMiddleware(compressor)], [search]))
     sent = json.loads(seen[0])
     assert [(h["id"], h["score"]) for h in sent["hits"]] == [(h["id"], h["score"]) for h in payload["hits"]]
