@@ -26,9 +26,10 @@ Runs are seeded: the same inputs, seed and thread count give identical weights.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -43,6 +44,10 @@ FULL_FINETUNE_MAX_PARAMS = 300_000_000
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 MODES = ("auto", "full", "lora")
+
+#: Compute dtypes of :func:`heal`: ``bfloat16`` runs the forward passes (student and teacher) under
+#: ``torch.autocast``; the trained weights and the optimiser state stay float32.
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 @dataclass
@@ -60,9 +65,16 @@ class HealReport:
     temperature: float
     learning_rate: float
     seed: int
+    #: Process CPU seconds of the training loop (all threads; steadier than ``seconds`` on a
+    #: shared machine).
+    cpu_seconds: float = 0.0
+    #: Steps asked for; ``steps`` is fewer when ``max_cpu_seconds`` or ``should_stop`` ended the run.
+    planned_steps: int = 0
+    compute_dtype: str = "float32"
+    embeddings_trained: bool = True
     #: Mean training loss over the first and the last tenth of the steps.
-    loss_start: float
-    loss_end: float
+    loss_start: float = float("nan")
+    loss_end: float = float("nan")
     losses: list[float] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -160,6 +172,16 @@ def _add_lora(model: Any, rank: int, alpha: float, generator: Any) -> list[tuple
     return wrapped
 
 
+def _find_lora(model: Any) -> list[tuple[Any, str]]:
+    """(parent, name) of every LoRA wrapper :func:`_add_lora` put in ``model`` (or in a copy of it)."""
+    found = []
+    for module in model.modules():
+        for child_name, child in module.named_children():
+            if hasattr(child, "lora_a") and hasattr(child, "merge"):
+                found.append((module, child_name))
+    return found
+
+
 def heal(
     model: Any,
     tokenizer: Any,
@@ -175,6 +197,11 @@ def heal(
     mode: str = "auto",
     lora_rank: int = 16,
     seed: int = 0,
+    compute_dtype: str = "float32",
+    train_embeddings: bool = True,
+    max_cpu_seconds: float | None = None,
+    checkpoint_every: int = 0,
+    on_checkpoint: Callable[[Any, int, list[float]], None] | None = None,
     progress: bool = False,
 ) -> HealReport:
     """Train the pruned ``model`` in place to recover from pruning; returns a :class:`HealReport`.
@@ -187,6 +214,16 @@ def heal(
     token stream with a generator seeded by ``seed``; ``learning_rate`` defaults to 1e-3 for
     ``full`` and 2e-3 for ``lora``, with a linear warm-up over the first 5% of the steps and a
     cosine decay to a tenth. The model is left in eval mode.
+
+    Cost on a CPU (``docs/pruning.md``): ``compute_dtype="bfloat16"`` runs both forward passes
+    under ``torch.autocast`` (about 2x faster on CPUs with AVX512-BF16 / AMX; the weights and the
+    optimiser stay float32); ``train_embeddings=False`` freezes the token embedding (and the
+    output head tied to it), which pruning never cuts, saving its gradient and optimiser state.
+    A bounded run: ``max_cpu_seconds`` stops after the step that passes that much process CPU
+    time (the schedule stays the one planned for ``steps``; the report says how many ran), and
+    every ``checkpoint_every`` steps (and at the end) ``on_checkpoint(model, steps_done, losses)``
+    gets the model as it would be saved (a merged copy in LoRA mode), so a run stopped from
+    outside still leaves a usable checkpoint.
     """
     torch = require("torch", "local")
     if mode not in MODES:
@@ -199,6 +236,18 @@ def heal(
         raise ConfigurationError(f"kd_weight must be between 0 and 1, got {kd_weight!r}.")
     if temperature <= 0:
         raise ConfigurationError(f"temperature must be > 0, got {temperature!r}.")
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise ConfigurationError(
+            f"compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {compute_dtype!r}."
+        )
+    if max_cpu_seconds is not None and max_cpu_seconds <= 0:
+        raise ConfigurationError(
+            f"max_cpu_seconds must be > 0 (or None for no limit), got {max_cpu_seconds!r}."
+        )
+    if checkpoint_every < 0 or (checkpoint_every and on_checkpoint is None):
+        raise ConfigurationError(
+            "checkpoint_every needs on_checkpoint (a callable given the model) and must be >= 0."
+        )
     if isinstance(texts, str):
         raise ConfigurationError("texts must be a list of documents, not one string; wrap it in a list.")
     window = min(seq_len, int(getattr(model.config, "max_position_embeddings", seq_len) or seq_len))
@@ -232,6 +281,10 @@ def heal(
     else:
         for p in model.parameters():
             p.requires_grad_(True)
+    embedding = model.get_input_embeddings()
+    if not train_embeddings and embedding is not None:
+        # The output head is the same tensor when tied, so this freezes both.
+        embedding.weight.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     trainable = sum(p.numel() for p in params)
     # Weight decay would pull the surviving weights towards zero, away from the dense model.
@@ -254,17 +307,41 @@ def heal(
 
         # tqdm's bar shows the time left, from the measured time per step.
         iterator = tqdm(iterator, desc=f"heal ({mode})", unit="step")
+    autocast_dtype = torch.bfloat16 if compute_dtype == "bfloat16" else None
+
+    def forward(net: Any, inputs: Any) -> Any:
+        if autocast_dtype is None:
+            return net(input_ids=inputs, use_cache=False).logits.float()
+        with torch.autocast(device_type=device.type, dtype=autocast_dtype):
+            return net(input_ids=inputs, use_cache=False).logits.float()
+
+    def snapshot() -> Any:
+        if not wrapped:
+            return model
+        # LoRA: a merged copy, so the checkpoint has the pruned shapes; training goes on unmerged.
+        merged = copy.deepcopy(model)
+        for parent, name in _find_lora(merged):
+            setattr(parent, name, getattr(parent, name).merge())
+        return merged
+
+    def checkpoint(done: int) -> None:
+        was_training = model.training
+        model.eval()
+        on_checkpoint(snapshot(), done, list(losses))  # type: ignore[misc]
+        model.train(was_training)
+
     start = time.perf_counter()
+    cpu_start = time.process_time()
     for step in iterator:
         starts = torch.randint(0, len(data) - window, (batch_size,), generator=generator)
         batch = torch.stack([data[s : s + window + 1] for s in starts.tolist()]).to(device)
         inputs, targets = batch[:, :-1], batch[:, 1:]
-        logits = model(input_ids=inputs, use_cache=False).logits.float()
+        logits = forward(model, inputs)
         ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
         loss = (1.0 - weight) * ce
         if use_teacher:
             with torch.no_grad():
-                teacher_logits = teacher(input_ids=inputs, use_cache=False).logits.float()
+                teacher_logits = forward(teacher, inputs)
             t = temperature
             kl = torch.nn.functional.kl_div(
                 torch.log_softmax(logits / t, dim=-1).reshape(-1, logits.size(-1)),
@@ -282,21 +359,31 @@ def heal(
         losses.append(loss.item())
         if progress and hasattr(iterator, "set_postfix"):
             iterator.set_postfix(loss=f"{losses[-1]:.3f}")
+        out_of_time = max_cpu_seconds is not None and time.process_time() - cpu_start >= max_cpu_seconds
+        if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps and not out_of_time:
+            checkpoint(step + 1)
+        if out_of_time:
+            break
     seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start
+    done = len(losses)
 
     for parent, name, wrapper in wrapped:
         setattr(parent, name, wrapper.merge())
     for p in model.parameters():
         p.requires_grad_(False)
     model.eval()
-    tenth = max(1, steps // 10)
+    tenth = max(1, done // 10)
     report = HealReport(
-        mode=mode, steps=steps, batch_size=batch_size, seq_len=window, tokens_seen=steps * batch_size * window,
+        mode=mode, steps=done, batch_size=batch_size, seq_len=window, tokens_seen=done * batch_size * window,
         seconds=seconds, trainable_parameters=trainable, kd_weight=weight, temperature=temperature,
-        learning_rate=lr, seed=seed, loss_start=sum(losses[:tenth]) / tenth,
+        learning_rate=lr, seed=seed, cpu_seconds=cpu_seconds, planned_steps=steps, compute_dtype=compute_dtype,
+        embeddings_trained=train_embeddings, loss_start=sum(losses[:tenth]) / tenth,
         loss_end=sum(losses[-tenth:]) / tenth, losses=losses,
     )  # fmt: skip
     _record_in_config(model, report)
+    if on_checkpoint is not None:
+        on_checkpoint(model, done, list(losses))
     return report
 
 
