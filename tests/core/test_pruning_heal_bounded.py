@@ -121,3 +121,32 @@ def test_depth_pruned_checkpoint_reloads_with_plain_from_pretrained(tmp_path) ->
     ids = torch.tensor([[int(t) for t in _texts(1, 6)[0].split()]])
     with torch.no_grad():
         assert torch.allclose(reloaded(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-5)
+
+
+def test_prune_command_heals_in_bfloat16_within_a_cpu_budget(tmp_path, capsys) -> None:
+    import json
+
+    from lean_plugins.cli import main
+    from tests.stories260k import STORIES, stories_dir
+
+    out = tmp_path / "healed"
+    argv = ["prune", str(stories_dir()), "--ratio", "0.3", "--calib", str(STORIES), "--calib-docs", "8"]
+    argv += [
+        "--heal",
+        "50",
+        "--heal-docs",
+        "48",
+        "--heal-seq-len",
+        "64",
+        "--heal-batch",
+        "2",
+        "--out",
+        str(out),
+    ]
+    argv += ["--heal-dtype", "bfloat16", "--heal-freeze-embeddings", "--heal-checkpoint-every", "1"]
+    assert main([*argv, "--heal-cpu-minutes", "0.0000001"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 steps on 48 documents" in printed and "stopped by --heal-cpu-minutes" in printed
+    record = json.loads((out / "config.json").read_text())["lean_pruning"]["heal"]
+    assert record["steps"] == 1 and record["planned_steps"] == 50
+    assert record["compute_dtype"] == "bfloat16" and record["embeddings_trained"] is False
