@@ -88,6 +88,86 @@ class LocalReader:
                 out[i] = Answer(result.text.strip(), result.finish_reason)
         return [a for a in out if a is not None]
 
+    def answer_scored(
+        self, prompts: Sequence[Messages], golds: Sequence[str], *, max_new_tokens: int
+    ) -> list[tuple[Answer, float]]:
+        """Greedy answers and gold log-likelihoods (as :meth:`gold_loglik`) in one pass.
+
+        Each batch is prefilled once with every prompt followed by its gold answer (prompts
+        left-padded to one length, golds right-padded after them): the logits over the gold
+        give its log-likelihood, the logits at the prompt's end the first answer token; the
+        KV cache is then cut back to the prompts and greedy decoding goes on from there. The
+        answers are those of :meth:`answer` up to floating-point rounding (tests check it), at
+        about the cost of the answers alone."""
+        ids = [self.prompt_ids(m) for m in prompts]
+        gold_ids = [self.llm.encode(g, add_special_tokens=False) for g in golds]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out: list[tuple[Answer, float] | None] = [None] * len(ids)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            results = self._answer_scored_batch([ids[i] for i in chunk], [gold_ids[i] for i in chunk], max_new_tokens)
+            for i, result in zip(chunk, results, strict=True):
+                out[i] = result
+        return [r for r in out if r is not None]
+
+    def _answer_scored_batch(
+        self, prompts: list[list[int]], golds: list[list[int]], max_new_tokens: int
+    ) -> list[tuple[Answer, float]]:
+        import torch
+
+        from lean_plugins.pruning.modeling import forward_cache_kwarg, new_kv_cache
+
+        llm = self.llm
+        pad, eos = llm.pad_token_id, llm.eos_token_ids
+        longest, gold_len = max(map(len, prompts)), max(1, max(map(len, golds)))
+        rows, mask = [], []
+        for p, g in zip(prompts, golds, strict=True):
+            lead, trail = longest - len(p), gold_len - len(g)
+            rows.append([pad] * lead + p + g + [pad] * trail)
+            mask.append([0] * lead + [1] * (len(p) + len(g)) + [0] * trail)
+        input_ids, attention = torch.tensor(rows), torch.tensor(mask)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        cache = new_kv_cache(llm.model)
+        cache_arg = {forward_cache_kwarg(llm.model): cache}
+        with torch.inference_mode():
+            logits = llm.model(
+                input_ids=input_ids,
+                attention_mask=attention,
+                position_ids=positions,
+                **cache_arg,
+                use_cache=True,
+                logits_to_keep=gold_len + 1,
+            ).logits.float()
+            # kept columns: longest-1 (after the prompt) .. the last; column j predicts gold token j
+            logp = torch.log_softmax(logits[:, :gold_len], dim=-1)
+            scores = [
+                float(logp[i, torch.arange(len(g)), torch.tensor(g)].mean()) if g else math.nan
+                for i, g in enumerate(golds)
+            ]
+            cache.crop(-gold_len)  # back to the prompts: the answers start there
+            attention, positions = attention[:, :longest], positions[:, longest - 1 : longest]
+            next_logits = logits[:, 0]
+            generated: list[list[int]] = [[] for _ in prompts]
+            done = [False] * len(prompts)
+            finish = ["max_tokens"] * len(prompts)
+            for step in range(max_new_tokens):
+                tokens = next_logits.argmax(-1).tolist()
+                for i, token in enumerate(tokens):
+                    if done[i]:
+                        continue
+                    if token in eos:
+                        done[i], finish[i] = True, "natural"
+                    else:
+                        generated[i].append(token)
+                if all(done) or step == max_new_tokens - 1:
+                    break
+                feed = torch.tensor([[pad if d else t] for t, d in zip(tokens, done, strict=True)])
+                attention = torch.cat([attention, torch.ones(len(prompts), 1, dtype=attention.dtype)], dim=-1)
+                positions = positions + 1
+                next_logits = llm._forward(feed, cache, attention, positions)  # the runtime's decode step
+        texts = [llm.tokenizer.decode(g, skip_special_tokens=True).strip() for g in generated]
+        return [(Answer(t, f), s) for t, f, s in zip(texts, finish, scores, strict=True)]
+
     def answer_one(self, messages: Messages, *, max_new_tokens: int, stopping_criteria: Sequence[Any] = ()) -> Answer:
         result = self.llm.generate(
             self.prompt_ids(messages), max_new_tokens=max_new_tokens, stopping_criteria=list(stopping_criteria)
@@ -138,6 +218,12 @@ class ChatModelReader:
 
     def gold_loglik(self, messages: Messages, gold: str) -> float:
         return math.nan
+
+    def answer_scored(
+        self, prompts: Sequence[Messages], golds: Sequence[str], *, max_new_tokens: int
+    ) -> list[tuple[Answer, float]]:
+        """Answers; a provider's model gives no log-likelihood (NaN)."""
+        return [(a, math.nan) for a in self.answer(prompts, max_new_tokens=max_new_tokens)]
 
 
 def make_reader(spec: str, *, dtype: str = "auto", batch_size: int = 8) -> LocalReader | ChatModelReader:

@@ -77,3 +77,14 @@ def test_batch_results_come_back_in_the_prompts_order(reader) -> None:
     batched = llm.generate_batch(prompts, max_new_tokens=12, stopping_criteria=[stop_on_even_token])
     assert [r.text for r in batched] == [r.text for r in single]
     assert [r.prompt_tokens for r in batched] == [len(p) for p in prompts]
+
+
+def test_answers_scored_in_one_pass_equal_separate_answers_and_logliks(reader) -> None:
+    golds = ["the world", "or", "hello the hell", "tell me"]
+    scored = reader.answer_scored(MESSAGES, golds, max_new_tokens=6)
+    answers = reader.answer(MESSAGES, max_new_tokens=6)
+    assert [a.text for a, _ in scored] == [a.text for a in answers]
+    assert [a.finish_reason for a, _ in scored] == [a.finish_reason for a in answers]
+    for (_, score), messages, gold in zip(scored, MESSAGES, golds, strict=True):
+        assert score == pytest.approx(reader.gold_loglik(messages, gold), abs=1e-4)
+    assert math.isnan(reader.answer_scored(MESSAGES[:1], [""], max_new_tokens=3)[0][1])
