@@ -404,6 +404,32 @@ class AgentBudget:
         return f"Output budget of this run spent ({used} of {self.run_tokens} tokens); stopping here."
 
 
+def own_max_tokens(model: Any) -> int | None:
+    """The output limit a model object sets itself: its max-tokens field
+    (:data:`lean_plugins.budget.call.MAX_TOKENS_FIELDS`, LangChain's and LlamaIndex's models
+    alike), or ``None`` when it has none or leaves it unset."""
+    from lean_plugins.budget.call import MAX_TOKENS_FIELDS
+
+    fields = getattr(type(model), "model_fields", None) or {}
+    for name in MAX_TOKENS_FIELDS:
+        if name in fields:
+            value = getattr(model, name, None)
+            ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+            return value if ok else None
+    return None
+
+
+def agent_step_budget(step_tokens: int, llm: Any = None, baseline_tokens: int | None = None, **kwargs: Any) -> Any:
+    """The output budget of one agent step, the one rule of both adapters (LangChain's
+    ``LeanBudgetMiddleware``, LlamaIndex's ``with_output_budget(llm, n)``): the call gets
+    ``step_tokens``; a cut answer is booked against ``baseline_tokens``, by default the
+    model's own max-tokens setting (``llm``'s: what the call could have cost without the
+    budget), else the step's budget (no saving claimed beyond what was generated). ``kwargs``
+    go to ``OutputBudget`` (``model`` there is the model's name, for prices)."""
+    baseline = baseline_tokens if baseline_tokens is not None else own_max_tokens(llm)
+    return step_output_budget(step_tokens, baseline, **kwargs)
+
+
 def step_output_budget(step_tokens: int, baseline_tokens: int | None = None, **kwargs: Any) -> Any:
     """The :class:`~lean_plugins.budget.OutputBudget` of one agent step: every call gets
     ``step_tokens``, judged against ``baseline_tokens`` (the caller's own max-tokens setting:

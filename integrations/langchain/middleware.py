@@ -44,7 +44,6 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.channels.untracked_value import UntrackedValue
 from lean_plugins.langchain.budget import BudgetedChatModel, _chat_model_name, with_output_budget
 from lean_plugins.langchain.cache import LeanCache, served_from_cache
-from pydantic import BaseModel
 
 from langchain.agents.middleware.types import (
     AgentMiddleware,
@@ -57,14 +56,14 @@ from langchain.agents.middleware.types import (
 from lean_plugins.agents import (
     AgentBudget,
     ToolResultCompressor,
+    agent_step_budget,
     compact_history,
     content_text,
     exact_request_key,
+    own_max_tokens,
     replayed_budget_event,
     request_tokens,
-    step_output_budget,
 )
-from lean_plugins.budget.call import capped_limits
 from lean_plugins.cache import namespace_for
 from lean_plugins.cache.keys import request_key
 from lean_plugins.errors import ConfigurationError
@@ -490,11 +489,7 @@ class LeanBudgetMiddleware(AgentMiddleware[LeanBudgetState]):
         self.tenant = tenant
 
     def _baseline(self, model: Any) -> int | None:
-        if self.baseline_tokens is not None:
-            return self.baseline_tokens
-        own = capped_limits(type(model).model_fields, dict(model), 2**31 - 1) if isinstance(model, BaseModel) else {}
-        value = next(iter(own.values()), None)
-        return value if value is not None and value < 2**31 - 1 else None
+        return self.baseline_tokens if self.baseline_tokens is not None else own_max_tokens(model)
 
     @hook_config(can_jump_to=["end"])
     def before_model(self, state: LeanBudgetState, runtime: Any) -> dict[str, Any] | None:
@@ -529,7 +524,7 @@ class LeanBudgetMiddleware(AgentMiddleware[LeanBudgetState]):
         used = request.state.get("lean_run_output_tokens", 0) if request.state else 0
         step = self.budget.for_step(used) or 1  # 0 (spent) ends the run in before_model
         baseline = self._baseline(request.model)
-        budget = step_output_budget(step, baseline, model=_chat_model_name(request.model), tenant=self.tenant)
+        budget = agent_step_budget(step, request.model, baseline, model=_chat_model_name(request.model), tenant=self.tenant)
         return request.override(model=with_output_budget(request.model, budget)), baseline
 
     def _replayed(self, request: ModelRequest, response: Any, baseline: int | None) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field, PrivateAttr, field_serializer
 
+from lean_plugins.agents import agent_step_budget
 from lean_plugins.budget import BudgetResult, OutputBudget
 from lean_plugins.budget.call import MAX_TOKENS_FIELDS, BudgetedCall, capped_limits, is_local_model
 from lean_plugins.budget.tracker import CallTracker
@@ -327,7 +328,8 @@ class BudgetedLLM(FunctionCallingLLM):
     def metadata(self) -> LLMMetadata:
         # num_output is what LlamaIndex reserves for the answer: at most the budget's cap
         inner = self.llm.metadata
-        return inner.model_copy(update={"num_output": min(inner.num_output, self.budget.max_tokens)})
+        cap = self.budget.max_tokens if self.budget.predictor is not None else self.budget.budget_for(route=self.route)
+        return inner.model_copy(update={"num_output": min(inner.num_output, cap)})
 
     # -- shared steps -------------------------------------------------------------------------
     def _begin(self, prompt: str, input_tokens: int | None = None) -> tuple[LLM, BudgetedCall, dict]:
@@ -519,6 +521,11 @@ class BudgetedLLM(FunctionCallingLLM):
         return last.model_copy(update={"delta": None})
 
 
+def _is_cached_llm(llm: LLM) -> bool:
+    cached_llm = sys.modules.get(f"{__package__}.cached_llm")
+    return cached_llm is not None and isinstance(llm, cached_llm.CachedLLM)
+
+
 def with_output_budget(
     llm: LLM, budget: OutputBudget | int, *, route: str | None = None, raise_on_stop: bool = False
 ) -> LLM:
@@ -527,6 +534,9 @@ def with_output_budget(
     Use the result wherever an LLM goes (``Settings.llm``, a query engine). Responses carry
     ``additional_kwargs["stop_reason"]`` (``natural``, ``budget``, ``soft_budget``) and
     ``additional_kwargs["output_budget"]`` (budget, tokens used and generated, their unit).
+    With an int, a cut answer is booked in the ledger against ``llm``'s own max-tokens setting
+    when it has one (:func:`lean_plugins.agents.agent_step_budget`, the rule of LangChain's
+    ``LeanBudgetMiddleware`` too), else against the budget itself.
 
     A :class:`~lean_plugins.llama_index.CachedLLM` keeps its place outside the budget (the
     order composes either way): ``with_output_budget(CachedLLM(llm), n)`` returns
@@ -534,7 +544,9 @@ def with_output_budget(
     cut is cached, under a key that includes the budget.
     """
     if not isinstance(budget, OutputBudget):
-        budget = OutputBudget(budget)
+        # One rule with LangChain's agent middleware: a cut answer is booked against the LLM's
+        # own max-tokens setting, what the call could have cost without the budget.
+        budget = agent_step_budget(budget, llm.llm if _is_cached_llm(llm) else llm)
     cached_llm = sys.modules.get(f"{__package__}.cached_llm")  # loaded when a CachedLLM exists
     if cached_llm is not None and isinstance(llm, cached_llm.CachedLLM):
         inner = with_output_budget(llm.llm, budget, route=route, raise_on_stop=raise_on_stop)

@@ -87,10 +87,9 @@ async def test_cached_and_budgeted_llm_inside_function_agent(compressor: ToolRes
         again, _ = await run(agent)
     assert first.startswith(ANSWER) and count_tokens(first) <= 40
     assert again == first
-    # The final answer is served by the cache; the tool-calling step is asked again
-    # (CachedLLM passes replies that call tools through, uncached).
-    assert len(inner.calls) == served + 1
-    assert ledger.select("cache", "hit")["events"] == 1
+    # Both steps are served by the cache: the tool-calling reply and the final answer.
+    assert len(inner.calls) == served
+    assert ledger.select("cache", "hit")["events"] == 2
 
 
 async def test_agent_workflow_runs_the_lean_agent(compressor: ToolResultCompressor) -> None:
