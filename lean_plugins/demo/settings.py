@@ -72,8 +72,8 @@ class DemoSettings:
     """Everything that decides a demo run's figures."""
 
     llm: LLMSpec = field(default_factory=lambda: STANDIN)
-    """The model of the plain and lean runs (greedy decoding for a local one). The stand-in
-    until a local model's calls are metered through every lean hook (see docs/demo.md)."""
+    """The model of the plain and lean runs (greedy decoding for a local one). The stand-in:
+    SmolLM2 answering the whole demo takes far more than its 6 minutes on 2 cores (docs/demo.md)."""
     ablation_llm: str = "standin"
     """Model of the one-layer runs when ``llm`` is not the stand-in: ``standin`` (the default: a
     real model answering 4 more passes per framework does not fit the demo's 6 minutes on 2
