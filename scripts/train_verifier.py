@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from lean_plugins.cache import normalize_prompt
 from lean_plugins.cache.adversarial import load_adversarial
 from lean_plugins.cache.cross_encoder import (
     DELTA_FILE,
@@ -42,7 +43,7 @@ from lean_plugins.cache.cross_encoder import (
     encode_pairs,
     tokenizer,
 )
-from lean_plugins.cache.guard import SemanticGuard, word_overlap
+from lean_plugins.cache.guard import SemanticGuard, rules, word_overlap
 from lean_plugins.paths import package_data, shared_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,6 +166,34 @@ _NAMES = [
     "the captain",
 ]
 _VARS = ["x", "s", "arr", "lst", "data", "text", "nums", "a", "items", "row"]
+# Words of one kind that answer different questions ("Why do we sleep / dream at night?"): the
+# guard's table (one home); the verifier learns the kind of swap, for words the table lacks.
+_SIBLINGS: list[list[str]] = rules()["sibling_words"]
+#: The table's groups of verbs (their first words); the other groups are nouns.
+_VERB_GROUPS = {"sleep", "laugh", "sing", "read", "bake", "swim", "eat", "freeze", "fly", "bark", "itch", "vomit"}
+# Words that mean the same in a question (positives when swapped).
+_SYNONYMS = [
+    ("buy", "purchase"), ("big", "large"), ("film", "movie"), ("films", "movies"), ("car", "automobile"),
+    ("begin", "start"), ("help", "assist"), ("fast", "quick"), ("smart", "intelligent"),
+    ("close", "shut"), ("choose", "pick"), ("rich", "wealthy"), ("sick", "ill"), ("kids", "children"),
+    ("kid", "child"), ("hard", "difficult"), ("mistake", "error"), ("mistakes", "errors"), ("fix", "repair"),
+    ("correct", "right"), ("maybe", "perhaps"), ("sofa", "couch"), ("gift", "present"), ("use", "utilize"),
+    ("need", "require"), ("talk", "speak"), ("happy", "glad"), ("trash", "garbage"), ("mom", "mother"),
+    ("dad", "father"), ("TV", "television"), ("job", "occupation"), ("tiny", "very small"),
+    ("huge", "enormous"), ("get rid of", "remove"), ("find out", "discover"), ("show", "display"),
+    ("enough", "sufficient"), ("stop", "quit"), ("nearly", "almost"), ("often", "frequently"),
+    ("fix", "solve"), ("hire", "employ"), ("shop", "store"), ("pants", "trousers"), ("cookie", "biscuit"),
+    ("quickest", "fastest"), ("best way", "best method"), ("tips", "advice"), ("learn", "study"),
+]
+# Word forms a contraction joins (positives: "What is" / "What's").
+_CONTRACTIONS = [
+    ("What is", "What's"), ("what is", "what's"), ("Who is", "Who's"), ("It is", "It's"), (" it is", " it's"),
+    ("do not", "don't"), ("does not", "doesn't"), ("can not", "can't"), ("cannot", "can't"), ("is not", "isn't"),
+    ("are not", "aren't"), ("I am", "I'm"), ("should not", "shouldn't"), ("will not", "won't"),
+    ("did not", "didn't"), ("Where is", "Where's"), ("How is", "How's"), ("there is", "there's"),
+    ("I have", "I've"), ("would not", "wouldn't"), ("could not", "couldn't"), ("you are", "you're"),
+]
+_WORD_RE = __import__("re").compile(r"[A-Za-z]+")
 
 
 def _swap_once(text: str, pairs: list[tuple[str, str]], rng: random.Random) -> str | None:
@@ -175,8 +204,82 @@ def _swap_once(text: str, pairs: list[tuple[str, str]], rng: random.Random) -> s
     return text.replace(a, b, 1)
 
 
-def generated_pairs(questions: list[str], rng: random.Random) -> list[tuple[str, str, int]]:
+def _word_swap(text: str, a: str, b: str) -> str | None:
+    """``text`` with the whole word (or phrase) ``a`` replaced once by ``b`` (first letter's case kept)."""
+    import re
+
+    m = re.search(rf"(?<![\w'-]){re.escape(a)}(?![\w'-])", text, flags=re.IGNORECASE)
+    if m is None:
+        return None
+    found = m.group(0)
+    if found[:1].isupper() and b[:1].islower():
+        b = b[:1].upper() + b[1:]
+    return text[: m.start()] + b + text[m.end() :]
+
+
+def _reorder_clause(q: str) -> str | None:
+    """"How do I X in Y?" -> "In Y, how do I X?" (the same question, clause moved)."""
+    import re
+
+    m = re.match(r"^(.{8,}?) (in|on|during|after|before|for|with|at) ([^,?]{2,40})\?$", q.strip())
+    if m is None or " " not in m.group(1):
+        return None
+    head, prep, tail = m.groups()
+    return f"{prep.capitalize()} {tail}, {head[:1].lower() + head[1:]}?"
+
+
+def lexical_pairs(questions: list[str], rng: random.Random) -> list[tuple[str, str, int]]:
+    """One word swapped for a sibling (negatives) or a synonym (positives); contractions and a
+    moved clause (positives)."""
+    sibling_of = {w: g for g in _SIBLINGS for w in g}
     out: list[tuple[str, str, int]] = []
+    for q in questions:
+        # a listed word, bare or with a plural / -ing ending, swapped for a sibling with the same ending
+        found = [
+            (w, w[: len(w) - len(end)], end)
+            for w in _WORD_RE.findall(q)
+            for end in ("", "s", "ing")
+            if w.lower().endswith(end) and w[: len(w) - len(end)].lower() in sibling_of
+        ]
+        if found and rng.random() < 0.6:
+            w, stem, end = rng.choice(found)
+            other = rng.choice([x for x in sibling_of[stem.lower()] if x != stem.lower()])
+            changed = _word_swap(q, w, other + end)
+            if changed and changed != q:
+                out.append((q, changed, 0))
+        syn = [(a, b) for a, b in _SYNONYMS if _word_swap(q, a, b)] + [(b, a) for a, b in _SYNONYMS if _word_swap(q, b, a)]
+        if syn and rng.random() < 0.6:
+            a, b = rng.choice(syn)
+            changed = _word_swap(q, a, b)
+            if changed and changed != q:
+                out.append((q, changed, 1))
+        con = [(a, b) for a, b in _CONTRACTIONS if a in q]
+        if con and rng.random() < 0.5:
+            a, b = rng.choice(con)
+            out.append((q, q.replace(a, b, 1), 1))
+        moved = _reorder_clause(q) if rng.random() < 0.3 else None
+        if moved:
+            out.append((q, moved, 1))
+    # templates that put the sibling words in short questions, where one word is the question
+    verb_stems = [
+        "Why do we {} at night?", "Why do people {}?", "Is it normal to {} a lot?", "What happens when you {}?",
+        "How can I {} better?", "Why can't I {}?", "Is it healthy to {} every day?", "What makes us {}?",
+        "What is the best way to learn to {}?", "Why do babies {} so much?",
+    ]
+    noun_stems = [
+        "How does the {} work?", "What is the {} made of?", "Why is my {} hurting?", "How big is a {}?",
+        "Is a {} a good idea?", "How do I choose a {}?", "What is a {}?", "Tell me about the {}.",
+    ]
+    for _ in range(900):
+        group = rng.choice(_SIBLINGS)
+        a, b = rng.sample(group, 2)
+        stem = rng.choice(verb_stems if group[0] in _VERB_GROUPS else noun_stems)
+        out.append((stem.format(a), stem.format(b), 0))
+    return out
+
+
+def generated_pairs(questions: list[str], rng: random.Random) -> list[tuple[str, str, int]]:
+    out: list[tuple[str, str, int]] = lexical_pairs(questions, rng)
     for q in questions:
         q = q.strip()
         if not q or len(q) > 200:
@@ -251,13 +354,14 @@ def build_training_set(seed: int, n_qqp: int) -> list[tuple[str, str, int]]:
     qqp = [r for r in rows if word_overlap(r["a"], r["b"]) >= 0.2 and guard.agrees(r["b"], r["a"])]
     rng.shuffle(qqp)
     qqp = qqp[:n_qqp]
-    pairs = [(r["a"], r["b"], int(r["label"])) for r in qqp]
+    # QQP labels a few pairs that differ only in spacing as non-duplicates: noise (and exact hits)
+    pairs = [(r["a"], r["b"], int(r["label"])) for r in qqp if normalize_prompt(r["a"]) != normalize_prompt(r["b"])]
     para_train, _ = paraphrase_halves()
     pairs += [(p["a"], p["b"], 1) for p in para_train]
     sentences = [p["a"] for p in para_train]
     for p in para_train[: len(para_train) // 2]:
         pairs.append((p["a"], rng.choice(sentences), 0))
-    questions = [r["a"] for r in rng.sample(rows, 4000)]
+    questions = [r["a"] for r in rng.sample(rows, 6000)]
     pairs += generated_pairs(questions, rng)
     pairs += adversarial_training_pairs() * 3
     pairs = [
@@ -270,13 +374,14 @@ def build_training_set(seed: int, n_qqp: int) -> list[tuple[str, str, int]]:
 
 
 def cosines(pairs: list[tuple[str, str, int]]) -> list[float]:
-    from lean_plugins.embeddings import get_encoder
+    """MiniLM cosine of each pair (the vectors kept by scripts/bench_cache.py's EmbeddingStore,
+    so only texts no run has embedded yet cost a MiniLM pass)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_cache import EmbeddingStore
 
-    texts = sorted({t for a, b, _ in pairs for t in (a, b)})
-    print(f"embedding {len(texts)} texts for the cosine input ...", flush=True)
-    vecs = get_encoder().encode(texts, batch_size=128)
-    index = {t: i for i, t in enumerate(texts)}
-    return [float(vecs[index[a]] @ vecs[index[b]]) for a, b, _ in pairs]
+    store = EmbeddingStore()
+    store.ensure([t for a, b, _ in pairs for t in (a, b)])
+    return [float(store([a])[0] @ store([b])[0]) for a, b, _ in pairs]
 
 
 def train(args: argparse.Namespace) -> None:
@@ -289,6 +394,10 @@ def train(args: argparse.Namespace) -> None:
     # (and the shipped model is told so: verifier.json "uses_cosine").
     cos = cosines(pairs) if args.cosine else [0.0] * len(pairs)
     model = PairModel.from_base(KEPT_LAYERS)
+    if args.init:  # continue from a trained model (its delta over the same base)
+        from safetensors.torch import load_file
+
+        model.load_state_dict({k: v.float() for k, v in load_file(str(Path(args.init) / DELTA_FILE)).items()}, strict=False)
     trained = list(range(KEPT_LAYERS - args.train_layers, KEPT_LAYERS))
     for name, param in model.named_parameters():
         param.requires_grad = name.startswith(
@@ -310,10 +419,15 @@ def train(args: argparse.Namespace) -> None:
         model.encoder.encoder.layer[i].eval()
     model.encoder.embeddings.eval()
     start, seen = time.time(), 0
-    order = list(range(len(pairs)))
+    order: list[int] = []
+    order_rng = random.Random(args.seed + 1)
+    step = 0
     for step in range(total):
-        lo = (step * args.batch) % len(order)
-        idx = order[lo : lo + args.batch]
+        if len(order) < args.batch:  # a new epoch: every pair once, in a new order
+            fresh = list(range(len(pairs)))
+            order_rng.shuffle(fresh)
+            order += fresh
+        idx, order = order[: args.batch], order[args.batch :]
         batch = [pairs[i] for i in idx]
         enc = encode_pairs(tok, [a for a, _, _ in batch], [b for _, b, _ in batch], MAX_LENGTH)
         logits = model(
@@ -334,18 +448,31 @@ def train(args: argparse.Namespace) -> None:
                 f"step {step}/{total} loss {loss.item():.4f} pairs {seen} {time.time() - start:.0f}s",
                 flush=True,
             )
-    save(model, trained, args, len(pairs), pos, time.time() - start)
+        # checkpoints: a run stopped by the machine's load or the time limit still leaves a model
+        if args.save_every and step and step % args.save_every == 0:
+            save(model, trained, args, len(pairs), pos, time.time() - start, steps_done=step + 1)
+        if args.time_limit and time.time() - start > args.time_limit:
+            print(f"time limit {args.time_limit}s reached at step {step + 1}", flush=True)
+            break
+    save(model, trained, args, len(pairs), pos, time.time() - start, steps_done=step + 1)
 
 
 def save(
-    model: PairModel, trained: list[int], args: argparse.Namespace, n: int, pos: int, seconds: float
+    model: PairModel,
+    trained: list[int],
+    args: argparse.Namespace,
+    n: int,
+    pos: int,
+    seconds: float,
+    steps_done: int,
 ) -> None:
     from safetensors.torch import save_file
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.half().contiguous() for k, v in model.trained_state(trained).items()}
-    save_file(state, str(out / DELTA_FILE))
+    save_file(state, str(out / (DELTA_FILE + ".tmp")))
+    (out / (DELTA_FILE + ".tmp")).replace(out / DELTA_FILE)
     info_path = out / INFO_FILE
     old = json.loads(info_path.read_text()) if info_path.is_file() else {}
     info = {
@@ -360,7 +487,9 @@ def save(
         "training": {
             "command": "OMP_NUM_THREADS=1 python scripts/train_verifier.py " + " ".join(sys.argv[1:]),
             "seed": args.seed,
-            "steps": args.steps,
+            "init": args.init_note or args.init,
+            "steps": steps_done,
+            "planned_steps": args.steps,
             "batch": args.batch,
             "lr": args.lr,
             "head_lr": args.head_lr,
@@ -384,6 +513,10 @@ def main() -> None:
     parser.add_argument("--head-lr", type=float, default=1e-3)
     parser.add_argument("--out", default=str(package_data(MODEL_DIR)))
     parser.add_argument("--no-cosine", dest="cosine", action="store_false", help="feed 0 for the cosine input")
+    parser.add_argument("--init", help="start from the model in this folder (its delta.safetensors)")
+    parser.add_argument("--init-note", help="what --init was, for verifier.json (e.g. the commit it came from)")
+    parser.add_argument("--save-every", type=int, default=100, help="checkpoint every N steps (0: never)")
+    parser.add_argument("--time-limit", type=float, default=0, help="stop after this many seconds (0: none)")
     parser.add_argument("--dry-run", action="store_true", help="build the data set, print its size, stop")
     args = parser.parse_args()
     if args.dry_run:

@@ -10,6 +10,9 @@ question-level cache the user's question) and refuses the pair when they differ 
 * negation ("not", "never", "n't") and negating prefixes and suffixes ("unsafe" / "safe",
   "non-profit" / "profit", "useless" / "useful");
 * antonyms ("enable" / "disable", "bigger" / "smaller", "use" / "avoid");
+* sibling words, one thing of a kind for another ("sleep" / "dream", "cat" / "dog", "tea" /
+  "coffee"): a table of common words; the cross-encoder verifier learns the kind of swap for
+  the words it does not list;
 * the degree of a shared adjective ("big" / "bigger" / "biggest", "more X" / "most X");
 * operators and symbols ("+" / "-", "==" / "!=", "C++" / "C#"), units and currencies;
 * code spans and identifiers, compared case-sensitively ("IN" / "in" in SQL);
@@ -70,6 +73,11 @@ _ANTONYMS: dict[str, list[tuple[int, str]]] = {}
 for _group, _members in enumerate(_R["antonyms"]):
     for _member in _members:
         _ANTONYMS.setdefault(_member, []).append((_group, _member))
+#: Words of one kind that name different things ("sleep" / "dream", "cat" / "dog").
+_SIBLINGS: dict[str, list[tuple[int, str]]] = {}
+for _group, _members in enumerate(_R["sibling_words"]):
+    for _member in _members:
+        _SIBLINGS.setdefault(_member, []).append((_group, _member))
 _PREFIXES: dict[str, int] = _R["negating_prefixes"]
 _PREFIX_EXCEPTIONS = frozenset(_R["negating_prefix_exceptions"])
 _ADJECTIVES = frozenset(_R["gradable_adjectives"])
@@ -89,7 +97,7 @@ _EMPHASIS = frozenset(_R["emphasis_words"])
 
 #: The checks, in the order :meth:`SemanticGuard.refusal` runs them (its return values).
 CHECKS = (
-    "numbers", "negation", "negating prefix", "antonyms", "degree", "operators", "units",
+    "numbers", "negation", "negating prefix", "antonyms", "siblings", "degree", "operators", "units",
     "currencies", "code", "notation", "quantifiers", "modals", "time", "gender", "entities", "order",
 )  # fmt: skip
 
@@ -164,6 +172,8 @@ class _Token:
     sentence_start: bool
     #: Canonical number ("-40", "1000") or the lower-case word.
     value: str
+    #: First of a sentence or of a clause set off by a comma ("After a workout, what should I eat?").
+    clause_start: bool = False
 
 
 @dataclass(frozen=True)
@@ -181,6 +191,8 @@ class PromptFacts:
     #: The parts of hyphenated words, with their bases ("thread-unsafe" -> "thread", "unsafe").
     parts: frozenset[str] = frozenset()
     antonyms: frozenset[tuple[int, str]] = frozenset()
+    #: (group, word) of the sibling words it uses ("sleep" / "dream").
+    siblings: frozenset[tuple[int, str]] = frozenset()
     degrees: tuple[tuple[str, frozenset[str]], ...] = ()
     #: "comparative" / "superlative" for each of "more", "most", "less", "least"... present.
     degree_markers: frozenset[str] = frozenset()
@@ -282,10 +294,16 @@ def _prefix_negates(a: PromptFacts, b: PromptFacts) -> bool:
     return False
 
 
-def _antonyms_differ(a: PromptFacts, b: PromptFacts) -> bool:
-    a_only, b_only = a.antonyms - b.antonyms, b.antonyms - a.antonyms
+def _groups_differ(a: frozenset[tuple[int, str]], b: frozenset[tuple[int, str]]) -> bool:
+    """Each side has a word of one group that the other lacks ("enable" / "disable"); both
+    words on both sides ("advantages and disadvantages") is no conflict."""
+    a_only, b_only = a - b, b - a
     groups = {g for g, _ in a_only}
     return any(g in groups for g, _ in b_only)
+
+
+def _antonyms_differ(a: PromptFacts, b: PromptFacts) -> bool:
+    return _groups_differ(a.antonyms, b.antonyms)
 
 
 def _is_adjective(word: str) -> bool:
@@ -395,6 +413,8 @@ _DIFFERS: dict[str, Callable[[PromptFacts, PromptFacts], bool]] = {
     "negation": lambda a, b: a.negated != b.negated,
     "negating prefix": lambda a, b: _prefix_negates(a, b) or _prefix_negates(b, a),
     "antonyms": _antonyms_differ,
+    # "Why do we sleep at night?" / "Why do we dream at night?": one word of a kind for another.
+    "siblings": lambda a, b: _groups_differ(a.siblings, b.siblings),
     "degree": _degrees_differ,
     "operators": lambda a, b: a.operators != b.operators,
     # A unit after a number must match; bare unit words conflict only when each side has one the
@@ -518,7 +538,7 @@ def _tokens(prompt: str) -> list[_Token]:
             elif text != "!":
                 tokens.append(_Token("-", "dash", start, "-"))
             continue
-        tokens.append(_Token(text, kind, start, text.lower() if kind != "symbol" else text))
+        tokens.append(_Token(text, kind, start, text.lower() if kind != "symbol" else text, start or "," in gap))
     return tokens
 
 
@@ -534,6 +554,7 @@ def _facts_cached(prompt: str, _vocab_id: int, vocab_ref: _VocabRef) -> PromptFa
     lemmas: set[str] = set()
     parts: set[str] = set()
     antonyms: set[tuple[int, str]] = set()
+    siblings: set[tuple[int, str]] = set()
     degrees: dict[str, set[str]] = {}
     degree_markers: set[str] = set()
     units: set[str] = set()
@@ -611,7 +632,11 @@ def _facts_cached(prompt: str, _vocab_id: int, vocab_ref: _VocabRef) -> PromptFa
             continue
         if bare in NEGATIONS or lower.endswith("n't"):
             negated = True
-        opens_question = tok.sentence_start or (i > 0 and tokens[i - 1].sentence_start and tokens[i - 1].value in _QUESTION_WORDS)
+        # A question may open after a leading clause: "When cooking pasta, should I salt the water?"
+        # asks what "Should I salt the water when cooking pasta?" asks.
+        opens_question = tok.clause_start or (
+            i > 0 and tokens[i - 1].clause_start and tokens[i - 1].value in _QUESTION_WORDS
+        )
         if opens_question and lower in _R["modals"]:
             asked_modals.add(_R["modals"][lower])  # "Should I ...", "Who can ..."
         measure = _word_classes(
@@ -624,6 +649,7 @@ def _facts_cached(prompt: str, _vocab_id: int, vocab_ref: _VocabRef) -> PromptFa
                 parts.update(_lemmas(part) if part else ())
         for form in forms:
             antonyms.update(_ANTONYMS.get(form, ()))
+            siblings.update(_SIBLINGS.get(form, ()))
         if i + 1 < len(tokens) and tokens[i + 1].kind == "word":  # "log in" / "log out"
             for form in forms:
                 antonyms.update(_ANTONYMS.get(f"{form} {tokens[i + 1].value}", ()))
@@ -676,6 +702,7 @@ def _facts_cached(prompt: str, _vocab_id: int, vocab_ref: _VocabRef) -> PromptFa
         lemmas=frozenset(lemmas),
         parts=frozenset(parts),
         antonyms=frozenset(antonyms),
+        siblings=frozenset(siblings),
         degrees=tuple(sorted((k, frozenset(v)) for k, v in degrees.items())),
         degree_markers=frozenset(degree_markers),
         text=" ".join(prompt.split()),

@@ -46,6 +46,9 @@ Backend = Literal["local", "redis", "postgres"]
 MODES = ("exact", "semantic", "exact+semantic")
 BACKENDS = ("local", "redis", "postgres")
 
+#: Semantic candidates the verifier scores per lookup: the nearest ones the guard lets through,
+#: in one batch (the verifier is the costly step; further candidates rarely pass where these fail).
+VERIFIED_CANDIDATES = 2
 #: By default a semantic candidate is served when its cosine clears the shipped pair verifier's
 #: floor, the guard passes, and the verifier accepts the pair (``lean_plugins.cache.verifier``).
 #: With ``verifier=False`` (LeanCache 0.1's rule) it is served when
@@ -660,35 +663,39 @@ class LeanCache:
                 return None
             records = store.fetch([i for _, i in found])
             live = {r.id for r in self._live(store, list(records.values()), now)}
+        # The guard (cheap) runs on every candidate; the verifier only on the nearest ones it
+        # lets through, in one batch.
+        passed: list[tuple[float, int, Record, str]] = []
         for similarity, rid in sorted(found, reverse=True):
             record = records.get(rid)
             if record is None or rid not in live or record.scope != scope:
                 continue
             cached_question = split_prompt(record.prompt).question
+            if self.guard is not None and not self.guard.agrees(question, cached_question):
+                continue
             if self.error_budget is not None:
-                if self.guard is not None and not self.guard.agrees(question, cached_question):
-                    continue
                 if not self._budget_serves(question, cached_question, float(similarity), record, namespace, scope, prompt):
                     return None  # explored: a miss whose fresh answer put() will compare
-            elif not self._serves(question, cached_question, float(similarity)):
-                continue
-            with store.lock:
-                store.touch(rid)
-            return CacheHit(
-                record.response, "semantic", float(similarity), record.prompt, record.output_tokens
-            )
+                return self._hit(store, rid, record, float(similarity))
+            passed.append((float(similarity), rid, record, cached_question))
+            if len(passed) == VERIFIED_CANDIDATES:
+                break
+        if not passed:
+            return None
+        if self.verifier is not None:
+            verdicts = self.verifier.passes_many(question, [c for *_, c in passed], [s for s, *_ in passed])
+        else:
+            verdicts = [s - self.overlap_penalty * word_overlap(question, c) >= self.threshold for s, _, _, c in passed]
+        for (similarity, rid, record, _), ok in zip(passed, verdicts, strict=True):
+            if ok:
+                return self._hit(store, rid, record, similarity)
         return None
 
-    def _serves(self, question: str, cached_question: str, similarity: float) -> bool:
-        """The semantic decision: whether the answer cached for ``cached_question`` may be served
-        to ``question`` (two questions under one scope, whose embeddings have cosine
-        ``similarity`` >= ``threshold``): the pair verifier (or, without one, the overlap
-        rule), after the guard, which is cheaper."""
-        if self.guard is not None and not self.guard.agrees(question, cached_question):
-            return False
-        if self.verifier is not None:
-            return self.verifier.passes(question, cached_question, similarity)
-        return similarity - self.overlap_penalty * word_overlap(question, cached_question) >= self.threshold
+    @staticmethod
+    def _hit(store: Store, rid: int, record: Record, similarity: float) -> CacheHit:
+        with store.lock:
+            store.touch(rid)
+        return CacheHit(record.response, "semantic", similarity, record.prompt, record.output_tokens)
 
     def _budget_serves(
         self, question: str, cached_question: str, similarity: float, record: Record, namespace: str, scope: str,

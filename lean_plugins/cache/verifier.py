@@ -181,6 +181,10 @@ class PairVerifier:
         """The verdict on a candidate the nearest-neighbour search already let through."""
         return prose_equal(query, cached) or self.score(query, cached, cosine) >= self.threshold
 
+    def passes_many(self, query: str, cached: list[str], cosines: list[float]) -> list[bool]:
+        """:meth:`passes` for several candidates of one query."""
+        return [self.passes(query, c, s) for c, s in zip(cached, cosines, strict=True)]
+
     # -- JSON ----------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {
@@ -275,6 +279,12 @@ class CrossEncoderVerifier:
     def passes(self, query: str, cached: str, cosine: float) -> bool:
         """The verdict on a candidate the nearest-neighbour search already let through."""
         return self.score(query, cached, cosine) >= self.threshold
+
+    def passes_many(self, query: str, cached: list[str], cosines: list[float]) -> list[bool]:
+        """:meth:`passes` for several candidates of one query, scored in one batch (one forward
+        pass, cheaper than one per candidate)."""
+        logits = self.scores([query] * len(cached), cached, cosines)
+        return [v >= self.threshold for v in logits]
 
     def accepts(self, query: str, cached: str, cosine: float) -> bool:
         return cosine >= self.min_cosine and self.passes(query, cached, cosine)

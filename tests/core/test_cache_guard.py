@@ -95,6 +95,15 @@ def test_guard_lets_a_paraphrase_through(guard: SemanticGuard, cached: str, quer
     assert guard.refusal(query, cached) is None
 
 
+def test_a_modal_that_opens_a_question_after_a_leading_clause_is_the_asked_one(guard: SemanticGuard) -> None:
+    # The same question with its clause moved: the modal still opens the question.
+    assert guard.refusal("When cooking pasta, should I salt the water?", "Should I salt the water when cooking pasta?") is None
+    assert guard.refusal("After a workout, what should I eat?", "What should I eat after a workout?") is None
+    # A different modal after the clause is still a different question.
+    assert guard.refusal("When cooking pasta, can I salt the water?", "Should I salt the water when cooking pasta?") == "modals"
+    assert guard.refusal("After a workout, what can I eat?", "What should I eat after a workout?") == "modals"
+
+
 def test_signs_dates_and_code_spans(guard: SemanticGuard) -> None:
     assert guard.refusal("Is 12-5 a score?", "Is 12 - 5 a score?") == "numbers"  # a range, not a sum
     assert guard.refusal("What happened on 2024-03-01?", "What happened on 2024-01-03?") == "numbers"

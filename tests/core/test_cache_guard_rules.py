@@ -28,7 +28,7 @@ def refuses(check: str, query: str, cached: str) -> bool:
 # Every table must be exercised below; a new table without tests fails here.
 TESTED_TABLES = {
     "about", "function_words", "negations", "number_words", "negating_prefixes",
-    "negating_prefix_exceptions", "negating_suffixes", "antonyms", "gradable_adjectives",
+    "negating_prefix_exceptions", "negating_suffixes", "antonyms", "sibling_words", "gradable_adjectives",
     "irregular_degrees", "degree_markers", "quantifiers", "modals", "weak_modals", "time_words",
     "capitalised_time_words", "gendered_words", "units", "units_after_number_only", "currencies",
     "operator_words", "operators", "symmetric_connectors", "code_markers", "weak_quantifiers",
@@ -107,6 +107,17 @@ def test_antonym_pair(x: str, y: str) -> None:
     assert refuses("antonyms", f"What does {x} mean here?", f"What does {y} mean here?")
     # Both words on both sides ("advantages and disadvantages") is the same question.
     assert not refuses("antonyms", f"Is it {x} or {y}?", f"Is it {y} or {x}?")
+
+
+SIBLING_PAIRS = sorted({(x, y) for group in R["sibling_words"] for x, y in combinations(group, 2)})
+
+
+@pytest.mark.parametrize(("x", "y"), SIBLING_PAIRS)
+def test_sibling_pair(x: str, y: str) -> None:
+    assert refuses("siblings", f"Why do we need {x} at night?", f"Why do we need {y} at night?")
+    assert refuses("siblings", f"What is {y} good for?", f"What is {x} good for?")
+    # Both on both sides ("the difference between a cat and a dog") is the same question.
+    assert not refuses("siblings", f"Is {x} better than {y}?", f"Is {y} better than {x}?")
 
 
 @pytest.mark.parametrize("adjective", sorted(set(R["gradable_adjectives"]) - set(R["degree_exempt"])))

@@ -182,3 +182,34 @@ def test_cross_encoder_reads_the_pair_and_names_a_missing_model(tmp_path: Path) 
     (tmp_path / "verifier.json").write_text(json.dumps({**verifier.info}), encoding="utf-8")
     with pytest.raises(ConfigurationError, match="train_verifier"):
         CrossEncoderVerifier.load(tmp_path).score("a b", "c d", 0.9)  # no weights file
+
+
+def test_lookup_scores_only_the_nearest_candidates_in_one_batch(tmp_path: Path) -> None:
+    # A spy on the real cross-encoder (no stand-in): every candidate below passes the cosine floor
+    # and the guard, and the verifier runs once, on at most VERIFIED_CANDIDATES of them.
+    from lean_plugins.cache.lean_cache import VERIFIED_CANDIDATES
+
+    verifier = CrossEncoderVerifier.load()
+    batches: list[int] = []
+    real_scores = verifier.scores
+
+    def spy(queries: list[str], cached: list[str], cosines: list[float]) -> list[float]:
+        batches.append(len(queries))
+        return real_scores(queries, cached, cosines)
+
+    verifier.scores = spy  # type: ignore[method-assign]
+    cache = LeanCache(path=tmp_path, verifier=verifier, record_hits=False)
+    stored = [
+        "How can I learn Python quickly?",
+        "What is the fastest way to learn Python?",
+        "How do I learn Python fast?",
+        "What is the quickest way to learn Python?",
+        "How should I learn Python quickly?",
+    ]
+    for i, q in enumerate(stored):
+        cache.put(q, f"answer {i}")
+    query = "What's the best way to learn Python fast?"
+    cands = [q for q in stored if _cos(q, query) >= cache.threshold and cache.guard.agrees(query, q)]
+    assert len(cands) > VERIFIED_CANDIDATES, "the test needs more candidates than are verified"
+    cache.lookup(query)
+    assert batches == [VERIFIED_CANDIDATES]
