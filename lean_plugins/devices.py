@@ -13,11 +13,13 @@ DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
 #: above and ``"int8"``, float32 weights whose linear layers are quantised to int8 on CPU
 #: (``lean_plugins.quantize``).
 ENCODER_PRECISIONS = (*DTYPE_NAMES, "int8")
-#: What ``"auto"`` picks for an encoder on a CPU without bfloat16 in hardware. float32, not
-#: int8: torch's dynamic int8 quantisation of the compressor (with SmoothQuant scaling) was
-#: 1.3x faster per CPU-second on a 2k-token text but moved its keep probabilities too far
-#: (correlation 0.94 with float32, against 0.9999 for bfloat16) and lost 1.0 point of answer
-#: survival at rate 0.5 without a question (docs/compress.md).
+#: What ``"auto"`` picks for an encoder on a CPU without bfloat16 in hardware: ``"int8"`` would
+#: run the int8 path there where torch's int8 kernels are fast (x86 with AVX2 or better,
+#: ``quantize.int8_is_fast``; float32 elsewhere). float32: with the layers of
+#: ``quantize.FLOAT32_LINEARS`` chosen with each development article left out
+#: (``scripts/quantize_lab.py``), int8 answer survival on the left-out articles was 0.46 / 0.09 /
+#: 0.46 / 0.74 points below float32 (rate 0.5 / 0.33 with the question, then without): the last
+#: is outside the 0.5 allowed (docs/compress.md).
 CPU_AUTO_WITHOUT_BFLOAT16 = "float32"
 
 
@@ -66,12 +68,17 @@ def resolve_precision(precision: str | None, device: str) -> str:
     ``auto`` (or None): bfloat16 on a GPU and on CPUs that have it in hardware
     (:func:`cpu_has_native_bfloat16`, looked up at call time so tests can replace it; keep
     scores agree with float32 to a correlation of 0.9999 and compression runs 1.6-1.8x faster
-    there), else :data:`CPU_AUTO_WITHOUT_BFLOAT16`. ``int8`` runs on CPU only.
+    there), else :data:`CPU_AUTO_WITHOUT_BFLOAT16` (int8 only where ``quantize.int8_is_fast``,
+    also looked up at call time; float32 otherwise). ``int8`` runs on CPU only.
     """
     if precision in (None, "auto"):
-        if str(device).startswith("cuda"):
+        if str(device).startswith("cuda") or cpu_has_native_bfloat16():
             return "bfloat16"
-        return "bfloat16" if cpu_has_native_bfloat16() else CPU_AUTO_WITHOUT_BFLOAT16
+        if CPU_AUTO_WITHOUT_BFLOAT16 == "int8" and str(device).startswith("cpu"):
+            from lean_plugins import quantize
+
+            return "int8" if quantize.int8_is_fast() else "float32"
+        return "float32"
     if precision not in ENCODER_PRECISIONS:
         raise ConfigurationError(f"dtype must be one of {ENCODER_PRECISIONS}, got {precision!r}.")
     if precision == "int8" and not str(device).startswith("cpu"):

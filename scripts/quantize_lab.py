@@ -1,0 +1,130 @@
+"""Which linear layers the int8 path keeps in float32, chosen on answer survival, each article left out.
+
+Candidates (``CANDIDATES``, fastest first) are sets of linear layers left in float32
+(``lean_plugins.quantize.FLOAT32_LINEARS``), the rest quantised to int8, in the compressor's
+classifier and in the sentence encoder that ranks sentences for a question. For each of the 13
+SQuAD development articles in turn, the fastest candidate whose answer survival on the other 12
+is within ``SURVIVAL_SLACK`` of float32 in each of the four settings (rate 0.5 / 0.33, with and
+without the question), and whose keep-F1 on the validation pairs is within ``F1_SLACK``, is
+chosen; the figures printed are on the left-out article, summed over the 13. Scores and vectors
+come from ``scripts/survival_lab.py``'s machinery (the library's own ``compress`` per call), cached
+per candidate under the lean-plugins cache dir (the file name holds the candidate and the
+calibration recipe, so a changed recipe is never read from an old cache).
+
+    python scripts/quantize_lab.py [--candidates 0,1,2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+
+import numpy as np
+import survival_lab as lab  # scripts/, beside this file
+
+from lean_plugins import quantize
+from lean_plugins.compress.data import PAIRS_FILE, SQUAD_FILES, load_pairs, load_squad_articles, split_pairs
+from lean_plugins.paths import cache_dir, shared_data_dir
+
+#: Sets of linear layers kept in float32, fastest first (keep-probability correlation with
+#: float32 on 52 development paragraphs and speed of a 2k-token pass in ``quantize.FLOAT32_LINEARS``).
+CANDIDATES: tuple[tuple[str, ...], ...] = (
+    (),
+    ("layer.0.output.dense",),
+    ("layer.0.output.dense", "layer.1.output.dense"),
+    tuple(f"layer.{i}.output.dense" for i in range(6)),
+)
+SURVIVAL_SLACK = 0.005
+F1_SLACK = 0.005
+
+
+def recipe_tag(keep: tuple[str, ...]) -> str:
+    """A short name of the int8 recipe: the float32 layers, the smoothing and the calibration text."""
+    spec = repr((keep, quantize.SMOOTHING_ALPHA, quantize.calibration_texts()))
+    return hashlib.sha256(spec.encode()).hexdigest()[:10]
+
+
+def measure(dtype: str, keep: tuple[str, ...] | None, articles, val, embeddings) -> dict:
+    """survival_lab's per-article hits and validation keep-F1 with the compressor in ``dtype``
+    (int8: ``keep`` left in float32)."""
+    if keep is not None:
+        quantize.FLOAT32_LINEARS = keep
+    name = "float32" if keep is None else f"int8_{recipe_tag(keep)}"
+    lab.LabCompressor.dtype = dtype
+    embeddings._encoders.clear()  # an int8 encoder made with another candidate's layers
+    embeddings.get_encoder = lab._REAL_GET_ENCODER  # new vectors come from the real encoders
+    memo, vectors = lab.load_cache(cache_dir("survival_lab") / f"survival_lab_{name}.npz", articles, val, dtype)
+    encoders = {n: lab.CachedEncoder(v, n) for n, v in vectors.items()}
+    embeddings.get_encoder = lambda *a, dtype="float32", **k: encoders[dtype]  # imported at call time
+    return lab.run(articles, val, memo, relevance_models=lab.left_out_models(articles, encoders["float32"]))
+
+
+def choose(results: list[dict], baseline: dict, articles) -> list[int]:
+    """Per article: the index of the first candidate within the slacks on the other articles
+    (None when none is)."""
+    titles = [t for t, _ in articles]
+    chosen = []
+    for left_out in titles:
+        others = [t for t in titles if t != left_out]
+        pick = None
+        for k, result in enumerate(results):
+            ok = result["val_f1"] >= baseline["val_f1"] - F1_SLACK
+            for setting in lab.SETTINGS:
+                base = np.mean([h for t in others for h in baseline["table"][t][setting]])
+                got = np.mean([h for t in others for h in result["table"][t][setting]])
+                ok = ok and got >= base - SURVIVAL_SLACK
+            if ok:
+                pick = k
+                break
+        chosen.append(pick)
+    return chosen
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--candidates", default=None, help="indices into CANDIDATES (default all)")
+    args = parser.parse_args()
+    data = shared_data_dir()
+    if data is None:
+        print("evaluation data not found (../shared/data or LEAN_PLUGINS_DATA)", file=sys.stderr)
+        return 2
+    import torch
+
+    import lean_plugins.embeddings as embeddings
+
+    torch.set_num_threads(1)
+    articles = load_squad_articles([data / f for f in SQUAD_FILES])
+    _, val, _ = split_pairs(load_pairs(data / PAIRS_FILE))
+    picked = [int(i) for i in args.candidates.split(",")] if args.candidates else range(len(CANDIDATES))
+    candidates = [CANDIDATES[i] for i in picked]
+    started = time.time()
+    baseline = measure("float32", None, articles, val, embeddings)
+    print("float32\n" + lab.report(baseline, articles, False), flush=True)
+    results = []
+    for keep in candidates:
+        results.append(measure("int8", keep, articles, val, embeddings))
+        print(f"int8, float32 kept: {list(keep) or 'none'}\n" + lab.report(results[-1], articles, False), flush=True)
+    chosen = choose(results, baseline, articles)
+    print("\nChosen on the other 12 articles, figures on the left-out one:")
+    for (title, _), k in zip(articles, chosen, strict=True):
+        print(f"  {title[:40]:40s} {'none' if k is None else list(candidates[k]) or 'all int8'}")
+    n = sum(len(items) for _, items in articles)
+    for setting in lab.SETTINGS:
+        base = sum(h for t, _ in articles for h in baseline["table"][t][setting])
+        got = sum(
+            h
+            for (t, _), k in zip(articles, chosen, strict=True)
+            for h in (results[k] if k is not None else baseline)["table"][t][setting]
+        )
+        print(f"  rate {setting[0]}, {'question' if setting[1] else 'no question':12s} "
+              f"float32 {base / n:.2%}  chosen int8 (left out) {got / n:.2%}  ({(got - base) / n * 100:+.2f} pt)")
+    print(f"  validation keep-F1: float32 {baseline['val_f1']:.4f}; "
+          + "; ".join(f"{list(c) or 'all int8'} {r['val_f1']:.4f}" for c, r in zip(candidates, results, strict=True)))
+    print(f"({time.time() - started:.0f}s)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
