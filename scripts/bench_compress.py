@@ -53,7 +53,7 @@ from lean_plugins.compress.relevance import (
     training_rows,
 )
 from lean_plugins.compress.spans import is_content_word, sentence_spans
-from lean_plugins.devices import cpu_summary
+from lean_plugins.devices import CPU_AUTO_WITHOUT_BFLOAT16, cpu_summary
 from lean_plugins.paths import shared_data_dir
 from lean_plugins.tokens import count_tokens, use_offline_tiktoken
 
@@ -524,6 +524,83 @@ def speed_markdown(title: str, wall: dict, cpu: dict, embed: dict, sizes: list[i
     ]
 
 
+#: The quality int8 must keep to be what ``auto`` runs on a CPU without bfloat16 (issue 29):
+#: keep-F1 within this of float32's on the held-out pairs, answer survival within SURVIVAL_SLACK.
+F1_SLACK = 0.005
+SURVIVAL_SLACK = 0.005
+
+
+def precision_survival(data: Path) -> dict:
+    """Answer survival of the compressor (and its relevance encoder) in float32 and in int8 (the
+    shipped ``quantize.FLOAT32_LINEARS``) on all 13 development articles, each compressed with
+    relevance weights fitted on the other 12, and the validation keep-F1 of both: the
+    ``scripts/quantize_lab.py`` measurement (word scores and vectors cached per recipe)."""
+    import quantize_lab  # scripts/, beside this file
+    import survival_lab
+
+    import lean_plugins.embeddings as embeddings
+    from lean_plugins import quantize
+
+    articles = load_squad_articles([data / f for f in SQUAD_FILES])
+    _, val, _ = split_pairs(load_pairs(data / PAIRS_FILE))
+    real = embeddings.get_encoder
+    try:
+        results = [
+            quantize_lab.measure("float32", None, articles, val, embeddings),
+            quantize_lab.measure("int8", quantize.FLOAT32_LINEARS, articles, val, embeddings),
+        ]
+    finally:
+        embeddings.get_encoder = real
+        embeddings._encoders.clear()
+    n = sum(len(items) for _, items in articles)
+    rows = {
+        setting_name(*setting): tuple(
+            sum(h for t, _ in articles for h in r["table"][t][setting]) / n for r in results
+        )
+        for setting in survival_lab.SETTINGS
+    }
+    return {"rows": rows, "questions": n, "val_f1": tuple(r["val_f1"] for r in results),
+            "float32_linears": list(quantize.FLOAT32_LINEARS)}
+
+
+def precision_markdown(q: dict, n_quality: int, precision: dict, seconds: float) -> list[str]:
+    """The int8 path's quality beside float32's, from the same run as the speeds above."""
+    f32, i8 = q[dtype_row("float32")], q[dtype_row("int8")]
+    worst = min(b - a for a, b in precision["rows"].values())
+    kept = ", ".join(precision["float32_linears"]) or "none"
+    ok = i8 >= f32 - F1_SLACK and worst >= -SURVIVAL_SLACK
+    return [
+        "Quality of the int8 path beside float32 (what `auto` chooses between on a CPU without bfloat16), same run. "
+        f"int8: every linear layer but the head and {kept} (kept in float32; `quantize.FLOAT32_LINEARS`, chosen "
+        "by `scripts/quantize_lab.py` with each article left out). Answer survival on all "
+        f"{precision['questions']:,} questions of the 13 development articles, the compressor and its relevance "
+        "encoder in each precision, relevance weights fitted with the article left out:",
+        "",
+        "| Check | float32 | int8 | int8 - float32 | allowed |",
+        "|---|---:|---:|---:|---:|",
+        f"| keep-F1, {n_quality} held-out pairs | {f32:.4f} | {i8:.4f} | {i8 - f32:+.4f} | >= -{F1_SLACK} |",
+        f"| keep-F1, 425 validation pairs | {precision['val_f1'][0]:.4f} | {precision['val_f1'][1]:.4f} | "
+        f"{precision['val_f1'][1] - precision['val_f1'][0]:+.4f} | |",
+        *[
+            f"| survival, {name} | {a:.2%} | {b:.2%} | {(b - a) * 100:+.2f} pt | >= -{SURVIVAL_SLACK * 100:.1f} pt |"
+            for name, (a, b) in precision["rows"].items()
+        ],
+        "",
+        f"Within the limits on all 13 articles: {'yes' if ok else 'no'} (the float32 layers were chosen on "
+        "these articles, so these figures are in-sample for that choice; `scripts/quantize_lab.py` prints them "
+        "with each article left out, which decides `auto`). `auto` on a CPU without bfloat16: "
+        f"`{CPU_AUTO_WITHOUT_BFLOAT16}` (`devices.CPU_AUTO_WITHOUT_BFLOAT16`; {seconds:.0f}s for this check).",
+        "",
+    ]
+
+
+def omp_settings() -> str:
+    """The OpenMP variables set for the run, as ``" (OMP_NUM_THREADS=2, ...)"``, or ``""``."""
+    names = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")
+    found = [f"{n}={os.environ[n]}" for n in names if n in os.environ]
+    return f" ({', '.join(found)})" if found else ""
+
+
 def pct(hits: int, n: int) -> str:
     return f"{hits / n:.1%}" if n else "n/a"
 
@@ -538,8 +615,8 @@ def main() -> int:
         "--threads",
         type=int,
         default=None,
-        help="torch threads (default: 1 when the load average exceeds the core count, as OpenMP "
-        "threads on an oversubscribed machine spin against each other; else torch's default)",
+        help="torch threads (default: OMP_NUM_THREADS when set; else 1 when the load average exceeds the "
+        "core count, as OpenMP threads on an oversubscribed machine spin against each other; else torch's default)",
     )
     parser.add_argument("--speed-json", type=Path, default=None, help=argparse.SUPPRESS)  # AVX2-only child
     parser.add_argument("--speed-sizes", default=None, help=argparse.SUPPRESS)
@@ -553,8 +630,8 @@ def main() -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    elif os.getloadavg()[0] > (os.cpu_count() or 1):
-        torch.set_num_threads(1)
+    elif "OMP_NUM_THREADS" not in os.environ and os.getloadavg()[0] > (os.cpu_count() or 1):
+        torch.set_num_threads(1)  # OMP_NUM_THREADS set: torch already follows it
     threads = torch.get_num_threads()
     if args.speed_json:
         return speed_json(args.speed_json, [int(n) for n in args.speed_sizes.split(",")], args.quick)
@@ -601,7 +678,14 @@ def main() -> int:
     embed_ms = query_embedding_ms(sample_questions(data, 50 if args.quick else 200))
     avx2 = speed_avx2_only(speed_sizes, threads, args.quick)
     load_end = os.getloadavg()[0]
-    print(f"\nSpeed, torch threads {threads}, load average {speed_start:.1f} -> {load_end:.1f}; {cpu_summary()}")
+    started = time.time()
+    precision = precision_survival(data)
+    t_precision = time.time() - started
+    print("\nint8 against float32 (the float32-only CPU paths), answer survival on all 13 development articles "
+          "(relevance refitted with each left out)")
+    for name, row in precision["rows"].items():
+        print(f"  {name:28s} float32 {row[0]:.2%}  int8 {row[1]:.2%}  ({(row[1] - row[0]) * 100:+.2f} pt)")
+    print(f"\nSpeed, torch threads {threads}{omp_settings()}, load average {speed_start:.1f} -> {load_end:.1f}; {cpu_summary()}")
     for label, (wall, cpu, embed) in {
         "this CPU": (sp, sp_cpu, embed_ms),
         f"AVX2 only (emulated, torch capability {avx2['capability']})": (avx2["wall"], avx2["cpu"], avx2["embed"]),
@@ -618,13 +702,13 @@ def main() -> int:
         args.markdown_out.write_text(
             markdown(q, n_quality, t_quality, table, counts, coherence, chosen, no_bonus, fitted, rates, (sp, sp_cpu),
                      speed_sizes, threads, (speed_start, load_end), t_survival, val_f1, free, retrieval, embed_ms,
-                     avx2)
+                     avx2, (precision, t_precision))
         )
     return 0
 
 
 def markdown(q, n_quality, t_quality, table, counts, coherence, chosen, no_bonus, fitted, rates, sp, speed_sizes,
-             threads, load, t_survival, val_f1, free, retrieval, embed_ms, avx2) -> str:
+             threads, load, t_survival, val_f1, free, retrieval, embed_ms, avx2, precision) -> str:
     f1 = q[OURS]
     names = [setting_name(rate, qq) for rate, qq in SURVIVAL_SETTINGS]
     total = sum(counts.values())
@@ -723,7 +807,7 @@ def markdown(q, n_quality, t_quality, table, counts, coherence, chosen, no_bonus
         "",
         f"Worst error {worst_rate:.1%} (target: within 2%).",
         "",
-        f"### Speed (end to end, rate 0.5, CPU, torch threads {threads}, load average {load[0]:.1f} at the start "
+        f"### Speed (end to end, rate 0.5, CPU, torch threads {threads}{omp_settings()}, load average {load[0]:.1f} at the start "
         f"and {load[1]:.1f} at the end of the speed pass)",
         "",
         f"Tokens per second (median of 3 repeats, the rows run in turn within each repeat) and tokens per "
@@ -741,7 +825,8 @@ def markdown(q, n_quality, t_quality, table, counts, coherence, chosen, no_bonus
             f"{avx2['capability']}), in a child process right after:",
             avx2["wall"], avx2["cpu"], avx2["embed"], speed_sizes,
         ),
-        f"Keep-F1 pass took {t_quality:.0f}s; answer survival {t_survival:.0f}s.",
+        *precision_markdown(q, n_quality, *precision),
+        f"Keep-F1 pass took {t_quality:.0f}s; answer survival {t_survival:.0f}s; the int8 check {precision[1]:.0f}s.",
     ]
     return "\n".join(lines) + "\n"
 
