@@ -91,6 +91,10 @@ class ToolResultCompressor:
             the units kept whole (``keep_best``) count toward it and stay whole past it.
         keep_best: with a goal, this many units of a result (paragraphs, JSON string values)
             that share most of the goal's rarer words are kept whole (0: none).
+        keep_sentences: with a goal, this many sentences of the other units that share most
+            of the goal's rarer words are kept verbatim, each with the sentence after it (an
+            answer often restates its subject with a pronoun, sharing no word with the goal:
+            "NSFNET was ... . Initially created ..., it developed into ..."); 0: none.
         memo_size: results remembered (per text and goal), least recently used dropped first.
     """
 
@@ -103,14 +107,15 @@ class ToolResultCompressor:
         min_string_tokens: int = DEFAULT_MIN_STRING_TOKENS,
         max_tokens: int | None = None,
         keep_best: int = 1,
+        keep_sentences: int = 0,
         memo_size: int = 1024,
     ) -> None:
         if not 0.0 < rate <= 1.0:
             raise ConfigurationError(f"rate is the share of a tool result to keep, in (0, 1]; got {rate!r}.")
         if max_tokens is not None and max_tokens < 1:
             raise ConfigurationError(f"max_tokens must be >= 1 or None, got {max_tokens!r}.")
-        if keep_best < 0:
-            raise ConfigurationError(f"keep_best must be >= 0, got {keep_best!r}.")
+        if keep_best < 0 or keep_sentences < 0:
+            raise ConfigurationError(f"keep_best and keep_sentences must be >= 0, got {keep_best!r}, {keep_sentences!r}.")
         if min_tokens < 1 or min_string_tokens < 1 or memo_size < 1:
             raise ConfigurationError(
                 "min_tokens, min_string_tokens and memo_size must be >= 1; got "
@@ -130,6 +135,7 @@ class ToolResultCompressor:
         self.min_string_tokens = min_string_tokens
         self.max_tokens = max_tokens
         self.keep_best = keep_best
+        self.keep_sentences = keep_sentences
         self.memo_size = memo_size
         self._memo: OrderedDict[tuple[str, str], ToolResultCompression] = OrderedDict()
         self._lock = threading.Lock()
@@ -200,10 +206,20 @@ class ToolResultCompressor:
         out = list(texts)
         if not rest:
             return out
-        left = max(1, int(target - sum(sizes[i] for i in keep)))
-        results = self.compressor.compress_documents([texts[i] for i in rest], target_tokens=left, query=goal)
-        for i, result in zip(rest, results, strict=True):
-            out[i] = result.text
+        # Each unit as pieces (protected or not); the unprotected ones share what is left.
+        pieces = _protected_pieces(goal, [texts[i] for i in rest], self.keep_sentences) if goal else None
+        if pieces is None:
+            pieces = [[(False, texts[i])] for i in rest]
+        fixed = sum(sizes[i] for i in keep) + sum(count_tokens(t) for unit in pieces for kept, t in unit if kept)
+        left = max(1, int(target - fixed))
+        todo = [t for unit in pieces for kept, t in unit if not kept and t.strip()]
+        results = iter(self.compressor.compress_documents(todo, target_tokens=left, query=goal) if todo else [])
+        for i, unit in zip(rest, pieces, strict=True):
+            if len(unit) == 1 and not unit[0][0]:  # nothing protected in it: the compressor's text as it is
+                out[i] = next(results).text if unit[0][1].strip() else unit[0][1]
+                continue
+            kept_text = (t.strip() if kept or not t.strip() else next(results).text.strip() for kept, t in unit)
+            out[i] = " ".join(t for t in kept_text if t)
         return out
 
     def _compress_text(self, text: str, goal: str | None) -> str:
@@ -264,6 +280,42 @@ def _best_units(goal: str, texts: Sequence[str], n: int) -> list[int]:
     _, idf_share, pair_share = term_shares(goal, list(texts))
     ranked = sorted(range(len(texts)), key=lambda i: (-idf_share[i], -pair_share[i], i))
     return [i for i in ranked[:n] if idf_share[i] > 0]
+
+
+def _protected_pieces(goal: str, texts: Sequence[str], n: int) -> list[list[tuple[bool, str]]] | None:
+    """Each of ``texts`` as ``(protected, piece)`` slices that join back to it: the ``n``
+    sentences across all texts holding the largest IDF-weighted share of the goal's content
+    words (ties: word pairs, then order) are protected, each with the sentence after it.
+    ``None`` when nothing is protected."""
+    if n < 1:
+        return None
+    from lean_plugins.compress.relevance import term_shares
+    from lean_plugins.compress.spans import sentence_spans
+
+    spans = [sentence_spans(t) for t in texts]
+    flat = [(u, k) for u, unit in enumerate(spans) for k in range(len(unit))]
+    if not flat:
+        return None
+    _, idf_share, pair_share = term_shares(goal, [texts[u][slice(*spans[u][k])] for u, k in flat])
+    ranked = sorted(range(len(flat)), key=lambda j: (-idf_share[j], -pair_share[j], j))
+    chosen = {flat[j] for j in ranked[:n] if idf_share[j] > 0}
+    if not chosen:
+        return None
+    protected = chosen | {(u, k + 1) for u, k in chosen if k + 1 < len(spans[u])}
+    out = []
+    for u, text in enumerate(texts):
+        pieces: list[tuple[bool, str]] = []
+        last = 0
+        for k, (start, end) in enumerate(spans[u]):
+            if (u, k) in protected:
+                if start > last:
+                    pieces.append((False, text[last:start]))
+                pieces.append((True, text[start:end]))
+                last = end
+        if last < len(text):
+            pieces.append((False, text[last:]))
+        out.append(pieces)
+    return out
 
 
 def _memo_key(text: str, goal: str | None) -> tuple[str, str]:
