@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -487,16 +488,27 @@ def step_output_budget(step_tokens: int, baseline_tokens: int | None = None, **k
     ``step_tokens``, judged against ``baseline_tokens`` (the caller's own max-tokens setting:
     what a stopped answer would have cost without the budget; default ``step_tokens``, which
     claims no saving beyond what was generated). ``kwargs`` go to ``OutputBudget``."""
+    budget = _step_budget_class()(max(baseline_tokens or step_tokens, 1), **kwargs)
+    budget.step_tokens = step_tokens
+    return budget
+
+
+@functools.cache
+def _step_budget_class() -> type:
+    """The step budget's class, made once (on first use: ``lean_plugins.budget`` is imported
+    only by those who budget)."""
     from lean_plugins.budget import OutputBudget
 
     class StepOutputBudget(OutputBudget):
+        step_tokens: int
+
         def budget_for(self, prompt: str | None = None, *, route: str | None = None) -> int:
-            return min(step_tokens, self.max_tokens)
+            return min(self.step_tokens, self.max_tokens)
 
         def settings(self) -> dict[str, Any]:
-            return {**super().settings(), "step_tokens": step_tokens}
+            return {**super().settings(), "step_tokens": self.step_tokens}
 
-    return StepOutputBudget(max(baseline_tokens or step_tokens, 1), **kwargs)
+    return StepOutputBudget
 
 
 def replayed_budget_event(
