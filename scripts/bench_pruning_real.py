@@ -46,7 +46,7 @@ import torch
 
 from lean_plugins.paths import cache_dir, shared_data_dir
 from lean_plugins.pruning import perplexity, prune, save_pruned
-from lean_plugins.pruning.evaluate import check_held_out
+from lean_plugins.pruning.evaluate import check_held_out, document_ids
 from lean_plugins.pruning.heal import heal, teacher_conversations
 from lean_plugins.pruning.modeling import layer_shapes
 from lean_plugins.pruning.pruner import count_parameters
@@ -135,12 +135,40 @@ def load_data(data: Path, args: argparse.Namespace) -> dict:
     held_prompts = [READER_PROMPT.format(**x) for x in held_qa]
     held_prompts += [x["question"].capitalize() + "?" for x in nq[-args.held_other :]]
     held_prompts += [STORY_PROMPT.format(opening=opening(s)) for s in stories[-args.held_other :]]
+    # More chat prompts (the dense model answers them too) and plain text, for the long healing run:
+    # later questions of the healing articles, later NQ-Open questions and stories.
+    extra_qa = [x for x in qa(heal_arts, 2) if x not in heal_qa[:n_q]]
+    extra_qa = [extra_qa[i] for i in torch.randperm(len(extra_qa), generator=g).tolist()]
+    n_eq, n_enq = args.extra_prompts // 2, args.extra_prompts // 4
+    n_s = args.heal_prompts - n_q - n_nq
+    extra_prompts = [READER_PROMPT.format(**x) for x in extra_qa[:n_eq]]
+    extra_prompts += [x["question"].capitalize() + "?" for x in nq[n_nq : n_nq + n_enq]]
+    extra_prompts += [
+        STORY_PROMPT.format(opening=opening(s))
+        for s in stories[n_s : n_s + args.extra_prompts - n_eq - n_enq]
+    ]
+    heal_paragraphs = [p["context"] for a in heal_arts for p in a["paragraphs"]]
+    news = [
+        row.split(",", 1)[0] if not row.startswith('"') else row[1:].split('",', 1)[0]
+        for row in (data / "compression" / "google_sentence_compression_pairs.csv")
+        .read_text()
+        .splitlines()[1:]
+    ]
+    story_start = n_s + args.extra_prompts
+    # Every 10th healing paragraph, some later stories and news sentences are kept back from healing:
+    # the healing-side validation text the pruning layout is chosen on (never the held-out text).
+    step = len(news) // 20
+    select_text = heal_paragraphs[::10] + stories[story_start : story_start + 20] + news[::step][:20]
+    heal_text = [p for i, p in enumerate(heal_paragraphs) if i % 10]
+    heal_text += stories[story_start + 20 : story_start + 20 + args.heal_stories]
+    heal_text += [x for i, x in enumerate(news) if i % step][: args.heal_news]
     held_paragraphs = [p["context"] for a in held_arts for p in a["paragraphs"]]
     held_text = held_paragraphs[: args.ppl_docs // 2] + stories[-(args.ppl_docs - args.ppl_docs // 2) :]
     return {
         "heal_prompts": heal_prompts, "held_prompts": held_prompts, "held_qa": held_qa,
         "held_text": held_text, "held_paragraphs": held_paragraphs,
         "held_titles": sorted(held_titles), "heal_titles": sorted(a["title"] for a in heal_arts),
+        "extra_prompts": extra_prompts, "heal_text": heal_text, "select_text": select_text,
     }  # fmt: skip
 
 
@@ -259,11 +287,193 @@ print(json.dumps([(time.perf_counter() - wall) / {steps}, (time.process_time() -
     return out
 
 
-def split(model, ratio: float) -> dict:
-    """Take ``ratio`` of the parameters from the MLP channels alone (every head kept): on this model
-    attention heads cost far more than their share (see the even-split perplexity in the table)."""
-    mlp = sum(p.numel() for layer in model.model.layers for p in layer.mlp.parameters())
-    return {"attention_ratio": 0.0, "mlp_ratio": min(0.95, ratio * count_parameters(model) / mlp)}
+#: Ways to take a ratio of the parameters out, compared on healing-side text (``--compare-pruning``).
+VARIANTS = ("mlp", "mlp-activation", "mlp-calib64", "drop2+mlp", "depth")
+
+
+def prune_variant(dense, tokenizer, ratio: float, variant: str, calibration: list, args: argparse.Namespace):
+    """A copy of ``dense`` with ``ratio`` of its parameters removed the ``variant`` way; (model, report).
+
+    ``mlp``: MLP channels only (Taylor); ``mlp-activation``: the same ranked by activation-weighted
+    magnitude; ``mlp-calib64``: Taylor on 64 mixed calibration documents instead of 12 chats;
+    ``drop2+mlp``: the 2 layers of lowest block influence, the rest from MLP channels; ``depth``:
+    whole layers only (lowest block influence first), as many as make up ``ratio``."""
+    model = copy.deepcopy(dense)
+    layers = model.model.layers
+    per_layer = sum(p.numel() for p in layers[0].parameters())
+    mlp_per_layer = sum(p.numel() for p in layers[0].mlp.parameters())
+    total = count_parameters(model)
+    kwargs: dict = {"calibration": calibration, "max_calibration_tokens": args.calib_len}
+    if variant == "depth":
+        drop = round(ratio * total / per_layer)
+        report = prune(model, tokenizer, ratio=0, drop_layers_count=drop, **kwargs)
+    elif variant in ("mlp", "mlp-activation", "mlp-calib64", "drop2+mlp"):
+        drop = 2 if variant == "drop2+mlp" else 0
+        mlp_ratio = (ratio * total - drop * per_layer) / (mlp_per_layer * (len(layers) - drop))
+        if variant == "mlp-activation":
+            kwargs["method"] = "activation"
+        if variant == "mlp-calib64":
+            kwargs["calibration"] = args.calib64
+        report = prune(model, tokenizer, ratio=ratio, drop_layers_count=drop, attention_ratio=0.0,
+                       mlp_ratio=min(0.95, mlp_ratio), **kwargs)  # fmt: skip
+    else:
+        raise ValueError(f"unknown variant {variant!r}; one of {VARIANTS}")
+    return model, report
+
+
+def healing_documents(dense, tokenizer, data: dict, args: argparse.Namespace) -> tuple[list, list, float]:
+    """(chat conversations, plain texts, CPU s of the dense answers): the dense model's greedy
+    answers to the healing prompts and the extra prompts (cached), and the healing text."""
+    heal_answers, cpu = dense_answers(dense, tokenizer, data["heal_prompts"], args, "heal")
+    convs = [
+        [*user(p), {"role": "assistant", "content": a}]
+        for p, a in zip(data["heal_prompts"], heal_answers, strict=True)
+    ]
+    if data["extra_prompts"]:
+        extra_answers, extra_cpu = dense_answers(dense, tokenizer, data["extra_prompts"], args, "extra")
+        convs += [[*user(p), {"role": "assistant", "content": a}]
+                  for p, a in zip(data["extra_prompts"], extra_answers, strict=True)]  # fmt: skip
+        cpu += extra_cpu
+    return convs, list(data["heal_text"]), cpu
+
+
+def compare_pruning(args: argparse.Namespace, data_dir: Path) -> dict:
+    """Perplexity on healing-side validation text (paragraphs of the healing articles, stories and
+    news sentences kept back from healing; never the held-out text) of each pruning variant at each
+    ratio, and the block influence of every layer: how the layout of the long healing run is chosen."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lean_plugins.model_source import resolve_model_source
+    from lean_plugins.pruning.evaluate import tokenize_documents
+    from lean_plugins.pruning.importance import block_influence
+
+    source, _ = resolve_model_source(MODEL)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    dense = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
+    data = load_data(data_dir, args)
+    data["extra_prompts"] = []  # the choice needs only calibration: the first healing conversations
+    convs, texts, _ = healing_documents(dense, tokenizer, data, args)
+    check_held_out([*map(user, data["held_prompts"]), *data["held_text"], *data["held_paragraphs"]],
+                   heal=[*convs, *texts, *data["select_text"]])  # fmt: skip
+    calibration = convs[: args.calib_docs]
+    args.calib64 = convs[:32] + texts[:: max(1, len(texts) // 32)][:32]
+    out = {
+        "dense": perplexity(dense, tokenizer, data["select_text"], max_length=args.ppl_len),
+        "variants": {},
+    }
+    log(f"compare: dense ppl on {len(data['select_text'])} healing-side validation texts {out['dense']:.2f}")
+    seqs = tokenize_documents(tokenizer, calibration, args.calib_len)
+    out["block_influence"] = block_influence(dense, seqs)
+    for ratio in args.ratios:
+        for variant in args.variants:
+            cpu = time.process_time()
+            model, report = prune_variant(dense, tokenizer, ratio, variant, calibration, args)
+            ppl = perplexity(model, tokenizer, data["select_text"], max_length=args.ppl_len)
+            out["variants"][f"{variant} {round(100 * ratio)}%"] = {
+                "ppl": ppl, "removed": report.removed_fraction, "dropped": report.dropped_layers,
+                "shape": report.layer_shapes[0], "cpu_s": time.process_time() - cpu}  # fmt: skip
+            log(f"compare: {variant} {ratio}: removed {report.removed_fraction:.3f}, ppl {ppl:.2f} "
+                f"({ppl / out['dense']:.2f}x), dropped {report.dropped_layers}")  # fmt: skip
+            del model
+    return out
+
+
+def heal_job(args: argparse.Namespace, data_dir: Path) -> dict:
+    """The long healing run: prune at ``args.ratios[0]`` the ``args.variant`` way and heal on the
+    chat conversations and plain texts, bounded by ``--heal-cpu-minutes``, writing the model to
+    ``--heal-out`` every ``--checkpoint-every`` steps (a stopped run keeps its last checkpoint)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lean_plugins.model_source import resolve_model_source
+
+    source, _ = resolve_model_source(MODEL)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    dense = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
+    data = load_data(data_dir, args)
+    convs, texts, gen_cpu = healing_documents(dense, tokenizer, data, args)
+    check_held_out([*map(user, data["held_prompts"]), *data["held_text"], *data["held_paragraphs"]],
+                   heal=[*convs, *texts])  # fmt: skip
+    calibration = convs[: args.calib_docs]
+    args.calib64 = convs[:32] + texts[:: max(1, len(texts) // 32)][:32]
+    cpu = time.process_time()
+    pruned, report = prune_variant(dense, tokenizer, args.ratios[0], args.variant, calibration, args)
+    prune_cpu = time.process_time() - cpu
+    # Conversations twice: the answers are what users keep, and they are the smaller part.
+    healing = [*convs, *convs, *texts]
+    stream_tokens = sum(len(document_ids(tokenizer, d)) for d in healing)
+    log(f"heal job: {args.variant} {args.ratios[0]}: removed {report.removed_fraction:.3f}; {len(convs)} "
+        f"conversations (x2) + {len(texts)} texts, {stream_tokens:,} tokens; dense answers {gen_cpu:.0f} s CPU")  # fmt: skip
+    out = Path(args.heal_out)
+    progress_path = out / "heal_progress.json"
+    started = time.time()
+
+    def on_checkpoint(model, done: int, losses: list[float]) -> None:
+        save_pruned(model, tokenizer, out)
+        recent = losses[-max(1, min(20, len(losses))) :]
+        info = {"variant": args.variant, "ratio": args.ratios[0], "removed": report.removed_fraction,
+                "steps_done": done, "planned_steps": args.heal_steps, "tokens": done * args.heal_batch * args.seq_len,
+                "cpu_s": time.process_time() - cpu, "prune_cpu_s": prune_cpu, "wall_s": time.time() - started,
+                "loss_recent": sum(recent) / len(recent), "losses": losses, "stream_tokens": stream_tokens,
+                "n_convs": len(convs), "n_texts": len(texts), "dense_answer_cpu_s": gen_cpu,
+                "settings": {k: getattr(args, k) for k in ("heal_batch", "seq_len", "heal_lr", "kd_weight",
+                                                           "heal_dtype", "threads")}}  # fmt: skip
+        progress_path.write_text(json.dumps(info, indent=1))
+        log(f"heal job: checkpoint at step {done}, loss (last 20) {info['loss_recent']:.3f}, "
+            f"{info['cpu_s']:.0f} s CPU")  # fmt: skip
+
+    cpu = time.process_time()
+    rep = heal(pruned, tokenizer, healing, teacher=dense, steps=args.heal_steps, batch_size=args.heal_batch,
+               seq_len=args.seq_len, learning_rate=args.heal_lr, kd_weight=args.kd_weight, seed=0, mode="full",
+               compute_dtype=args.heal_dtype, train_embeddings=False, max_cpu_seconds=60 * args.heal_cpu_minutes,
+               checkpoint_every=args.checkpoint_every, on_checkpoint=on_checkpoint)  # fmt: skip
+    info = json.loads(progress_path.read_text())
+    progress_path.write_text(json.dumps({**info, "finished": True}, indent=1))
+    log(f"heal job: done {rep.steps}/{rep.planned_steps} steps, {rep.tokens_seen:,} tokens, {rep.cpu_seconds:.0f} s CPU, "
+        f"loss {rep.loss_start:.3f} -> {rep.loss_end:.3f}")  # fmt: skip
+    return json.loads(progress_path.read_text())
+
+
+def long_heal_folder(variant: str, ratio: float) -> Path:
+    """Where ``--heal-out`` writes (and the default run looks for) the long healing run's model."""
+    return cache_dir("bench", "smollm2_pruned") / f"long-{variant}-{round(100 * ratio)}"
+
+
+def row_name(kind: str, ratio: float, variant: str) -> str:
+    """``pruned 20%``, ``healed 20% depth``: the MLP-only layout has no suffix."""
+    return f"{kind} {round(100 * ratio)}%" + ("" if variant == "mlp" else f" {variant}")
+
+
+def long_heal_info(folder: Path) -> dict:
+    """The long healing run's record (``heal_progress.json`` beside its last checkpoint)."""
+    p = json.loads((folder / "heal_progress.json").read_text())
+    losses = p["losses"]
+    tenth = max(1, len(losses) // 10)
+    return {"steps": p["steps_done"], "planned_steps": p["planned_steps"], "tokens": p["tokens"],
+            "cpu_s": p["cpu_s"], "wall_s": p["wall_s"], "mode": "full",
+            "loss": [sum(losses[:tenth]) / tenth, sum(losses[-tenth:]) / tenth], "prune_cpu_s": p["prune_cpu_s"],
+            "removed": p["removed"], "dtype": p["settings"]["heal_dtype"], "lr": p["settings"]["heal_lr"],
+            "batch": p["settings"]["heal_batch"], "seq_len": p["settings"]["seq_len"],
+            "stream_tokens": p["stream_tokens"], "n_convs": p["n_convs"], "n_texts": p["n_texts"],
+            "threads": p["settings"]["threads"], "folder": str(folder), "source": "long run"}  # fmt: skip
+
+
+def wait_for_heal(folder: Path, deadline: float, stale_minutes: float = 12.0) -> None:
+    """With ``--wait-heal-minutes``, a run started beside the long healing run waits for it (until that
+    many minutes after this run started) to finish: marked finished, or no checkpoint for
+    ``stale_minutes`` (a run stopped); then the last checkpoint is measured, whatever its step."""
+    path = folder / "heal_progress.json"
+    while time.time() < deadline:
+        if not path.is_file():  # the run has not written its first checkpoint yet
+            log(f"waiting for the first checkpoint of the healing run in {folder}")
+            time.sleep(60)
+            continue
+        info = json.loads(path.read_text())
+        if info.get("finished") or info["steps_done"] >= info["planned_steps"]:
+            return
+        if time.time() - path.stat().st_mtime > 60 * stale_minutes:
+            return
+        log(f"waiting for the healing run in {folder} (step {info['steps_done']}/{info['planned_steps']})")
+        time.sleep(60)
 
 
 def run(args: argparse.Namespace, data_dir: Path) -> dict:
@@ -275,21 +485,25 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(source)
     dense = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
     data = load_data(data_dir, args)
-    heal_convs_prompts = data["heal_prompts"]
-    log(f"{len(heal_convs_prompts)} healing prompts, {len(data['held_prompts'])} held-out prompts "
+    log(f"{len(data['heal_prompts'])} healing prompts, {len(data['held_prompts'])} held-out prompts "
         f"({len(data['held_qa'])} reader questions), held-out articles {data['held_titles']}")  # fmt: skip
-    heal_answers, heal_gen_cpu = dense_answers(dense, tokenizer, heal_convs_prompts, args, "heal")
+    # Healed checkpoints of the long run (--heal-out), when there: measured here beside dense and pruned.
+    long_runs = {
+        (ratio, variant): long_heal_folder(variant, ratio)
+        for ratio in args.ratios for variant in ("mlp", *args.row_variants)
+        if (long_heal_folder(variant, ratio) / "heal_progress.json").is_file() or variant in args.expect_heal
+    }  # fmt: skip
+    if not long_runs:
+        data["extra_prompts"], data["heal_text"] = [], []  # the short in-run healing: the 48 conversations
+    convs, texts, heal_gen_cpu = healing_documents(dense, tokenizer, data, args)
     log(f"dense answers to the healing prompts: {heal_gen_cpu:.0f} s CPU")
-    healing = [
-        [*user(p), {"role": "assistant", "content": a}]
-        for p, a in zip(heal_convs_prompts, heal_answers, strict=True)
-    ]
-    calibration = healing[: args.calib_docs]
+    short_healing = convs[: len(data["heal_prompts"])]
+    calibration = convs[: args.calib_docs]
+    args.calib64 = convs[:32] + texts[:: max(1, len(texts) // 32)][:32]
     held_convs = [user(p) for p in data["held_prompts"]]
     # Nothing held out may be in calibration or healing: prompts, and paragraphs quoted in prompts.
-    check_held_out(
-        [*held_convs, *data["held_text"], *data["held_paragraphs"]], calib=calibration, heal=healing
-    )
+    check_held_out([*held_convs, *data["held_text"], *data["held_paragraphs"]], calib=calibration,
+                   heal=[*convs, *texts])  # fmt: skip
     dense_held, _ = dense_answers(dense, tokenizer, data["held_prompts"], args, "held")
     results = {"dense": quality(dense, tokenizer, data, dense_held, args, got=dense_held)}
     log(
@@ -297,64 +511,80 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict:
     )
     params = {"dense": count_parameters(dense)}
     state: dict = {"results": results, "params": params, "heals": {}, "heal_gen_cpu_s": heal_gen_cpu,
-                   "data": {k: data[k] for k in ("held_titles", "heal_titles")}, "n_heal": len(healing),
-                   "n_calib": len(calibration), "threads": args.threads,
+                   "data": {k: data[k] for k in ("held_titles", "heal_titles")}, "n_heal": len(short_healing),
+                   "n_calib": len(calibration), "threads": args.threads, "pruned": {},
                    "settings": {k: getattr(args, k) for k in ("heal_steps", "heal_batch", "seq_len", "heal_lr",
                                 "kd_weight", "max_new_tokens", "ppl_len", "speed_context", "decode_tokens")}}  # fmt: skip
-    # Prune at every ratio first, so speed and memory are measured side by side early in the run.
+    # Prune every row first, so speed and memory are measured side by side early in the run.
     pruned_models, reports = {}, {}
-    state["even_split_ppl"], state["even_split_shape"] = {}, {}
-    for ratio in args.ratios:
-        tag = f"{round(100 * ratio)}%"
-        pruned = copy.deepcopy(dense)
+    layouts = [(r, "mlp") for r in args.ratios] + [(r, v) for v in args.row_variants for r in args.ratios[:1]]
+    for ratio, variant in layouts:
+        name = row_name("pruned", ratio, variant)
         cpu = time.process_time()
-        reports[tag] = prune(pruned, tokenizer, ratio=ratio, calibration=calibration, max_calibration_tokens=args.seq_len,
-                             **split(dense, ratio))  # fmt: skip
-        reports[tag].seconds = time.process_time() - cpu  # CPU seconds, reported as such
-        if ratio == 0.2:
-            # The default split (attention and MLP lose the same fraction), for its perplexity alone.
-            even = copy.deepcopy(dense)
-            prune(even, tokenizer, ratio=ratio, calibration=calibration, max_calibration_tokens=args.seq_len)
-            state["even_split_ppl"][tag] = perplexity(
-                even, tokenizer, data["held_text"], max_length=args.ppl_len
-            )
-            state["even_split_shape"][tag] = layer_shapes(even)[0]
-            del even
-        pruned_models[tag] = pruned
-        params[f"pruned {tag}"] = params[f"healed {tag}"] = count_parameters(pruned)
-        log(f"pruned {tag}: {reports[tag].layer_shapes[0]} in {reports[tag].seconds:.0f} s CPU")
-    speed_models = {"dense": dense, **{f"pruned {t}": m for t, m in pruned_models.items()}}
+        pruned_models[name], reports[name] = prune_variant(
+            dense, tokenizer, ratio, variant, calibration, args
+        )
+        reports[name].seconds = time.process_time() - cpu  # CPU seconds, reported as such
+        params[name] = params[row_name("healed", ratio, variant)] = count_parameters(pruned_models[name])
+        state["pruned"][name] = {"shape": reports[name].layer_shapes[0], "removed": reports[name].removed_fraction,
+                                 "dropped": reports[name].dropped_layers,
+                                 "layers": len(pruned_models[name].model.layers)}  # fmt: skip
+        log(f"{name}: {reports[name].layer_shapes[0]}, dropped {reports[name].dropped_layers}, "
+            f"{reports[name].seconds:.0f} s CPU")  # fmt: skip
+    speed_models = {"dense": dense, **pruned_models}
     state["speed"] = speed(speed_models, args)
     memory = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, model in speed_models.items():
-            folder = save_pruned(model, tokenizer, Path(tmp) / name.replace(" ", "_").replace("%", ""))
+            folder = save_pruned(model, tokenizer, Path(tmp) / re.sub(r"[^\w]+", "_", name))
             memory[name] = {b: _peak_rss_child(folder, args.speed_context, batch=b)[0] for b in (1, 8)}
     state["memory"] = memory
     save_state(state, args)
     out_root = cache_dir("bench", "smollm2_pruned")
-    for tag, pruned in pruned_models.items():
-        results[f"pruned {tag}"] = quality(pruned, tokenizer, data, dense_held, args)
-        log(f"pruned {tag}: ppl {results[f'pruned {tag}']['ppl']:.3f}, "
-            f"reader {results[f'pruned {tag}']['accuracy']}, agree {results[f'pruned {tag}']['agree']}")  # fmt: skip
-        if float(tag.rstrip("%")) / 100 not in args.heal_ratios:
+    for ratio, variant in layouts:
+        name, healed_name = row_name("pruned", ratio, variant), row_name("healed", ratio, variant)
+        pruned = pruned_models[name]
+        results[name] = quality(pruned, tokenizer, data, dense_held, args)
+        log(f"{name}: ppl {results[name]['ppl']:.3f}, reader {results[name]['accuracy']}, "
+            f"agree {results[name]['agree']}")  # fmt: skip
+        if (ratio, variant) in long_runs:
+            folder = long_runs[(ratio, variant)]
+            wait_for_heal(folder, args.wait_deadline)
+            if not (folder / "heal_progress.json").is_file():
+                log(f"{healed_name}: no checkpoint in {folder}; not measured")
+                save_state(state, args)
+                continue
+            healed = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+            # The checkpoint is this layout healed: the same shapes as the model pruned here.
+            assert layer_shapes(healed) == layer_shapes(pruned), (
+                layer_shapes(healed)[0],
+                layer_shapes(pruned)[0],
+            )
+            assert AutoTokenizer.from_pretrained(folder).chat_template == tokenizer.chat_template
+            state["heals"][healed_name] = {**long_heal_info(folder), "shape": reports[name].layer_shapes[0]}
+        elif variant == "mlp" and ratio in args.heal_ratios and not long_runs:
+            healed = pruned
+            cpu, wall = time.process_time(), time.perf_counter()
+            rep = heal(healed, tokenizer, short_healing, teacher=dense, steps=args.heal_steps, batch_size=args.heal_batch,
+                       seq_len=args.seq_len, learning_rate=args.heal_lr, kd_weight=args.kd_weight, seed=0)  # fmt: skip
+            folder = save_pruned(healed, tokenizer, out_root / f"healed-{round(100 * ratio)}")
+            state["heals"][healed_name] = {"steps": rep.steps, "tokens": rep.tokens_seen, "cpu_s": time.process_time() - cpu,
+                                           "wall_s": time.perf_counter() - wall, "mode": rep.mode,
+                                           "loss": [rep.loss_start, rep.loss_end], "prune_cpu_s": reports[name].seconds,
+                                           "shape": reports[name].layer_shapes[0], "removed": reports[name].removed_fraction,
+                                           "folder": str(folder), "source": "in run", "dtype": "float32",
+                                           "lr": args.heal_lr, "batch": args.heal_batch, "seq_len": args.seq_len,
+                                           "threads": args.threads}  # fmt: skip
+        else:
             save_state(state, args)
             continue
-        cpu, wall = time.process_time(), time.perf_counter()
-        rep = heal(pruned, tokenizer, healing, teacher=dense, steps=args.heal_steps, batch_size=args.heal_batch,
-                   seq_len=args.seq_len, learning_rate=args.heal_lr, kd_weight=args.kd_weight, seed=0)  # fmt: skip
-        state["heals"][tag] = {"steps": rep.steps, "tokens": rep.tokens_seen, "cpu_s": time.process_time() - cpu,
-                               "wall_s": time.perf_counter() - wall, "mode": rep.mode, "loss": [rep.loss_start, rep.loss_end],
-                               "prune_cpu_s": reports[tag].seconds, "shape": reports[tag].layer_shapes[0],
-                               "removed": reports[tag].removed_fraction}  # fmt: skip
-        results[f"healed {tag}"] = quality(pruned, tokenizer, data, dense_held, args)
-        log(f"healed {tag}: {state['heals'][tag]['cpu_s']:.0f} s CPU, ppl {results[f'healed {tag}']['ppl']:.3f}, "
-            f"reader {results[f'healed {tag}']['accuracy']}, agree {results[f'healed {tag}']['agree']}")  # fmt: skip
-        # The healed checkpoint reloads with plain from_pretrained and keeps the chat template.
-        folder = save_pruned(pruned, tokenizer, out_root / f"healed-{tag.rstrip('%')}")
-        assert AutoTokenizer.from_pretrained(folder).chat_template == tokenizer.chat_template
-        state["heals"][tag]["folder"] = str(folder)
+        results[healed_name] = quality(healed, tokenizer, data, dense_held, args)
+        log(f"{healed_name}: {state['heals'][healed_name]['cpu_s']:.0f} s CPU, ppl {results[healed_name]['ppl']:.3f}, "
+            f"reader {results[healed_name]['accuracy']}, agree {results[healed_name]['agree']}")  # fmt: skip
         save_state(state, args)
+    compare = out_root / "compare.json"
+    if compare.is_file():
+        state["compare"] = json.loads(compare.read_text())
     return state
 
 
@@ -377,34 +607,53 @@ def render(state: dict) -> str:
 def markdown(h: dict) -> list[str]:
     s, res, dense = h["settings"], h["results"], h["results"]["dense"]
     n_qa, n_p = dense["n_qa"], dense["n_prompts"]
+    long = [x for x in h["heals"].values() if x.get("source") == "long run"]
+    if long:
+        x = long[0]
+        healing = (
+            f"healed by distillation from the dense model (KL at T=1, weight {s['kd_weight']}; full fine-tuning, "
+            f"token embedding and tied head frozen, {x['dtype']} autocast, peak lr {x['lr']}, warm-up then cosine) "
+            f"in a separate bounded run (`python scripts/bench_pruning_real.py --heal-out DIR --variant ...`, "
+            f"checkpointed; its steps, tokens and CPU time below) on {x['n_convs']} chat conversations (the dense "
+            f"model's own greedy answers to prompts from the SQuAD dev articles {', '.join(h['data']['heal_titles'])}, "
+            f"NQ-Open questions and TinyStories openings; each twice) and {x['n_texts']} plain texts (paragraphs of "
+            f"those articles, stories, news sentences): {x['stream_tokens']:,} tokens, windows of {x['seq_len']}. "
+            f"Every 10th paragraph of the healing articles and some later stories and news sentences are kept back "
+            f"from healing: the validation text the pruning layout was chosen on (table at the end)."
+        )
+    else:
+        healing = (
+            f"healed by distillation from the dense model (KL at T=1, weight {s['kd_weight']}; full fine-tuning at lr "
+            f"{s['heal_lr']}) for {s['heal_steps']} steps of {s['heal_batch']} windows of {s['seq_len']} tokens on "
+            f"{h['n_heal']} chat conversations: the dense model's own greedy answers to prompts from the SQuAD dev "
+            f"articles {', '.join(h['data']['heal_titles'])}, the first NQ-Open questions and the first TinyStories"
+        )
     out = [
         f"SmolLM2-135M-Instruct (`{MODEL}`, {h['params']['dense']:,} parameters) pruned with the default method "
-        f"(Taylor, uniform; MLP channels only, every head kept: `attention_ratio=0`, `mlp_ratio` for the ratio; "
-        f"embeddings and tied head kept), calibrated on {h['n_calib']} chat "
-        f"conversations, then healed by distillation from the dense model (KL at T=1, weight {s['kd_weight']}; "
-        f"full fine-tuning at lr {s['heal_lr']}) for {s['heal_steps']} steps of {s['heal_batch']} windows of "
-        f"{s['seq_len']} tokens on {h['n_heal']} chat conversations: the dense model's own greedy answers to "
-        f"prompts from the SQuAD dev articles {', '.join(h['data']['heal_titles'])}, the first NQ-Open questions "
-        f"and the first TinyStories (dense answers: {h['heal_gen_cpu_s']:.0f} s CPU, cached after the first run).",
+        f"(Taylor, uniform) from MLP channels only (every head kept: `attention_ratio=0`, `mlp_ratio` for the "
+        f"ratio; embeddings and tied head kept), and at 20% also by dropping whole layers (`depth`: the layers of "
+        f"lowest block influence, as many as make up the ratio), calibrated on {h['n_calib']} chat conversations, "
+        f"then {healing} (dense answers: {h['heal_gen_cpu_s']:.0f} s CPU, cached after the first run).",
         "",
         f"Held out (checked: no held-out prompt or paragraph is in calibration or healing): the SQuAD articles "
         f"{', '.join(h['data']['held_titles'])}, the last NQ-Open questions and stories. Perplexity on held-out "
         f"paragraphs and stories ({s['ppl_len']} tokens each); **agreement** = share of the {n_p} held-out prompts "
         f"whose greedy answer (<= {s['max_new_tokens']} tokens) has token-F1 >= {AGREE_F1} against the dense "
-        f"answer; **reader** = {n_qa} held-out SQuAD questions with their paragraph, gold answer contained in the "
-        f"greedy answer (SQuAD normalisation; this script's own small reader set, the scoring of `bench quality`), "
-        f"with a 95% Wilson interval, and mean token-F1. Targets: at 20% healed ppl <= 1.10x dense and reader >= 95% "
-        f"of dense; at 30% <= 1.25x and >= 90%.",
+        f"answer, with a 95% Wilson interval; **reader** = {n_qa} held-out SQuAD questions with their paragraph, "
+        f"gold answer contained in the greedy answer (SQuAD normalisation; this script's own small reader set, the "
+        f"scoring of `bench quality`), with a 95% Wilson interval, and mean token-F1. Targets: at 20% healed ppl "
+        f"<= 1.10x dense and reader >= 95% of dense; at 30% <= 1.25x and >= 90%.",
         "",
-        "| model | params | ppl (x dense) | agreement with dense | reader contains gold [95% CI] (x dense) | reader F1 | heal CPU s | target |",
+        "| model | params | ppl (x dense) | agreement with dense [95% CI] | reader contains gold [95% CI] (x dense) | reader F1 | heal CPU s | target |",
         "|---|---|---|---|---|---|---|---|",
     ]
     targets = {"20%": (1.10, 0.95), "30%": (1.25, 0.90)}
     for name, r in res.items():
         lo, hi = wilson(r["accuracy"], r["n_qa"])
+        alo, ahi = wilson(r["agree"], r["n_prompts"])
         acc_rel = r["accuracy"] / dense["accuracy"] if dense["accuracy"] else float("nan")
-        tag = name.split()[-1]
-        heal_cpu = f"{h['heals'][tag]['cpu_s']:.0f}" if name.startswith("healed") else "-"
+        tag = name.split()[1] if name != "dense" else ""
+        heal_cpu = f"{h['heals'][name]['cpu_s']:.0f}" if name in h["heals"] else "-"
         verdict = "-"
         if name.startswith("healed") and tag in targets:
             t_ppl, t_acc = targets[tag]
@@ -412,27 +661,23 @@ def markdown(h: dict) -> list[str]:
             verdict = "met" if ok else f"missed (<= {t_ppl:.2f}x, >= {t_acc:.0%})"
         out.append(
             f"| {name} | {h['params'][name]:,} | {r['ppl']:.2f} ({r['ppl'] / dense['ppl']:.2f}x) | "
-            f"{r['agree']}/{r['n_prompts']} ({r['agree'] / r['n_prompts']:.0%}) | {r['accuracy']}/{r['n_qa']} "
+            f"{r['agree']}/{r['n_prompts']} [{alo:.0%}, {ahi:.0%}] | {r['accuracy']}/{r['n_qa']} "
             f"[{lo:.0%}, {hi:.0%}] ({acc_rel:.2f}x) | {r['f1']:.3f} | {heal_cpu} | {verdict} |"
         )
-    if h.get("even_split_ppl"):
-        out += ["", "Where the parameters come from: all of them from MLP channels (every head kept, the rows above) "
-                "or the default even split (attention and MLP lose the same fraction of their own parameters; same "
-                "calibration, not healed): held-out perplexity " + "; ".join(
-                    f"{tag}: {v:.1f} ({v / dense['ppl']:.1f}x dense, {h['even_split_shape'][tag]['num_attention_heads']} "
-                    f"q / {h['even_split_shape'][tag]['num_key_value_heads']} kv heads, MLP "
-                    f"{h['even_split_shape'][tag]['intermediate_size']}) vs MLP only "
-                    f"{res['pruned ' + tag]['ppl']:.1f}" for tag, v in h["even_split_ppl"].items() if "pruned " + tag in res) + "."]  # fmt: skip
-    out += ["", "Healing and pruning cost (process CPU seconds, "
-            f"{h['threads']} torch thread(s), on a machine shared with other jobs):", "",
-            "| removed | layer shape | prune CPU s | heal steps | tokens | heal CPU s | heal wall s | loss first -> last tenth |",
-            "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for x in h["heals"].values():
-        sh = x["shape"]
+    if h.get("pruned"):
+        out += ["", "Layouts: " + "; ".join(
+            f"{name}: {v['layers']} layers{' (dropped ' + ', '.join(map(str, v['dropped'])) + ')' if v['dropped'] else ''}, "
+            f"{v['shape']['num_attention_heads']} q / {v['shape']['num_key_value_heads']} kv heads, MLP "
+            f"{v['shape']['intermediate_size']}, {100 * v['removed']:.1f}% removed" for name, v in h["pruned"].items()) + "."]  # fmt: skip
+    out += ["", "Healing and pruning cost (process CPU seconds; torch threads as given; on a machine shared with "
+            "other jobs, so wall seconds are mostly waiting):", "",
+            "| model | removed | prune CPU s | heal steps (planned) | windows x tokens | tokens | compute | heal CPU s | heal wall s | threads | loss first -> last tenth |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, x in h["heals"].items():
         out.append(
-            f"| {100 * x['removed']:.1f}% | {sh['num_attention_heads']} q / {sh['num_key_value_heads']} kv heads, "
-            f"MLP {sh['intermediate_size']} | {x['prune_cpu_s']:.0f} | {x['steps']} | {x['tokens']:,} | "
-            f"{x['cpu_s']:.0f} | {x['wall_s']:.0f} | {x['loss'][0]:.3f} -> {x['loss'][1]:.3f} |"
+            f"| {name} | {100 * x['removed']:.1f}% | {x['prune_cpu_s']:.0f} | {x['steps']} ({x.get('planned_steps', x['steps'])}) | "
+            f"{x['batch']} x {x['seq_len']} | {x['tokens']:,} | {x['dtype']} | {x['cpu_s']:.0f} | {x['wall_s']:.0f} | "
+            f"{x['threads']} | {x['loss'][0]:.3f} -> {x['loss'][1]:.3f} |"
         )
     if "speed" not in h:
         return [*out, ""]
@@ -456,9 +701,26 @@ def markdown(h: dict) -> list[str]:
             f"| {name} | {v[1]['prefill']:.0f} | {v[1]['decode']:.1f} | {v[8]['decode']:.1f} | {ratio(v, 1, 'decode')} | "
             f"{ratio(v, 8, 'decode')} | {ratio(v, 1, 'prefill')} | {mem[name][1]:.0f} | {mem[name][8]:.0f} |"
         )
+    if "compare" in h:
+        out += ["", *compare_markdown(h["compare"])]
     if "spin" not in h:
         return [*out, ""]
     return [*out, "", *spin_markdown(h)]
+
+
+def compare_markdown(c: dict) -> list[str]:
+    """The ``--compare-pruning`` run: how the layout was chosen, on healing-side text only."""
+    out = [f"How the pruning layout was chosen (`python scripts/bench_pruning_real.py --compare-pruning`, "
+           f"{c.get('date', '')}): perplexity of each layout, not healed, on healing-side validation text "
+           f"(every 10th paragraph of the healing articles, later stories and news sentences, all kept out of "
+           f"healing; never the held-out text); dense {c['dense']:.2f}.", "",
+           "| layout | removed | dropped layers | MLP | ppl (x dense) | prune + ppl CPU s |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for name, v in c["variants"].items():
+        out.append(
+            f"| {name} | {100 * v['removed']:.1f}% | {', '.join(map(str, v['dropped'])) or '-'} | "
+            f"{v['shape']['intermediate_size']} | {v['ppl']:.2f} ({v['ppl'] / c['dense']:.2f}x) | {v['cpu_s']:.0f} |"
+        )
+    return out
 
 
 def spin_markdown(h: dict) -> list[str]:
@@ -480,8 +742,29 @@ def main() -> int:
     parser.add_argument(
         "--spin", action="store_true", help="only the thread-setting check (stories260K healing steps)"
     )
+    parser.add_argument("--answers-only", action="store_true",
+                        help="only generate (and cache) the dense answers to the healing prompts")  # fmt: skip
+    parser.add_argument("--compare-pruning", action="store_true",
+                        help="only compare the pruning variants on healing-side validation text")  # fmt: skip
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--heal-out", type=Path,
+                        help="only the long healing run: prune at the first --ratios the --variant way, heal, and "
+                        "checkpoint into this folder")  # fmt: skip
+    parser.add_argument("--variant", default="mlp", choices=VARIANTS, help="pruning layout of --heal-out")
+    parser.add_argument("--heal-cpu-minutes", type=float, default=45.0, help="CPU budget of --heal-out")
+    parser.add_argument("--long-heal-steps", type=int, default=300, help="planned steps of --heal-out")
+    parser.add_argument("--long-heal-lr", type=float, default=2e-4, help="peak learning rate of --heal-out")
+    parser.add_argument("--checkpoint-every", type=int, default=25)
+    parser.add_argument("--expect-heal", nargs="*", default=[], choices=VARIANTS,
+                        help="layouts whose long healing run (--heal-out) is still going: measured when it ends")  # fmt: skip
+    parser.add_argument("--wait-heal-minutes", type=float, default=0.0,
+                        help="wait up to this long for long healing runs still going (started beside this one)")  # fmt: skip
+    parser.add_argument("--heal-dtype", default="bfloat16", choices=("float32", "bfloat16"),
+                        help="compute dtype of --heal-out (autocast; weights stay float32)")  # fmt: skip
     args = parser.parse_args()
     args.ratios = args.ratios or ([0.2] if args.quick else [0.2, 0.3, 0.4])
+    args.extra_prompts = 8 if args.quick else 160
+    args.heal_stories, args.heal_news = (10, 20) if args.quick else (150, 300)
     # Healed at 20% and 30% (the ratios with targets); 40% is reported pruned, as measured.
     args.heal_ratios = [0.2] if args.quick else [0.2, 0.3]
     args.heal_prompts = 8 if args.quick else 48
@@ -491,13 +774,40 @@ def main() -> int:
     args.ppl_docs, args.ppl_len = (2, 64) if args.quick else (12, 160)
     args.held_articles, args.calib_docs = 3, 4 if args.quick else 12
     args.heal_batch, args.seq_len, args.heal_lr, args.kd_weight = 4, 64 if args.quick else 160, 3e-4, 1.0
+    args.calib_len = args.seq_len  # calibration window: the same in every mode, so layouts match
+    args.row_variants = [] if args.quick else ["mlp-activation", "depth"]
     args.max_new_tokens, args.gen_batch = 8 if args.quick else 24, 8
-    args.speed_context, args.decode_tokens, args.speed_rounds = (32, 2, 1) if args.quick else (128, 8, 1)
+    args.speed_context, args.decode_tokens, args.speed_rounds = (32, 2, 1) if args.quick else (128, 16, 2)
+    args.wait_deadline = time.time() + 60 * args.wait_heal_minutes
     torch.set_num_threads(args.threads)
     data = shared_data_dir()
     if data is None:
         print("../shared/data not found (set LEAN_PLUGINS_DATA): this benchmark needs it", file=sys.stderr)
         return 1
+    if args.answers_only:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from lean_plugins.model_source import resolve_model_source
+
+        source, _ = resolve_model_source(MODEL)
+        tok = AutoTokenizer.from_pretrained(source)
+        dense = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
+        convs, texts, cpu = healing_documents(dense, tok, load_data(data, args), args)
+        log(f"{len(convs)} conversations, {len(texts)} texts; dense answers {cpu:.0f} s CPU")
+        return 0
+    if args.compare_pruning:
+        result = compare_pruning(args, data)
+        result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        (cache_dir("bench", "smollm2_pruned") / "compare.json").write_text(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=1))
+        if args.json_out:
+            args.json_out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        return 0
+    if args.heal_out:
+        args.heal_steps, args.heal_lr = args.long_heal_steps, args.long_heal_lr
+        args.heal_batch, args.seq_len = 4, 256
+        print(json.dumps({k: v for k, v in heal_job(args, data).items() if k != "losses"}, indent=1))
+        return 0
     if args.spin:
         md = "\n".join(
             [
