@@ -184,7 +184,22 @@ async def test_streamed_cut_answer_replayed_with_its_verdict(cache: LeanCache) -
     inner = scripted(max_tokens=150)
     agent = agent_for(CachedLLM(with_output_budget(inner, 40), cache=cache), streaming=True)
     first, _ = await run(agent)
-    handler = agent.run(user_msg=GOAL)
-    pieces = [e.delta async for e in handler.stream_events() if isinstance(e, AgentStream)]
-    assert str(await handler) == first and "".join(pieces).strip() == first.strip()
+    with Ledger() as ledger:
+        handler = agent.run(user_msg=GOAL)
+        pieces = [e.delta async for e in handler.stream_events() if isinstance(e, AgentStream)]
+        answer = str(await handler)
+    assert answer == first and "".join(pieces).strip() == first.strip()
     assert len(inner.calls) == 2
+    assert _budget_bookings(ledger) == [("budget", 110, True)]  # the replayed cut, booked once
+    assert ledger.select("llm")["events"] == 0
+
+
+def test_sync_streamed_tool_call_cached(cache: LeanCache) -> None:
+    inner = scripted()
+    cached = CachedLLM(inner, cache=cache)
+    tool = FunctionTool.from_defaults(search)
+    miss = list(cached.stream_chat_with_tools([tool], user_msg=GOAL))
+    hit = list(cached.stream_chat_with_tools([tool], user_msg=GOAL))
+    assert len(inner.calls) == 1 and len(hit) == 1 and is_cache_hit(hit[0].additional_kwargs)
+    assert hit[0].message.additional_kwargs == miss[-1].message.additional_kwargs
+    assert cached.get_tool_calls_from_response(hit[0])[0].tool_kwargs == {"query": GOAL}
