@@ -82,6 +82,14 @@ def choose(results: list[dict], baseline: dict, articles) -> list[int]:
     return chosen
 
 
+def paired_interval(base: list[bool], other: list[bool], seed: int = 0, draws: int = 2000) -> tuple[float, float]:
+    """95% bootstrap interval of ``mean(other) - mean(base)`` over the same questions, resampled in pairs."""
+    diff = np.asarray(other, dtype=np.float64) - np.asarray(base, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(draws, len(diff)))].mean(1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--candidates", default=None, help="indices into CANDIDATES (default all)")
@@ -110,16 +118,26 @@ def main() -> int:
     print("\nChosen on the other 12 articles, figures on the left-out one:")
     for (title, _), k in zip(articles, chosen, strict=True):
         print(f"  {title[:40]:40s} {'none' if k is None else list(candidates[k]) or 'all int8'}")
-    n = sum(len(items) for _, items in articles)
     for setting in lab.SETTINGS:
-        base = sum(h for t, _ in articles for h in baseline["table"][t][setting])
-        got = sum(
+        base = [h for t, _ in articles for h in baseline["table"][t][setting]]
+        got = [
             h
             for (t, _), k in zip(articles, chosen, strict=True)
             for h in (results[k] if k is not None else baseline)["table"][t][setting]
-        )
+        ]
+        low, high = paired_interval(base, got)
         print(f"  rate {setting[0]}, {'question' if setting[1] else 'no question':12s} "
-              f"float32 {base / n:.2%}  chosen int8 (left out) {got / n:.2%}  ({(got - base) / n * 100:+.2f} pt)")
+              f"float32 {np.mean(base):.2%}  chosen int8 (left out) {np.mean(got):.2%}  "
+              f"({(np.mean(got) - np.mean(base)) * 100:+.2f} pt, 95% paired interval {low * 100:+.2f} to {high * 100:+.2f})")
+    print("\nEach candidate on all 13 articles against float32 (pt, 95% paired interval over questions):")
+    for keep, result in zip(candidates, results, strict=True):
+        cells = []
+        for setting in lab.SETTINGS:
+            base = [h for t, _ in articles for h in baseline["table"][t][setting]]
+            got = [h for t, _ in articles for h in result["table"][t][setting]]
+            low, high = paired_interval(base, got)
+            cells.append(f"{(np.mean(got) - np.mean(base)) * 100:+.2f} [{low * 100:+.2f}, {high * 100:+.2f}]")
+        print(f"  {str(list(keep) or 'all int8')[:60]:60s} " + "  ".join(cells))
     print(f"  validation keep-F1: float32 {baseline['val_f1']:.4f}; "
           + "; ".join(f"{list(c) or 'all int8'} {r['val_f1']:.4f}" for c, r in zip(candidates, results, strict=True)))
     print(f"({time.time() - started:.0f}s)", file=sys.stderr)
