@@ -25,10 +25,10 @@ CATEGORIES = {
     "relative_time", "pronoun", "entity",
 }  # fmt: skip
 #: Share of paraphrase controls the default cache must serve; the floor keeps a never-hitting
-#: cache from passing. The cross-encoder verifier (issue 26) serves 7 of these 45 (the logistic
-#: one served 16): it stops the wrong serves of the blind set but, under-trained, serves fewer
-#: paraphrases (docs/cache-verifier.md). The floor records that level, not a target.
-PARAPHRASE_FLOOR = 0.15
+#: cache from passing. The cross-encoder verifier (issue 26), retrained with the cosine input,
+#: serves 18 of these 45 (the first one 7, the logistic one 16; docs/cache-verifier.md). The
+#: floor sits a little under that level, not at a target.
+PARAPHRASE_FLOOR = 0.35
 
 
 def adversarial_rows() -> list[dict]:
