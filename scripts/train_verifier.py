@@ -8,6 +8,9 @@ Data (all seeded; nothing from the *tune* or *report* QQP splits or the held-out
   mismatched pairs of its sentences as negatives;
 - case- and punctuation-only variants of QQP questions (positives: lower case, upper case,
   no question mark);
+- lexical pairs from QQP questions and short templates: one word swapped for a sibling from the
+  guard's ``sibling_words`` table (negatives: "sleep" / "dream"), for a synonym, a contraction,
+  or a clause moved to the front (positives);
 - hard negatives generated from templates for the guard's and the adversarial set's
   categories (tense, pronouns, reflexives, relative weeks, level of detail, active/passive,
   Python slices and JSON quoting, numbers, negation, antonyms, quantifiers, superlatives);
@@ -17,7 +20,9 @@ Data (all seeded; nothing from the *tune* or *report* QQP splits or the held-out
 Model: lean_plugins.cache.cross_encoder.PairModel (MiniLM layers 0-3, layers 2-3 and the head
 trained). Deterministic on one thread for a fixed ``--seed`` and ``--steps``.
 
-Usage: OMP_NUM_THREADS=1 python scripts/train_verifier.py [--steps N] [--out DIR]
+The head also reads the pair's MiniLM cosine (vectors from scripts/bench_cache.py's kept store).
+
+Usage: OMP_NUM_THREADS=1 python scripts/train_verifier.py [--steps N] [--init DIR] [--time-limit S] [--out DIR]
 The threshold is set afterwards by scripts/bench_cache.py --calibrate-verifier (tune split).
 """
 
