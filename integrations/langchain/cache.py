@@ -12,7 +12,10 @@ serialised (roles, names, content parts, tool calls with arguments and ids): an 
 needs the whole request equal, and a paraphrase is served only when every earlier message is
 identical; the core cache applies its context rules to the final user text
 (:func:`lean_plugins.cache.keys.split_prompt`: a prompt with context is matched on its question
-within identical context, long prompts and pasted text on exact repeats only).
+within identical context, long prompts and pasted text on exact repeats only). A request with
+tools bound, and any reply that calls a tool, is served on an exact repeat of every character
+only (:func:`lean_plugins.agents.exact_request_key`): a tool call's arguments may copy the
+request's case and punctuation, and a served tool call acts.
 
 A hit is exactly the stored generations (``BaseCache``'s contract); the core books it in the
 ledger, and LangChain marks a served chat message itself (:func:`served_from_cache`).
@@ -31,6 +34,7 @@ from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.load import dumps, loads
 from langchain_core.outputs import Generation
 
+from lean_plugins.agents import exact_request_key
 from lean_plugins.cache import LeanCache as CoreLeanCache
 from lean_plugins.cache import namespace_for
 from lean_plugins.cache.keys import RequestKey, completion_key, message_text, request_key
@@ -38,6 +42,9 @@ from lean_plugins.tokens import count_tokens
 
 logger = logging.getLogger("lean_plugins.cache")
 
+#: Tools (or legacy functions) bound to the call: ``_get_llm_string`` ends with the sorted call
+#: parameters, ``('tools', [...])`` among them.
+_TOOLS_BOUND = re.compile(r"""\(["'](?:tools|functions)["'],\s*\[(?!\])""")
 _MODEL_FIELD = re.compile(r"""["'](?:model_name|model|model_id)["']\s*[:,]\s*["']([^"']+)["']""")
 #: Message fields LangChain keeps for bookkeeping that never reach the model.
 _NOT_SENT = frozenset({"type", "id", "response_metadata", "usage_metadata"})
@@ -72,16 +79,37 @@ def prompt_messages(prompt: str) -> list[dict[str, Any]] | None:
         return None
 
 
-def prompt_key(prompt: str) -> tuple[RequestKey, int]:
-    """The request key of a LangChain cache prompt, and its input tokens (for the ledger)."""
+def tools_bound(llm_string: str) -> bool:
+    """True when the call behind ``llm_string`` has tools (or functions) bound."""
+    return bool(_TOOLS_BOUND.search(llm_string))
+
+
+def calls_a_tool(generations: Sequence[Any]) -> bool:
+    """True when a generation's message calls a tool (or a legacy function)."""
+    for generation in generations:
+        message = getattr(generation, "message", None)
+        extra = getattr(message, "additional_kwargs", None) or {}
+        if getattr(message, "tool_calls", None) or getattr(message, "invalid_tool_calls", None):
+            return True
+        if extra.get("tool_calls") or extra.get("function_call"):
+            return True
+    return False
+
+
+def prompt_key(prompt: str, exact: bool = False) -> tuple[RequestKey, int]:
+    """The request key of a LangChain cache prompt, and its input tokens (for the ledger).
+
+    ``exact``: the request's answer is, or may be, a tool call, so it is keyed for exact
+    repeats of every character only (:func:`lean_plugins.agents.exact_request_key`)."""
     if not isinstance(prompt, str):
         raise TypeError(f"LeanCache: prompt must be a str, got {type(prompt).__name__}.")
     messages = prompt_messages(prompt)
     if messages is None:
-        return completion_key(prompt), count_tokens(prompt)
+        key = exact_request_key([{"role": "prompt", "content": prompt}]) if exact else completion_key(prompt)
+        return key, count_tokens(prompt)
     texts = (message_text(m.get("content")) or json.dumps(m.get("content")) for m in messages)
     tokens = sum(count_tokens(text) for text in texts)
-    return request_key(messages), tokens
+    return (exact_request_key(messages) if exact else request_key(messages)), tokens
 
 
 def served_from_cache(message: Any) -> bool:
@@ -127,8 +155,8 @@ class LeanCache(BaseCache):
     def _namespace(self, llm_string: str) -> str:
         return namespace_for(llm_string, self.tenant)
 
-    def _lookup_args(self, prompt: str, llm_string: str) -> tuple[str, dict[str, Any]]:
-        key, tokens = prompt_key(prompt)
+    def _lookup_args(self, prompt: str, llm_string: str, exact: bool) -> tuple[str, dict[str, Any]]:
+        key, tokens = prompt_key(prompt, exact)
         return key.text, {
             "namespace": self._namespace(llm_string),
             "model": model_from_llm_string(llm_string),
@@ -141,7 +169,7 @@ class LeanCache(BaseCache):
     def _update_args(
         self, prompt: str, llm_string: str, return_val: Sequence[Any]
     ) -> tuple[str, str, dict[str, Any]]:
-        key, _ = prompt_key(prompt)
+        key, _ = prompt_key(prompt, tools_bound(llm_string) or calls_a_tool(return_val))
         value = dumps(list(return_val))
         output_tokens = sum(count_tokens(getattr(g, "text", "") or "") for g in return_val)
         return key.text, value, {
@@ -177,10 +205,21 @@ class LeanCache(BaseCache):
         # (served_from_cache).
         return generations
 
+    def _keys(self, prompt: str, llm_string: str) -> list[tuple[str, dict[str, Any]]]:
+        """The lookups that may answer ``prompt``, in order. A request with tools bound is
+        served on an exact repeat only. Otherwise a reply that called a tool (tools given some
+        way the ``llm_string`` does not show) is looked up by its exact key first, then the
+        request is matched as usual; a served tool call is never matched by meaning."""
+        exact = self._lookup_args(prompt, llm_string, exact=True)
+        return [exact] if tools_bound(llm_string) else [exact, self._lookup_args(prompt, llm_string, exact=False)]
+
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         """Cached generations for ``prompt`` under ``llm_string``, or ``None``."""
-        text, kwargs = self._lookup_args(prompt, llm_string)
-        return self._hit(self.cache.lookup(text, **kwargs))
+        for text, kwargs in self._keys(prompt, llm_string):
+            hit = self.cache.lookup(text, **kwargs)
+            if hit is not None:
+                return self._hit(hit)
+        return None
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         """Cache ``return_val`` for ``prompt`` under ``llm_string``."""
@@ -193,8 +232,11 @@ class LeanCache(BaseCache):
         self.cache.clear(None if llm_string is None else self._namespace(llm_string))
 
     async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
-        text, kwargs = self._lookup_args(prompt, llm_string)
-        return self._hit(await self.cache.alookup(text, **kwargs))
+        for text, kwargs in self._keys(prompt, llm_string):
+            hit = await self.cache.alookup(text, **kwargs)
+            if hit is not None:
+                return self._hit(hit)
+        return None
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         text, value, kwargs = self._update_args(prompt, llm_string, return_val)
