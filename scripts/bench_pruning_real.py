@@ -8,7 +8,10 @@ calibrated on chat conversations, then healed at 20% and 30% (the ratios with ta
 reported pruned) by distillation from the dense model on chat data: the dense model's own
 greedy answers to prompts built from the shared development text (SQuAD dev paragraphs and
 questions, NQ-Open questions, TinyStories openings). ``--spin`` runs only the check of torch's
-thread settings on a busy machine.
+thread settings on a busy machine. ``--compare-pruning`` compares pruning layouts (Taylor or
+activation MLP-only, 2 layers + MLP, depth only) on healing-side validation text, never the held-out
+text; ``--heal-out DIR --variant V`` is the long, bounded healing run (CPU budget, checkpoints), whose
+checkpoint the measuring run then loads beside dense and pruned (``--expect-heal V`` while it runs).
 
 Held out (whole SQuAD articles, the last NQ-Open questions and stories; the script checks that
 no evaluation prompt or paragraph is in calibration or healing), for dense, pruned and healed:
