@@ -237,6 +237,7 @@ class ItemResult:
     output_tokens: int
     cache_hit: bool = False
     budget_stopped: bool = False
+    served_from: int | None = None  # a hit: the stream position of the request whose reply it served
 
 
 class Bench:
@@ -339,6 +340,7 @@ class Bench:
                     input_tokens=in_tok,
                     output_tokens=out_tok,
                     cache_hit=source is not None,
+                    served_from=source,
                     budget_stopped=i in stopped,
                 )
             )
@@ -368,6 +370,20 @@ def paired_diff_interval(a: np.ndarray, b: np.ndarray, reps: int = BOOTSTRAP, se
     return float(d.mean()), float(lo), float(hi)
 
 
+def wrong_serves(results: list[ItemResult]) -> int:
+    """Hits that lost a right answer: the served reply was right for the question it was written
+    for and is wrong for the question asked (a repeat of a wrongly answered question is not one)."""
+    lost = 0
+    for r in results:
+        if not r.cache_hit or r.correct:
+            continue
+        source = r.served_from
+        if source is None:  # a checkpoint written before served_from: the first request with that reply
+            source = next(i for i, s in enumerate(results) if not s.cache_hit and s.reply == r.reply)
+        lost += results[source].correct
+    return lost
+
+
 def summarize(name: str, results: list[ItemResult], plain: list[ItemResult], price: Any) -> dict[str, Any]:
     acc = np.array([r.correct for r in results], dtype=float)
     plain_acc = np.array([r.correct for r in plain], dtype=float)
@@ -392,9 +408,7 @@ def summarize(name: str, results: list[ItemResult], plain: list[ItemResult], pri
         "cost_share": dollars / plain_dollars if plain_dollars else math.nan,
         "quality_kept": (kept, lo, hi),
         "cache_hits": sum(r.cache_hit for r in results),
-        # a hit that hurt: the served reply is wrong for the question asked where the reader's
-        # own answer (the plain run's) was right; a repeat of a wrongly answered question is not one
-        "wrong_hits": sum(r.cache_hit and not r.correct and p.correct for r, p in zip(results, plain, strict=True)),
+        "wrong_hits": wrong_serves(results),
         "wrong_served": sum(r.cache_hit and not r.correct for r in results),
         "budget_stopped": sum(r.budget_stopped for r in results),
     }
@@ -632,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
             "prompt (one forward pass), paired difference with plain; quality kept: accuracy / plain "
             "accuracy, paired bootstrap 95% interval over the stream's requests. A cache hit is right only "
             "if the served reply contains the asked question's gold answer; a hit *lost a right answer* where "
-            "it is wrong for the question asked and the plain run's answer to it was right.",
+            "its reply was right for the question it was written for and is wrong for the question asked.",
             "",
             *[s + "\n" for s in sections],
         ]
