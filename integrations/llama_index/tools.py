@@ -13,7 +13,10 @@ code kept; numbers protected: :class:`lean_plugins.agents.ToolResultCompressor`)
 for the goal: the user's goal when the app knows it (``goal``), else the arguments the agent
 called the tool with. Nothing is lost: the tool's own output stays in
 ``ToolOutput.raw_output``, and the text it returned in ``raw_output`` when that was its text.
-Short outputs and error outputs pass unchanged. Each compressed output is booked once in the
+Short outputs and error outputs pass unchanged, and so do the outputs of ``return_direct``
+tools: such an output is the answer the user gets, not something the model reads again, so
+:func:`compress_tool_outputs` leaves those tools unwrapped and :class:`LeanCompressedTool`
+passes their outputs through. Each compressed output is booked once in the
 ledger (``compress / tool_output``, at ``model``'s price); the steps that re-read it later
 are not counted again, so the ledger understates what a long run saves.
 """
@@ -78,7 +81,8 @@ class LeanCompressedTool(AsyncBaseTool):
 
     def _lean(self, output: ToolOutput, goal: str | None) -> ToolOutput:
         text = output.content
-        if output.is_error or not isinstance(text, str) or not text:
+        if output.is_error or not isinstance(text, str) or not text or self.metadata.return_direct:
+            # A return_direct output is the user's final answer: never shortened.
             return output
         done = self.compressor.compress(text, goal)
         if not done.changed:
@@ -122,8 +126,12 @@ def compress_tool_outputs(
     goal: Goal = None,
     model: str | None = None,
     tenant: str | None = None,
-) -> list[LeanCompressedTool]:
-    """Every tool of ``tools`` wrapped by :class:`LeanCompressedTool`, one compressor shared."""
+) -> list[BaseTool]:
+    """Every tool of ``tools`` wrapped by :class:`LeanCompressedTool`, one compressor shared;
+    ``return_direct`` tools are returned as they are (their output is the user's answer)."""
     compressor = compressor or ToolResultCompressor()
-    return [LeanCompressedTool(t, compressor, goal=goal, model=model, tenant=tenant) for t in tools]
+    return [
+        t if t.metadata.return_direct else LeanCompressedTool(t, compressor, goal=goal, model=model, tenant=tenant)
+        for t in tools
+    ]
 
