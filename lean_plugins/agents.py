@@ -7,7 +7,9 @@ here once, framework-free:
 * :class:`ToolResultCompressor`: compresses one long tool result for the pending user goal
   with the core :class:`~lean_plugins.compress.LeanCompressor`. JSON stays JSON (keys,
   numbers, booleans and short strings such as ids are never touched; only long string values
-  are compressed), fenced code is kept verbatim, numbers are protected, and results are
+  are compressed), fenced code is kept verbatim, and so is source code sent without fences
+  (cut only by whole top-level blocks); a stack trace or tool error keeps its exception lines
+  verbatim and loses only whole middle frames; numbers are protected, and results are
   memoised per (text, goal), so a result resent on every later step is compressed once and
   comes out the same each time (a provider's prefix cache keeps working).
 * :class:`AgentBudget`: output budgets per step and per run (how many tokens the next step
@@ -27,6 +29,7 @@ import copy
 import dataclasses
 import functools
 import hashlib
+import itertools
 import json
 import re
 import threading
@@ -38,6 +41,7 @@ from typing import Any
 
 from lean_plugins.cache.keys import RequestKey, canonical_json
 from lean_plugins.errors import ConfigurationError
+from lean_plugins.paths import package_data
 from lean_plugins.tokens import count_tokens
 
 #: Tool results shorter than this (cl100k tokens) are sent as they are.
@@ -55,6 +59,13 @@ _PARAGRAPH = re.compile(r"\n[ \t]*\n")
 #: agent's state).
 OMITTED = "[{tokens} tokens omitted]"
 _FENCE = re.compile(r"^```[^\n]*\n.*?^```[ \t]*$", re.MULTILINE | re.DOTALL)
+#: How stack traces and unfenced source code are recognised, and how much of a trace is kept
+#: (rules with examples, one test each).
+TOOL_RESULT_SHAPES_PATH = package_data("tool_result_shapes.json")
+#: The line that stands for frames dropped from a stack trace (indented as the first of them).
+FRAMES_OMITTED = "[{frames} frames omitted]"
+#: The line that stands for top-level blocks dropped from source code (a comment in Python).
+CODE_OMITTED = "[{lines} lines omitted]"
 
 
 # -- tool results ---------------------------------------------------------------------------------
@@ -67,8 +78,10 @@ class ToolResultCompression:
     original_tokens: int
     tokens: int
     kind: str
-    """``json``, ``text`` (prose, fenced code kept), or why it was left alone: ``short``,
-    ``no gain`` (compression would not make it shorter)."""
+    """``json``, ``text`` (prose, fenced code kept), ``code`` (source code cut by whole
+    top-level blocks), ``traceback`` (middle stack frames dropped whole), or why it was left
+    alone: ``short``, ``no gain`` (compression would not make it shorter), ``error`` (a tool
+    error with no stack frames to drop: sent as it is)."""
 
     @property
     def changed(self) -> bool:
@@ -153,20 +166,22 @@ class ToolResultCompressor:
                 self._memo.move_to_end(key)
             return found
 
-    def cached(self, text: str, goal: str | None = None) -> ToolResultCompression | None:
+    def cached(self, text: str, goal: str | None = None, *, error: bool = False) -> ToolResultCompression | None:
         """The memoised result for ``text`` and ``goal`` (``None``: not compressed yet)."""
-        return self._remember(_memo_key(text, goal))
+        return self._remember(_memo_key(text, goal, error))
 
-    def compress(self, text: str, goal: str | None = None) -> ToolResultCompression:
-        """``text`` compressed for ``goal`` (memoised: the same inputs give the same output)."""
+    def compress(self, text: str, goal: str | None = None, *, error: bool = False) -> ToolResultCompression:
+        """``text`` compressed for ``goal`` (memoised: the same inputs give the same output).
+        ``error``: the tool reported a failure (LangChain's ``status="error"``): only whole
+        middle stack frames may go, every other line is kept verbatim."""
         if not isinstance(text, str):
             raise TypeError(f"ToolResultCompressor.compress takes a str, got {type(text).__name__}.")
-        key = _memo_key(text, goal)
+        key = _memo_key(text, goal, error)
         found = self._remember(key)
         if found is not None:
             return found
         start, cpu = time.perf_counter(), time.thread_time()
-        result = self._compress(text, goal or None)
+        result = self._compress(text, goal or None, error)
         with self._lock:
             self.compress_seconds += time.perf_counter() - start
             self.compress_cpu_seconds += time.thread_time() - cpu
@@ -175,12 +190,21 @@ class ToolResultCompressor:
                 self._memo.popitem(last=False)
         return result
 
-    def _compress(self, text: str, goal: str | None) -> ToolResultCompression:
+    def _compress(self, text: str, goal: str | None, error: bool = False) -> ToolResultCompression:
         original = count_tokens(text)
         if original < self.min_tokens:
             return ToolResultCompression(text, original, original, "short")
-        data = _json_or_none(text)
-        if data is not None:
+        lines = text.split("\n")
+        frames = _frames(lines)
+        data = None if error or frames else _json_or_none(text)
+        if error or len(frames) >= _shapes().min_frames:
+            # A failure's exception and details are what the model needs: never reworded.
+            out, kind = _drop_middle_frames(lines, frames), "traceback"
+            if out == text:
+                return ToolResultCompression(text, original, original, "error" if error else "no gain")
+        elif data is None and _looks_like_code(text):
+            out, kind = self._compress_code(text, goal), "code"
+        elif data is not None:
             out, kind = self._compress_json(data, goal), "json"
         else:
             out, kind = self._compress_text(text, goal), "text"
@@ -224,17 +248,17 @@ class ToolResultCompressor:
         return out
 
     def _compress_text(self, text: str, goal: str | None) -> str:
-        """Prose compressed paragraph by paragraph under one budget; fenced code blocks kept
-        verbatim, in place."""
+        """Prose compressed paragraph by paragraph under one budget; fenced code blocks and
+        paragraphs that look like source code kept verbatim, in place."""
         pieces: list[tuple[bool, str]] = []  # (is_code, text)
         last = 0
         for match in _FENCE.finditer(text):
             if match.start() > last:
-                pieces.extend((False, par) for par in _PARAGRAPH.split(text[last : match.start()]))
+                pieces.extend((_looks_like_code(par), par) for par in _PARAGRAPH.split(text[last : match.start()]))
             pieces.append((True, match.group(0)))
             last = match.end()
         if last < len(text):
-            pieces.extend((False, par) for par in _PARAGRAPH.split(text[last:]))
+            pieces.extend((_looks_like_code(par), par) for par in _PARAGRAPH.split(text[last:]))
         prose = [i for i, (code, piece) in enumerate(pieces) if not code and piece.strip()]
         if not prose:
             return text
@@ -252,7 +276,8 @@ class ToolResultCompressor:
             items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
             for k, v in items:
                 if isinstance(v, str):
-                    if count_tokens(v) >= self.min_string_tokens:
+                    # Source code in a value (a file's content) is kept verbatim.
+                    if count_tokens(v) >= self.min_string_tokens and not _looks_like_code(v):
                         leaves.append((node, k))
                 else:
                     walk(v)
@@ -265,6 +290,45 @@ class ToolResultCompressor:
                 # at the source.
                 container[k] = new if new.strip() else OMITTED.format(tokens=count_tokens(container[k]))
         return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+    def _compress_code(self, text: str, goal: str | None) -> str:
+        """Source code cut by whole top-level blocks (a definition with its decorators and
+        comments): the blocks sharing most of the goal's rarer words first (then in order),
+        within ``rate`` (and ``max_tokens``), at least one; every kept line verbatim, each run of
+        dropped blocks one :data:`CODE_OMITTED` line (a comment in Python, so it still parses)."""
+        blocks, python = _code_blocks(text)
+        if len(blocks) < 2:
+            return text
+        sizes = [count_tokens(b) for b in blocks]
+        target = self.rate * sum(sizes)
+        if self.max_tokens is not None:
+            target = min(target, self.max_tokens)
+        order = list(range(len(blocks)))
+        if goal:
+            from lean_plugins.compress.relevance import term_shares
+
+            _, idf_share, pair_share = term_shares(goal, blocks)
+            order.sort(key=lambda i: (-idf_share[i], -pair_share[i], i))
+        keep: set[int] = set()
+        used = 0
+        for i in order:
+            if not keep or used + sizes[i] <= target:
+                keep.add(i)
+                used += sizes[i]
+        marker = ("# " if python else "") + CODE_OMITTED
+        out: list[str] = []
+        dropped: list[str] = []
+        for i, block in enumerate(blocks):
+            if i in keep:
+                if dropped:
+                    out.append(marker.format(lines=sum(len(b.splitlines()) for b in dropped)) + "\n")
+                    dropped = []
+                out.append(block)
+            else:
+                dropped.append(block)
+        if dropped:
+            out.append(marker.format(lines=sum(len(b.splitlines()) for b in dropped)))
+        return "".join(out)
 
     def __repr__(self) -> str:
         return (
@@ -319,8 +383,146 @@ def _protected_pieces(goal: str, texts: Sequence[str], n: int) -> list[list[tupl
     return out
 
 
-def _memo_key(text: str, goal: str | None) -> tuple[str, str]:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(), goal or ""
+def _memo_key(text: str, goal: str | None, error: bool = False) -> tuple[str, str, bool]:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(), goal or "", error
+
+
+@dataclass(frozen=True)
+class _Shapes:
+    """``tool_result_shapes.json``, compiled."""
+
+    min_frames: int
+    keep_first: int
+    keep_last: int
+    frame_rules: tuple[re.Pattern[str], ...]
+    min_lines: int
+    min_code_share: float
+    code_line_rules: tuple[re.Pattern[str], ...]
+
+
+@functools.lru_cache(maxsize=1)
+def _shapes() -> _Shapes:
+    raw = json.loads(TOOL_RESULT_SHAPES_PATH.read_text(encoding="utf-8"))
+    trace, code = raw["traceback"], raw["code"]
+    return _Shapes(
+        min_frames=trace["min_frames"],
+        keep_first=trace["keep_first"],
+        keep_last=trace["keep_last"],
+        frame_rules=tuple(re.compile(r["pattern"]) for r in trace["frame_rules"]),
+        min_lines=code["min_lines"],
+        min_code_share=code["min_code_share"],
+        code_line_rules=tuple(re.compile(r["pattern"]) for r in code["code_line_rules"]),
+    )
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def _frames(lines: Sequence[str]) -> list[tuple[int, int]]:
+    """The stack frames among ``lines`` as ``(first, end)`` line ranges: a line matching a
+    frame rule and the lines after it indented deeper that match none (Python's source line)."""
+    rules = _shapes().frame_rules
+    frames: list[tuple[int, int]] = []
+    i = 0
+    while i < len(lines):
+        if any(r.match(lines[i]) for r in rules):
+            end = i + 1
+            while (
+                end < len(lines)
+                and lines[end].strip()
+                and _indent(lines[end]) > _indent(lines[i])
+                and not any(r.match(lines[end]) for r in rules)
+            ):
+                end += 1
+            frames.append((i, end))
+            i = end
+        else:
+            i += 1
+    return frames
+
+
+def _drop_middle_frames(lines: Sequence[str], frames: Sequence[tuple[int, int]]) -> str:
+    """``lines`` joined back with, of each run of adjacent frames, all but the first
+    ``keep_first`` and last ``keep_last`` dropped whole for one :data:`FRAMES_OMITTED` line."""
+    shapes = _shapes()
+    runs: list[list[tuple[int, int]]] = []
+    for frame in frames:
+        if runs and runs[-1][-1][1] == frame[0]:
+            runs[-1].append(frame)
+        else:
+            runs.append([frame])
+    out = list(lines)
+    for run in reversed(runs):  # from the end, so earlier line numbers stay valid
+        middle = run[shapes.keep_first : len(run) - shapes.keep_last]
+        if len(middle) < 2:  # a marker for one frame saves nothing
+            continue
+        first, end = middle[0][0], middle[-1][1]
+        indent = lines[first][: _indent(lines[first])]
+        out[first:end] = [indent + FRAMES_OMITTED.format(frames=len(middle))]
+    return "\n".join(out)
+
+
+def _python_code(text: str) -> bool:
+    """``text`` parses as Python with some statement other than a bare expression (a column
+    of numbers or a CSV row parses as expressions)."""
+    import ast
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # invalid escape sequences in the source
+            tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return False
+    return any(not isinstance(node, ast.Expr) for node in tree.body)
+
+
+def _looks_like_code(text: str) -> bool:
+    """``text`` is source code (see ``tool_result_shapes.json``): enough lines, and Python
+    that parses or mostly lines matching a code rule."""
+    shapes = _shapes()
+    lines = [line for line in text.split("\n") if line.strip()]
+    if len(lines) < shapes.min_lines:
+        return False
+    code = sum(any(r.search(line) for r in shapes.code_line_rules) for line in lines)
+    return code >= shapes.min_code_share * len(lines) or _python_code(text)
+
+
+def _code_blocks(text: str) -> tuple[list[str], bool]:
+    """``text`` as top-level blocks that join back to it, and whether it is Python. Python:
+    one block per top-level statement (from its first decorator), the lines before it
+    (comments, blank lines) included. Otherwise a block starts at an unindented line after a
+    blank line, unless it closes a bracket."""
+    import ast
+    import warnings
+
+    lines = text.splitlines(keepends=True)
+    starts: list[int] = []
+    python = _python_code(text)
+    if python:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            body = ast.parse(text).body
+        for node in body:
+            first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])]) - 1
+            starts.append(first)
+        if starts:
+            starts[0] = 0
+        # The comments and blank lines before a statement go with it.
+        for k in range(1, len(starts)):
+            while starts[k] - 1 > starts[k - 1] and (not lines[starts[k] - 1].strip() or lines[starts[k] - 1].lstrip().startswith("#")):
+                starts[k] -= 1
+            while starts[k] < len(lines) and not lines[starts[k]].strip():
+                starts[k] += 1
+    else:
+        starts = [0]
+        for i in range(1, len(lines)):
+            line = lines[i]
+            if line.strip() and not lines[i - 1].strip() and _indent(line) == 0 and line.lstrip()[0] not in "}])":
+                starts.append(i)
+    starts = sorted(set(starts))
+    return ["".join(lines[a:b]) for a, b in itertools.pairwise([*starts, len(lines)]) if b > a], python
 
 
 def _json_or_none(text: str) -> Any:

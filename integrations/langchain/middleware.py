@@ -220,7 +220,8 @@ class LeanCompressMiddleware(AgentMiddleware):
         """True when some tool result of the request is not compressed yet (work for a thread)."""
         goal = _goal(request.messages)
         return any(
-            isinstance(m, ToolMessage) and self.compressor.cached(content_text(m.content), goal) is None
+            isinstance(m, ToolMessage)
+            and self.compressor.cached(content_text(m.content), goal, error=m.status == "error") is None
             for m in request.messages
         )
 
@@ -230,7 +231,8 @@ class LeanCompressMiddleware(AgentMiddleware):
         before = after = results = 0
         for m in request.messages:
             if isinstance(m, ToolMessage) and _compressible(m.content):
-                done = self.compressor.compress(content_text(m.content), goal)
+                # A failed call (status="error") keeps every line but whole middle stack frames.
+                done = self.compressor.compress(content_text(m.content), goal, error=m.status == "error")
                 if done.changed:
                     before += done.original_tokens
                     after += done.tokens
