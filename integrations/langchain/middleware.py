@@ -182,7 +182,9 @@ class LeanCompressMiddleware(AgentMiddleware):
     Only the request sent to the model changes: the agent's state keeps every tool result as
     the tool returned it (nothing is lost; a later step, another middleware or the user reads
     the original). Tool-call ids, tool names and statuses are kept; JSON stays JSON with its
-    keys, numbers and short strings untouched; fenced code is kept; numbers are protected
+    keys, numbers and short strings untouched; fenced code is kept, unfenced source code is
+    kept or cut by whole top-level blocks; a failed call (``status="error"``) or a stack trace
+    keeps every line but whole middle frames; numbers are protected
     (:class:`lean_plugins.agents.ToolResultCompressor`). Each result is compressed once per
     goal and resent the same on later steps, so a provider's prefix cache keeps hitting.
 

@@ -9,7 +9,8 @@ LLM re-reads it on every later step. Wrap the tools::
     agent = FunctionAgent(tools=compress_tool_outputs([search, read_file]), llm=llm)
 
 The model is sent the compressed text (JSON stays JSON with its keys, numbers and ids; fenced
-code kept; numbers protected: :class:`lean_plugins.agents.ToolResultCompressor`), ranked
+code kept, unfenced source code kept or cut by whole top-level blocks, a stack trace cut by
+whole middle frames only; numbers protected: :class:`lean_plugins.agents.ToolResultCompressor`), ranked
 for the goal: the user's goal when the app knows it (``goal``), else the arguments the agent
 called the tool with. Nothing is lost: the tool's own output stays in
 ``ToolOutput.raw_output``, and the text it returned in ``raw_output`` when that was its text.
