@@ -254,11 +254,11 @@ class ToolResultCompressor:
         last = 0
         for match in _FENCE.finditer(text):
             if match.start() > last:
-                pieces.extend((_looks_like_code(par), par) for par in _PARAGRAPH.split(text[last : match.start()]))
+                pieces.extend(_code_paragraphs(_PARAGRAPH.split(text[last : match.start()])))
             pieces.append((True, match.group(0)))
             last = match.end()
         if last < len(text):
-            pieces.extend((_looks_like_code(par), par) for par in _PARAGRAPH.split(text[last:]))
+            pieces.extend(_code_paragraphs(_PARAGRAPH.split(text[last:])))
         prose = [i for i, (code, piece) in enumerate(pieces) if not code and piece.strip()]
         if not prose:
             return text
@@ -478,15 +478,41 @@ def _python_code(text: str) -> bool:
     return any(not isinstance(node, ast.Expr) for node in tree.body)
 
 
+def _code_like(text: str) -> tuple[int, bool]:
+    """How many non-blank lines ``text`` has, and whether it reads as code at any length:
+    mostly lines matching a code rule, or Python that parses."""
+    shapes = _shapes()
+    lines = [line for line in text.split("\n") if line.strip()]
+    if not lines:
+        return 0, False
+    code = sum(any(r.search(line) for r in shapes.code_line_rules) for line in lines)
+    return len(lines), code >= shapes.min_code_share * len(lines) or _python_code(text)
+
+
 def _looks_like_code(text: str) -> bool:
     """``text`` is source code (see ``tool_result_shapes.json``): enough lines, and Python
     that parses or mostly lines matching a code rule."""
-    shapes = _shapes()
-    lines = [line for line in text.split("\n") if line.strip()]
-    if len(lines) < shapes.min_lines:
-        return False
-    code = sum(any(r.search(line) for r in shapes.code_line_rules) for line in lines)
-    return code >= shapes.min_code_share * len(lines) or _python_code(text)
+    lines, code = _code_like(text)
+    return code and lines >= _shapes().min_lines
+
+
+def _code_paragraphs(paragraphs: Sequence[str]) -> list[tuple[bool, str]]:
+    """Each paragraph with whether it is source code: a run of adjacent code-like paragraphs
+    (functions with blank lines between them) is code when it has ``min_lines`` lines in all."""
+    like = [_code_like(p) for p in paragraphs]
+    out = [False] * len(paragraphs)
+    i = 0
+    while i < len(paragraphs):
+        if not like[i][1]:
+            i += 1
+            continue
+        end = i
+        while end < len(paragraphs) and like[end][1]:
+            end += 1
+        if sum(n for n, _ in like[i:end]) >= _shapes().min_lines:
+            out[i:end] = [True] * (end - i)
+        i = end
+    return list(zip(out, paragraphs, strict=True))
 
 
 def _code_blocks(text: str) -> tuple[list[str], bool]:

@@ -201,3 +201,12 @@ def test_prose_with_inline_code_still_compresses(compressor: ToolResultCompresso
     )
     done = compressor.compress(text, "which tier is cheaper?")
     assert done.kind == "text" and done.tokens < 0.6 * done.original_tokens
+
+
+def test_short_unfenced_functions_between_prose_paragraphs_are_kept_verbatim(compressor: ToolResultCompressor) -> None:
+    # Each function alone is under min_lines; together (blank lines between them) they are code.
+    functions = "\n\n".join(SOURCE.split("\n\n")[24:28])  # helper_24, fee, other_0, other_1
+    assert all(len(f.splitlines()) < CODE["min_lines"] for f in functions.split("\n\n")[2:])
+    text = long_text(3) + "\n\nThe billing module:\n\n" + functions + "\n\n" + long_text(3, answer_at=1)
+    done = compressor.compress(text, "Who completed the bridge over the Tarn river?")
+    assert done.kind == "text" and done.changed and functions in done.text
