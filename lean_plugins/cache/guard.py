@@ -14,8 +14,15 @@ question-level cache the user's question) and refuses the pair when they differ 
   "coffee"): a table of common words; the cross-encoder verifier learns the kind of swap for
   the words it does not list;
 * the degree of a shared adjective ("big" / "bigger" / "biggest", "more X" / "most X");
-* operators and symbols ("+" / "-", "==" / "!=", "C++" / "C#"), units and currencies;
-* code spans and identifiers, compared case-sensitively ("IN" / "in" in SQL);
+* operators ("+" / "-", "==" / "!=", "≤" / "≥", "C++" / "C#"), units and currencies;
+* emoji and other symbols, which the encoder does not see ("Is 😀 happy?" / "Is 😢 happy?" have
+  cosine 1.0): each prompt's must equal the other's as a multiset;
+* code spans and identifiers, compared case-sensitively ("IN" / "in" in SQL); e-mail addresses,
+  URLs, handles and paths, compared exactly ("jane.doe@acme.com" / "john.doe@acme.com");
+* quoted text ("Given the text 'The cat sat on the mat'"): each quoted span must occur in the
+  other prompt, case and spacing aside;
+* a word asked about ("the word banana", "the past tense of run", "the plural of mouse"): it must
+  occur in the other prompt as written, without the lemma folding the other checks use;
 * the order of the same words around a relation ("A think of B" / "B think of A",
   "USD to EUR" / "EUR to USD"), but not around "and" / "or" / "vs";
 * quantifiers ("all" / "some"), modals ("must" / "may"), dates, weekdays and relative times
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -44,14 +52,6 @@ RULES_FILE = "cache_guard_rules.json"
 #: Words of a prompt for the verifier's features and the word sets: letters first (any script),
 #: or a number; inner apostrophes and hyphens stay in the word.
 _WORD = re.compile(r"[^\W\d_][\w'’\-]*|\d+(?:[.,:/]\d+)*")
-# The guard's tokens: code spans, numbers (sign only where it is not an infix minus), words
-# (dotted identifiers and a "++" / "#" suffix kept: "os.path", "C++", "C#"), symbol runs.
-_TOKEN = re.compile(
-    r"(?P<code>`[^`]+`)"
-    r"|(?P<number>(?<![\w.)\]])[-+−]?\d+(?:[.,:/\-]\d+)*|\d+(?:[.,:/\-]\d+)*)(?P<suffix>[^\W\d_]+)?"
-    r"|(?P<word>[^\W\d_][\w'’]*(?:[-.][^\W_][\w'’]*)*(?:\+\+|#)?)"
-    r"|(?P<symbol>[+\-−*/=<>!%^&|~#@$€£¥₹₽₩¢°±§\\]+)"
-)
 # Between two tokens: a sentence ends there (a capital after it is not a name).
 _SENTENCE_GAP = re.compile(r"[.!?:;]\s|[.!?:;]$|\n|[\"“(]\s*$")
 
@@ -94,11 +94,45 @@ _INFIX_ONLY = frozenset(_R["infix_only_operators"])
 _MODAL_FREE_AFTER = frozenset(_R["modal_free_after"])
 _QUESTION_WORDS = frozenset(_R["question_words"])
 _EMPHASIS = frozenset(_R["emphasis_words"])
+#: "≤" is "<=", "×" is "*": compared as the ASCII operator they write.
+_OPERATOR_ALIASES = str.maketrans(_R["operator_aliases"])
+# The guard's tokens: code spans, numbers (sign only where it is not an infix minus), words
+# (dotted identifiers and a "++" / "#" suffix kept: "os.path", "C++", "C#"), symbol runs of
+# operators, currency and unit signs (any other symbol or emoji is compared by "symbols").
+_TOKEN_SYMBOLS = "+-−*/=<>!%^&|~#@$€£¥₹₽₩¢°±§\\" + "".join(_R["operator_aliases"])
+_TOKEN = re.compile(
+    r"(?P<code>`[^`]+`)"
+    r"|(?P<number>(?<![\w.)\]])[-+−]?\d+(?:[.,:/\-]\d+)*|\d+(?:[.,:/\-]\d+)*)(?P<suffix>[^\W\d_]+)?"
+    r"|(?P<word>[^\W\d_][\w'’]*(?:[-.][^\W_][\w'’]*)*(?:\+\+|#)?)"
+    rf"|(?P<symbol>[{re.escape(_TOKEN_SYMBOLS)}]+)"
+)
+_SYMBOL_CATEGORIES = frozenset(_R["symbol_categories"])
+#: Left to the tokens above, or spacing accents typed for an apostrophe ("person´s").
+_NOT_SYMBOLS = frozenset(_TOKEN_SYMBOLS) | frozenset(_R["symbols_ignored"])
+_IDENTIFIER_PATTERNS = {kind: re.compile(pattern) for kind, pattern in _R["identifier_patterns"].items()}
+_CASE_FREE_IDENTIFIERS = frozenset(_R["case_insensitive_identifiers"])
+# A quoted span is at most _MAX_QUOTE characters: an unclosed quote mark must not make every
+# opener scan to the end of a long line (quadratic time).
+_MAX_QUOTE = 400
+_QUOTED = [
+    re.compile(rf"(?<!\w){re.escape(open_)}(?=\S)(.{{0,{_MAX_QUOTE}}}?\S){re.escape(close)}(?!\w)")
+    for open_, close in _R["quote_pairs"]
+]
+#: First word -> the trigger phrases it opens ("past" -> ("past", "tense", "of"), ...).
+_MENTION_TRIGGERS: dict[str, list[tuple[str, ...]]] = {}
+for _trigger in _R["mention_triggers"]:
+    _MENTION_TRIGGERS.setdefault(_trigger.split()[0], []).append(tuple(_trigger.split()))
+_MENTION_SKIP = frozenset(_R["mention_skip_words"])
+_QUOTE_MARKS = "'\"‘’“”«»„「」"
+_MENTION_GAP = " \t:" + _QUOTE_MARKS
+#: "the word for", "spell it", "define several ...": no word is asked about.
+_NOT_MENTIONED = STOPWORDS | frozenset(_R["quantifiers"]) | frozenset(NUMBER_WORDS)
 
 #: The checks, in the order :meth:`SemanticGuard.refusal` runs them (its return values).
 CHECKS = (
-    "numbers", "negation", "negating prefix", "antonyms", "siblings", "degree", "operators", "units",
-    "currencies", "code", "notation", "quantifiers", "modals", "time", "gender", "entities", "order",
+    "numbers", "negation", "negating prefix", "antonyms", "siblings", "degree", "operators", "symbols",
+    "units", "currencies", "code", "notation", "identifiers", "quotes", "mentioned words", "quantifiers",
+    "modals", "time", "gender", "entities", "order",
 )  # fmt: skip
 
 
@@ -220,6 +254,17 @@ class PromptFacts:
     genders: frozenset[str] = frozenset()
     #: The prompt's items in order (lemma of content words, numbers, operators), for role swaps.
     sequence: tuple[str, ...] = ()
+    #: Symbols and emoji the tokens above do not cover ("😀", "→", "²"), with their counts.
+    symbols: tuple[tuple[str, int], ...] = ()
+    #: Emails, URLs, handles and paths, as ``kind:text`` (exact; e-mails and handles lower-case).
+    literal_ids: frozenset[str] = frozenset()
+    #: Quoted spans, lower-case with single spaces, and the whole prompt so normalised.
+    quotes: frozenset[str] = frozenset()
+    quote_text: str = ""
+    #: Words asked about ("the word banana", "the past tense of run"), and every word as written
+    #: (lower-case, no lemma folding) to find the other prompt's in.
+    mentioned: frozenset[str] = frozenset()
+    exact_words: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -404,6 +449,64 @@ def _order_differs(a: PromptFacts, b: PromptFacts) -> bool:
     return False
 
 
+def _literal_facts(prompt: str) -> dict[str, Any]:
+    """The facts compared character for character: symbols, identifiers, quotes, words asked about."""
+    symbols = Counter(
+        c
+        for c in prompt
+        if ord(c) > 127 and c not in _NOT_SYMBOLS and unicodedata.category(c) in _SYMBOL_CATEGORIES
+    )
+    literal_ids: set[str] = set()
+    rest = prompt
+    for kind, pattern in _IDENTIFIER_PATTERNS.items():
+        for match in pattern.finditer(rest):
+            found = match.group(0).rstrip(".,;:!?)]}'\"’”")
+            literal_ids.add(f"{kind}:{found.lower() if kind in _CASE_FREE_IDENTIFIERS else found}")
+        rest = pattern.sub(" ", rest)  # "@acme" inside an e-mail is not a handle
+    # Quote marks doubled or nested inside a span ('""great""', "'\"x\"'") are not its text.
+    quotes = {" ".join(m.group(1).strip(_QUOTE_MARKS).casefold().split()) for p in _QUOTED for m in p.finditer(prompt)}
+    quotes.discard("")
+    matches = list(_WORD.finditer(prompt))
+    words = [m.group(0).lower().replace("’", "'").strip("'-") for m in matches]  # "'Jihad'"
+    exact_words = set(words) | {w[:-2] for w in words if w.endswith("'s")}  # "life's meaning"
+    mentioned: set[str] = set()
+    for i, first in enumerate(words):
+        for trigger in _MENTION_TRIGGERS.get(first, ()):
+            n = len(trigger)
+            if tuple(words[i : i + n]) != trigger:
+                continue
+            j = i + n
+            while j < len(words) and words[j] in _MENTION_SKIP:
+                j += 1
+            # Only the next word, with nothing but spaces, quote marks or a colon on the way: in
+            # "the meaning of the emoji 🙏?" the emoji is the target, not a word after it.
+            gaps = (prompt[matches[k].end() : matches[k + 1].start()] for k in range(i + n - 1, j))
+            if j < len(words) and words[j] not in _NOT_MENTIONED and not any(g.strip(_MENTION_GAP) for g in gaps):
+                mentioned.add(words[j])
+    return {
+        "symbols": tuple(sorted(symbols.items())),
+        "literal_ids": frozenset(literal_ids),
+        "quotes": frozenset(quotes),
+        "quote_text": " ".join(prompt.casefold().split()),
+        "mentioned": frozenset(mentioned),
+        "exact_words": frozenset(exact_words),
+    }
+
+
+def _quotes_differ(a: PromptFacts, b: PromptFacts) -> bool:
+    """Each quoted span occurs in the other prompt (quoted or bare; case and spacing aside)."""
+    return not all(
+        re.search(rf"(?<!\w){re.escape(span)}(?!\w)", other.quote_text)
+        for one, other in ((a, b), (b, a))
+        for span in one.quotes
+    )
+
+
+def _mentions_differ(a: PromptFacts, b: PromptFacts) -> bool:
+    """A word asked about is in the other prompt as written: "banana" is not "bananas" there."""
+    return not (a.mentioned <= b.exact_words and b.mentioned <= a.exact_words)
+
+
 _MAX_ORDER_ITEMS = 64  # pairs of items checked: O(n^2), so long prompts are cut
 _MAX_RELATION = 4  # words of a relation between two swapped items ("think of", "bigger than")
 
@@ -417,12 +520,17 @@ _DIFFERS: dict[str, Callable[[PromptFacts, PromptFacts], bool]] = {
     "siblings": lambda a, b: _groups_differ(a.siblings, b.siblings),
     "degree": _degrees_differ,
     "operators": lambda a, b: a.operators != b.operators,
+    # Emoji and other symbols are invisible to the encoder ("Is 😀 happy?" / "Is 😢 happy?": cosine 1).
+    "symbols": lambda a, b: a.symbols != b.symbols,
     # A unit after a number must match; bare unit words conflict only when each side has one the
     # other lacks ("a day on Mars" / "a year on Mars"; "calories a day" / "calories daily" pass).
     "units": lambda a, b: a.units != b.units or bool(a.unit_words - b.unit_words and b.unit_words - a.unit_words),
     "currencies": lambda a, b: a.currencies != b.currencies,
     "code": _code_differs,
     "notation": _notation_differs,
+    "identifiers": lambda a, b: a.literal_ids != b.literal_ids,
+    "quotes": _quotes_differ,
+    "mentioned words": _mentions_differ,
     "quantifiers": lambda a, b: _classes_differ(a.quantifiers, b.quantifiers, _R["weak_quantifiers"]),
     "modals": lambda a, b: _modals_differ(a, b),
     "time": lambda a, b: _classes_differ(a.times, b.times, _R["weak_times"]),
@@ -599,7 +707,7 @@ def _facts_cached(prompt: str, _vocab_id: int, vocab_ref: _VocabRef) -> PromptFa
                 sequence.append("-")
             continue
         if tok.kind == "symbol":
-            if tok.text in _INFIX_ONLY and not (after_number and is_number(i + 1)):
+            if tok.text.translate(_OPERATOR_ALIASES) in _INFIX_ONLY and not (after_number and is_number(i + 1)):
                 continue  # "gay/lesbian", "data/train", "videos & audios": not an operator
             _symbol_facts(tok.text, tokens, i, operators, units, currencies, sequence)
             continue
@@ -723,6 +831,7 @@ def _facts_cached(prompt: str, _vocab_id: int, vocab_ref: _VocabRef) -> PromptFa
         times=frozenset(times),
         genders=frozenset(genders),
         sequence=tuple(sequence),
+        **_literal_facts(prompt),
     )
 
 
@@ -736,7 +845,7 @@ def _symbol_facts(
     sequence: list[str],
 ) -> None:
     """Operators, currency signs and unit signs of one run of symbols ("$", "°", ">=", "%")."""
-    rest = run
+    rest = run.translate(_OPERATOR_ALIASES)
     while rest:
         if rest[0] in _R["currencies"]:
             currencies.add(_R["currencies"][rest[0]])

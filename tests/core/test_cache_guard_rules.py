@@ -6,6 +6,7 @@ one rule fails its own case. No model is loaded: the guard gets a small fixed vo
 
 from __future__ import annotations
 
+import unicodedata
 from itertools import combinations
 
 import pytest
@@ -34,7 +35,8 @@ TESTED_TABLES = {
     "operator_words", "operators", "symmetric_connectors", "code_markers", "weak_quantifiers",
     "modal_free_after", "adjective_suffixes", "infix_only_operators", "degree_exempt", "weak_times",
     "time_words_after_number_only", "currencies_after_number_only", "determiners", "method_nouns",
-    "question_words", "emphasis_words",
+    "question_words", "emphasis_words", "operator_aliases", "symbol_categories", "symbols_ignored",
+    "identifier_patterns", "case_insensitive_identifiers", "quote_pairs", "mention_triggers", "mention_skip_words",
 }  # fmt: skip
 
 
@@ -333,3 +335,81 @@ def test_code_marker(marker: str) -> None:
     # In code an identifier's case is meaning ("myVar" / "myvar"); in prose it is not ("iPhone").
     assert refuses("code", f"Why does myVar {marker} bar fail?", f"Why does myvar {marker} bar fail?")
     assert not refuses("code", "Why does myVar bar fail?", "Why does myvar bar fail?")
+
+
+# -- issue 26: literals the encoder cannot see or lemma folding erases ----------------------------
+@pytest.mark.parametrize(("char", "op"), sorted(R["operator_aliases"].items()))
+def test_operator_alias(char: str, op: str) -> None:
+    if op == "!":  # a lone "!" ends a sentence: the prefix form is the operator
+        same, written = f"Is {char}x true?", f"Is {op}x true?"
+    else:
+        same, written = f"Is 3 {char} 2?", f"Is 3 {op} 2?"
+    assert not refuses("operators", same, written)
+    assert refuses("operators", same, same.replace(char, " and "))
+
+
+SYMBOL_EXAMPLES = {"Sm": "∑", "Sc": "₿", "Sk": "🏻", "So": "😀", "No": "²", "Me": "\u20dd"}
+
+
+@pytest.mark.parametrize("category", R["symbol_categories"])
+def test_symbol_category(category: str) -> None:
+    char = SYMBOL_EXAMPLES[category]
+    assert unicodedata.category(char) == category
+    assert refuses("symbols", f"What is x{char} here?", "What is x here?")
+    assert refuses("symbols", f"What is x{char} here?", f"What is x{char}{char} here?")  # a multiset
+    assert not refuses("symbols", f"What is x{char} here?", f"what is x{char} here")
+
+
+@pytest.mark.parametrize("char", R["symbols_ignored"])
+def test_symbol_ignored(char: str) -> None:
+    # A spacing accent typed for an apostrophe ("person´s") is in a counted category, but not counted.
+    assert unicodedata.category(char) in R["symbol_categories"]
+    assert not refuses("symbols", f"Is it the person{char}s car?", "Is it the person's car?")
+
+
+IDENTIFIER_EXAMPLES = {
+    "email": ("ann.lee@example.com", "ann.li@example.com"),
+    "url": ("https://example.com/a/setup", "https://example.com/a/billing"),
+    "handle": ("@ann_lee", "@ann_li"),
+    "unix_path": ("~/projects/app/main.py", "~/projects/app/test.py"),
+    "windows_path": ("C:\\Users\\ann\\notes.txt", "C:\\Users\\ann\\todo.txt"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(R["identifier_patterns"]))
+def test_identifier_pattern(kind: str) -> None:
+    first, second = IDENTIFIER_EXAMPLES[kind]
+    assert only("identifiers").facts(f"Open {first} now.").literal_ids == {f"{kind}:{first.lower() if kind in R['case_insensitive_identifiers'] else first}"}
+    assert refuses("identifiers", f"Open {first} now", f"Open {second} now")
+    assert not refuses("identifiers", f"Open {first} now", f"Please open {first}.")
+
+
+@pytest.mark.parametrize("kind", R["case_insensitive_identifiers"])
+def test_case_insensitive_identifier(kind: str) -> None:
+    first = IDENTIFIER_EXAMPLES[kind][0]
+    assert not refuses("identifiers", f"Open {first} now", f"Open {first.upper()} now")
+    url = IDENTIFIER_EXAMPLES["url"][0]  # a URL's path is case-sensitive
+    assert "url" not in R["case_insensitive_identifiers"]
+    assert refuses("identifiers", f"Open {url} now", f"Open {url.replace('setup', 'Setup')} now")
+
+
+@pytest.mark.parametrize(("open_", "close"), R["quote_pairs"])
+def test_quote_pair(open_: str, close: str) -> None:
+    assert refuses("quotes", f"What does {open_}a red car{close} mean?", f"What does {open_}a blue car{close} mean?")
+    # Case and spacing aside, the same span quoted or bare is the same text.
+    assert not refuses("quotes", f"What does {open_}a red car{close} mean?", f"What does {open_}A  Red car{close} mean")
+    assert not refuses("quotes", f"What does {open_}a red car{close} mean?", "What does a red car mean?")
+
+
+@pytest.mark.parametrize("trigger", R["mention_triggers"])
+def test_mention_trigger(trigger: str) -> None:
+    assert refuses("mentioned words", f"Tell me {trigger} cats, please", f"Tell me {trigger} cat, please")
+    assert not refuses("mentioned words", f"Tell me {trigger} cats, please", f"Please tell me {trigger} cats")
+    # Outside the trigger the words fold as usual.
+    assert not refuses("mentioned words", "Tell me about cats, please", "Tell me about cat, please")
+
+
+@pytest.mark.parametrize("word", R["mention_skip_words"])
+def test_mention_skip_word(word: str) -> None:
+    assert only("mentioned words").facts(f"What is the plural of {word} cats?").mentioned == {"cats"}
+    assert refuses("mentioned words", f"What is the plural of {word} cats?", f"What is the plural of {word} cat?")
