@@ -700,15 +700,31 @@ def own_max_tokens(model: Any) -> int | None:
     return None
 
 
+def check_baseline_tokens(baseline_tokens: Any, where: str) -> None:
+    """Raise :class:`ConfigurationError` unless ``baseline_tokens`` is a positive int or ``None``."""
+    if baseline_tokens is not None and (
+        isinstance(baseline_tokens, bool) or not isinstance(baseline_tokens, int) or baseline_tokens < 1
+    ):
+        raise ConfigurationError(
+            f"{where}: baseline_tokens must be a positive int of tokens or None (ledger only: what a cut "
+            f"answer would have cost without the budget), got {baseline_tokens!r}."
+        )
+
+
 def agent_step_budget(step_tokens: int, llm: Any = None, baseline_tokens: int | None = None, **kwargs: Any) -> Any:
     """The output budget of one agent step, the one rule of both adapters (LangChain's
     ``LeanBudgetMiddleware``, LlamaIndex's ``with_output_budget(llm, n)``): the call gets
-    ``step_tokens``; a cut answer is booked against ``baseline_tokens``, by default the
-    model's own max-tokens setting (``llm``'s: what the call could have cost without the
-    budget), else the step's budget (no saving claimed beyond what was generated). ``kwargs``
-    go to ``OutputBudget`` (``model`` there is the model's name, for prices)."""
-    baseline = baseline_tokens if baseline_tokens is not None else own_max_tokens(llm)
-    return step_output_budget(step_tokens, baseline, **kwargs)
+    ``step_tokens``, whatever ``baseline_tokens`` is.
+
+    The ledger rule of a cut (one for both adapters): the tokens a model had not generated when
+    it was cut are unknown, so a cut claims no saving (``output_before`` = the tokens generated;
+    the event's ``stop_reason`` still says it was cut) unless the caller states
+    ``baseline_tokens``, what a cut answer would have cost without the budget (ledger only; it
+    never changes what is generated). The model's own max-tokens field (``llm``'s) is a cap,
+    not a cost: it is not claimed. ``kwargs`` go to ``OutputBudget`` (``model`` there is the
+    model's name, for prices)."""
+    check_baseline_tokens(baseline_tokens, "agent_step_budget")
+    return step_output_budget(step_tokens, baseline_tokens, **kwargs)
 
 
 def step_output_budget(step_tokens: int, baseline_tokens: int | None = None, **kwargs: Any) -> Any:
@@ -716,7 +732,10 @@ def step_output_budget(step_tokens: int, baseline_tokens: int | None = None, **k
     ``step_tokens``, judged against ``baseline_tokens`` (the caller's own max-tokens setting:
     what a stopped answer would have cost without the budget; default ``step_tokens``, which
     claims no saving beyond what was generated). ``kwargs`` go to ``OutputBudget``."""
-    budget = _step_budget_class()(max(baseline_tokens or step_tokens, 1), **kwargs)
+    check_baseline_tokens(baseline_tokens, "step_output_budget")
+    # max_tokens is the ledger's baseline only (OutputBudget books a cut against it); the call's
+    # budget is step_tokens (budget_for), never less because the baseline is.
+    budget = _step_budget_class()(max(baseline_tokens or step_tokens, step_tokens, 1), **kwargs)
     budget.step_tokens = step_tokens
     return budget
 
@@ -731,7 +750,7 @@ def _step_budget_class() -> type:
         step_tokens: int
 
         def budget_for(self, prompt: str | None = None, *, route: str | None = None) -> int:
-            return min(self.step_tokens, self.max_tokens)
+            return self.step_tokens
 
         def settings(self) -> dict[str, Any]:
             return {**super().settings(), "step_tokens": self.step_tokens}

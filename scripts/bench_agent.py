@@ -349,7 +349,8 @@ def run(tasks: list[dict[str, Any]], library: Library, *, lean: bool, cache_dir:
         cache = timed_cache(cache_dir)
         middleware = [
             Clock(clock, outer=True, compressor=compressor, store=cache),
-            LeanBudgetMiddleware(step_tokens=STEP_TOKENS),
+            # this app's model runs to its max_tokens, so a cut answer would have cost that
+            LeanBudgetMiddleware(step_tokens=STEP_TOKENS, baseline_tokens=MAX_TOKENS),
             LeanCacheMiddleware(cache),
             LeanCompressMiddleware(compressor),
             LeanPrefixMiddleware(breakpoints="anthropic"),

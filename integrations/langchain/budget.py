@@ -674,8 +674,8 @@ class BudgetedChatModel(_BudgetSettings, BaseChatModel):
                     if run_manager and piece.content:
                         run_manager.on_llm_new_token(piece.text, chunk=ChatGenerationChunk(message=piece))
                     yield ChatGenerationChunk(message=piece)
-                    if call.should_close:
-                        break
+                    if call.should_close and not kwargs.get("tools"):
+                        break  # with tools bound the cut stops only text: a tool call may follow
             finally:
                 stream.close()  # at the budget: stop the provider's stream (and its billing)
             if merged is None:  # the stream gave nothing (a model that streams only text): whole
@@ -711,8 +711,8 @@ class BudgetedChatModel(_BudgetSettings, BaseChatModel):
                     if run_manager and piece.content:
                         await run_manager.on_llm_new_token(piece.text, chunk=ChatGenerationChunk(message=piece))
                     yield ChatGenerationChunk(message=piece)
-                    if call.should_close:
-                        break
+                    if call.should_close and not kwargs.get("tools"):
+                        break  # with tools bound the cut stops only text: a tool call may follow
             finally:
                 await stream.aclose()
             if merged is None:  # the stream gave nothing (a model that streams only text): whole

@@ -32,6 +32,7 @@ output tokens), ``budget / stop`` and ``llm / call`` (through the core output bu
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
@@ -57,10 +58,10 @@ from lean_plugins.agents import (
     AgentBudget,
     ToolResultCompressor,
     agent_step_budget,
+    check_baseline_tokens,
     compact_history,
     content_text,
     exact_request_key,
-    own_max_tokens,
     replayed_budget_event,
     request_tokens,
 )
@@ -206,6 +207,12 @@ class LeanCompressMiddleware(AgentMiddleware):
         tenant: str | None = None,
     ) -> None:
         super().__init__()
+        if compressor is not None and not callable(getattr(compressor, "compress", None)):
+            raise ConfigurationError(
+                f"LeanCompressMiddleware: compressor must be a ToolResultCompressor or a core LeanCompressor "
+                f"(something with .compress), got {compressor!r}; e.g. "
+                "LeanCompressMiddleware(ToolResultCompressor(LeanCompressor(...))) or leave it out for the default."
+            )
         if isinstance(compressor, ToolResultCompressor):
             if rate is not None or min_tokens is not None:
                 raise ConfigurationError(
@@ -321,6 +328,14 @@ class LeanCacheMiddleware(AgentMiddleware):
         if cache is None:
             cache = LeanCache(_private_store(), tenant=tenant)
         elif not isinstance(cache, LeanCache):
+            from lean_plugins.cache import LeanCache as CoreLeanCache
+
+            if not isinstance(cache, CoreLeanCache):
+                raise ConfigurationError(
+                    f"LeanCacheMiddleware: cache must be a lean_plugins.cache.LeanCache or a "
+                    f"lean_plugins.langchain.LeanCache, got {type(cache).__name__} {cache!r}; for a store at a "
+                    "path pass LeanCacheMiddleware(lean_plugins.cache.LeanCache(path=...))."
+                )
             cache = LeanCache(cache, tenant=tenant)
         elif tenant is not None and cache.tenant != tenant:
             raise ConfigurationError(
@@ -440,6 +455,9 @@ def _private_store() -> Any:
 
 
 # -- 4. output budget per step and per run --------------------------------------------------------
+_budget_log = logging.getLogger("lean_plugins.budget")
+
+
 class LeanBudgetState(AgentState):
     """Agent state with the output tokens generated so far in this run (private, per run)."""
 
@@ -466,9 +484,11 @@ class LeanBudgetMiddleware(AgentMiddleware[LeanBudgetState]):
     Args:
         step_tokens: output tokens per model call (``None``: only the run's limit).
         run_tokens: output tokens per run, all steps together (``None``: only the step's).
-        baseline_tokens: the max-tokens the app would set without the budget: what a stopped
-            answer would have cost (default: the model's own max-tokens field, else the
-            step's budget, which claims no saving beyond the tokens generated).
+        baseline_tokens: ledger only (never changes what is generated): what a cut answer
+            would have cost without the budget, stated by the caller. Default ``None``: a
+            cut claims no saving (the tokens the model had not generated yet are unknown; the
+            model's own max-tokens field is a cap, not a cost), the event still says it was
+            cut (:func:`lean_plugins.agents.agent_step_budget`, the rule of both adapters).
         exit_behavior: ``"end"`` or ``"error"`` when the run's budget is spent.
         tenant: recorded with each ledger event.
     """
@@ -488,12 +508,17 @@ class LeanBudgetMiddleware(AgentMiddleware[LeanBudgetState]):
         if exit_behavior not in ("end", "error"):
             raise ConfigurationError(f"exit_behavior must be 'end' or 'error', got {exit_behavior!r}.")
         self.budget = AgentBudget(step_tokens, run_tokens)
+        if step_tokens is not None and run_tokens is not None and run_tokens < step_tokens:
+            raise ConfigurationError(
+                f"LeanBudgetMiddleware: run_tokens ({run_tokens}) is less than step_tokens ({step_tokens}), "
+                "so every step would get the run's budget instead: set run_tokens >= step_tokens, or "
+                "leave step_tokens out to limit only the run."
+            )
+        check_baseline_tokens(baseline_tokens, "LeanBudgetMiddleware")
         self.baseline_tokens = baseline_tokens
+        self._warned_cut = False
         self.exit_behavior = exit_behavior
         self.tenant = tenant
-
-    def _baseline(self, model: Any) -> int | None:
-        return self.baseline_tokens if self.baseline_tokens is not None else own_max_tokens(model)
 
     @hook_config(can_jump_to=["end"])
     def before_model(self, state: LeanBudgetState, runtime: Any) -> dict[str, Any] | None:
@@ -527,7 +552,7 @@ class LeanBudgetMiddleware(AgentMiddleware[LeanBudgetState]):
     def _budgeted(self, request: ModelRequest) -> tuple[ModelRequest, int | None]:
         used = request.state.get("lean_run_output_tokens", 0) if request.state else 0
         step = self.budget.for_step(used) or 1  # 0 (spent) ends the run in before_model
-        baseline = self._baseline(request.model)
+        baseline = self.baseline_tokens
         budget = agent_step_budget(step, request.model, baseline, model=_chat_model_name(request.model), tenant=self.tenant)
         return request.override(model=with_output_budget(request.model, budget)), baseline
 
@@ -536,6 +561,26 @@ class LeanBudgetMiddleware(AgentMiddleware[LeanBudgetState]):
         if answer is not None and _served_from_cache(answer):
             meta = answer.response_metadata.get("output_budget")
             replayed_budget_event(meta, baseline, _chat_model_name(request.model), self.tenant)
+        elif answer is not None and request.tools and not answer.tool_calls:
+            self._warn_cut_tool_step(answer)
+
+    def _warn_cut_tool_step(self, answer: AIMessage) -> None:
+        """A step with tools bound that the budget (or the provider's max-tokens, set to it)
+        cut before any tool call: a tool call may have been coming after the text, so the cut
+        text must not pass silently as the agent's answer. Said in the log and marked on the
+        message (``response_metadata["lean_budget_cut_before_tool_call"]``)."""
+        if answer.response_metadata.get("stop_reason") in (None, "natural"):
+            return
+        answer.response_metadata["lean_budget_cut_before_tool_call"] = True
+        if self._warned_cut:  # said once per middleware; every such message is marked
+            return
+        self._warned_cut = True
+        _budget_log.warning(
+            "LeanBudgetMiddleware: a step with tools bound was cut at its budget (%s tokens) before any "
+            "tool call; if the model was about to call a tool, that call was lost and the cut text ends "
+            "the run. Raise step_tokens above the model's longest preamble plus tool call.",
+            (answer.response_metadata.get("output_budget") or {}).get("budget"),
+        )
 
     def wrap_model_call(self, request: ModelRequest, handler: Handler) -> ModelResponse | AIMessage:
         budgeted, baseline = self._budgeted(request)

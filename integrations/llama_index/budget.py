@@ -361,8 +361,10 @@ class BudgetedLLM(FunctionCallingLLM):
             raise result.exceeded_error()
         return result
 
-    def _follow(self, stream: Iterator[Any], call: BudgetedCall) -> Iterator[tuple[str, Any]]:
-        """Read ``stream`` (inner responses), yield (kept delta, response); stop at the budget."""
+    def _follow(self, stream: Iterator[Any], call: BudgetedCall, tools: bool = False) -> Iterator[tuple[str, Any]]:
+        """Read ``stream`` (inner responses), yield (kept delta, response); stop at the budget
+        (with ``tools`` bound only the text stops: the stream is read to its end, so a tool
+        call after a long preamble is kept)."""
         try:
             while True:
                 token = _inside_budgeted_call.set(True)
@@ -373,14 +375,14 @@ class BudgetedLLM(FunctionCallingLLM):
                 finally:
                     _inside_budgeted_call.reset(token)
                 yield call.step(_delta(response, call.seen)), response
-                if call.should_close:
+                if call.should_close and not tools:
                     return
         finally:
             close = getattr(stream, "close", None)
             if close is not None:
                 close()  # at the budget: stop the inner stream (and its billing)
 
-    async def _afollow(self, stream: Any, call: BudgetedCall) -> AsyncIterator[tuple[str, Any]]:
+    async def _afollow(self, stream: Any, call: BudgetedCall, tools: bool = False) -> AsyncIterator[tuple[str, Any]]:
         try:
             while True:
                 token = _inside_budgeted_call.set(True)
@@ -391,7 +393,7 @@ class BudgetedLLM(FunctionCallingLLM):
                 finally:
                     _inside_budgeted_call.reset(token)
                 yield call.step(_delta(response, call.seen)), response
-                if call.should_close:
+                if call.should_close and not tools:
                     return
         finally:
             aclose = getattr(stream, "aclose", None)
@@ -448,19 +450,19 @@ class BudgetedLLM(FunctionCallingLLM):
         return _last_user_text(messages), sum(count_tokens(m.content or "") for m in messages)
 
     # -- streaming ----------------------------------------------------------------------------
-    def _responses(self, stream: Iterator[Any], call: BudgetedCall, make: Any) -> Iterator[Any]:
+    def _responses(self, stream: Iterator[Any], call: BudgetedCall, make: Any, tools: bool = False) -> Iterator[Any]:
         """Kept text as responses built by ``make``; the last one carries the stop reason."""
         text, last = "", None
-        for delta, last in self._follow(stream, call):
+        for delta, last in self._follow(stream, call, tools):
             if delta:
                 text += delta
                 yield make(text, delta, None, last)
         result = self._end(call, last)
         yield make(result.text, result.text[len(text) :], result, last)
 
-    async def _aresponses(self, stream: Any, call: BudgetedCall, make: Any) -> AsyncIterator[Any]:
+    async def _aresponses(self, stream: Any, call: BudgetedCall, make: Any, tools: bool = False) -> AsyncIterator[Any]:
         text, last = "", None
-        async for delta, last in self._afollow(stream, call):
+        async for delta, last in self._afollow(stream, call, tools):
             if delta:
                 text += delta
                 yield make(text, delta, None, last)
@@ -476,7 +478,7 @@ class BudgetedLLM(FunctionCallingLLM):
         prompt, input_tokens = self._chat_input(messages)
         inner, call, extra = self._begin(prompt, input_tokens)
         stream = self._inner(inner.stream_chat, messages, **kwargs, **extra)
-        return self._responses(stream, call, self._chat_response)
+        return self._responses(stream, call, self._chat_response, bool(kwargs.get("tools")))
 
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
@@ -489,7 +491,7 @@ class BudgetedLLM(FunctionCallingLLM):
         prompt, input_tokens = self._chat_input(messages)
         inner, call, extra = self._begin(prompt, input_tokens)
         stream = await self._ainner(inner.astream_chat, messages, **kwargs, **extra)
-        return self._aresponses(stream, call, self._chat_response)
+        return self._aresponses(stream, call, self._chat_response, bool(kwargs.get("tools")))
 
     # -- whole answers (read through the stream so the budget can stop it) ---------------------
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:

@@ -163,7 +163,8 @@ def test_step_output_budget_gives_the_step_against_the_baseline() -> None:
     assert budget.budget_for("q") == 40 and budget.max_tokens == 200
     assert budget.settings()["step_tokens"] == 40
     assert step_output_budget(40).max_tokens == 40  # no baseline: no saving beyond what was generated
-    assert step_output_budget(300, 200).budget_for() == 200
+    # the baseline is the ledger's only: a step budget above it is still the call's budget
+    assert step_output_budget(300, 200).budget_for() == 300 and step_output_budget(300, 200).max_tokens == 300
 
 
 def test_replayed_budget_event_books_only_a_cut_answer() -> None:

@@ -184,7 +184,9 @@ def test_cache_misses_on_another_goal_tool_set_or_model(cache: CoreLeanCache) ->
 def test_budget_alone_cuts_the_answer_keeps_tool_calls_and_books_the_baseline() -> None:
     llm = model(max_tokens=120)
     with Ledger() as ledger:
-        result = ask(agent_with(llm, [LeanBudgetMiddleware(step_tokens=40)]))
+        # baseline_tokens states what a cut answer would have cost (this model runs to its
+        # max_tokens); without it a cut claims no saving (test_middleware_budget_attack.py)
+        result = ask(agent_with(llm, [LeanBudgetMiddleware(step_tokens=40, baseline_tokens=120)]))
     answer = result["messages"][-1]
     assert final(result).startswith(ANSWER) and count_tokens(final(result)) <= 40
     assert answer.response_metadata["stop_reason"] in ("budget", "soft_budget")
