@@ -648,6 +648,49 @@ def exact_request_key(messages: Sequence[Mapping[str, Any]], params: Mapping[str
     return RequestKey(EXACT_KEY_PREFIX + digest, "", False, "tools are bound: exact repeats of the whole request only")
 
 
+def context_fingerprint(context: Any) -> str | None:
+    """A digest of an agent run's context (LangChain's ``runtime.context``), for a model-call
+    cache key: middleware inside the cache may build the request from it (a per-user system
+    prompt), so two contexts must never share an entry. ``""`` for no context; ``None`` when
+    the context holds something with no plain value (a client, a connection): a cache must
+    then neither serve nor store, since an object's ``repr`` may stay the same while what it
+    holds changes. Mappings, lists, scalars, dataclasses and pydantic models are plain."""
+    if context is None:
+        return ""
+
+    def strict(value: Any) -> Any:
+        plain = hasattr(value, "model_dump") or isinstance(value, (bytes, bytearray, set, frozenset))
+        if not plain and not (dataclasses.is_dataclass(value) and not isinstance(value, type)):
+            raise TypeError(f"no plain value: {type(value).__name__}")
+        return _raw(value)
+
+    try:
+        raw = json.dumps(context, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=strict)
+    except (TypeError, ValueError, copy.Error):
+        return None
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _as_sent(message: Mapping[str, Any]) -> dict[str, Any]:
+    """What of a message a request edit after a cache may not change: everything but a tool
+    result's content (compressors and context editors shorten those, deterministically, from
+    the request itself) and content-block marks (a prefix cache's ``cache_control``)."""
+    item = {k: v for k, v in message.items() if k != "content" and v not in (None, "", [], {})}
+    if message.get("role") != "tool":
+        item["content"] = content_text(message.get("content"))
+    return item
+
+
+def received_as_keyed(keyed: Sequence[Mapping[str, Any]], received: Sequence[Mapping[str, Any]]) -> bool:
+    """True when the messages a model received are the ones a cache keyed on, up to the edits
+    a request may get from layers inside the cache that depend on the request alone (tool
+    results shortened, cache breakpoints marked). A different system prompt, an added,
+    dropped or rewritten message means a layer inside the cache built the request from
+    something the key does not hold (run context, state, its own settings): the answer is
+    then not the keyed request's answer and must not be stored under its key."""
+    return len(keyed) == len(received) and all(_as_sent(a) == _as_sent(b) for a, b in zip(keyed, received, strict=True))
+
+
 # -- output budget per step and per run ----------------------------------------------------------
 @dataclass(frozen=True)
 class AgentBudget:

@@ -307,9 +307,12 @@ class CachedLLM(FunctionCallingLLM):
     with the tool calls, typed objects included (a reply that cannot be stored exactly is
     passed through uncached).
 
-    Fields of the wrapped LLM that it changes itself during a call (a call log, a counter) are
-    its state, not its configuration: they are left out of the namespace from then on, so a
-    question asked again is served; a setting the user changes between calls still counts.
+    List and dict fields of the wrapped LLM that it changes itself during a call (a call log)
+    are its state, not its configuration: they are left out of the namespace from then on, so
+    a question asked again is served. Plain fields (str, number, bool) always count, also when
+    the LLM changes one itself (its ``model`` after a fallback: the answer is stored under the
+    model that wrote it, and a later change by the user is a new namespace); a counter field
+    it bumps on every call therefore makes every call a miss, never a wrong answer.
     """
 
     llm: LLM = Field(description="The LLM whose responses are cached.")
@@ -377,13 +380,18 @@ class CachedLLM(FunctionCallingLLM):
         return self._begin(kind, kwargs).namespace
 
     def _settled(self, call: _Call) -> str:
-        """The namespace a call's answer is stored under. Fields the wrapped LLM changed during
-        the call are its state (a call log, a counter): left out from now on."""
+        """The namespace a call's answer is stored under. A list or dict field the wrapped LLM
+        changed during the call is its state (a call log): left out from now on. A plain value
+        it changed (its own ``model`` after a fallback) stays a setting: the answer is stored
+        under the value it was made with, and a later change by the user still counts."""
         after = llm_config(self.llm)
         changed = {k for k in call.config.keys() | after.keys() if call.config.get(k) != after.get(k)}
-        if changed <= self._state_fields:
+        known = set(self._state_fields)
+        self._state_fields |= {
+            k for k in changed if not (isinstance(call.config.get(k), _PLAIN) and isinstance(after.get(k), _PLAIN))
+        }
+        if changed <= known:
             return call.namespace
-        self._state_fields |= changed
         return self._namespace_of(after, call.kind, call.kwargs)
 
     def _lookup_kwargs(self, request: _Request, namespace: str) -> dict[str, Any]:
