@@ -175,3 +175,22 @@ def test_a_provider_cut_before_a_tool_call_is_not_silent(caplog: pytest.LogCaptu
         )
         result = agent.invoke({"messages": [{"role": "user", "content": "Weather in Oslo?"}]})
     assert "lean_budget_cut_before_tool_call" not in final(result).response_metadata and not caplog.text
+
+
+def test_a_bare_cache_middleware_exits_without_a_flush_failure() -> None:
+    """Its temporary store is removed at exit; the exit flush used to run after the removal."""
+    import subprocess
+    import sys
+
+    script = (
+        "from langchain.agents import create_agent\n"
+        "from lean_plugins.langchain.middleware import LeanCacheMiddleware\n"
+        "from tests.integrations.langchain.agent_fakes import ScriptedChatModel\n"
+        "llm = ScriptedChatModel(policy=lambda m, t: {'text': 'hello there'})\n"
+        "agent = create_agent(llm, [], middleware=[LeanCacheMiddleware()])\n"
+        "agent.invoke({'messages': [{'role': 'user', 'content': 'hi'}]})\n"
+        "print('done')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and "done" in run.stdout, run.stderr[-2000:]
+    assert "flush failed" not in run.stderr
