@@ -32,19 +32,26 @@ output tokens), ``budget / stop`` and ``llm / call`` (through the core output bu
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextvars import ContextVar
 from typing import Annotated, Any, Literal, NotRequired
 
-from langchain_core.load import dumps
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.language_models import BaseChatModel, BaseLanguageModel
+from langchain_core.load import dumpd, dumps
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration
+from langchain_core.tracers.context import register_configure_hook
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.channels.untracked_value import UntrackedValue
 from lean_plugins.langchain.budget import BudgetedChatModel, _chat_model_name, with_output_budget
 from lean_plugins.langchain.cache import LeanCache, served_from_cache
+from lean_plugins.langchain.question_cache import _plain_settings
 
 from langchain.agents.middleware.types import (
     AgentMiddleware,
@@ -61,12 +68,15 @@ from lean_plugins.agents import (
     check_baseline_tokens,
     compact_history,
     content_text,
+    context_fingerprint,
     exact_request_key,
+    received_as_keyed,
     replayed_budget_event,
     request_tokens,
 )
 from lean_plugins.cache import namespace_for
 from lean_plugins.cache.keys import request_key
+from lean_plugins.cache.question import callers_on_stack
 from lean_plugins.errors import ConfigurationError
 from lean_plugins.ledger import is_cache_hit, mark_cache_hit, record
 from lean_plugins.prompts.prefix_cache import record_prefix_cache
@@ -288,12 +298,68 @@ def _replace_text(content: Any, text: str) -> Any:
 
 
 # -- 5. the model-call cache ------------------------------------------------------------------------
+logger = logging.getLogger("lean_plugins.cache")
+
+
+class _ReceivedRequests(BaseCallbackHandler):
+    """Sees each chat model call started while a cache's ``handler(request)`` runs: the
+    messages the model received and which model (its serialised form). Every cache around the
+    call gets a copy (nested caches each check their own key)."""
+
+    raise_error = False
+    run_inline = True
+
+    def __init__(self, sinks: list[list[tuple[Any, Any]]]) -> None:
+        self.sinks = sinks
+
+    def on_chat_model_start(self, serialized: Any, messages: list[list[BaseMessage]], **kw: Any) -> None:
+        # Which model object: the one whose generate/stream is running (handlers run inline).
+        callers = callers_on_stack(BaseChatModel, _MODEL_CALLS)
+        seen = (callers[0][0] if callers else serialized, [list(batch) for batch in messages])
+        for sink in self.sinks:
+            sink.append(seen)
+
+    def on_llm_start(self, serialized: Any, prompts: list[str], **kw: Any) -> None:
+        for sink in self.sinks:  # a completion model received text, not the keyed messages
+            sink.append((serialized, None))
+
+
+_MODEL_CALLS = frozenset({"generate", "agenerate", "stream", "astream"})
+
+
+_received: ContextVar[_ReceivedRequests | None] = ContextVar("lean_cache_received", default=None)
+# LangChain adds the handler in the context variable to every run configured while it is set
+# (how get_usage_metadata_callback works), so the model call inside handler(request) is seen
+# however the middleware inside the cache reaches it.
+register_configure_hook(_received, inheritable=True)
+
+
+@contextlib.contextmanager
+def _watch_received() -> Iterator[list[tuple[Any, Any]]]:
+    seen: list[tuple[Any, Any]] = []
+    outer = _received.get()
+    token = _received.set(_ReceivedRequests([*(outer.sinks if outer is not None else ()), seen]))
+    try:
+        yield seen
+    finally:
+        _received.reset(token)
+
+
 class LeanCacheMiddleware(AgentMiddleware):
     """Serves a model call from the cache when the same request was answered before.
 
     The key is the request as this middleware sees it (what its ``wrap_model_call`` is
     handed): every message with its tool calls and ids, the bound tools, tool choice, response
-    format and model settings, and the model's identity (its ``llm_string``).
+    format and model settings, the model's identity (its ``llm_string`` and its declared
+    str/number/bool fields) and the run's ``runtime.context``
+    (:func:`lean_plugins.agents.context_fingerprint`; a context with no plain value is
+    neither served nor stored).
+
+    Middleware after this one in the list may rebuild the request from what the key does not
+    hold (a ``@dynamic_prompt`` reading the context, a router swapping the model): on a miss
+    the model call is watched, and the answer is stored only when the keyed model received
+    the keyed messages (:func:`lean_plugins.agents.received_as_keyed`); otherwise one warning
+    says to place this middleware after the one that edits the request.
 
     * With tools bound (the answer is, or may be, a tool call) an entry is served only to a
       request equal in every character (:func:`lean_plugins.agents.exact_request_key`): no
@@ -346,8 +412,14 @@ class LeanCacheMiddleware(AgentMiddleware):
             raise ConfigurationError(f"LeanCacheMiddleware: namespace must be a non-empty str, got {namespace!r}.")
         self.cache = cache
         self.namespace = namespace if namespace is not None else f"instance-{uuid.uuid4().hex}"
+        self._warned = False
 
-    def _key(self, request: ModelRequest) -> tuple[str, dict[str, Any]]:
+    def _key(self, request: ModelRequest) -> tuple[str, dict[str, Any]] | None:
+        """The key of ``request``, or ``None`` when it cannot have one (a run context with
+        no plain value): such a request is neither served nor stored."""
+        context = context_fingerprint(getattr(getattr(request, "runtime", None), "context", None))
+        if context is None:
+            return None
         params: dict[str, Any] = {**request.model_settings}
         if request.tools:
             params["tools"] = tool_schemas(request.tools)
@@ -355,11 +427,13 @@ class LeanCacheMiddleware(AgentMiddleware):
             params["tool_choice"] = request.tool_choice
         if request.response_format is not None:
             params["response_format"] = repr(request.response_format)
-        llm_string = request.model._get_llm_string(**params)
+        llm_string = f"{request.model._get_llm_string(**params)}\x00{_scalar_settings(_unwrapped(request.model))}"
         messages = _key_messages(_sent(request))
         key = exact_request_key(messages) if request.tools else request_key(compact_history(messages))
         return key.text, {
-            "namespace": namespace_for(f"{llm_string}\x00middleware={self.namespace}", self.cache.tenant),
+            "namespace": namespace_for(
+                f"{llm_string}\x00middleware={self.namespace}\x00context={context}", self.cache.tenant
+            ),
             "model": _model_name(request),
             "tenant": self.cache.tenant,
             "scope": key.scope,
@@ -389,6 +463,29 @@ class LeanCacheMiddleware(AgentMiddleware):
             return None  # cut by a budget the key does not hold
         return answer
 
+    def _received_as_keyed(self, request: ModelRequest, received: list[tuple[Any, Any]]) -> bool:
+        """True when every model call made inside ``handler(request)`` got the keyed messages
+        (up to the request-only edits :func:`lean_plugins.agents.received_as_keyed` allows)
+        from the keyed model (or the model a :class:`LeanBudgetMiddleware` wraps). Otherwise
+        middleware after this one edited the request from something the key does not hold (a
+        dynamic prompt, a model router): the answer is not stored, and one warning says so."""
+        if not received:
+            return False  # no model answered (a middleware replied itself): nothing to store
+        keyed = _key_messages(_sent(request))
+        same = all(
+            batches is not None and len(batches) == 1 and _is_model(serialized, request.model)
+            and received_as_keyed(keyed, _key_messages(batches[0]))
+            for serialized, batches in received
+        )  # fmt: skip
+        if not same and not self._warned:
+            self._warned = True
+            logger.warning(
+                "LeanCacheMiddleware: a middleware after it in the list changed the request (system prompt, "
+                "messages or model) before the model received it, so answers are not cached. Place "
+                "LeanCacheMiddleware after the middleware that edits the request (later in the middleware list)."
+            )
+        return same
+
     def _value(self, answer: AIMessage) -> tuple[str, int]:
         usage = answer.usage_metadata or {}
         output = usage.get("output_tokens")
@@ -414,31 +511,68 @@ class LeanCacheMiddleware(AgentMiddleware):
         return found
 
     def wrap_model_call(self, request: ModelRequest, handler: Handler) -> ModelResponse | AIMessage:
-        text, kwargs = self._key(request)
+        key = self._key(request)
+        if key is None:
+            return handler(request)
+        text, kwargs = key
         found = self._served(request, self.cache.cache.lookup(text, record=False, **kwargs), kwargs["model"])
         if found is not None:
             return found
-        response = handler(request)
+        with _watch_received() as received:
+            response = handler(request)
         answer = self._storable(request, response)
-        if answer is not None:
+        if answer is not None and self._received_as_keyed(request, received):
             value, output = self._value(answer)
             self.cache.cache.put(text, value, namespace=kwargs["namespace"], output_tokens=output,
                                  scope=kwargs["scope"], semantic=kwargs["semantic"])  # fmt: skip
         return response
 
     async def awrap_model_call(self, request: ModelRequest, handler: AsyncHandler) -> ModelResponse | AIMessage:
-        text, kwargs = self._key(request)
+        key = self._key(request)
+        if key is None:
+            return await handler(request)
+        text, kwargs = key
         hit = await self.cache.cache.alookup(text, record=False, **kwargs)
         found = self._served(request, hit, kwargs["model"])
         if found is not None:
             return found
-        response = await handler(request)
+        with _watch_received() as received:
+            response = await handler(request)
         answer = self._storable(request, response)
-        if answer is not None:
+        if answer is not None and self._received_as_keyed(request, received):
             value, output = self._value(answer)
             await self.cache.cache.aput(text, value, namespace=kwargs["namespace"], output_tokens=output,
                                         scope=kwargs["scope"], semantic=kwargs["semantic"])  # fmt: skip
         return response
+
+
+def _unwrapped(model: Any) -> Any:
+    return model.model if isinstance(model, BudgetedChatModel) else model
+
+
+def _scalar_settings(model: Any) -> str:
+    """The model's declared fields holding a str, number or bool (with_cache's plain settings,
+    less lists and dicts): a custom model left on LangChain's default ``_identifying_params``
+    (``language="de"``) keys on them too. Lists and dicts are left out, since a model may log
+    its calls in one (the key would change on every call)."""
+    settings = json.loads(_plain_settings(model)) if isinstance(model, BaseLanguageModel) else {}
+    return json.dumps({k: v for k, v in settings.items() if not isinstance(v, (list, dict))}, sort_keys=True)
+
+
+def _is_model(called: Any, model: Any) -> bool:
+    """True when the model object that was called (or, when it could not be told, its
+    serialised form) is ``model``, or ``model`` wrapped by a :class:`LeanBudgetMiddleware`
+    inside the cache (whose cut answers are not stored)."""
+    if not isinstance(called, BaseChatModel):
+        return called == _serialised(model)
+    if called is model:
+        return True
+    return isinstance(called, BudgetedChatModel) and _is_model(called.model, model)
+
+
+def _serialised(model: Any) -> Any:
+    """A model as callbacks name it (``on_chat_model_start``'s ``serialized``)."""
+    return model._serialized if hasattr(type(model), "_serialized") else dumpd(model)
 
 
 def _private_store() -> Any:
