@@ -94,7 +94,10 @@ def _plain_settings(model: BaseLanguageModel) -> str:
     return json.dumps(settings, sort_keys=True)
 
 
-_SECRET_FIELD = re.compile(r"key|token|secret|password|credential", re.IGNORECASE)
+# Whole names (``api_key``, ``access_token``), not parts: ``max_tokens`` is a setting.
+_SECRET_FIELD = re.compile(
+    r"^(?:.*_)?(?:api_?key|key|secret|password|passwd|token|credentials?|auth|authorization)$", re.IGNORECASE
+)
 
 
 def _vectorstore_identity(store: Any, recurse: Callable[[Any], Any]) -> Any:

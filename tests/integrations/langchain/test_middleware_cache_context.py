@@ -197,3 +197,12 @@ def test_received_as_keyed_rule() -> None:
     assert not received_as_keyed(keyed, [{"role": "system", "content": "S2"}, *keyed[1:]])
     assert not received_as_keyed(keyed, keyed[1:])
     assert not received_as_keyed(keyed, [*keyed[:2], {**keyed[2], "tool_call_id": "2"}])
+
+
+def test_custom_model_max_tokens_field_is_in_the_key(cache: CoreLeanCache) -> None:
+    """``max_tokens`` is a setting, not a secret (a name holding "token" is not a token)."""
+    for limit, expected_calls in ((None, 1), (3, 1), (None, 0)):
+        llm = Language(max_tokens=limit, policy=lambda m, t: {"text": "one two three four five six seven"})
+        agent = create_agent(llm, [], middleware=[LeanCacheMiddleware(cache, namespace="prod")])
+        agent.invoke(QUESTION)
+        assert len(llm.calls) == expected_calls
