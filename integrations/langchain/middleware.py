@@ -581,7 +581,6 @@ def _private_store() -> Any:
     import tempfile
 
     from lean_plugins.cache import LeanCache as CoreLeanCache
-
     from lean_plugins.cache.lean_cache import _OPEN_CACHES
 
     folder = tempfile.mkdtemp(prefix="lean-agent-cache-")
