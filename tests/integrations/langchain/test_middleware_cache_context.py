@@ -206,3 +206,20 @@ def test_custom_model_max_tokens_field_is_in_the_key(cache: CoreLeanCache) -> No
         agent = create_agent(llm, [], middleware=[LeanCacheMiddleware(cache, namespace="prod")])
         agent.invoke(QUESTION)
         assert len(llm.calls) == expected_calls
+
+
+def test_streamed_runs_store_when_the_model_got_the_keyed_request(cache: CoreLeanCache) -> None:
+    """The model call is watched when streamed too (sync and async): the cache after the
+    prompt stores, and the repeat is served."""
+    llm = ScriptedChatModel(policy=echo_system)
+    agent = create_agent(llm, [], middleware=[per_user, LeanCacheMiddleware(cache)], context_schema=User)
+    for _ in range(2):
+        list(agent.stream(QUESTION, context=User("alice"), stream_mode="messages"))
+    assert len(llm.calls) == 1
+
+    async def run() -> None:
+        for _ in range(2):
+            [c async for c in agent.astream(QUESTION, context=User("bob"), stream_mode="messages")]
+
+    asyncio.run(run())
+    assert len(llm.calls) == 2
