@@ -47,6 +47,7 @@ from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
 from pydantic import ConfigDict, Field
 
 from lean_plugins.cache import LeanCache as CoreLeanCache
+from lean_plugins.cache.keys import SECRET_FIELD
 from lean_plugins.cache.question import (
     QuestionCache,
     Retrieval,
@@ -84,7 +85,7 @@ def _plain_settings(model: BaseLanguageModel) -> str:
     secret fields left out), as canonical JSON."""
     settings: dict[str, Any] = {}
     for name, field in type(model).model_fields.items():
-        if field.exclude or name in _NOISE or _SECRET_FIELD.search(name):
+        if field.exclude or name in _NOISE or SECRET_FIELD.search(name):
             continue
         value = getattr(model, name, None)
         try:
@@ -94,10 +95,6 @@ def _plain_settings(model: BaseLanguageModel) -> str:
     return json.dumps(settings, sort_keys=True)
 
 
-# Whole names (``api_key``, ``access_token``), not parts: ``max_tokens`` is a setting.
-_SECRET_FIELD = re.compile(
-    r"^(?:.*_)?(?:api_?key|key|secret|password|passwd|token|credentials?|auth|authorization)$", re.IGNORECASE
-)
 
 
 def _vectorstore_identity(store: Any, recurse: Callable[[Any], Any]) -> Any:

@@ -37,7 +37,7 @@ from pydantic import BaseModel, Field, PrivateAttr
 
 from lean_plugins.agents import exact_request_key, replayed_budget_event
 from lean_plugins.cache import LeanCache, namespace_for
-from lean_plugins.cache.keys import RequestKey, canonical_json, completion_key, request_key
+from lean_plugins.cache.keys import SECRET_FIELD, RequestKey, canonical_json, completion_key, request_key
 from lean_plugins.errors import ConfigurationError
 from lean_plugins.ledger import mark_cache_hit, record
 from lean_plugins.tokens import count_tokens
@@ -78,11 +78,6 @@ def _advance(text: str, delta: str | None, running: str | None) -> tuple[str, st
     return running, running
 
 
-#: Configuration fields that never change an answer and may hold secrets.
-_SECRET_FIELD = re.compile(
-    r"^(?:.*_)?(?:api_?key|key|secret|password|passwd|token|credentials?|auth|authorization)$|headers?$",
-    re.IGNORECASE,
-)
 _NOT_ANSWER_FIELDS = frozenset({"callback_manager", "callbacks", "max_retries", "timeout", "reuse_client"})
 
 
@@ -91,7 +86,7 @@ def _without_secrets(value: Any) -> Any:
         return {
             k: _without_secrets(v)
             for k, v in value.items()
-            if not (isinstance(k, str) and (_SECRET_FIELD.search(k) or k in _NOT_ANSWER_FIELDS))
+            if not (isinstance(k, str) and (SECRET_FIELD.search(k) or k in _NOT_ANSWER_FIELDS))
         }
     if isinstance(value, list):
         return [_without_secrets(v) for v in value]

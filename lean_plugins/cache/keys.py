@@ -351,6 +351,15 @@ def match_key(text: str, scope: str = "", semantic: bool = True) -> tuple[str, s
     return parts.question, scope, semantic and parts.semantic
 
 
+#: Model configuration fields that never change an answer and may hold secrets, by whole name
+#: (``api_key``, ``access_token``, ``headers``), not by part: ``max_tokens`` is a setting. Both
+#: adapters leave them out of cache keys.
+SECRET_FIELD = re.compile(
+    r"^(?:.*_)?(?:api_?key|key|secret|password|passwd|token|credentials?|auth|authorization|headers?)$",
+    re.IGNORECASE,
+)
+
+
 # -- request keys -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RequestKey:
