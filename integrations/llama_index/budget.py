@@ -536,9 +536,10 @@ def with_output_budget(
     Use the result wherever an LLM goes (``Settings.llm``, a query engine). Responses carry
     ``additional_kwargs["stop_reason"]`` (``natural``, ``budget``, ``soft_budget``) and
     ``additional_kwargs["output_budget"]`` (budget, tokens used and generated, their unit).
-    With an int, a cut answer is booked in the ledger against ``llm``'s own max-tokens setting
-    when it has one (:func:`lean_plugins.agents.agent_step_budget`, the rule of LangChain's
-    ``LeanBudgetMiddleware`` too), else against the budget itself.
+    With an int, a cut answer claims no saving in the ledger (the tokens the model had not yet
+    generated are unknown, and ``llm``'s own max-tokens setting is a cap, not a cost): the rule
+    of :func:`lean_plugins.agents.agent_step_budget`, LangChain's ``LeanBudgetMiddleware`` too;
+    pass an :class:`~lean_plugins.budget.OutputBudget` to state a baseline.
 
     A :class:`~lean_plugins.llama_index.CachedLLM` keeps its place outside the budget (the
     order composes either way): ``with_output_budget(CachedLLM(llm), n)`` returns
