@@ -538,8 +538,7 @@ def with_output_budget(
     ``additional_kwargs["output_budget"]`` (budget, tokens used and generated, their unit).
     With an int, a cut answer claims no saving in the ledger (the tokens the model had not yet
     generated are unknown, and ``llm``'s own max-tokens setting is a cap, not a cost): the rule
-    of :func:`lean_plugins.agents.agent_step_budget`, LangChain's ``LeanBudgetMiddleware`` too;
-    pass an :class:`~lean_plugins.budget.OutputBudget` to state a baseline.
+    of :func:`lean_plugins.agents.agent_step_budget`, LangChain's ``LeanBudgetMiddleware`` too.
 
     A :class:`~lean_plugins.llama_index.CachedLLM` keeps its place outside the budget (the
     order composes either way): ``with_output_budget(CachedLLM(llm), n)`` returns
