@@ -25,8 +25,7 @@ import numpy as np
 import survival_lab as lab  # scripts/, beside this file
 
 from lean_plugins import quantize
-from lean_plugins.compress.data import PAIRS_FILE, SQUAD_FILES, load_pairs, load_squad_articles, split_pairs
-from lean_plugins.paths import cache_dir, shared_data_dir
+from lean_plugins.paths import cache_dir
 
 #: Sets of linear layers kept in float32, fastest first (keep-probability correlation with
 #: float32 on 52 development paragraphs and speed of a 2k-token pass in ``quantize.FLOAT32_LINEARS``).
@@ -94,17 +93,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--candidates", default=None, help="indices into CANDIDATES (default all)")
     args = parser.parse_args()
-    data = shared_data_dir()
-    if data is None:
-        print("evaluation data not found (../shared/data or LEAN_PLUGINS_DATA)", file=sys.stderr)
+    loaded = lab.load_development_data()
+    if loaded is None:
         return 2
-    import torch
-
+    articles, val = loaded
     import lean_plugins.embeddings as embeddings
 
-    torch.set_num_threads(1)
-    articles = load_squad_articles([data / f for f in SQUAD_FILES])
-    _, val, _ = split_pairs(load_pairs(data / PAIRS_FILE))
     picked = [int(i) for i in args.candidates.split(",")] if args.candidates else range(len(CANDIDATES))
     candidates = [CANDIDATES[i] for i in picked]
     started = time.time()

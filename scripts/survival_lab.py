@@ -232,6 +232,22 @@ def run_dtype(dtype: str, cache: Path, articles, val, per_article: bool, embeddi
     print(f"({time.time() - started:.0f}s)", file=sys.stderr)
 
 
+def load_development_data() -> tuple[list, list] | None:
+    """The 13 development articles and the validation compression pairs, with torch on one
+    thread (the labs' measurements are per CPU-second); ``None`` (after saying why) when the
+    shared data is not found."""
+    data = shared_data_dir()
+    if data is None:
+        print("evaluation data not found (../shared/data or LEAN_PLUGINS_DATA)", file=sys.stderr)
+        return None
+    import torch
+
+    torch.set_num_threads(1)
+    articles = load_squad_articles([data / f for f in SQUAD_FILES])
+    _, val, _ = split_pairs(load_pairs(data / PAIRS_FILE))
+    return articles, val
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", type=Path, default=None, help="default survival_lab_<dtype>.npz in the lean-plugins cache dir (one dtype only)")
@@ -239,15 +255,10 @@ def main() -> int:
     parser.add_argument("--per-article", action="store_true")
     parser.add_argument("--set", action="append", default=[], help="NAME=VALUE: a compressor constant")
     args = parser.parse_args()
-    data = shared_data_dir()
-    if data is None:
-        print("evaluation data not found (../shared/data or LEAN_PLUGINS_DATA)", file=sys.stderr)
+    loaded = load_development_data()
+    if loaded is None:
         return 2
-    import torch
-
-    torch.set_num_threads(1)
-    articles = load_squad_articles([data / f for f in SQUAD_FILES])
-    _, val, _ = split_pairs(load_pairs(data / PAIRS_FILE))
+    articles, val = loaded
     for assignment in args.set:
         name, value = assignment.split("=", 1)
         if not hasattr(core, name):
