@@ -96,20 +96,20 @@ def calls_a_tool(generations: Sequence[Any]) -> bool:
     return False
 
 
-def prompt_key(prompt: str, exact: bool = False) -> tuple[RequestKey, int]:
-    """The request key of a LangChain cache prompt, and its input tokens (for the ledger).
-
-    ``exact``: the request's answer is, or may be, a tool call, so it is keyed for exact
-    repeats of every character only (:func:`lean_plugins.agents.exact_request_key`)."""
+def prompt_keys(prompt: str) -> tuple[RequestKey, RequestKey, int]:
+    """The keys of a LangChain cache prompt, parsed once: its exact key (for a request whose
+    answer is, or may be, a tool call: exact repeats of every character only,
+    :func:`lean_plugins.agents.exact_request_key`), its usual request key, and its input tokens
+    (for the ledger)."""
     if not isinstance(prompt, str):
         raise TypeError(f"LeanCache: prompt must be a str, got {type(prompt).__name__}.")
     messages = prompt_messages(prompt)
     if messages is None:
-        key = exact_request_key([{"role": "prompt", "content": prompt}]) if exact else completion_key(prompt)
-        return key, count_tokens(prompt)
+        exact = exact_request_key([{"role": "prompt", "content": prompt}])
+        return exact, completion_key(prompt), count_tokens(prompt)
     texts = (message_text(m.get("content")) or json.dumps(m.get("content")) for m in messages)
     tokens = sum(count_tokens(text) for text in texts)
-    return (exact_request_key(messages) if exact else request_key(messages)), tokens
+    return exact_request_key(messages), request_key(messages), tokens
 
 
 def served_from_cache(message: Any) -> bool:
@@ -155,21 +155,11 @@ class LeanCache(BaseCache):
     def _namespace(self, llm_string: str) -> str:
         return namespace_for(llm_string, self.tenant)
 
-    def _lookup_args(self, prompt: str, llm_string: str, exact: bool) -> tuple[str, dict[str, Any]]:
-        key, tokens = prompt_key(prompt, exact)
-        return key.text, {
-            "namespace": self._namespace(llm_string),
-            "model": model_from_llm_string(llm_string),
-            "tenant": self.tenant,
-            "scope": key.scope,
-            "semantic": key.semantic,
-            "input_tokens": tokens,
-        }
-
     def _update_args(
         self, prompt: str, llm_string: str, return_val: Sequence[Any]
     ) -> tuple[str, str, dict[str, Any]]:
-        key, _ = prompt_key(prompt, tools_bound(llm_string) or calls_a_tool(return_val))
+        exact, usual, _ = prompt_keys(prompt)
+        key = exact if tools_bound(llm_string) or calls_a_tool(return_val) else usual
         value = dumps(list(return_val))
         output_tokens = sum(count_tokens(getattr(g, "text", "") or "") for g in return_val)
         return key.text, value, {
@@ -206,12 +196,20 @@ class LeanCache(BaseCache):
         return generations
 
     def _keys(self, prompt: str, llm_string: str) -> list[tuple[str, dict[str, Any]]]:
-        """The lookups that may answer ``prompt``, in order. A request with tools bound is
-        served on an exact repeat only. Otherwise a reply that called a tool (tools given some
-        way the ``llm_string`` does not show) is looked up by its exact key first, then the
-        request is matched as usual; a served tool call is never matched by meaning."""
-        exact = self._lookup_args(prompt, llm_string, exact=True)
-        return [exact] if tools_bound(llm_string) else [exact, self._lookup_args(prompt, llm_string, exact=False)]
+        """The lookups that may answer ``prompt`` (text and keywords of the core lookup), in
+        order. A request with tools bound is served on an exact repeat only. Otherwise a reply
+        that called a tool (tools given some way the ``llm_string`` does not show) is looked up
+        by its exact key first, then the request is matched as usual; a served tool call is
+        never matched by meaning."""
+        exact, usual, tokens = prompt_keys(prompt)
+        common = {
+            "namespace": self._namespace(llm_string),
+            "model": model_from_llm_string(llm_string),
+            "tenant": self.tenant,
+            "input_tokens": tokens,
+        }
+        keys = [exact] if tools_bound(llm_string) else [exact, usual]
+        return [(key.text, {**common, "scope": key.scope, "semantic": key.semantic}) for key in keys]
 
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         """Cached generations for ``prompt`` under ``llm_string``, or ``None``."""
