@@ -648,6 +648,35 @@ def exact_request_key(messages: Sequence[Mapping[str, Any]], params: Mapping[str
     return RequestKey(EXACT_KEY_PREFIX + digest, "", False, "tools are bound: exact repeats of the whole request only")
 
 
+#: Tool ``type`` s the application runs itself: the model only writes the call (OpenAI's and
+#: LangChain's function tools, OpenAI's free-form custom tools).
+CLIENT_TOOL_TYPES = frozenset({"function", "custom"})
+
+
+def provider_side_tools(tools: Iterable[Any]) -> list[str]:
+    """The tools among ``tools`` that the provider runs during the call, by their type: a tool
+    given as a dict that is not a function schema (OpenAI's ``{"type": "web_search"}``,
+    ``file_search``, ``code_interpreter``, ``mcp``; Anthropic's ``web_search_20250305``;
+    Gemini's ``{"google_search": {}}``). Their results are fetched at call time and are not in
+    the request, so a cache must neither serve nor store such a request: an exact repeat would
+    replay yesterday's search. Tool objects and function schemas (``type`` in
+    :data:`CLIENT_TOOL_TYPES`, or a ``name`` with ``parameters`` / ``input_schema``, Anthropic's
+    client tools) run in the application: their results come back as messages, in the key.
+    Anthropic's typed client tools (``bash_...``, ``text_editor_...``) count as provider-side
+    here: not caching them costs a call, never a stale answer."""
+    found = []
+    for tool in tools:
+        if not isinstance(tool, Mapping):
+            continue  # a tool object (LangChain BaseTool, LlamaIndex FunctionTool): run by the app
+        kind = tool.get("type")
+        if kind in CLIENT_TOOL_TYPES:
+            continue
+        if kind is None and "name" in tool and ("parameters" in tool or "input_schema" in tool):
+            continue
+        found.append(str(kind) if kind is not None else ",".join(map(str, tool)) or "{}")
+    return found
+
+
 def context_fingerprint(context: Any) -> str | None:
     """A digest of an agent run's context (LangChain's ``runtime.context``), for a model-call
     cache key: middleware inside the cache may build the request from it (a per-user system
@@ -859,6 +888,44 @@ def tool_calls_text(message: Mapping[str, Any]) -> str:
     """A message's tool calls (name, arguments, id) as the canonical text that is counted."""
     calls = message.get("tool_calls") or []
     return canonical_json([{"name": c.get("name"), "args": c.get("args"), "id": c.get("id")} for c in calls]) if calls else ""
+
+
+def plain_tool_call(call: Any) -> dict[str, Any]:
+    """One tool call as ``{"name", "args", "id"}`` (the form :func:`tool_calls_text` counts),
+    from that form itself (LangChain's ``AIMessage.tool_calls``) or OpenAI's
+    ``{"id", "function": {"name", "arguments"}}`` (a dict or the SDK's object). Arguments sent
+    as a JSON string are parsed, so one call counts the same whichever form carries it."""
+    get = call.get if isinstance(call, Mapping) else lambda name: getattr(call, name, None)
+    function = get("function")
+    if function is not None:
+        fget = function.get if isinstance(function, Mapping) else lambda name: getattr(function, name, None)
+        name, args = fget("name"), fget("arguments")
+    else:
+        name, args = get("name"), get("args")
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except ValueError:
+            pass  # not JSON (a provider's partial arguments): counted as the text it is
+    return {"name": name, "args": args, "id": get("id")}
+
+
+def reply_tool_call_tokens(calls: Iterable[Any]) -> int:
+    """Output tokens of a reply's tool calls when the provider reports no usage: the canonical
+    text of :func:`tool_calls_text` (name, arguments, id of each call, :func:`plain_tool_call`)
+    counted, the count the same calls have as input on the agent's next step.
+
+    The one rule every layer books a tool-calling reply by (the output budget of both
+    adapters, the agent middleware, LlamaIndex's ``CachedLLM``): its text plus this. A budget
+    never cuts a tool call, so these tokens are always kept whole."""
+    plain = [plain_tool_call(c) for c in calls]
+    return count_tokens(tool_calls_text({"tool_calls": plain})) if plain else 0
+
+
+def reply_output_tokens(text: str, tool_calls: Iterable[Any] = ()) -> int:
+    """Output tokens of a reply the provider reported no usage for: its text plus its tool
+    calls (:func:`reply_tool_call_tokens`)."""
+    return count_tokens(text) + reply_tool_call_tokens(tool_calls)
 
 
 def message_tokens(message: Mapping[str, Any]) -> int:

@@ -51,6 +51,7 @@ from langchain_core.runnables.config import ensure_config
 from lean_plugins.langchain.cache import served_from_cache
 from pydantic import BaseModel, ConfigDict, Field
 
+from lean_plugins.agents import reply_tool_call_tokens
 from lean_plugins.budget import BudgetResult, BudgetRun, OutputBudget, route_for_template
 from lean_plugins.budget.call import MAX_TOKENS_FIELDS, BudgetedCall, capped_limits, is_local_model
 from lean_plugins.budget.tracker import CallTracker, TrackedCall
@@ -220,6 +221,7 @@ class OutputBudgetCallbackHandler(BaseCallbackHandler):
         generation = response.generations[0][0] if response.generations and response.generations[0] else None
         output_tokens = input_tokens = finish_reason = None
         cached = False
+        tool_call_tokens = 0
         if generation is not None:
             info = generation.generation_info or {}
             finish_reason = info.get("finish_reason")
@@ -230,6 +232,7 @@ class OutputBudgetCallbackHandler(BaseCallbackHandler):
                 meta = generation.message.response_metadata or {}
                 finish_reason = finish_reason or meta.get("finish_reason") or meta.get("stop_reason")
                 cached = cached or is_cache_hit(meta) or served_from_cache(generation)
+                tool_call_tokens = _tool_call_tokens(generation.message)
         token_usage = (response.llm_output or {}).get("token_usage") or {}
         self.tracker.end(
             run_id,
@@ -238,10 +241,17 @@ class OutputBudgetCallbackHandler(BaseCallbackHandler):
             input_tokens=input_tokens or token_usage.get("prompt_tokens"),
             finish_reason=finish_reason,
             cached=cached,
+            tool_call_tokens=tool_call_tokens,
         )
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self.tracker.end(run_id)  # the stream was closed or failed: account what was produced
+
+
+def _tool_call_tokens(message: Any) -> int:
+    """Output tokens of the tool calls a reply carries (the core rule,
+    :func:`lean_plugins.agents.reply_tool_call_tokens`; 0 for none)."""
+    return reply_tool_call_tokens(getattr(message, "tool_calls", None) or [])
 
 
 # -- the enforcing wrapper ----------------------------------------------------------------------
@@ -618,6 +628,7 @@ class BudgetedChatModel(_BudgetSettings, BaseChatModel):
             input_tokens=(usage or {}).get("input_tokens"),
             finish_reason=meta.get("finish_reason") or meta.get("stop_reason"),
             cached=is_cache_hit(meta),
+            tool_call_tokens=_tool_call_tokens(merged),
         )
         if self.raise_on_stop and result.stopped:
             raise result.exceeded_error()
@@ -648,7 +659,9 @@ class BudgetedChatModel(_BudgetSettings, BaseChatModel):
             response_metadata=dict(message.response_metadata or {}),
             additional_kwargs=dict(message.additional_kwargs or {}),
         )
-        call.finish(text, output_tokens=(chunk.usage_metadata or {}).get("output_tokens"))
+        usage = chunk.usage_metadata or {}
+        calls = _tool_call_tokens(message)
+        call.finish(text, output_tokens=usage.get("output_tokens"), tool_call_tokens=calls)
         return ChatGenerationChunk(message=chunk)
 
     def _stream(

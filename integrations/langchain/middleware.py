@@ -70,8 +70,10 @@ from lean_plugins.agents import (
     content_text,
     context_fingerprint,
     exact_request_key,
+    provider_side_tools,
     received_as_keyed,
     replayed_budget_event,
+    reply_output_tokens,
     request_tokens,
 )
 from lean_plugins.cache import namespace_for
@@ -80,7 +82,6 @@ from lean_plugins.cache.question import callers_on_stack
 from lean_plugins.errors import ConfigurationError
 from lean_plugins.ledger import is_cache_hit, mark_cache_hit, record
 from lean_plugins.prompts.prefix_cache import record_prefix_cache
-from lean_plugins.tokens import count_tokens
 
 __all__ = [
     "LeanBudgetMiddleware",
@@ -163,6 +164,16 @@ def _request_tokens(request: ModelRequest) -> int:
 def _answer(response: ModelResponse | AIMessage) -> AIMessage | None:
     result = [response] if isinstance(response, AIMessage) else getattr(response, "result", [])
     return next((m for m in reversed(result) if isinstance(m, AIMessage)), None)
+
+
+def _reply_tokens(answer: AIMessage) -> int:
+    """Output tokens of a reply: the provider's count when reported, else its text plus its
+    tool calls (:func:`lean_plugins.agents.reply_output_tokens`, the rule the output budget
+    books the same reply by)."""
+    output = (answer.usage_metadata or {}).get("output_tokens")
+    if output is not None:
+        return int(output)
+    return reply_output_tokens(content_text(answer.content), answer.tool_calls)
 
 
 def _served_from_cache(message: AIMessage) -> bool:
@@ -367,6 +378,9 @@ class LeanCacheMiddleware(AgentMiddleware):
       may copy any of them. A missed hit costs a call; a wrong tool argument is a wrong action.
     * Without tools, the LLM-level cache's rule (:func:`lean_plugins.cache.keys.request_key`):
       a paraphrase only of a plain final question after identical earlier messages.
+    * A request that binds a provider-side tool (a tool dict such as ``{"type": "web_search"}``,
+      :func:`lean_plugins.agents.provider_side_tools`) is neither served nor stored: the
+      provider fetches its results during the call, so a replay would be stale.
 
     Entries belong to one ``namespace``: middleware inside this one (LangChain's
     ``ContextEditingMiddleware``, a compressor) may change the request before the model
@@ -416,9 +430,10 @@ class LeanCacheMiddleware(AgentMiddleware):
 
     def _key(self, request: ModelRequest) -> tuple[str, dict[str, Any]] | None:
         """The key of ``request``, or ``None`` when it cannot have one (a run context with
-        no plain value): such a request is neither served nor stored."""
+        no plain value, or a provider-side tool bound: its results are fetched during the
+        call, not in the request): such a request is neither served nor stored."""
         context = context_fingerprint(getattr(getattr(request, "runtime", None), "context", None))
-        if context is None:
+        if context is None or provider_side_tools(request.tools):
             return None
         params: dict[str, Any] = {**request.model_settings}
         if request.tools:
@@ -487,18 +502,14 @@ class LeanCacheMiddleware(AgentMiddleware):
         return same
 
     def _value(self, answer: AIMessage) -> tuple[str, int]:
-        usage = answer.usage_metadata or {}
-        output = usage.get("output_tokens")
-        if output is None:
-            output = count_tokens(content_text(answer.content))
-        return dumps([ChatGeneration(message=answer)]), int(output)
+        return dumps([ChatGeneration(message=answer)]), _reply_tokens(answer)
 
     def _served(self, request: ModelRequest, hit: Any, model: str | None) -> ModelResponse | None:
         """The response of a hit, booked as ``cache / hit`` with the whole request's input
         tokens (tool schemas and every message: what the avoided call would have been sent)."""
         found = self._hit(hit)
         if found is not None:
-            output = hit.output_tokens if hit.output_tokens is not None else count_tokens(content_text(found.result[0].content))
+            output = hit.output_tokens if hit.output_tokens is not None else _reply_tokens(found.result[0])
             record(
                 layer="cache",
                 kind="hit",
@@ -678,11 +689,7 @@ class LeanBudgetMiddleware(AgentMiddleware[LeanBudgetState]):
         last = state["messages"][-1] if state.get("messages") else None
         if not isinstance(last, AIMessage) or _served_from_cache(last):
             return None
-        usage = last.usage_metadata or {}
-        spent = usage.get("output_tokens")
-        if spent is None:
-            spent = count_tokens(content_text(last.content))
-        return {"lean_run_output_tokens": state.get("lean_run_output_tokens", 0) + int(spent)}
+        return {"lean_run_output_tokens": state.get("lean_run_output_tokens", 0) + _reply_tokens(last)}
 
     async def aafter_model(self, state: LeanBudgetState, runtime: Any) -> dict[str, Any] | None:
         return self.after_model(state, runtime)

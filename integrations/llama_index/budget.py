@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field, PrivateAttr, field_serializer
 
-from lean_plugins.agents import agent_step_budget
+from lean_plugins.agents import agent_step_budget, plain_tool_call, reply_tool_call_tokens
 from lean_plugins.budget import BudgetResult, OutputBudget
 from lean_plugins.budget.call import MAX_TOKENS_FIELDS, BudgetedCall, capped_limits, is_local_model
 from lean_plugins.budget.tracker import CallTracker
@@ -43,6 +43,7 @@ from llama_index.core.base.llms.types import (
     LLMMetadata,
     MessageRole,
     TextBlock,
+    ToolCallBlock,
 )
 from llama_index.core.callbacks.base_handler import BaseCallbackHandler as LlamaBaseCallbackHandler
 from llama_index.core.callbacks.schema import CBEventType, EventPayload
@@ -76,7 +77,7 @@ _inside_budgeted_call: contextvars.ContextVar[bool] = contextvars.ContextVar(
 )
 
 
-def _usage(response: Any) -> tuple[int | None, int | None]:
+def provider_usage(response: Any) -> tuple[int | None, int | None]:
     """(input, output) tokens the provider reported on a LlamaIndex response, if any."""
     if response is None:
         return None, None
@@ -89,6 +90,24 @@ def _usage(response: Any) -> tuple[int | None, int | None]:
         prompt = prompt or get("prompt_tokens") or get("input_tokens")
         completion = completion or get("completion_tokens") or get("output_tokens")
     return prompt, completion
+
+
+def reply_tool_calls(message: ChatMessage) -> list[dict[str, Any]]:
+    """The tool calls of a LlamaIndex reply in the core's plain form (``name``, ``args``,
+    ``id``; :func:`lean_plugins.agents.plain_tool_call`): its ``ToolCallBlock`` s, else
+    ``additional_kwargs["tool_calls"]`` (where function-calling LLMs put them before the blocks
+    existed, as plain dicts or the provider's objects). One source only, so a reply that
+    carries the same calls both ways counts them once."""
+    blocks = [b for b in message.blocks if isinstance(b, ToolCallBlock)]
+    calls: list[Any] = [{"name": b.tool_name, "args": b.tool_kwargs, "id": b.tool_call_id} for b in blocks]
+    return [plain_tool_call(c) for c in calls or message.additional_kwargs.get("tool_calls") or []]
+
+
+def _tool_call_tokens(response: Any) -> int:
+    """Output tokens of the tool calls ``response`` carries (0 for a completion or no calls):
+    the core rule, :func:`lean_plugins.agents.reply_tool_call_tokens`."""
+    message = getattr(response, "message", None)
+    return reply_tool_call_tokens(reply_tool_calls(message)) if isinstance(message, ChatMessage) else 0
 
 
 def _cache_hit(response: Any) -> bool:
@@ -181,13 +200,14 @@ class OutputBudgetHandler(BaseEventHandler):
             if _accounted_by_budget(event.response):
                 self._tracker.discard(key)
                 return
-            input_tokens, output_tokens = _usage(event.response)
+            input_tokens, output_tokens = provider_usage(event.response)
             self._tracker.end(
                 key,
                 _response_text(event.response),
                 output_tokens=output_tokens,
                 input_tokens=input_tokens,
                 cached=_cache_hit(event.response),
+                tool_call_tokens=_tool_call_tokens(event.response),
             )
         elif isinstance(event, (ExceptionEvent, SpanDropEvent)):
             self._tracker.end(key)  # a stream closed early or failed: account what was produced
@@ -249,13 +269,14 @@ class OutputBudgetCallbackHandler(LlamaBaseCallbackHandler):
         if _accounted_by_budget(response):
             self.tracker.discard(event_id)
             return
-        input_tokens, output_tokens = _usage(response)
+        input_tokens, output_tokens = provider_usage(response)
         self.tracker.end(
             event_id,
             _response_text(response),
             output_tokens=output_tokens,
             input_tokens=input_tokens,
             cached=_cache_hit(response),
+            tool_call_tokens=_tool_call_tokens(response),
         )
 
     def start_trace(self, trace_id: str | None = None) -> None:
@@ -349,13 +370,14 @@ class BudgetedLLM(FunctionCallingLLM):
         return inner, BudgetedCall(run, criterion=local, capped=capped), extra
 
     def _end(self, call: BudgetedCall, last: Any) -> BudgetResult:
-        input_tokens, output_tokens = _usage(last)
+        input_tokens, output_tokens = provider_usage(last)
         raw = getattr(last, "raw", None)
         result = call.finish(
             output_tokens=output_tokens,
             input_tokens=input_tokens,
             finish_reason=raw.get("finish_reason") if isinstance(raw, dict) else None,
             cached=_cache_hit(last),
+            tool_call_tokens=_tool_call_tokens(last),
         )
         if self.raise_on_stop and result.stopped:
             raise result.exceeded_error()

@@ -33,9 +33,15 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lean_plugins.llama_index.budget import provider_usage, reply_tool_calls
 from pydantic import BaseModel, Field, PrivateAttr
 
-from lean_plugins.agents import exact_request_key, replayed_budget_event
+from lean_plugins.agents import (
+    exact_request_key,
+    provider_side_tools,
+    replayed_budget_event,
+    reply_output_tokens,
+)
 from lean_plugins.cache import LeanCache, namespace_for
 from lean_plugins.cache.keys import SECRET_FIELD, RequestKey, canonical_json, completion_key, request_key
 from lean_plugins.errors import ConfigurationError
@@ -266,22 +272,13 @@ def decode_reply(text: str) -> ChatResponse | None:
 
 
 def reply_tokens(response: ChatResponse) -> int:
-    """Output tokens of a reply: the provider's count when reported, else its text and its
-    tool calls counted."""
-    raw = response.raw
-    usage = raw.get("usage") if isinstance(raw, dict) else getattr(raw, "usage", None)
-    if isinstance(usage, dict) and isinstance(usage.get("completion_tokens") or usage.get("output_tokens"), int):
-        return int(usage.get("completion_tokens") or usage.get("output_tokens"))
-    calls = response.message.additional_kwargs.get("tool_calls")
-    extra = count_tokens(canonical_json(_encode_value_lenient(calls))) if calls else 0
-    return count_tokens(response.message.content or "") + extra
-
-
-def _encode_value_lenient(value: Any) -> Any:
-    try:
-        return _encode_value(value)
-    except _NotStorable:
-        return repr(value)
+    """Output tokens of a reply: the provider's count when reported, else its text plus its
+    tool calls (:func:`lean_plugins.agents.reply_output_tokens`, the rule the output budget
+    books the same reply by)."""
+    _, reported = provider_usage(response)
+    if isinstance(reported, int):
+        return reported
+    return reply_output_tokens(response.message.content or "", reply_tool_calls(response.message))
 
 
 class CachedLLM(FunctionCallingLLM):
@@ -300,7 +297,10 @@ class CachedLLM(FunctionCallingLLM):
     request (:func:`lean_plugins.agents.exact_request_key`: a tool call's arguments may copy
     any of it), and its reply comes back whole: text, content blocks and ``additional_kwargs``
     with the tool calls, typed objects included (a reply that cannot be stored exactly is
-    passed through uncached).
+    passed through uncached). A call that binds a provider-side tool (a tool dict such as
+    ``{"type": "web_search"}`` in ``tools``, or the wrapped LLM's ``built_in_tools``) is
+    passed through, neither served nor stored: the provider fetches its results during the
+    call (:func:`lean_plugins.agents.provider_side_tools`).
 
     List and dict fields of the wrapped LLM that it changes itself during a call (a call log)
     are its state, not its configuration: they are left out of the namespace from then on, so
@@ -360,6 +360,17 @@ class CachedLLM(FunctionCallingLLM):
         return self._tool_llm().get_tool_calls_from_response(response, **kwargs)
 
     # -- keys ------------------------------------------------------------------------------------
+    def _provider_tools(self, kwargs: dict[str, Any]) -> list[str]:
+        """The provider-side tools the call binds (:func:`lean_plugins.agents.provider_side_tools`):
+        tool dicts passed as ``tools``, or the wrapped LLM's own ``built_in_tools`` (the OpenAI
+        Responses LLM's web search, file search, ...). Their results are fetched during the
+        call, not in the request, so such a call is neither served nor stored."""
+        llm: Any = self.llm
+        while isinstance(getattr(llm, "llm", None), LLM):  # a budgeted LLM inside: the one it wraps
+            llm = llm.llm
+        built_in = getattr(llm, "built_in_tools", None) or []
+        return provider_side_tools([*(kwargs.get("tools") or []), *built_in])
+
     def _namespace_of(self, config: dict[str, Any], kind: str, kwargs: dict[str, Any]) -> str:
         identity = llm_identity(self.llm, self._private_settings, self._state_fields, config)
         raw = f"{identity}\x00{kind}\x00{canonical_json(kwargs)}"
@@ -533,6 +544,8 @@ class CachedLLM(FunctionCallingLLM):
     # -- completion ------------------------------------------------------------------------------
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        if self._provider_tools(kwargs):
+            return self.llm.complete(prompt, formatted=formatted, **kwargs)
         request = _completion_key(prompt)
         call = self._begin("complete", {**kwargs, "formatted": formatted})
         cached = self._lookup(request, call.namespace)
@@ -544,6 +557,8 @@ class CachedLLM(FunctionCallingLLM):
 
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        if self._provider_tools(kwargs):
+            return self.llm.stream_complete(prompt, formatted=formatted, **kwargs)
         request = _completion_key(prompt)
         call = self._begin("complete", {**kwargs, "formatted": formatted})
         cached = self._lookup(request, call.namespace)
@@ -566,6 +581,8 @@ class CachedLLM(FunctionCallingLLM):
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        if self._provider_tools(kwargs):
+            return await self.llm.acomplete(prompt, formatted=formatted, **kwargs)
         request = _completion_key(prompt)
         call = self._begin("complete", {**kwargs, "formatted": formatted})
         cached = await self._alookup(request, call.namespace)
@@ -579,6 +596,8 @@ class CachedLLM(FunctionCallingLLM):
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
+        if self._provider_tools(kwargs):
+            return await self.llm.astream_complete(prompt, formatted=formatted, **kwargs)
         request = _completion_key(prompt)
         call = self._begin("complete", {**kwargs, "formatted": formatted})
         cached = await self._alookup(request, call.namespace)
@@ -601,6 +620,8 @@ class CachedLLM(FunctionCallingLLM):
     # -- chat ------------------------------------------------------------------------------------
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        if self._provider_tools(kwargs):
+            return self.llm.chat(messages, **kwargs)
         if _tools_bound(kwargs):
             return self._tool_chat(messages, kwargs)
         request, call = _chat_key(messages), self._begin("chat", kwargs)
@@ -614,6 +635,8 @@ class CachedLLM(FunctionCallingLLM):
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        if self._provider_tools(kwargs):
+            return self.llm.stream_chat(messages, **kwargs)
         if _tools_bound(kwargs):
             return self._tool_stream_chat(messages, kwargs)
         request, call = _chat_key(messages), self._begin("chat", kwargs)
@@ -637,6 +660,8 @@ class CachedLLM(FunctionCallingLLM):
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        if self._provider_tools(kwargs):
+            return await self.llm.achat(messages, **kwargs)
         if _tools_bound(kwargs):
             return await self._atool_chat(messages, kwargs)
         request, call = _chat_key(messages), self._begin("chat", kwargs)
@@ -650,6 +675,8 @@ class CachedLLM(FunctionCallingLLM):
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        if self._provider_tools(kwargs):
+            return await self.llm.astream_chat(messages, **kwargs)
         if _tools_bound(kwargs):
             return await self._atool_stream_chat(messages, kwargs)
         request, call = _chat_key(messages), self._begin("chat", kwargs)

@@ -125,13 +125,19 @@ class BudgetedCall:
         input_tokens: int | None = None,
         finish_reason: Any = None,
         cached: bool = False,
+        tool_call_tokens: int = 0,
     ) -> BudgetResult:
         """End the call (idempotent) and account it once.
 
         ``text``: the whole answer when it was not streamed (it is judged now: a model that
         cannot stream never hands out text beyond the budget). ``output_tokens`` /
         ``input_tokens``: the provider's usage, if reported. ``finish_reason``: the provider's.
-        ``cached``: a cache served the answer (nothing was spent).
+        ``cached``: a cache served the answer (nothing was spent). ``tool_call_tokens``: the
+        reply's tool calls counted by :func:`lean_plugins.agents.reply_tool_call_tokens`
+        (both adapters pass it): without the provider's usage the call is booked as its text
+        plus these, as every other layer books the same reply. They never cut anything and do
+        not count towards the provider-cap check below (that count is the provider's own wire
+        form, which ours only approximates).
         """
         if self.result is not None:
             return self.result
@@ -147,5 +153,6 @@ class BudgetedCall:
             input_tokens=input_tokens,
             truncated_by_provider=truncated,
             cached=cached,
+            tool_call_tokens=tool_call_tokens,
         )
         return self.result

@@ -308,13 +308,17 @@ class BudgetRun:
         input_tokens: int | None = None,
         truncated_by_provider: bool = False,
         cached: bool = False,
+        tool_call_tokens: int = 0,
     ) -> BudgetResult:
         """End the call and return its :class:`BudgetResult` (idempotent).
 
         ``text``: the final text when the model ended by itself (token mode: the model's own
         post-processed text; text mode: ignored, the streamed text is used). ``output_tokens``:
         the provider's own count of generated tokens (``usage_metadata``), used for accounting;
-        ``input_tokens`` likewise for the prompt.
+        ``input_tokens`` likewise for the prompt. ``tool_call_tokens``: the tokens of the
+        reply's tool calls (:func:`lean_plugins.agents.reply_tool_call_tokens`), added to the
+        text's count wherever the provider's count is not used; a tool call is never cut, so
+        they are both used and generated.
         ``truncated_by_provider``: the provider stopped at the ``max_tokens`` we set.
         ``cached``: the answer came from a cache (its tokens were avoided, not spent).
         """
@@ -334,6 +338,12 @@ class BudgetRun:
             # The provider's count covers the whole kept text: one unit for the call.
             unit = result.unit if result.unit == "model" else "provider"
             result = _replace(result, tokens_used=output_tokens, tokens_generated=output_tokens, unit=unit)
+        elif tool_call_tokens:
+            result = _replace(
+                result,
+                tokens_used=result.tokens_used + tool_call_tokens,
+                tokens_generated=result.tokens_generated + tool_call_tokens,
+            )
         self.result = result
         if self._on_finish is not None:
             self._on_finish(self, result)

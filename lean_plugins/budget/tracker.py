@@ -109,8 +109,10 @@ class CallTracker:
         input_tokens: int | None = None,
         finish_reason: Any = None,
         cached: bool = False,
+        tool_call_tokens: int = 0,
     ) -> BudgetResult | None:
-        """The call ended. ``text``: its whole answer, counted when nothing was streamed."""
+        """The call ended. ``text``: its whole answer, counted when nothing was streamed;
+        ``tool_call_tokens``: its tool calls' (see :meth:`BudgetedCall.finish`)."""
         call = self._calls.get(key)
         if call is None:
             with self._lock:
@@ -123,6 +125,7 @@ class CallTracker:
             input_tokens=input_tokens,
             finish_reason=finish_reason,
             cached=cached,
+            tool_call_tokens=tool_call_tokens,
         )
 
     def discard(self, key: Hashable) -> None:
@@ -142,6 +145,7 @@ class CallTracker:
         input_tokens: int | None = None,
         finish_reason: Any = None,
         cached: bool = False,
+        tool_call_tokens: int = 0,
     ) -> BudgetResult:
         if call.result is not None:
             return call.result
@@ -151,6 +155,7 @@ class CallTracker:
             input_tokens=input_tokens,
             finish_reason=finish_reason,
             cached=cached,
+            tool_call_tokens=tool_call_tokens,
         )
         with self._lock:
             self.results.append(result)

@@ -235,3 +235,23 @@ def test_a_json_value_compressed_to_nothing_says_it_was_omitted(compressor: Tool
     assert data["n"] == 7 and data["tags"] == ["a", "b"]
     assert data["payload"] != ""
     assert data["payload"] in payload or "omitted" in data["payload"]
+
+
+def test_provider_side_tools_are_the_tool_dicts_that_are_not_function_schemas() -> None:
+    from lean_plugins.agents import provider_side_tools
+
+    client = [
+        object(),  # a tool object: the application runs it
+        {"type": "function", "function": {"name": "search", "parameters": {}}},
+        {"type": "function", "name": "search", "parameters": {}},  # OpenAI Responses, flat
+        {"type": "custom", "name": "grammar_tool"},
+        {"name": "search", "description": "d", "input_schema": {}},  # Anthropic client tool
+    ]
+    assert provider_side_tools(client) == []
+    provider = [
+        {"type": "web_search"},
+        {"type": "web_search_20250305", "name": "web_search"},
+        {"google_search": {}},
+        {"type": "mcp", "server_url": "https://example.invalid"},
+    ]
+    assert provider_side_tools([*client, *provider]) == ["web_search", "web_search_20250305", "google_search", "mcp"]

@@ -97,3 +97,15 @@ def test_usage_is_a_view_over_the_ledger_and_a_real_cache_hit_is_booked_once(tmp
     assert totals.avoided_output_tokens == len(encode("Rollo led them."))
     assert totals.dollars == ledger.select("llm", model="gpt-4o-mini")["dollars_after"] > 0
     assert totals.avoided_dollars == ledger.summary().by_layer("cache").dollars_saved > 0
+
+
+def test_tool_call_tokens_are_added_where_the_provider_count_is_not_used() -> None:
+    # without usage: the text's count plus the tool calls', kept whole also when the text is cut
+    natural = BudgetedCall(BudgetRun(100)).finish("Rollo led them.", tool_call_tokens=12)
+    assert (natural.stop_reason, natural.tokens_used, natural.tokens_generated) == ("natural", 5 + 12, 5 + 12)
+    cut = BudgetedCall(BudgetRun(10, soft_window=0.0)).finish(TEXT, tool_call_tokens=12)
+    assert cut.text == first(TEXT, 10) and cut.tokens_used == 10 + 12
+    assert cut.tokens_generated == len(encode(TEXT)) + 12
+    # with the provider's count: it covers the tool calls already
+    reported = BudgetedCall(BudgetRun(100)).finish("Rollo led them.", output_tokens=20, tool_call_tokens=12)
+    assert (reported.tokens_used, reported.tokens_generated, reported.unit) == (20, 20, "provider")

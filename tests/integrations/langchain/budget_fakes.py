@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models import BaseChatModel, FakeMessagesListChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
@@ -117,3 +117,37 @@ class NonStreamingFake(ToolCallingFake):
         return self.answer
 
     _stream = BaseChatModel._stream  # type: ignore[assignment]
+
+
+class NoUsageToolModel(FakeMessagesListChatModel):
+    """LangChain's ``FakeMessagesListChatModel`` (tool calls kept) as a provider that reports no
+    usage (no ``usage_metadata``) and cannot stream; takes tools with ``bind_tools``. It
+    answers an agent's n-th step (n AI messages sent) with ``responses[n]`` (the last one after
+    that), not with a counter: its settings, which a cache keys on, stay the same."""
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:
+        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
+
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
+        step = sum(isinstance(m, AIMessage) for m in messages)
+        reply = self.responses[min(step, len(self.responses) - 1)]
+        return ChatResult(generations=[ChatGeneration(message=reply)])
+
+
+class StreamingNoUsageToolModel(NoUsageToolModel):
+    """The same, streaming each reply word by word, then its tool calls as ``tool_call_chunks``."""
+
+    def _stream(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> Iterator[ChatGenerationChunk]:
+        message = self._generate(messages, stop, run_manager, **kwargs).generations[0].message
+        words = str(message.content).split(" ")
+        for i, word in enumerate(words):
+            yield ChatGenerationChunk(message=AIMessageChunk(content=word if i == 0 else " " + word))
+        chunks = [
+            {"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i, "type": "tool_call_chunk"}
+            for i, c in enumerate(getattr(message, "tool_calls", None) or [])
+        ]
+        yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=chunks, chunk_position="last"))

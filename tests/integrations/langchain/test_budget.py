@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from typing import Any
 
 import pytest
@@ -18,8 +19,9 @@ from pydantic import Field
 from lean_plugins.budget import BudgetPredictor, OutputBudget, UsageAccountant
 from lean_plugins.errors import BudgetExceededError
 from lean_plugins.ledger import Ledger
-from lean_plugins.tokens import encode
+from lean_plugins.tokens import count_tokens, encode
 from tests.budget_helpers import ANSWER, first_tokens
+from tests.integrations.langchain.budget_fakes import NoUsageToolModel, StreamingNoUsageToolModel
 
 N_FULL = len(encode(ANSWER))
 
@@ -459,3 +461,38 @@ async def test_a_tool_call_only_reply_survives_every_path() -> None:
     for chunk in chunks[1:]:
         merged = merged + chunk
     assert merged.tool_call_chunks[0]["name"] == "weather" and merged.content == ""
+
+
+# -- a tool-calling reply the provider reports no usage for (b07) --------------------------------
+TOOL_TEXT = "Let me look that up in the archive."
+TOOL_CALL = {"name": "search", "args": {"query": "the bridge over the Tarn"}, "id": "call-7"}
+#: The reply's output tokens, counted here without the code under test: its text plus its tool
+#: call as canonical JSON (name, arguments, id), as LlamaIndex's adapters book the same reply.
+TOOL_REPLY_TOKENS = count_tokens(TOOL_TEXT) + count_tokens(
+    json.dumps([TOOL_CALL], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+)
+
+
+def _no_usage_tool_model(streams: bool) -> NoUsageToolModel:
+    model = StreamingNoUsageToolModel if streams else NoUsageToolModel
+    return model(responses=[AIMessage(content=TOOL_TEXT, tool_calls=[TOOL_CALL])])
+
+
+@pytest.mark.parametrize("streams", [False, True])
+def test_budget_books_a_tool_call_reply_as_text_plus_calls(streams: bool) -> None:
+    budgeted = with_output_budget(_no_usage_tool_model(streams), 200)
+    with Ledger() as ledger:
+        reply = budgeted.invoke("Who built the bridge?")
+    assert [(c["name"], c["args"], c["id"]) for c in reply.tool_calls] == [("search", TOOL_CALL["args"], "call-7")]
+    booked = ledger.select("llm")
+    # Old code: the text only (count_tokens(TOOL_TEXT)).
+    assert (booked["events"], booked["output_after"]) == (1, TOOL_REPLY_TOKENS)
+    assert reply.usage_metadata["output_tokens"] == TOOL_REPLY_TOKENS
+
+
+def test_handler_books_a_tool_call_reply_as_the_budget_does() -> None:
+    handler = OutputBudgetCallbackHandler(200)
+    with Ledger() as ledger:
+        _no_usage_tool_model(False).invoke("Who built the bridge?", config={"callbacks": [handler]})
+    assert ledger.select("llm")["output_after"] == TOOL_REPLY_TOKENS
+    assert handler.last_result.tokens_generated == TOOL_REPLY_TOKENS

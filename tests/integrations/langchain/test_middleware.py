@@ -39,6 +39,7 @@ from tests.integrations.langchain.agent_fakes import (
     search_then_answer,
     tool_text,
 )
+from tests.integrations.langchain.budget_fakes import NoUsageToolModel
 
 GOAL = "Who completed the bridge over the Tarn river?"
 ANSWER = "Alma Verhoeven"
@@ -333,3 +334,55 @@ def test_readme_agent_quick_starts_name_real_parts() -> None:
                 module = importlib.import_module(node.module)
                 for alias in node.names:
                     assert hasattr(module, alias.name), f"{node.module}.{alias.name}"
+
+
+# -- a tool-calling step the provider reports no usage for (issue 27, b07) -------------------------
+@pytest.mark.parametrize("budget", [False, True], ids=["cache", "budget+cache"])
+def test_tool_call_steps_without_usage_are_booked_as_text_plus_calls(cache: CoreLeanCache, budget: bool) -> None:
+    call = {"name": "search", "args": {"query": GOAL}, "id": "call-1"}
+    replies = [AIMessage(content="Let me search the archive.", tool_calls=[call]), AIMessage(content=f"{ANSWER} did.")]
+    # counted here without the code under test: each reply's text, plus the tool call as
+    # canonical JSON (name, arguments, id)
+    expected = sum(count_tokens(m.content) for m in replies) + count_tokens(
+        json.dumps([call], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    )
+    llm = NoUsageToolModel(responses=replies)
+    budgeting = [LeanBudgetMiddleware(step_tokens=200)] if budget else []
+    agent = agent_with(llm, [*budgeting, LeanCacheMiddleware(cache)])
+    with Ledger() as first_ledger:
+        first = ask(agent)
+    with Ledger() as again_ledger:
+        again = ask(agent)
+    assert tool_calls(again) == tool_calls(first) == [("search", json.dumps(call["args"]), "call-1")]
+    if budget:  # the budget books the spent calls; old code: their text only
+        spent = first_ledger.select("llm")
+        assert (spent["events"], spent["output_after"]) == (2, expected)
+    hits = again_ledger.select("cache", "hit")  # old code: the text only
+    assert (hits["events"], hits["output_before"]) == (2, expected)
+
+
+# -- provider-side tools: their results are fetched during the call (issue 27) ---------------------
+@pytest.mark.parametrize(
+    "provider_tool",
+    [{"type": "web_search"}, {"type": "web_search_20250305", "name": "web_search", "max_uses": 3}, {"google_search": {}}],
+    ids=["openai", "anthropic", "gemini"],
+)
+def test_a_request_binding_a_provider_side_tool_is_neither_served_nor_stored(
+    cache: CoreLeanCache, provider_tool: dict[str, Any]
+) -> None:
+    llm = model()
+    agent = agent_with(llm, [LeanCacheMiddleware(cache)], [search, provider_tool])
+    first = ask(agent)
+    served = len(llm.calls)
+    with Ledger() as ledger:
+        again = ask(agent)
+    # Old code: the exact repeat was replayed, so the provider's fresh search never ran.
+    assert len(llm.calls) == 2 * served
+    assert final(again) == final(first)
+    assert ledger.select("cache", "hit")["events"] == 0
+    # the same agent without the provider-side tool is cached as before
+    plain = agent_with(llm, [LeanCacheMiddleware(cache)], [search])
+    ask(plain)
+    n = len(llm.calls)
+    ask(plain)
+    assert len(llm.calls) == n

@@ -5,6 +5,7 @@ answers only from what it was sent; the compressor and the cache are the real on
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -14,7 +15,9 @@ pytest.importorskip("llama_index.core.agent.workflow")
 from lean_plugins.llama_index import CachedLLM, with_output_budget
 from lean_plugins.llama_index.tools import LeanCompressedTool, compress_tool_outputs
 from llama_index.core.agent.workflow import AgentWorkflow, FunctionAgent, ToolCallResult
+from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.tools import FunctionTool
+from pydantic import Field
 
 from lean_plugins.agents import ToolResultCompressor
 from lean_plugins.cache import LeanCache
@@ -123,3 +126,56 @@ def test_short_outputs_pass_errors_propagate_and_sync_call(compressor: ToolResul
     failing = LeanCompressedTool(FunctionTool.from_defaults(broken), compressor)
     with pytest.raises(RuntimeError, match="archive offline"):  # the agent reports it, as without the wrapper
         failing.call(query="x")
+
+
+async def test_function_agent_books_tool_call_steps_once_the_same_in_budget_and_cache(cache: LeanCache) -> None:
+    """The fake reports no output usage: each step is booked as its text plus its tool calls
+    (canonical JSON: name, arguments, id), by the budget on the miss and by the cache on the
+    repeat, once each (issue 27, b07)."""
+    inner = llm()
+    lean = CachedLLM(with_output_budget(inner, 200), cache=cache)
+    agent = FunctionAgent(tools=[FunctionTool.from_defaults(short_search)], llm=lean)
+    with Ledger() as first_ledger:
+        first, results = await run(agent)
+    calls = [{"args": r.tool_kwargs, "id": r.tool_id, "name": r.tool_name} for r in results]
+    step_tokens = count_tokens(json.dumps(calls, sort_keys=True, separators=(",", ":"))) + count_tokens(first)
+    spent = first_ledger.select("llm")
+    # Old code: the budget booked the tool-calling step as its (empty) text, 0 tokens.
+    assert (spent["events"], spent["output_after"]) == (2, step_tokens)
+    served = len(inner.calls)
+    with Ledger() as again_ledger:
+        again, _ = await run(agent)
+    assert again == first and len(inner.calls) == served
+    hits = again_ledger.select("cache", "hit")
+    assert (hits["events"], hits["output_before"]) == (2, step_tokens)
+    assert again_ledger.select("llm")["events"] == 0
+
+
+class WebSearchLLM(ScriptedFunctionLLM):
+    """A function-calling LLM with provider-side tools of its own, as the OpenAI Responses
+    LLM's ``built_in_tools`` (the provider would run them during the call)."""
+
+    built_in_tools: list[dict[str, Any]] = Field(default_factory=lambda: [{"type": "web_search_preview"}])
+
+
+async def test_a_call_binding_a_provider_side_tool_is_neither_served_nor_stored(cache: LeanCache) -> None:
+    inner = WebSearchLLM(policy=search_then_answer({GOAL: ANSWER}))
+    lean = CachedLLM(with_output_budget(inner, 200), cache=cache)
+    agent = FunctionAgent(tools=[FunctionTool.from_defaults(short_search)], llm=lean)
+    first, _ = await run(agent)
+    served = len(inner.calls)
+    with Ledger() as ledger:
+        again, _ = await run(agent)
+    # Old code: both steps replayed from the cache, the provider's fresh search never ran.
+    assert again == first and len(inner.calls) == 2 * served
+    assert ledger.select("cache", "hit")["events"] == 0
+    # tool dicts passed with the call count too; the same calls without them are cached
+    plain = llm()
+    cached = CachedLLM(plain, cache=cache)
+    messages = [ChatMessage(role="user", content=GOAL)]
+    function = {"type": "function", "function": {"name": "search", "parameters": {}}}
+    for tools, calls in (([function, {"type": "web_search"}], 2), ([function], 1)):
+        plain.calls.clear()
+        cached.chat(messages, tools=tools)
+        cached.chat(messages, tools=tools)
+        assert len(plain.calls) == calls

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Iterator
@@ -15,6 +16,8 @@ from llama_index.core.base.llms.types import (
     CompletionResponse,
     CompletionResponseGen,
     LLMMetadata,
+    TextBlock,
+    ToolCallBlock,
 )
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.embeddings import MockEmbedding
@@ -22,11 +25,12 @@ from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.llms import MockLLM
 from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
+from llama_index.core.llms.mock import MockFunctionCallingLLM
 
 from lean_plugins.budget import OutputBudget, UsageAccountant
 from lean_plugins.errors import BudgetExceededError
 from lean_plugins.ledger import Ledger
-from lean_plugins.tokens import encode
+from lean_plugins.tokens import count_tokens, encode
 from tests.budget_helpers import ANSWER, first_tokens
 
 N_FULL = len(encode(ANSWER))
@@ -360,3 +364,95 @@ def test_a_budgeted_llm_that_cannot_call_tools_says_so() -> None:
     budgeted = with_output_budget(ScriptedLLM(produced=[]), 10)
     with pytest.raises(ConfigurationError, match="FunctionCallingLLM"):
         budgeted.chat_with_tools([FunctionTool.from_defaults(fn=weather)], user_msg="q")
+
+
+# -- a tool-calling reply the provider reports no usage for (b07) --------------------------------
+TOOL_TEXT = "Let me look that up in the archive."
+TOOL_CALL = {"name": "search", "args": {"query": "the bridge over the Tarn"}, "id": "call-7"}
+#: The reply's output tokens, counted here without the code under test: its text plus its tool
+#: call as canonical JSON (name, arguments, id), the form it has as input on the next step.
+TOOL_REPLY_TOKENS = count_tokens(TOOL_TEXT) + count_tokens(
+    json.dumps([TOOL_CALL], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+)
+
+
+def search(query: str) -> str:
+    """Search the archive."""
+    return f"nothing on {query}"
+
+
+def _calls_in_additional_kwargs() -> Any:
+    """Tool calls in ``additional_kwargs["tool_calls"]``, no usage reported."""
+    from tests.integrations.llama_index.agent_fakes import ScriptedFunctionLLM
+
+    return ScriptedFunctionLLM(policy=lambda messages, tools: {"text": TOOL_TEXT, "tool_calls": [TOOL_CALL]})
+
+
+def _calls_in_blocks() -> Any:
+    """Tool calls as ``ToolCallBlock`` s (LlamaIndex's own function-calling test LLM), no usage."""
+
+    def reply(messages: Any, **kwargs: Any) -> ChatMessage:
+        block = ToolCallBlock(tool_call_id=TOOL_CALL["id"], tool_name=TOOL_CALL["name"], tool_kwargs=TOOL_CALL["args"])
+        return ChatMessage(role="assistant", blocks=[TextBlock(text=TOOL_TEXT), block])
+
+    return MockFunctionCallingLLM(response_generator=reply)
+
+
+TOOL_FAKES = {"additional_kwargs": _calls_in_additional_kwargs, "blocks": _calls_in_blocks}
+
+
+@pytest.mark.parametrize("form", sorted(TOOL_FAKES))
+@pytest.mark.parametrize("streamed", [False, True])
+def test_budget_books_a_tool_call_reply_as_text_plus_calls(form: str, streamed: bool) -> None:
+    from lean_plugins.llama_index.cached_llm import reply_tokens
+    from llama_index.core.tools import FunctionTool
+
+    tool = FunctionTool.from_defaults(fn=search)
+    budgeted = with_output_budget(TOOL_FAKES[form](), 200)
+    with Ledger() as ledger:
+        if streamed:
+            response = list(budgeted.stream_chat_with_tools([tool], user_msg="Who built the bridge?"))[-1]
+        else:
+            response = budgeted.chat_with_tools([tool], user_msg="Who built the bridge?")
+    calls = budgeted.get_tool_calls_from_response(response, error_on_no_tool_call=False)
+    assert [(c.tool_id, c.tool_name, c.tool_kwargs) for c in calls] == [("call-7", "search", TOOL_CALL["args"])]
+    booked = ledger.select("llm")
+    # Old code: the budget booked the text only (count_tokens(TOOL_TEXT)), the cache the calls too.
+    assert (booked["events"], booked["output_after"]) == (1, TOOL_REPLY_TOKENS)
+    assert response.additional_kwargs["output_budget"]["tokens_generated"] == TOOL_REPLY_TOKENS
+    assert reply_tokens(response) == TOOL_REPLY_TOKENS  # CachedLLM's count of the same reply
+
+
+@pytest.mark.parametrize("form", sorted(TOOL_FAKES))
+def test_cached_budgeted_tool_call_reply_is_booked_once_the_same_way(form: str, tmp_path: Any) -> None:
+    from lean_plugins.llama_index import CachedLLM
+    from llama_index.core.tools import FunctionTool
+
+    from lean_plugins.cache import LeanCache
+
+    tool = FunctionTool.from_defaults(fn=search)
+    cache = LeanCache(path=tmp_path / "cache", mode="exact", guard=False, verifier=False)
+    lean = CachedLLM(with_output_budget(TOOL_FAKES[form](), 200), cache=cache)
+    with Ledger() as ledger:
+        first = lean.chat_with_tools([tool], user_msg="Who built the bridge?")
+        again = lean.chat_with_tools([tool], user_msg="Who built the bridge?")
+    assert lean.get_tool_calls_from_response(again) == lean.get_tool_calls_from_response(first)
+    spent, hit = ledger.select("llm"), ledger.select("cache", "hit")
+    assert (spent["events"], spent["output_after"]) == (1, TOOL_REPLY_TOKENS)  # the miss, once
+    assert (hit["events"], hit["output_before"]) == (1, TOOL_REPLY_TOKENS)  # the repeat avoided it
+
+
+@pytest.mark.parametrize("form", sorted(TOOL_FAKES))
+def test_handlers_book_a_tool_call_reply_as_the_budget_does(form: str, event_handler) -> None:
+    from llama_index.core.tools import FunctionTool
+
+    tool = FunctionTool.from_defaults(fn=search)
+    handler = event_handler(OutputBudget(200))
+    callbacks = OutputBudgetCallbackHandler(OutputBudget(200, record_usage=False))
+    llm = TOOL_FAKES[form]()
+    llm.callback_manager = CallbackManager([callbacks])
+    with Ledger() as ledger:
+        llm.chat_with_tools([tool], user_msg="Who built the bridge?")
+    assert ledger.select("llm")["output_after"] == TOOL_REPLY_TOKENS
+    assert handler.last_result.tokens_generated == TOOL_REPLY_TOKENS
+    assert callbacks.last_result.tokens_generated == TOOL_REPLY_TOKENS
