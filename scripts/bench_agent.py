@@ -37,7 +37,17 @@ first 4 articles (dev); the held-out 8 are reported apart.
 Overhead: a clock middleware outermost and one innermost time each model step; the lean
 layers' overhead is (outer - inner) minus the compressor's own time, reported apart.
 
-    python scripts/bench_agent.py [--quick] [--markdown-out PATH]
+Real reader (``--real-reader SPEC``, default ``smollm2-135m-instruct``, on unless
+``--no-real-reader``; about 2.5 CPU-minutes, 1.3 with ``--quick``): SmolLM2-135M does not emit
+parseable tool calls (checked on the first 5 tasks' first step, reported), so the scripted model
+keeps choosing the calls and the real reader answers the final step: for each search and stats
+task whose final step the model served in both runs (a lean cache hit replays it: skipped), the
+final request as each run sent it (plain: the original tool results; lean: the compressed ones),
+rendered as plain chat turns by :func:`reader_messages`, answered greedily (bench_quality's
+answer length and metrics; quality kept with its paired bootstrap). File tasks are left out:
+their plain requests hold whole articles, past the reader's window or most of its time.
+
+    python scripts/bench_agent.py [--quick] [--markdown-out PATH] [--real-reader [SPEC] | --no-real-reader]
 """
 
 from __future__ import annotations
@@ -63,7 +73,12 @@ from langchain.agents import create_agent  # noqa: E402
 from langchain.agents.middleware.types import AgentMiddleware  # noqa: E402
 from langchain_core.tools import tool  # noqa: E402
 
-from lean_plugins.agents import ANTHROPIC_RULE, ToolResultCompressor, simulate_breakpoint_cache  # noqa: E402
+from lean_plugins.agents import (  # noqa: E402
+    ANTHROPIC_RULE,
+    ToolResultCompressor,
+    simulate_breakpoint_cache,
+    tool_calls_text,
+)
 from lean_plugins.ledger import Ledger  # noqa: E402
 from lean_plugins.paths import shared_data_dir  # noqa: E402
 from lean_plugins.pricing import get_price  # noqa: E402
@@ -260,6 +275,181 @@ def policy_for(tasks: list[dict[str, Any]], titles: list[str]) -> Any:
     return policy
 
 
+# -- the real reader's final step ------------------------------------------------------------------
+READER_ROLES = {"system": "system", "human": "user", "ai": "assistant"}
+
+
+def reader_messages(messages: list[dict[str, Any]], goal: str) -> list[dict[str, str]]:
+    """A request as sent to the agent's model, as plain chat turns a reader without tool
+    calling takes (the same rendering for both runs): the system prompt and the user's task
+    as they are, each assistant step as its text and its tool calls (canonical JSON, as they
+    are counted), each tool result as a user turn naming its tool, then the task's question
+    asked again after the results (a small reader answers what it read last).
+
+    Kept on the 6 development tasks' replies (2026-12-06): merging the results and the question
+    into one user turn, or leaving the question out, did not read better (plain right 1/6 either
+    way against 0/6; lean 0/6 in all three)."""
+    out: list[dict[str, str]] = []
+    pending: list[str] = []  # names of the tool calls whose results are still to come, in order
+    for m in messages:
+        text = tool_text(m)
+        if m["role"] == "tool":
+            name = pending.pop(0) if pending else "a tool"
+            out.append({"role": "user", "content": f"Result of {name}:\n{text}"})
+        elif m["role"] == "ai":
+            pending += [c["name"] for c in m.get("tool_calls") or []]
+            calls = tool_calls_text(m)
+            said = "\n".join(x for x in (text, calls and f"Tool calls: {calls}") if x)
+            out.append({"role": "assistant", "content": said})
+        else:
+            out.append({"role": READER_ROLES.get(m["role"], "user"), "content": text})
+    out.append({"role": "user", "content": f"Answer from the results above, in a few words: {goal}"})
+    return out
+
+
+DEFAULT_READER = "smollm2-135m-instruct"
+#: The tasks the real reader answers: a ``file`` task's plain final request (search page and
+#: the whole article) is 4.7-9.4k SmolLM2 tokens, 4 of the 12 past its 8,192-token window
+#: (run of 2026-12-06), and would cost most of the reader's time.
+READER_KINDS = ("search", "stats")
+#: bench_quality's answer length for this reader (SmolLM2 restates the question first).
+READER_MAX_NEW_TOKENS = 32
+TOOL_CALL_PROBE_TASKS = 5
+TOOL_CALL_FORMAT = (
+    "\n\nYou have these tools:\n<tools>\n{schemas}\n</tools>\nTo call a tool, reply with only a JSON object "
+    '{{"name": <tool name>, "arguments": <arguments object>}} inside <tool_call></tool_call> tags.'
+)
+
+
+def parse_tool_call(reply: str, schemas: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The tool call in a reply (a JSON object, in ``<tool_call>`` tags or bare) when it names a
+    tool and gives it every required argument; None otherwise."""
+    tagged = re.search(r"<tool_call>(.*?)(?:</tool_call>|$)", reply, re.S)
+    body = tagged.group(1) if tagged else reply
+    start = body.find("{")
+    try:
+        call, _ = json.JSONDecoder().raw_decode(body[start:]) if start >= 0 else (None, 0)
+    except ValueError:
+        return None
+    schema = next((f for f in schemas if isinstance(call, dict) and f["name"] == call.get("name")), None)
+    args = call.get("arguments", call.get("args")) if isinstance(call, dict) else None
+    if schema is None or not isinstance(args, dict):
+        return None
+    if any(name not in args for name in schema["parameters"].get("required", [])):
+        return None
+    return {"name": call["name"], "args": args}
+
+
+def tool_call_probe(reader: Any, library: Library, rows: list[dict[str, Any]]) -> str:
+    """Can the reader choose the tool calls? Each task's first step (the system prompt with the
+    tool schemas and a tool-call format, the user's task), answered greedily: how many replies
+    are a parseable call, and how many call the tool the scripted model called."""
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    schemas = [convert_to_openai_tool(t)["function"] for t in make_tools(library)]
+    system = SYSTEM_PROMPT + TOOL_CALL_FORMAT.format(schemas="\n".join(json.dumps(f) for f in schemas))
+    prompts = [[{"role": "system", "content": system}, {"role": "user", "content": r["task"]["goal"]}] for r in rows]  # fmt: skip
+    replies = [a.text for a in reader.answer(prompts, max_new_tokens=64)]
+    calls = [parse_tool_call(text, schemas) for text in replies]
+    same_tool = sum(1 for c, r in zip(calls, rows, strict=True) if c and c["name"] == r["tool_calls"][0][0])
+    return (
+        f"Tool calling: {reader.name} asked for the first step of {len(rows)} tasks (the system prompt with the "
+        f"three tool schemas and a `<tool_call>` JSON format, then the task) gave {sum(c is not None for c in calls)} "
+        f"parseable calls, {same_tool} of the tool the scripted model called (first reply: "
+        f"{' '.join(replies[0].split())[:120]!r}); so the scripted model keeps choosing the tool calls and the reader "
+        "answers the final step."
+    )
+
+
+def real_reader_part(
+    plain_rows: list[dict[str, Any]],
+    lean_rows: list[dict[str, Any]],
+    library: Library,
+    spec: str = DEFAULT_READER,
+) -> str:
+    """A real reader answers each task's final step from the request each run sent there
+    (plain: the original tool results; lean: what the lean middleware sent), rendered by
+    :func:`reader_messages`; accuracy, token F1, tokens read and quality kept (lean / plain
+    accuracy, paired bootstrap 95% interval), per split and in total, as Markdown."""
+    import numpy as np
+    from bench_quality import paired_diff_interval, paired_ratio_interval
+
+    from lean_plugins.reader import contains_gold, make_reader, token_f1
+    from lean_plugins.tokens import count_tokens
+
+    start, cpu, load = time.perf_counter(), time.process_time(), os.getloadavg()[0]
+    both = zip(plain_rows, lean_rows, strict=True)
+    served = [(p, q) for p, q in both if p["final_request"] and q["final_request"]]
+    # a repeat is read like its first asking ("search (repeat)" is a search task)
+    pairs = [(p, q) for p, q in served if p["task"]["kind"].split(" (")[0] in READER_KINDS]
+    unread = [p for p, q in served if p["task"]["kind"].split(" (")[0] not in READER_KINDS]
+    replayed = len(plain_rows) - len(served)
+    if not pairs:
+        return f"Real reader on the final step: no {'/'.join(READER_KINDS)} task's final step was served in both runs."
+    reader = make_reader(spec, dtype="bfloat16")
+    counted = getattr(reader, "prompt_ids", None)  # the reader's own tokens (a provider's model: cl100k)
+    # what the unread (file) tasks would cost: the plain request holds the whole article
+    unread_tokens = [
+        len(counted(reader_messages(p["final_request"], p["task"]["goal"]))) for p in unread if counted
+    ]
+    window = getattr(getattr(getattr(reader, "llm", None), "model", None), "config", None)
+    window = getattr(window, "max_position_embeddings", None)
+    unread_note = (
+        f" (their plain requests hold the whole article: {min(unread_tokens):,}-{max(unread_tokens):,} reader tokens"
+        + (f", {sum(n > window for n in unread_tokens)} of {len(unread_tokens)} past the {window:,}-token window)" if window else ")")
+        if unread_tokens else ""
+    )  # fmt: skip
+    probe = tool_call_probe(reader, library, [p for p, _ in pairs[:TOOL_CALL_PROBE_TASKS]])
+    asked = [p for p, _ in pairs] + [q for _, q in pairs]  # plain's tasks, then lean's, in the same order
+    prompts = [reader_messages(r["final_request"], r["task"]["goal"]) for r in asked]
+    golds = [r["task"]["golds"] for r in asked]
+    answers = reader.answer_scored(prompts, [g[0] for g in golds], max_new_tokens=READER_MAX_NEW_TOKENS)
+    read = [len(counted(m)) if counted else count_tokens("\n".join(x["content"] for x in m)) for m in prompts]
+    n = len(pairs)
+    replies = [a.text for a, _ in answers]
+    loglik = np.array([score for _, score in answers])  # of the first gold answer, after the prompt
+    right = np.array([contains_gold(text, g) for text, g in zip(replies, golds, strict=True)], dtype=float)
+    f1 = np.array([token_f1(text, g) for text, g in zip(replies, golds, strict=True)])
+    splits = np.array([p["task"]["split"] for p, _ in pairs])
+    lines = [
+        "| tasks | n | plain right | lean right | plain F1 | lean F1 | gold loglik plain / lean | lean - plain (95% CI) "
+        "| reader tokens plain / lean | quality kept (95% CI) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in ("dev", "held-out", "all"):
+        idx = np.arange(n) if name == "all" else np.flatnonzero(splits == name)
+        if not len(idx):
+            continue
+        plain_right, lean_right = right[:n][idx], right[n:][idx]
+        none = (math.nan, math.nan, math.nan)
+        kept, lo, hi = paired_ratio_interval(lean_right, plain_right) if plain_right.any() else none
+        diff, diff_lo, diff_hi = paired_diff_interval(loglik[n:][idx], loglik[:n][idx])
+        tokens = f"{sum(read[i] for i in idx):,} / {sum(read[n + i] for i in idx):,}"
+        lines.append(
+            f"| {name} | {len(idx)} | {int(plain_right.sum())}/{len(idx)} | {int(lean_right.sum())}/{len(idx)} | "
+            f"{f1[:n][idx].mean():.3f} | {f1[n:][idx].mean():.3f} | {np.nanmean(loglik[:n][idx]):.2f} / "
+            f"{np.nanmean(loglik[n:][idx]):.2f} | {diff:+.2f} ({diff_lo:+.2f} to {diff_hi:+.2f}) | {tokens} | "
+            + (f"{kept:.2f} ({lo:.2f}-{hi:.2f}) |" if not math.isnan(kept) else "n/a (plain none right) |")
+        )
+    return "\n".join([
+        f"Real reader on the final step ({reader.name}, bfloat16, greedy, at most {READER_MAX_NEW_TOKENS} new "
+        f"tokens): each {'/'.join(READER_KINDS)} task's final request as each run sent it (plain: the original tool "
+        "results; lean: the compressed ones the middleware sent), the tool calls and results rendered as plain chat "
+        "turns (tool results as user turns naming their tool) and the question asked again at the end, the same way "
+        f"for both runs. Not read: {replayed} tasks whose final step the lean run's cache replayed and {len(unread)} "
+        f"file tasks{unread_note}. Right: a gold answer in the reply (SQuAD normalisation); gold loglik: the reader's "
+        "mean log-probability per token of the first gold answer after the prompt (higher: the answer is easier to "
+        "read off what was sent), paired over the tasks; quality kept: lean / plain right, paired bootstrap 95% "
+        "interval over the tasks. A 135M reader seldom reads an answer out of JSON tool pages, so at this n the "
+        "accuracy ratio is mostly noise and the paired gold log-likelihood is the finer measure.",
+        "",
+        *lines,
+        "",
+        probe + f" Reader part: {time.perf_counter() - start:.0f} s wall, {time.process_time() - cpu:.0f} s CPU, "
+        f"load average {load:.1f} at its start.",
+    ])  # fmt: skip
+
+
 # -- a clock for the overhead ---------------------------------------------------------------------
 class Clock(AgentMiddleware):
     """Outermost (``outer=True``) it opens a record per model step: wall time and the
@@ -338,7 +528,14 @@ def run(tasks: list[dict[str, Any]], library: Library, *, lean: bool, cache_dir:
 
 
     titles = [a["title"] for a in library.articles]
-    model = ScriptedChatModel(policy=policy_for(tasks, titles), max_tokens=MAX_TOKENS, model_name=PRICE_MODEL)
+    answer_policy = policy_for(tasks, titles)
+    sent: list[list[dict[str, Any]]] = []  # each served request's messages, as the model got them
+
+    def recording_policy(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> dict[str, Any]:
+        sent.append(messages)
+        return answer_policy(messages, tools)
+
+    model = ScriptedChatModel(policy=recording_policy, max_tokens=MAX_TOKENS, model_name=PRICE_MODEL)
     clock: list[dict[str, float]] = []
     compressor = None
     middleware: list[Any] = []
@@ -369,7 +566,10 @@ def run(tasks: list[dict[str, Any]], library: Library, *, lean: bool, cache_dir:
             ]  # fmt: skip
             final = tool_text({"content": messages[-1].content})
             served = model.calls[first_call:]
+            # the final answer's request, when the model served that step (a cache hit replays it)
+            final_served = bool(served) and not served[-1]["tool_calls"]
             rows.append({
+                "final_request": sent[-1] if final_served else None,
                 "task": task, "steps": sum(1 for m in messages if m.type == "ai"), "served": len(served),
                 "tool_calls": calls, "input": [c["input_tokens"] for c in served],
                 "output": [c["output_tokens"] for c in served],
@@ -449,6 +649,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--markdown-out", type=Path)
     parser.add_argument("--select", action="store_true", help="only the keep_sentences choice on the dev articles")
+    parser.add_argument(
+        "--real-reader", nargs="?", const=DEFAULT_READER, metavar="SPEC",
+        help=f"the real reader that answers the final step (default {DEFAULT_READER}, on unless --no-real-reader)",
+    )  # fmt: skip
+    parser.add_argument("--no-real-reader", action="store_true", help="skip the real reader's part")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     data = shared_data_dir()
@@ -461,6 +666,8 @@ def main() -> int:
         select_keep_sentences(library)
         return 0
     tasks = build_tasks(library, quick=args.quick)
+    # on by default: about 2.5 CPU-minutes in the full run, 1.3 with --quick (2026-12-06)
+    reader_spec = args.real_reader or (None if args.no_real_reader else DEFAULT_READER)
     load = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -563,6 +770,7 @@ def main() -> int:
         f"per step. Compressor model time, {len(comp)} steps that compressed: p50 {percentile(comp, 0.5):.0f} ms, "
         f"total {sum(comp) / 1000:.1f} s (CPU, 1 thread). Wall time: plain {t1 - t0:.1f} s, lean {t2 - t1:.1f} s.",
         "",
+        *([real_reader_part(plain["rows"], lean["rows"], library, reader_spec), ""] if reader_spec else []),
         "<details><summary>Per task: input/output tokens per model step (lean: steps the model served; a cache hit serves none)</summary>",
         "",
         *lines,
@@ -576,7 +784,9 @@ def main() -> int:
             "### Agent workload (LangChain v1 `create_agent` + lean middleware)\n\n"
             "Tasks over three long-output tools (search page, whole-article file, JSON stats API) built "
             "from the 12 shared SQuAD 2.0 dev articles; a deterministic tool-calling model that answers only "
-            "from the gold span it finds in the tool result it was sent (scripts/bench_agent.py has the details).\n\n"
+            "from the gold span it finds in the tool result it was sent"
+            + (f"; {reader_spec} then reads each run's final request and answers" if reader_spec else "")
+            + " (scripts/bench_agent.py has the details).\n\n"
         )
         args.markdown_out.write_text(intro + text + "\n", encoding="utf-8")
     return 0
