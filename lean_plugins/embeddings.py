@@ -49,6 +49,7 @@ class SentenceEncoder:
         batch_size: int = 64,
         max_length: int = 256,
         dtype: str = "float32",
+        prepack: bool = False,
     ) -> None:
         self.model_name = DEFAULT_MODEL if model is None else str(model)
         self.model_path = resolve_model_path(model)
@@ -62,8 +63,13 @@ class SentenceEncoder:
         from lean_plugins.devices import resolve_precision
 
         self.dtype = resolve_precision(dtype, device)
+        #: bfloat16 only: linear weights reordered once for oneDNN (``quantize.inference_linear``),
+        #: faster for one short text; off for the shared encoders, whose figures were measured
+        #: with the unpacked kernels (the packed ones round a batch differently).
+        self.prepack = prepack and self.dtype == "bfloat16"
         self._tokenizer: Any = None
         self._model: Any = None
+        self._forward: Any = None
         self._lock = threading.RLock()
 
     def _ensure_loaded(self) -> None:
@@ -90,6 +96,7 @@ class SentenceEncoder:
             from lean_plugins.quantize import calibration_texts, quantize_int8
 
             quantize_int8(model, (dict(self._tokenizer(t, return_tensors="pt")) for t in calibration_texts()))
+        self._forward = BertForward(model, prepack=self.prepack) if BertForward.supports(model) else None
         self._model = model
 
     @property
@@ -128,7 +135,11 @@ class SentenceEncoder:
                         input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
                         attention[row, : len(ids[i])] = 1
                     batch = {"input_ids": input_ids.to(self.device), "attention_mask": attention.to(self.device)}
-                    hidden = self._model(**batch).last_hidden_state.float()  # pool in float32
+                    if self._forward is not None:
+                        hidden = self._forward(batch["input_ids"], batch["attention_mask"])
+                    else:
+                        hidden = self._model(**batch).last_hidden_state
+                    hidden = hidden.float()  # pool in float32
                     mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                     pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                     pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
@@ -137,6 +148,92 @@ class SentenceEncoder:
 
     def __repr__(self) -> str:
         return f"SentenceEncoder(model={self.model_name!r}, device={self.device!r}, dtype={self.dtype!r})"
+
+
+class BertForward:
+    """Inference forward of a Hugging Face ``BertModel`` (MiniLM): the model's own operations
+    in the same order, called directly, so its ``last_hidden_state`` is bit-identical in float32
+    (and in bfloat16 / int8 without ``prepack``), without the per-module Python of
+    ``transformers`` (masks, output classes, hooks, the pooler the mean pooling never reads).
+
+    A one-sentence MiniLM embedding on one thread took 12.6 ms of CPU through the model and
+    9.2 ms through this (float32; 9.0 / 6.2 ms in bfloat16, 4.9 ms prepacked; 2 shared cores,
+    load 0.3). Linear layers run through :func:`lean_plugins.quantize.inference_linear`.
+    """
+
+    @staticmethod
+    def supports(model: Any) -> bool:
+        """An encoder-only BERT with absolute positions, GELU and SDPA attention (what this
+        forward computes; anything else runs through the model's own forward)."""
+        config = getattr(model, "config", None)
+        return (
+            type(model).__name__ == "BertModel"
+            and not getattr(config, "is_decoder", True)
+            and getattr(config, "position_embedding_type", "absolute") == "absolute"
+            and getattr(config, "hidden_act", None) == "gelu"
+            and getattr(config, "_attn_implementation", "sdpa") == "sdpa"  # the kernel this calls
+        )
+
+    def __init__(self, model: Any, *, prepack: bool = False) -> None:
+        from lean_plugins.quantize import inference_linear
+
+        config = model.config
+        self.heads = int(config.num_attention_heads)
+        self.head_size = int(config.hidden_size) // self.heads
+        embeddings = model.embeddings
+        self.word = embeddings.word_embeddings.weight.detach()
+        self.position = embeddings.position_embeddings.weight.detach()
+        self.token_type = embeddings.token_type_embeddings.weight.detach()
+        self.norm = _layer_norm_args(embeddings.LayerNorm)
+
+        def linear(module: Any) -> Any:
+            return inference_linear(module, prepack=prepack)
+
+        self.layers = [
+            (
+                linear(layer.attention.self.query),
+                linear(layer.attention.self.key),
+                linear(layer.attention.self.value),
+                linear(layer.attention.output.dense),
+                _layer_norm_args(layer.attention.output.LayerNorm),
+                linear(layer.intermediate.dense),
+                linear(layer.output.dense),
+                _layer_norm_args(layer.output.LayerNorm),
+            )
+            for layer in model.encoder.layer
+        ]
+
+    def __call__(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None) -> Any:
+        """``last_hidden_state`` for a padded batch (call under ``torch.inference_mode``)."""
+        import torch
+        from torch.nn import functional
+
+        batch, length = input_ids.shape
+        # the model's order of additions: words + token types, then + positions
+        types = self.token_type[0] if token_type_ids is None else self._types(token_type_ids)
+        x = functional.embedding(input_ids, self.word) + types
+        x = functional.layer_norm(x + self.position[:length], *self.norm)
+        mask = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            mask = attention_mask.to(torch.bool)[:, None, None, :]  # padding keys masked out
+        heads = (batch, length, self.heads, self.head_size)
+        scale = self.head_size**-0.5
+        for query, key, value, out, norm1, up, down, norm2 in self.layers:
+            q, k, v = (f(x).view(heads).transpose(1, 2) for f in (query, key, value))
+            attended = functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+            x = functional.layer_norm(out(attended.transpose(1, 2).reshape(batch, length, -1)) + x, *norm1)
+            x = functional.layer_norm(down(functional.gelu(up(x))) + x, *norm2)
+        return x
+
+
+    def _types(self, token_type_ids: Any) -> Any:
+        from torch.nn import functional
+
+        return functional.embedding(token_type_ids, self.token_type)
+
+
+def _layer_norm_args(norm: Any) -> tuple[Any, ...]:
+    return (tuple(norm.normalized_shape), norm.weight.detach(), norm.bias.detach(), norm.eps)
 
 
 #: A batch of sentences padded to its longest may hold at most this share of padding
@@ -171,17 +268,19 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     return batches
 
 
-_encoders: dict[tuple[str, str, str], SentenceEncoder] = {}
+_encoders: dict[tuple[str, str, str, bool], SentenceEncoder] = {}
 _encoders_lock = threading.Lock()
 
 
-def get_encoder(model: str | Path | None = None, *, device: str = "cpu", dtype: str = "float32") -> SentenceEncoder:
+def get_encoder(
+    model: str | Path | None = None, *, device: str = "cpu", dtype: str = "float32", prepack: bool = False
+) -> SentenceEncoder:
     """The process-wide encoder for ``model`` (default all-MiniLM-L6-v2) in ``dtype``, created once."""
-    key = (resolve_model_path(model), device, dtype)
+    key = (resolve_model_path(model), device, dtype, prepack)
     with _encoders_lock:
         encoder = _encoders.get(key)
         if encoder is None:
-            encoder = _encoders[key] = SentenceEncoder(model, device=device, dtype=dtype)
+            encoder = _encoders[key] = SentenceEncoder(model, device=device, dtype=dtype, prepack=prepack)
         return encoder
 
 

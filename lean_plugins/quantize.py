@@ -137,6 +137,38 @@ def quantize_int8(
     return model.eval()
 
 
+def inference_linear(module: Any, *, prepack: bool = False) -> Any:
+    """How an encoder's linear layer runs at inference, as a callable ``x -> y``.
+
+    A plain ``nn.Linear`` becomes ``F.linear`` on its weight (the same kernel as the module, no
+    module call); with ``prepack`` a bfloat16 one has its weight reordered once for oneDNN's
+    matrix kernels (AVX512-BF16 / AMX), which skips that reordering on every call (a MiniLM
+    embedding of one sentence: 6.2 -> 4.9 ms of CPU on one thread). Anything else (the int8
+    path's smoothed, quantised layers) is called as it is.
+    """
+    torch = require("torch", "embeddings")
+    from torch.nn import functional
+
+    if type(module) is not torch.nn.Linear:
+        return module
+    weight = module.weight.detach()
+    bias = None if module.bias is None else module.bias.detach()
+    mkldnn = getattr(torch.ops, "mkldnn", None)
+    if prepack and weight.dtype == torch.bfloat16 and weight.device.type == "cpu" and mkldnn is not None:
+        try:
+            packed = mkldnn._reorder_linear_weight(weight, 1)
+            pointwise = mkldnn._linear_pointwise
+            pointwise(torch.zeros(1, weight.shape[1], dtype=weight.dtype), packed, bias, "none", [], "")
+
+            def packed_linear(x: Any) -> Any:
+                return pointwise(x, packed, bias, "none", [], "")
+
+            return packed_linear
+        except (AttributeError, RuntimeError):  # a torch without these (private) oneDNN ops
+            pass
+    return functools.partial(functional.linear, weight=weight, bias=bias)
+
+
 def int8_is_fast() -> bool:
     """True where torch's dynamic int8 linear layers run on fbgemm's x86 kernels (AVX2 or
     better), the case the int8 path was measured on; elsewhere (ARM's qnnpack, old x86) ``auto``

@@ -53,12 +53,15 @@ class PairModel(nn.Module):
         from transformers import BertModel
         from transformers.utils import logging as hf_logging
 
+        from lean_plugins.model_source import transformers_progress
+
         level = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # the dropped layers' weights are "unused": expected
         try:
-            encoder = BertModel.from_pretrained(
-                str(base_model_path()), num_hidden_layers=kept_layers, add_pooling_layer=False
-            )
+            with transformers_progress(show=False):  # library use: no "Loading weights" bar
+                encoder = BertModel.from_pretrained(
+                    str(base_model_path()), num_hidden_layers=kept_layers, add_pooling_layer=False
+                )
         finally:
             hf_logging.set_verbosity(level)
         return cls(encoder)
@@ -67,6 +70,10 @@ class PairModel(nn.Module):
         states = self.encoder(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
         ).last_hidden_state
+        return self.score_states(states, attention_mask, cosine)
+
+    def score_states(self, states, attention_mask, cosine):  # type: ignore[no-untyped-def]
+        """The head on the encoder's token states (mean over the pair's real tokens)."""
         mask = attention_mask.unsqueeze(-1).to(states.dtype)
         mean = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         features = torch.cat([states[:, 0], mean, cosine.unsqueeze(-1).to(states.dtype)], dim=-1)
@@ -93,8 +100,13 @@ def encode_pairs(tok: Any, queries: list[str], cached: list[str], max_length: in
 class CrossEncoderScorer:
     """Loaded model + tokenizer; thread-safe scoring (inference only)."""
 
-    def __init__(self, model_dir: Path) -> None:
+    def __init__(self, model_dir: Path, dtype: str = "float32") -> None:
         from safetensors.torch import load_file
+
+        if dtype not in ("float32", "bfloat16"):
+            raise ConfigurationError(
+                f"the cache verifier runs in 'float32' or 'bfloat16', got dtype={dtype!r}."
+            )
 
         info_path, delta_path = model_dir / INFO_FILE, model_dir / DELTA_FILE
         if not info_path.is_file() or not delta_path.is_file():
@@ -116,16 +128,22 @@ class CrossEncoderScorer:
                 "rebuild them with scripts/train_verifier.py."
             )
         model.load_state_dict(delta, strict=False)
-        self.model = model.eval()
+        #: ``"float32"`` (the calibrated logits) or ``"bfloat16"`` (weights in bfloat16, prepacked
+        #: for oneDNN: the fast path, whose logits only settle a verdict far from the threshold,
+        #: ``lean_plugins.cache.fast_path``).
+        self.dtype = dtype
+        self.model = model.to(dtype=getattr(torch, dtype)).eval()
+        from lean_plugins.embeddings import BertForward
+
+        # the encoder's own forward, called directly (bit-identical in float32, less Python)
+        self._encode = BertForward(model.encoder, prepack=dtype == "bfloat16")
         self.tok = tokenizer()
 
     def logits(self, queries: list[str], cached: list[str], cosines: list[float]) -> list[float]:
         batch = encode_pairs(self.tok, queries, cached, self.max_length)
+        cosine = torch.tensor(cosines if self.uses_cosine else [0.0] * len(cosines), dtype=torch.float32)
         with torch.inference_mode():
-            out = self.model(
-                batch["input_ids"],
-                batch["attention_mask"],
-                batch.get("token_type_ids", torch.zeros_like(batch["input_ids"])),
-                torch.tensor(cosines if self.uses_cosine else [0.0] * len(cosines), dtype=torch.float32),
-            )
+            types = batch.get("token_type_ids", torch.zeros_like(batch["input_ids"]))
+            states = self._encode(batch["input_ids"], batch["attention_mask"], types)
+            out = self.model.score_states(states, batch["attention_mask"], cosine)
         return [float(x) for x in out]

@@ -25,6 +25,13 @@ import numpy as np
 
 from lean_plugins._optional import is_available
 from lean_plugins.cache.calibration import ErrorBudget
+from lean_plugins.cache.fast_path import (
+    COSINE_MARGIN,
+    apart,
+    logits_settled,
+    resolve_cache_precision,
+    uncertain_ranks,
+)
 from lean_plugins.cache.guard import SemanticGuard, word_overlap
 from lean_plugins.cache.keys import has_lone_surrogate, key_hash, match_key, split_prompt, storage_id
 from lean_plugins.cache.stores import (
@@ -180,6 +187,12 @@ class LeanCache:
             entries stored without a tenant). See :meth:`for_tenant`.
         key_prefix: first part of every Redis key this cache writes (``"<key_prefix>:..."``);
             ``clear()`` deletes only keys of this cache's own layout under it.
+        precision: how a lookup computes the query's embedding and the cross-encoder's verdict:
+            ``"auto"`` (bfloat16 on CPUs with AVX512-BF16 / AMX, float32 elsewhere),
+            ``"float32"`` or ``"bfloat16"``. bfloat16 serves exactly what float32 serves: a
+            verdict near the cosine floor or the verifier's threshold is redone in float32
+            (:mod:`lean_plugins.cache.fast_path`). Only with the shared encoder and the
+            cross-encoder verifier (or none) and without ``max_error``; otherwise float32.
     """
 
     def __init__(
@@ -203,6 +216,7 @@ class LeanCache:
         retry_after: float = 5.0,
         tenant: str | None = None,
         key_prefix: str = "lean-plugins",
+        precision: str = "auto",
     ) -> None:
         if mode not in MODES:
             raise ConfigurationError(f"LeanCache mode must be one of {MODES}, got {mode!r}.")
@@ -252,6 +266,12 @@ class LeanCache:
         )
         self._embedding = embedding
         self._dimension: int | None = None
+        #: The path a lookup's query takes (``fast_path.resolve_cache_precision``): bfloat16
+        #: needs the shared encoder and a cross-encoder (or no verifier), and no error budget,
+        #: whose calibration reads the float32 logits.
+        self.precision = resolve_cache_precision(precision)
+        if embedding is not None or self.error_budget is not None or isinstance(self.verifier, PairVerifier):
+            self.precision = "float32"
         self.url = self._resolve_url(url)
         if backend == "local":
             from lean_plugins.paths import cache_dir
@@ -278,6 +298,7 @@ class LeanCache:
             url=url, embedding=embedding, guard=guard, verifier=verifier, overlap_penalty=overlap_penalty,
             max_error=max_error, answer_judge=answer_judge,
             top_k=top_k, record_hits=record_hits, retry_after=retry_after, key_prefix=key_prefix,
+            precision=precision,
         )  # fmt: skip
         _OPEN_CACHES.add(self)
 
@@ -301,11 +322,14 @@ class LeanCache:
     def semantic(self) -> bool:
         return self.mode != "exact"
 
-    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+    def _embed(self, texts: Sequence[str], precision: str = "float32") -> np.ndarray:
+        """Normalised vectors of ``texts``: stored ones always float32; a lookup's query in
+        ``precision`` (bfloat16: the fast path's, prepacked for one short text)."""
         if self._embedding is None:
             from lean_plugins.embeddings import get_encoder
 
-            vectors = get_encoder().encode(list(texts))
+            fast = precision == "bfloat16"
+            vectors = get_encoder(dtype=precision, prepack=fast).encode(list(texts))
         else:
             vectors = np.asarray(self._embedding(list(texts)), dtype=np.float32)
         vectors = np.atleast_2d(vectors).astype(np.float32)
@@ -656,9 +680,31 @@ class LeanCache:
                 )
         if not (self.semantic and semantic):
             return None
-        vector = self._embed([question])[0]
+        if self.precision == "bfloat16":
+            hit = self._semantic_lookup(store, prompt, question, namespace, scope, now, "bfloat16")
+            if hit is not _UNSETTLED:
+                return hit
+        return self._semantic_lookup(store, prompt, question, namespace, scope, now, "float32")
+
+    def _semantic_lookup(
+        self, store: Store, prompt: str, question: str, namespace: str, scope: str, now: float, precision: str
+    ) -> Any:
+        """The semantic match for ``question`` with its embedding and verdicts in ``precision``;
+        in bfloat16, :data:`_UNSETTLED` where a verdict lies too near a boundary to trust."""
+        fast = precision == "bfloat16"
+        vector = self._embed([question], precision)[0]
         with store.lock:
-            found = [(s, i) for s, i in store.search(vector, self.top_k) if s >= self.threshold]
+            nearest = store.search(vector, self.top_k + 1 if fast else self.top_k)
+            uncertain: set[int] = set()
+            if fast:  # near the floor or the top_k cut: looked at, and redone if they matter
+                ranks = uncertain_ranks([s for s, _ in nearest], self.threshold, self.top_k)
+                uncertain = {nearest[r][1] for r in ranks}
+                floor = self.threshold - COSINE_MARGIN
+                found = [(s, i) for s, i in nearest[: self.top_k] if s >= floor] + [
+                    (s, i) for s, i in nearest[self.top_k :] if i in uncertain
+                ]
+            else:
+                found = [(s, i) for s, i in nearest[: self.top_k] if s >= self.threshold]
             if not found:
                 return None
             records = store.fetch([i for _, i in found])
@@ -667,29 +713,50 @@ class LeanCache:
         # lets through, in one batch.
         passed: list[tuple[float, int, Record, str]] = []
         for similarity, rid in sorted(found, reverse=True):
+            if fast and len(passed) == VERIFIED_CANDIDATES and apart(similarity, passed[-1][0]):
+                break  # the rest come after the verified ones in float32 too
             record = records.get(rid)
             if record is None or rid not in live or record.scope != scope:
                 continue
             cached_question = split_prompt(record.prompt).question
             if self.guard is not None and not self.guard.agrees(question, cached_question):
                 continue
+            if fast and (rid in uncertain or len(passed) == VERIFIED_CANDIDATES):
+                # a candidate the guard passes whose place float32 might put elsewhere: in or
+                # out of the list, or before the last verified one
+                return _UNSETTLED
             if self.error_budget is not None:
                 if not self._budget_serves(question, cached_question, float(similarity), record, namespace, scope, prompt):
                     return None  # explored: a miss whose fresh answer put() will compare
                 return self._hit(store, rid, record, float(similarity))
             passed.append((float(similarity), rid, record, cached_question))
-            if len(passed) == VERIFIED_CANDIDATES:
+            if len(passed) == VERIFIED_CANDIDATES and not fast:
                 break
         if not passed:
             return None
-        if self.verifier is not None:
+        if fast and self.verifier is not None:
+            assert isinstance(self.verifier, CrossEncoderVerifier)
+            logits = self.verifier.scores(
+                [question] * len(passed), [c for *_, c in passed], [s for s, *_ in passed], dtype="bfloat16"
+            )
+            if not logits_settled(logits, self.verifier.threshold):
+                return _UNSETTLED
+            verdicts = [v >= self.verifier.threshold for v in logits]
+        elif self.verifier is not None:
             verdicts = self.verifier.passes_many(question, [c for *_, c in passed], [s for s, *_ in passed])
         else:
-            verdicts = [s - self.overlap_penalty * word_overlap(question, c) >= self.threshold for s, _, _, c in passed]
-        for (similarity, rid, record, _), ok in zip(passed, verdicts, strict=True):
-            if ok:
-                return self._hit(store, rid, record, similarity)
-        return None
+            penalties = [self.overlap_penalty * word_overlap(question, c) for _, _, _, c in passed]
+            margins = [s - p - self.threshold for (s, *_), p in zip(passed, penalties, strict=True)]
+            if fast and not logits_settled(margins, 0.0, COSINE_MARGIN):  # the rule moves with the cosine
+                return _UNSETTLED
+            verdicts = [m >= 0 for m in margins]
+        accepted = [candidate for candidate, ok in zip(passed, verdicts, strict=True) if ok]
+        if fast and len(accepted) > 1 and not apart(accepted[0][0], accepted[1][0]):
+            return _UNSETTLED  # two accepted entries in an order float32 might swap: which is served
+        if not accepted:
+            return None
+        similarity, rid, record, _ = accepted[0]
+        return self._hit(store, rid, record, similarity)
 
     @staticmethod
     def _hit(store: Store, rid: int, record: Record, similarity: float) -> CacheHit:
@@ -738,6 +805,9 @@ class LeanCache:
             meta={"match": hit.match, "similarity": round(hit.similarity, 4)},
         )
 
+
+#: A bfloat16 lookup whose verdict lay near a boundary: it runs again in float32.
+_UNSETTLED = object()
 
 #: Explored would-be hits remembered until their fresh answer is stored (oldest dropped first).
 _MAX_EXPLORATIONS = 10_000

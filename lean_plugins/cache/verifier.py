@@ -247,25 +247,31 @@ class CrossEncoderVerifier:
     info: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        self._scorer = None
+        self._scorers: dict[str, object] = {}
         self._lock = threading.Lock()
 
-    def _model(self):  # type: ignore[no-untyped-def]
-        if self._scorer is None:
+    def _model(self, dtype: str = "float32"):  # type: ignore[no-untyped-def]
+        scorer = self._scorers.get(dtype)
+        if scorer is None:
             with self._lock:
-                if self._scorer is None:
+                scorer = self._scorers.get(dtype)
+                if scorer is None:
                     from lean_plugins.cache.cross_encoder import CrossEncoderScorer
 
-                    self._scorer = CrossEncoderScorer(self.model_dir)
-        return self._scorer
+                    scorer = self._scorers[dtype] = CrossEncoderScorer(self.model_dir, dtype)
+        return scorer
 
-    def scores(self, queries: list[str], cached: list[str], cosines: list[float]) -> list[float]:
+    def scores(
+        self, queries: list[str], cached: list[str], cosines: list[float], *, dtype: str = "float32"
+    ) -> list[float]:
         """Logits for many pairs at once (one batch); :func:`prose_equal` pairs get
-        :data:`PROSE_EQUAL_LOGIT` without running the model."""
+        :data:`PROSE_EQUAL_LOGIT` without running the model. ``dtype="bfloat16"``: the fast
+        path's estimate, which settles only verdicts far from the threshold
+        (``lean_plugins.cache.fast_path``); the threshold holds for float32 logits."""
         out = [PROSE_EQUAL_LOGIT if prose_equal(q, c) else None for q, c in zip(queries, cached, strict=True)]
         todo = [i for i, v in enumerate(out) if v is None]
         if todo:
-            logits = self._model().logits(
+            logits = self._model(dtype).logits(
                 [queries[i] for i in todo], [cached[i] for i in todo], [float(cosines[i]) for i in todo]
             )
             for i, v in zip(todo, logits, strict=True):

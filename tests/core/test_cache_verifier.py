@@ -193,9 +193,9 @@ def test_lookup_scores_only_the_nearest_candidates_in_one_batch(tmp_path: Path) 
     batches: list[int] = []
     real_scores = verifier.scores
 
-    def spy(queries: list[str], cached: list[str], cosines: list[float]) -> list[float]:
+    def spy(queries: list[str], cached: list[str], cosines: list[float], **kwargs: str) -> list[float]:
         batches.append(len(queries))
-        return real_scores(queries, cached, cosines)
+        return real_scores(queries, cached, cosines, **kwargs)
 
     verifier.scores = spy  # type: ignore[method-assign]
     cache = LeanCache(path=tmp_path, verifier=verifier, record_hits=False)
@@ -212,4 +212,5 @@ def test_lookup_scores_only_the_nearest_candidates_in_one_batch(tmp_path: Path) 
     cands = [q for q in stored if _cos(q, query) >= cache.threshold and cache.guard.agrees(query, q)]
     assert len(cands) > VERIFIED_CANDIDATES, "the test needs more candidates than are verified"
     cache.lookup(query)
-    assert batches == [VERIFIED_CANDIDATES]
+    # one batch per pass: the bfloat16 pass, and the float32 one where a verdict was near a boundary
+    assert batches in ([VERIFIED_CANDIDATES], [VERIFIED_CANDIDATES] * 2)
